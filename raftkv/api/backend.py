@@ -1,0 +1,122 @@
+"""What the etcd-compatible gRPC services need from the node they run on.
+
+The services in ``raftkv.api`` translate etcd's wire protocol (validation, limits, error texts, streaming)
+and nothing else; every decision about consensus, durability and leadership stays in the node driver
+(``raftkv.server.node.Node``), which implements this protocol. Keeping the seam explicit lets each side be
+read — and changed — without the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from raftkv.proto import internal_pb2, kv_pb2, rpc_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSession:
+    """Exactly-once identity of a write, from gRPC metadata ``raftkv-client-id`` / ``raftkv-seq`` (0 = none)."""
+
+    client_id: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionEvents:
+    """All events of one applied revision, in the order the request produced them (never split)."""
+
+    revision: int
+    events: tuple[kv_pb2.Event, ...]
+
+
+class Backend(Protocol):
+    """The node as the API layer sees it. All methods are called on the node's asyncio loop."""
+
+    member_id: int
+    cluster_id: int
+    max_request_bytes: int
+    max_txn_ops: int
+
+    def header(self) -> rpc_pb2.ResponseHeader:
+        """A header with this member's ids, current raft term and the current applied revision."""
+        ...
+
+    # --- consensus -------------------------------------------------------------------------------------
+    async def propose(
+        self, request: internal_pb2.InternalRequest, session: ClientSession, timeout: float
+    ) -> internal_pb2.ApplyResult:
+        """Replicate ``request`` (the node fills in ``header.id``), wait until applied, return its result.
+
+        Raises ``raftkv.errors.EtcdError`` (no leader, timed out, leader changed, space exceeded, ...).
+        Followers forward to the leader inside Raft; callers never see a redirect.
+        """
+        ...
+
+    async def read_barrier(self, timeout: float) -> None:
+        """Linearizable-read barrier (ReadIndex, batched): returns once this node has applied everything
+        committed before the call. Raises EtcdError (no leader / timed out)."""
+        ...
+
+    def has_leader(self) -> bool: ...
+
+    def is_leader(self) -> bool: ...
+
+    def is_learner(self) -> bool: ...
+
+    # --- local reads (serializable, or after read_barrier) -------------------------------------------------
+    def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        """Serve a RangeRequest from the local state machine (raises EtcdError for compacted/future revision)."""
+        ...
+
+    def current_revision(self) -> int: ...
+
+    def compact_revision(self) -> int: ...
+
+    def events_since(
+        self, start_revision: int, key: bytes, range_end: bytes
+    ) -> list[RevisionEvents]:
+        """Committed events with revision >= start_revision matching the range, from the MVCC history.
+
+        Raises EtcdError COMPACTED if start_revision <= compact_revision."""
+        ...
+
+    def subscribe_applied(self, callback: Callable[[RevisionEvents], None]) -> Callable[[], None]:
+        """Call ``callback`` for every newly applied revision that produced events, in revision order, on the
+        loop, right after apply. Returns an unsubscribe function."""
+        ...
+
+    # --- leases ---------------------------------------------------------------------------------------------
+    async def lease_keep_alive(self, lease_id: int, timeout: float) -> int:
+        """Renew on the leader (forwarded when called on a follower); returns the TTL, 0 if the lease is gone."""
+        ...
+
+    def lease_time_to_live(self, lease_id: int, keys: bool) -> rpc_pb2.LeaseTimeToLiveResponse: ...
+
+    def lease_ids(self) -> list[int]: ...
+
+    # --- membership and maintenance -----------------------------------------------------------------------
+    def members(self) -> list[rpc_pb2.Member]: ...
+
+    async def member_add(self, peer_urls: list[str], is_learner: bool, timeout: float) -> rpc_pb2.Member: ...
+
+    async def member_remove(self, member_id: int, timeout: float) -> None: ...
+
+    async def member_update(self, member_id: int, peer_urls: list[str], timeout: float) -> None: ...
+
+    async def member_promote(self, member_id: int, timeout: float) -> None: ...
+
+    def status(self) -> rpc_pb2.StatusResponse: ...
+
+    def alarms(self) -> list[rpc_pb2.AlarmMember]: ...
+
+    async def move_leader(self, target_id: int, timeout: float) -> None: ...
+
+    async def defragment(self) -> None: ...
+
+    def hash_kv(self, revision: int) -> rpc_pb2.HashKVResponse: ...
+
+    def snapshot_chunks(self) -> AsyncIterator[bytes]:
+        """The whole state-machine database as a stream of chunks, from one consistent read view."""
+        ...
