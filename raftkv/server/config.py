@@ -1,0 +1,249 @@
+"""The node's configuration: command-line flags (etcd's names), an optional TOML file, and validation.
+
+Every mistake an operator can make here is reported as one ``ConfigError`` line naming the flag or file,
+before anything touches the data directory or binds a port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_MAX_REQUEST_BYTES = 1572864  # 1.5 MiB, etcd's default
+DEFAULT_QUOTA_BYTES = 2 * 1024**3  # 2 GiB, etcd's default
+PLANTED_BUGS = ("stale-reads", "drop-watch-event", "skip-fsync")
+
+
+class ConfigError(Exception):
+    """A configuration mistake, reported as a single line and exit status 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class TLSPaths:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    name: str
+    data_dir: Path
+    listen_peer_urls: tuple[str, ...]
+    advertise_peer_urls: tuple[str, ...]
+    listen_client_urls: tuple[str, ...]
+    advertise_client_urls: tuple[str, ...]
+    initial_cluster: tuple[tuple[str, str], ...]  # (name, peer url) in the order given
+    initial_cluster_state: str
+    cluster_token: str
+    client_tls: TLSPaths | None
+    peer_tls: TLSPaths | None
+    heartbeat_ms: int = 100
+    election_ms: int = 1000
+    snapshot_count: int = 10000
+    quota_backend_bytes: int = DEFAULT_QUOTA_BYTES
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    listen_metrics_urls: tuple[str, ...] = ()
+    peer_dial_overrides: dict[str, str] = field(default_factory=dict)
+    log_level: str = "info"
+    planted_bug: str | None = None
+
+    @property
+    def insecure(self) -> bool:
+        return self.client_tls is None
+
+    @property
+    def election_ticks(self) -> int:
+        return max(2, self.election_ms // self.heartbeat_ms)
+
+    @property
+    def cluster_id(self) -> int:
+        """Derived from the initial membership and token, so members of one cluster agree without talking."""
+        urls = sorted(url for _, url in self.initial_cluster)
+        return _hash64("cluster", self.cluster_token, *urls)
+
+    def initial_member_id(self, name: str) -> int:
+        """Member id of an initial member: stable for the same peer URL and token (etcd derives it similarly)."""
+        url = dict(self.initial_cluster)[name]
+        return _hash64("member", self.cluster_token, url)
+
+
+def _hash64(*parts: str) -> int:
+    digest = hashlib.sha256("\x00".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") or 1
+
+
+def host_port(url: str) -> str:
+    """``https://127.0.0.1:2379`` -> ``127.0.0.1:2379`` (what gRPC binds and dials)."""
+    parts = urlsplit(url)
+    if not parts.hostname or not parts.port:
+        raise ConfigError(f"URL {url!r} must look like https://HOST:PORT")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{parts.port}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="raftkv",
+        description="A raftkv member: Raft-replicated key-value store serving etcd's v3 gRPC API.",
+    )
+    p.add_argument("--config-file", help="TOML file whose keys are these flags' long names (dashes or underscores)")
+    p.add_argument("--name", help="human-readable member name, unique in the cluster (default: default)")
+    p.add_argument("--data-dir", help="where the member keeps its LMDB database (default: <name>.raftkv)")
+    p.add_argument("--listen-peer-urls", help="comma-separated URLs to listen on for peer traffic")
+    p.add_argument("--initial-advertise-peer-urls", help="this member's peer URLs as the others dial them")
+    p.add_argument("--listen-client-urls", help="comma-separated URLs to serve the etcd v3 API on")
+    p.add_argument("--advertise-client-urls", help="this member's client URLs as clients dial them")
+    p.add_argument("--initial-cluster", help="name=peer-url,... for bootstrapping a new cluster")
+    p.add_argument("--initial-cluster-state", choices=("new", "existing"), help="new (bootstrap) or existing (join)")
+    p.add_argument("--initial-cluster-token", help="distinguishes clusters built from the same URLs")
+    p.add_argument("--trusted-ca-file", help="CA certificate that signs clients (and peers by default)")
+    p.add_argument("--cert-file", help="this member's certificate for the client port")
+    p.add_argument("--key-file", help="key of --cert-file")
+    p.add_argument("--peer-trusted-ca-file", help="CA certificate that signs peers (default: --trusted-ca-file)")
+    p.add_argument("--peer-cert-file", help="certificate for the peer port (default: --cert-file)")
+    p.add_argument("--peer-key-file", help="key of --peer-cert-file (default: --key-file)")
+    p.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        default=None,
+        help="serve and dial without TLS (http:// URLs); never use outside a sandbox",
+    )
+    p.add_argument("--heartbeat-interval", type=int, help="milliseconds between leader heartbeats (default 100)")
+    p.add_argument("--election-timeout", type=int, help="milliseconds before a follower campaigns (default 1000)")
+    p.add_argument("--snapshot-count", type=int, help="applied entries between snapshots (default 10000)")
+    p.add_argument("--quota-backend-bytes", type=int, help="database size that raises the NOSPACE alarm (default 2 GiB)")
+    p.add_argument("--max-request-bytes", type=int, help="largest client request accepted (default 1.5 MiB)")
+    p.add_argument("--listen-metrics-urls", help="plain-HTTP URLs serving /metrics (Prometheus) and /health")
+    p.add_argument(
+        "--peer-dial-override",
+        action="append",
+        metavar="NAME=HOST:PORT",
+        help="dial peer NAME at another address (fault-injection proxies); repeatable",
+    )
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--unsafe-planted-bug", choices=PLANTED_BUGS, help=argparse.SUPPRESS)
+    return p
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+def _load_file(path: str) -> dict[str, object]:
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read --config-file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config-file {path} is not valid TOML: {exc}") from exc
+    known = {a.dest for a in build_parser()._actions}
+    out: dict[str, object] = {}
+    for key, value in raw.items():
+        dest = key.replace("-", "_")
+        if dest not in known or dest == "config_file":
+            raise ConfigError(f"--config-file {path}: unknown setting {key!r}")
+        out[dest] = ",".join(value) if isinstance(value, list) and dest != "peer_dial_override" else value
+    return out
+
+
+def _tls(ca: str | None, cert: str | None, key: str | None, what: str) -> TLSPaths:
+    missing = [flag for flag, v in ((f"--{what}trusted-ca-file", ca), (f"--{what}cert-file", cert), (f"--{what}key-file", key)) if not v]
+    if missing:
+        raise ConfigError(
+            f"mutual TLS needs {', '.join(missing)} (or pass --insecure-plaintext to run without TLS)"
+        )
+    paths = TLSPaths(Path(ca), Path(cert), Path(key))  # type: ignore[arg-type]
+    for flag, path in (("trusted-ca-file", paths.ca), ("cert-file", paths.cert), ("key-file", paths.key)):
+        if not path.is_file():
+            raise ConfigError(f"--{what}{flag} {path}: no such file")
+    return paths
+
+
+def parse_config(argv: list[str] | None = None) -> ServerConfig:
+    args = vars(build_parser().parse_args(argv))
+    if args.get("config_file"):
+        for key, value in _load_file(args["config_file"]).items():
+            if args.get(key) is None:
+                args[key] = value
+
+    name = args.get("name") or "default"
+    insecure = bool(args.get("insecure_plaintext"))
+    scheme = "http" if insecure else "https"
+    listen_peer = _split(args.get("listen_peer_urls")) or (f"{scheme}://127.0.0.1:2380",)
+    listen_client = _split(args.get("listen_client_urls")) or (f"{scheme}://127.0.0.1:2379",)
+    adv_peer = _split(args.get("initial_advertise_peer_urls")) or listen_peer
+    adv_client = _split(args.get("advertise_client_urls")) or listen_client
+    for url in (*listen_peer, *listen_client, *adv_peer, *adv_client):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ConfigError(f"URL {url!r}: scheme must be https (or http with --insecure-plaintext)")
+        if parts.scheme == "http" and not insecure:
+            raise ConfigError(f"URL {url!r} is plaintext: use https, or pass --insecure-plaintext explicitly")
+        if parts.scheme == "https" and insecure:
+            raise ConfigError(f"URL {url!r} is https but --insecure-plaintext disables TLS")
+        host_port(url)
+
+    cluster_items: list[tuple[str, str]] = []
+    for item in _split(args.get("initial_cluster")) or (f"{name}={adv_peer[0]}",):
+        member, sep, url = item.partition("=")
+        if not sep or not member or not url:
+            raise ConfigError(f"--initial-cluster entry {item!r} must be NAME=PEER_URL")
+        host_port(url)
+        cluster_items.append((member, url))
+    names = [m for m, _ in cluster_items]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--initial-cluster names a member twice: {','.join(names)}")
+    state = args.get("initial_cluster_state") or "new"
+    if state == "new" and name not in names:
+        raise ConfigError(f"--initial-cluster does not include this member's --name {name!r}")
+
+    overrides: dict[str, str] = {}
+    for item in args.get("peer_dial_override") or ():
+        peer, sep, addr = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--peer-dial-override {item!r} must be NAME=HOST:PORT")
+        overrides[peer] = addr
+
+    heartbeat = args.get("heartbeat_interval") or 100
+    election = args.get("election_timeout") or 1000
+    if heartbeat <= 0 or election < 2 * heartbeat:
+        raise ConfigError("--election-timeout must be at least twice --heartbeat-interval (etcd suggests 10x)")
+
+    client_tls = peer_tls = None
+    if not insecure:
+        client_tls = _tls(args.get("trusted_ca_file"), args.get("cert_file"), args.get("key_file"), "")
+        peer_tls = _tls(
+            args.get("peer_trusted_ca_file") or args.get("trusted_ca_file"),
+            args.get("peer_cert_file") or args.get("cert_file"),
+            args.get("peer_key_file") or args.get("key_file"),
+            "peer-",
+        )
+
+    return ServerConfig(
+        name=name,
+        data_dir=Path(args.get("data_dir") or f"{name}.raftkv"),
+        listen_peer_urls=listen_peer,
+        advertise_peer_urls=adv_peer,
+        listen_client_urls=listen_client,
+        advertise_client_urls=adv_client,
+        initial_cluster=tuple(cluster_items),
+        initial_cluster_state=state,
+        cluster_token=args.get("initial_cluster_token") or "raftkv",
+        client_tls=client_tls,
+        peer_tls=peer_tls,
+        heartbeat_ms=heartbeat,
+        election_ms=election,
+        snapshot_count=args.get("snapshot_count") or 10000,
+        quota_backend_bytes=args.get("quota_backend_bytes") or DEFAULT_QUOTA_BYTES,
+        max_request_bytes=args.get("max_request_bytes") or DEFAULT_MAX_REQUEST_BYTES,
+        listen_metrics_urls=_split(args.get("listen_metrics_urls")),
+        peer_dial_overrides=overrides,
+        log_level=args.get("log_level") or "info",
+        planted_bug=args.get("unsafe_planted_bug"),
+    )
