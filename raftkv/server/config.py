@@ -1,7 +1,7 @@
 """The node's configuration: command-line flags (etcd's names), an optional TOML file, and validation.
 
-Every mistake an operator can make here is reported as one ``ConfigError`` line naming the flag or file,
-before anything touches the data directory or binds a port.
+Every mistake an operator can make here is reported as one ``ConfigError`` line naming the flag or file
+(exit status 2), before anything touches the data directory or binds a port.
 """
 
 from __future__ import annotations
@@ -13,20 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from raftkv.security.tls import ConfigError, TLSFiles
+
+__all__ = ["ConfigError", "ServerConfig", "parse_config", "host_port", "member_id_for"]
+
 DEFAULT_MAX_REQUEST_BYTES = 1572864  # 1.5 MiB, etcd's default
 DEFAULT_QUOTA_BYTES = 2 * 1024**3  # 2 GiB, etcd's default
 PLANTED_BUGS = ("stale-reads", "drop-watch-event", "skip-fsync")
 
-
-class ConfigError(Exception):
-    """A configuration mistake, reported as a single line and exit status 2."""
-
-
-@dataclass(frozen=True, slots=True)
-class TLSPaths:
-    ca: Path
-    cert: Path
-    key: Path
 
 
 @dataclass(frozen=True)
@@ -40,8 +34,8 @@ class ServerConfig:
     initial_cluster: tuple[tuple[str, str], ...]  # (name, peer url) in the order given
     initial_cluster_state: str
     cluster_token: str
-    client_tls: TLSPaths | None
-    peer_tls: TLSPaths | None
+    client_tls: TLSFiles | None
+    peer_tls: TLSFiles | None
     heartbeat_ms: int = 100
     election_ms: int = 1000
     snapshot_count: int = 10000
@@ -62,14 +56,19 @@ class ServerConfig:
 
     @property
     def cluster_id(self) -> int:
-        """Derived from the initial membership and token, so members of one cluster agree without talking."""
-        urls = sorted(url for _, url in self.initial_cluster)
-        return _hash64("cluster", self.cluster_token, *urls)
+        """Derived from the cluster token alone, so a member joining later computes the same id as the
+        founders. Give every cluster its own token (as etcd advises); its CA already keeps strangers out."""
+        return _hash64("cluster", self.cluster_token)
 
-    def initial_member_id(self, name: str) -> int:
-        """Member id of an initial member: stable for the same peer URL and token (etcd derives it similarly)."""
-        url = dict(self.initial_cluster)[name]
-        return _hash64("member", self.cluster_token, url)
+    @property
+    def member_id(self) -> int:
+        return member_id_for(self.cluster_token, self.advertise_peer_urls[0])
+
+
+def member_id_for(token: str, peer_url: str) -> int:
+    """A member's id derives from the cluster token and its first peer URL, so a member joining with
+    ``--initial-cluster-state existing`` computes the id ``member add`` gave it without asking anyone."""
+    return _hash64("member", token, peer_url)
 
 
 def _hash64(*parts: str) -> int:
@@ -152,13 +151,13 @@ def _load_file(path: str) -> dict[str, object]:
     return out
 
 
-def _tls(ca: str | None, cert: str | None, key: str | None, what: str) -> TLSPaths:
+def _tls(ca: str | None, cert: str | None, key: str | None, what: str) -> TLSFiles:
     missing = [flag for flag, v in ((f"--{what}trusted-ca-file", ca), (f"--{what}cert-file", cert), (f"--{what}key-file", key)) if not v]
     if missing:
         raise ConfigError(
             f"mutual TLS needs {', '.join(missing)} (or pass --insecure-plaintext to run without TLS)"
         )
-    paths = TLSPaths(Path(ca), Path(cert), Path(key))  # type: ignore[arg-type]
+    paths = TLSFiles(Path(ca), Path(cert), Path(key))  # type: ignore[arg-type]
     for flag, path in (("trusted-ca-file", paths.ca), ("cert-file", paths.cert), ("key-file", paths.key)):
         if not path.is_file():
             raise ConfigError(f"--{what}{flag} {path}: no such file")
@@ -202,6 +201,11 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
     state = args.get("initial_cluster_state") or "new"
     if state == "new" and name not in names:
         raise ConfigError(f"--initial-cluster does not include this member's --name {name!r}")
+    if state == "new" and dict(cluster_items)[name] not in adv_peer:
+        raise ConfigError(
+            f"--initial-cluster gives {name}={dict(cluster_items)[name]} but this member advertises "
+            f"{','.join(adv_peer)} (--initial-advertise-peer-urls)"
+        )
 
     overrides: dict[str, str] = {}
     for item in args.get("peer_dial_override") or ():

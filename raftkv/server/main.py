@@ -1,0 +1,183 @@
+"""The ``raftkv`` process: configuration, storage, Raft driver, peer transport and client API, wired once.
+
+Start-up order matters for the errors an operator sees: configuration and certificates are checked first
+(one line, exit 2, nothing touched), then the data directory (identity checked before any write), then the
+ports (a port in use is one line, exit 2), and only then does the member join the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import sys
+from urllib.parse import urlsplit
+
+from raftkv.api.grpc_server import build_client_server
+from raftkv.api.lease import LeaseServicer
+from raftkv.api.watch import WatchServicer
+from raftkv.proto import internal_pb2, rpc_pb2
+from raftkv.security.tls import ConfigError, channel_credentials, load_tls, server_credentials
+from raftkv.server.config import ServerConfig, host_port, member_id_for, parse_config
+from raftkv.server.forwarding import LeaderLeaseForwarder
+from raftkv.server.metrics import MetricsServer
+from raftkv.server.node import Node
+from raftkv.server.watch_hub import WatchHub
+from raftkv.statemachine.node_store import NodeStore
+from raftkv.storage.env import StorageFull
+from raftkv.transport.peer import PeerTransport
+
+log = logging.getLogger("raftkv")
+
+
+def _setup_logging(cfg: ServerConfig) -> None:
+    logging.basicConfig(
+        level=getattr(logging, cfg.log_level.upper()),
+        format=f"%(asctime)s %(levelname)s {cfg.name} %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _initial_members(cfg: ServerConfig) -> list[tuple[int, bytes]]:
+    """(member id, ConfChange context) of every founding member, in --initial-cluster order."""
+    out = []
+    for name, url in cfg.initial_cluster:
+        member = rpc_pb2.Member(ID=member_id_for(cfg.cluster_token, url), name=name, peerURLs=[url])
+        out.append((member.ID, internal_pb2.MemberContext(member=member).SerializeToString()))
+    return out
+
+
+def open_store(cfg: ServerConfig) -> NodeStore:
+    """Open the data dir, checking it belongs to this cluster and member; bootstrap a brand-new cluster."""
+    store = NodeStore.open(cfg.data_dir, quota_bytes=cfg.quota_backend_bytes)
+    try:
+        store.check_identity(cluster_id=cfg.cluster_id, member_id=cfg.member_id)
+        if store.is_fresh():
+            if cfg.initial_cluster_state == "new":
+                store.bootstrap(cfg.cluster_id, cfg.member_id, _initial_members(cfg))
+            else:
+                store.set_identity(cfg.cluster_id, cfg.member_id)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _bind_error(what: str, url: str, exc: BaseException) -> ConfigError:
+    return ConfigError(f"cannot listen on {what} URL {url}: {exc} (is the port in use?)")
+
+
+async def serve(cfg: ServerConfig) -> int:
+    peer_server_creds = peer_channel_creds = client_server_creds = None
+    if cfg.peer_tls is not None and cfg.client_tls is not None:
+        load_tls(cfg.peer_tls)
+        load_tls(cfg.client_tls)
+        peer_server_creds = server_credentials(cfg.peer_tls)
+        peer_channel_creds = channel_credentials(cfg.peer_tls)
+        client_server_creds = server_credentials(cfg.client_tls)
+
+    store = open_store(cfg)
+    node = Node(cfg, store, cfg.member_id)
+    transport = PeerTransport(
+        node_id=cfg.member_id,
+        cluster_id=cfg.cluster_id,
+        listen_addr=host_port(cfg.listen_peer_urls[0]),
+        server_credentials=peer_server_creds,
+        channel_credentials=peer_channel_creds,
+        on_messages=node.on_peer_messages,
+        on_unreachable=node.on_unreachable,
+        on_snapshot_status=node.on_snapshot_status,
+        snapshot_sink=store.snapshot_sink(),
+        snapshot_source=store.snapshot_source(),
+    )
+    try:
+        await transport.start()
+    except (OSError, RuntimeError) as exc:
+        store.close()
+        raise _bind_error("peer", cfg.listen_peer_urls[0], exc) from None
+    node.attach_transport(transport)
+    node.lease_forwarder = LeaderLeaseForwarder(node, cfg.peer_tls)
+
+    hub = WatchHub(node)
+    client_server = build_client_server(
+        backend=node,
+        watch_servicer=WatchServicer(node, hub, planted_bug=cfg.planted_bug),
+        lease_servicer=LeaseServicer(node, election_ms=cfg.election_ms),
+        listen_addresses=[host_port(u) for u in cfg.listen_client_urls],
+        server_credentials=client_server_creds,
+        max_request_bytes=cfg.max_request_bytes,
+    )
+    try:
+        await client_server.start()
+    except (OSError, RuntimeError) as exc:
+        await transport.stop()
+        store.close()
+        raise _bind_error("client", cfg.listen_client_urls[0], exc) from None
+
+    metrics = MetricsServer(
+        [
+            ("raftkv_is_leader", "1 if this member is the leader.", lambda: float(node.is_leader())),
+            ("raftkv_has_leader", "1 if this member knows a leader.", lambda: float(node.has_leader())),
+            ("raftkv_term", "Current Raft term.", lambda: float(node.raw.status().hard_state.term)),
+            ("raftkv_applied_index", "Last applied log index.", lambda: float(node.store.applied_index())),
+            ("raftkv_mvcc_revision", "Current MVCC revision.", lambda: float(node.current_revision())),
+            ("raftkv_leader_changes_seen_total", "Leader changes seen.", lambda: float(node.leader_changes)),
+            ("raftkv_ready_turns_total", "Ready batches handled.", lambda: float(node.ready_turns)),
+            ("raftkv_db_size_bytes", "Database size in bytes.", lambda: float(node.store.db_size()[0])),
+        ],
+        healthy=node.has_leader,
+    )
+    for url in cfg.listen_metrics_urls:
+        parts = urlsplit(url)
+        await metrics.start(parts.hostname or "127.0.0.1", parts.port or 2381)
+
+    await node.start()
+    log.info(
+        "member %x of cluster %x serving clients on %s, peers on %s (%s)",
+        cfg.member_id,
+        cfg.cluster_id,
+        ",".join(cfg.listen_client_urls),
+        ",".join(cfg.listen_peer_urls),
+        "plaintext: --insecure-plaintext" if cfg.insecure else "mutual TLS",
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await client_server.stop(grace=1.0)
+    await node.stop()
+    await transport.stop()
+    await metrics.stop()
+    store.close()
+    log.info("stopped cleanly")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_config(argv)
+        _setup_logging(cfg)
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(serve(cfg))
+        return uvloop.run(serve(cfg))
+    except ConfigError as exc:
+        print(f"raftkv: error: {exc}", file=sys.stderr)
+        return 2
+    except StorageFull as exc:
+        print(f"raftkv: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            print(f"raftkv: error: no space left on device for {exc.filename or 'the data dir'}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

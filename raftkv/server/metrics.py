@@ -1,0 +1,75 @@
+"""Prometheus text exposition and a health probe on a small plain-HTTP listener.
+
+Kept separate from the gRPC ports (like etcd's ``--listen-metrics-urls``) so scraping never competes with
+client traffic and needs no client certificate. The figures are read from the node at scrape time, so the
+hot path pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from collections.abc import Callable
+
+log = logging.getLogger("raftkv.metrics")
+
+Gauge = tuple[str, str, Callable[[], float]]  # (name, help, read)
+
+
+class MetricsServer:
+    """Serves ``GET /metrics`` (Prometheus text format 0.0.4) and ``GET /health`` (200 iff a leader is known)."""
+
+    def __init__(self, gauges: list[Gauge], healthy: Callable[[], bool]) -> None:
+        self._gauges = gauges + [
+            (
+                "process_resident_memory_bytes",
+                "Peak resident memory of the process in bytes.",
+                lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            ),
+        ]
+        self._healthy = healthy
+        self._servers: list[asyncio.Server] = []
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for name, help_text, read in self._gauges:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} gauge")
+            lines.append(f"{name} {read():g}")
+        return "\n".join(lines) + "\n"
+
+    async def start(self, host: str, port: int) -> None:
+        self._servers.append(await asyncio.start_server(self._handle, host, port))
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = request_line.decode("latin-1").split()
+            path = parts[1] if len(parts) >= 2 else ""
+            if path == "/metrics":
+                status, body, ctype = "200 OK", self.render(), "text/plain; version=0.0.4"
+            elif path == "/health":
+                ok = self._healthy()
+                status = "200 OK" if ok else "503 Service Unavailable"
+                body, ctype = '{"health":"%s"}\n' % ("true" if ok else "false"), "application/json"
+            else:
+                status, body, ctype = "404 Not Found", "not found\n", "text/plain"
+            payload = body.encode()
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(payload)}\r\n"
+                f"Connection: close\r\n\r\n".encode()
+                + payload
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError, UnicodeDecodeError):
+            pass
+        finally:
+            writer.close()

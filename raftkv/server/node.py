@@ -1,0 +1,575 @@
+"""The node driver: runs the pure Raft core on asyncio, against LMDB storage and the gRPC peer transport.
+
+One loop owns the core. Each turn it feeds the core everything that arrived since the last turn — ticks,
+peer messages, *all* queued proposals, one ReadIndex round for *all* queued reads — and then drains the
+core's ``Ready``s, each handled in the order the persistence contract demands:
+
+1. persist the Ready's snapshot, entries and hard state and apply its committed entries, in **one** LMDB
+   write transaction on the writer thread (one fsync covers the whole batch, and the applied index is
+   committed together with the state it describes);
+2. only then send its messages (they may refer to those entries and that vote);
+3. resolve the RPCs waiting on what was applied and on read states, publish events to watchers;
+4. ``advance``.
+
+Batching falls out of this shape: while one Ready is being written, new proposals queue up and the next
+turn appends them all at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+from raftkv import errors
+from raftkv.api.backend import ClientSession, RevisionEvents
+from raftkv.core.rawnode import Config as RaftConfig
+from raftkv.core.rawnode import RawNode
+from raftkv.core.types import (
+    ConfChange,
+    ConfChangeType,
+    EntryType,
+    Message,
+    ProposalDropped,
+    Ready,
+    Role,
+    SoftState,
+)
+from raftkv.proto import internal_pb2, rpc_pb2
+from raftkv.server.config import ServerConfig, host_port, member_id_for
+from raftkv.server.lessor import Lessor, revoke_limit
+from raftkv.server.waiters import ProposalWaiters, ReadWaiters
+from raftkv.statemachine.node_store import NodeStore
+from raftkv.transport.peer import PeerTransport
+
+log = logging.getLogger("raftkv.node")
+
+API_VERSION = "3.4.0"  # the etcd API level raftkv serves; etcdctl prints it in `endpoint status`
+LEASE_CHECK_INTERVAL = 0.5  # seconds, as etcd's lessor
+MAX_LEASE_REVOKES_PER_CHECK = revoke_limit(LEASE_CHECK_INTERVAL)
+APPLIED_CALLBACK = Callable[[RevisionEvents], None]
+
+
+class LeaseForwarder(Protocol):
+    """Asks the leader (over the peer link) to renew a lease or report its remaining TTL."""
+
+    async def __call__(self, leader_id: int, what: str, lease_id: int, timeout: float) -> int: ...
+
+
+class Node:
+    """A raftkv member. Implements ``raftkv.api.backend.Backend`` for the client-facing services."""
+
+    def __init__(self, cfg: ServerConfig, store: NodeStore, member_id: int) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.member_id = member_id
+        self.cluster_id = cfg.cluster_id
+        self.max_request_bytes = cfg.max_request_bytes
+        self.max_txn_ops = 128
+        self._rng = random.Random(int.from_bytes(os.urandom(8), "big"))
+        self.raw = RawNode(
+            RaftConfig(
+                id=member_id,
+                election_tick=cfg.election_ticks,
+                heartbeat_tick=1,
+                applied=store.applied_index(),
+                pre_vote=True,
+                check_quorum=True,
+            ),
+            store.raft_storage,
+            self._rng,
+        )
+        self.transport: PeerTransport | None = None
+        self.lessor = Lessor()
+        self._proposals: list[bytes] = []
+        self._conf_proposals: list[ConfChange] = []
+        self._inbox: list[Message] = []
+        self._unreachable: set[int] = set()
+        self.lease_forwarder: LeaseForwarder | None = None
+        self._ticks = 0
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._waiters = ProposalWaiters(self._rng.getrandbits(62))
+        self._reads = ReadWaiters()
+        self._conf_waiters: dict[tuple[int, int], asyncio.Future[None]] = {}
+        self._subscribers: list[APPLIED_CALLBACK] = []
+        self._soft = SoftState()
+        self._term = 0
+        self._applied = store.applied_index()
+        self._snapshot_index = store.raft_storage.snapshot_meta().index
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ready_turns = 0
+        self.leader_changes = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def attach_transport(self, transport: PeerTransport) -> None:
+        self.transport = transport
+        self._refresh_peers()
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._ready_loop(), name="ready-loop"),
+            asyncio.create_task(self._ticker(), name="ticker"),
+            asyncio.create_task(self._lease_expiry_loop(), name="lease-expiry"),
+            asyncio.create_task(self._publish_self(), name="publish-member"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._reads.fail_all(errors.STOPPED)
+
+    def on_peer_messages(self, messages: list[Message]) -> None:
+        """Transport callback (on the loop): queue for the next turn."""
+        self._inbox.extend(messages)
+        self._wake.set()
+
+    def on_unreachable(self, node_id: int) -> None:
+        self._unreachable.add(node_id)
+        self._wake.set()
+
+    def on_snapshot_status(self, node_id: int, ok: bool) -> None:
+        self.raw.report_snapshot(node_id, ok)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ the loop
+    async def _ticker(self) -> None:
+        interval = self.cfg.heartbeat_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            self._ticks += 1
+            self._wake.set()
+
+    async def _ready_loop(self) -> None:
+        try:
+            while not self._stopping:
+                await self._wake.wait()
+                self._wake.clear()
+                self._feed_core()
+                while self.raw.has_ready():
+                    await self._handle_ready(self.raw.ready())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: the Raft loop failed; stopping this member to protect the data", self.cfg.name)
+            os._exit(70)
+
+    def _feed_core(self) -> None:
+        for _ in range(self._ticks):
+            self.raw.tick()
+        self._ticks = 0
+        for node_id in sorted(self._unreachable):
+            self.raw.report_unreachable(node_id)
+        self._unreachable.clear()
+        inbox, self._inbox = self._inbox, []
+        for msg in inbox:
+            self.raw.step(msg)
+        proposals, self._proposals = self._proposals, []
+        for data in proposals:
+            self._propose_one(data)
+        conf, self._conf_proposals = self._conf_proposals, []
+        for cc in conf:
+            try:
+                self.raw.propose_conf_change(cc)
+            except ProposalDropped as exc:
+                self._fail_conf(cc, _dropped_error(str(exc)))
+        now = time.monotonic()
+        self._reads.requeue_stale(now, self.cfg.election_ms / 1000)
+        if self._reads.has_queued():
+            if self.cfg.planted_bug == "stale-reads":
+                _, futures = self._reads.take_queued(now) or (b"", [])
+                for f in futures:
+                    if not f.done():
+                        f.set_result(None)
+                return
+            taken = self._reads.take_queued(now)
+            if taken is not None:
+                ctx, _ = taken
+                try:
+                    self.raw.read_index(ctx)
+                except ProposalDropped as exc:
+                    self._reads.answered(ctx, 0, self._applied)  # drop the round: fail its reads below
+                    self._reads.fail_all(_dropped_error(str(exc)))
+
+    def _propose_one(self, data: bytes) -> None:
+        try:
+            self.raw.propose(data)
+        except ProposalDropped as exc:
+            request = internal_pb2.InternalRequest.FromString(data)
+            self._waiters.fail(request.header.id, _dropped_error(str(exc)))
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        self.ready_turns += 1
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state)
+        if rd.hard_state is not None:
+            self._term = rd.hard_state.term
+        applied = await self.store.save_and_apply(
+            snapshot=rd.snapshot,
+            entries=rd.entries,
+            hard_state=rd.hard_state,
+            committed_entries=rd.committed_entries,
+            must_sync=rd.must_sync and self.cfg.planted_bug != "skip-fsync",
+        )
+        if rd.messages and self.transport is not None:
+            self.transport.send(rd.messages)
+        if rd.snapshot is not None:
+            self._after_snapshot_install()
+        for entry, result in zip(rd.committed_entries, applied, strict=True):
+            self._after_apply(entry, result)
+        if rd.committed_entries:
+            self._applied = rd.committed_entries[-1].index
+        for rs in rd.read_states:
+            self._reads.answered(rs.request_ctx, rs.index, self._applied)
+        self._reads.applied(self._applied)
+        self.raw.advance(rd)
+        await self._maybe_snapshot()
+
+    def _after_apply(self, entry, result) -> None:  # type: ignore[no-untyped-def]
+        if entry.type == EntryType.CONF_CHANGE:
+            cc = ConfChange.decode(entry.data)
+            self.raw.apply_conf_change(cc)
+            self._refresh_peers()
+            future = self._conf_waiters.pop((cc.node_id, int(cc.type)), None)
+            if future is not None and not future.done():
+                future.set_result(None)
+            if cc.type == ConfChangeType.REMOVE_NODE and cc.node_id == self.member_id:
+                log.warning("%s: this member was removed from the cluster", self.cfg.name)
+            return
+        if result is None:
+            return
+        if result.events:
+            batch = RevisionEvents(result.revision, tuple(result.events))
+            for callback in list(self._subscribers):
+                callback(batch)
+        if result.lease_granted:
+            lease_id, ttl = result.lease_granted
+            if self.is_leader():
+                self.lessor.grant(lease_id, ttl, time.monotonic())
+        for lease_id in result.leases_revoked:
+            self.lessor.revoke(lease_id)
+        if result.request_id:
+            self._waiters.resolve(result.request_id, result.result)
+
+    def _after_snapshot_install(self) -> None:
+        self._snapshot_index = self.store.raft_storage.snapshot_meta().index
+        self._applied = self.store.applied_index()
+        self._refresh_peers()
+        log.info("%s: installed a snapshot at index %d", self.cfg.name, self._snapshot_index)
+
+    async def _maybe_snapshot(self) -> None:
+        if self._applied - self._snapshot_index < self.cfg.snapshot_count:
+            return
+        meta = await self.store.create_snapshot(self._applied)
+        self._snapshot_index = meta.index
+        log.info("%s: snapshot at index %d, log compacted", self.cfg.name, meta.index)
+
+    def _on_soft_state(self, soft: SoftState) -> None:
+        was_leader = self._soft.role == Role.LEADER
+        if soft.leader != self._soft.leader:
+            self.leader_changes += 1
+            log.info("%s: leader is now %x (term %d)", self.cfg.name, soft.leader, self.raw.status().hard_state.term)
+        if soft.role == Role.LEADER and not was_leader:
+            extend = self.cfg.election_ms / 1000
+            self.lessor.promote(self.store.lease_ttls(), time.monotonic(), extend)
+            log.info("%s: became leader; leases extended by %.1fs", self.cfg.name, extend)
+        elif soft.role != Role.LEADER and was_leader:
+            self.lessor.demote()
+        self._soft = soft
+
+    def _refresh_peers(self) -> None:
+        if self.transport is None:
+            return
+        wanted: dict[int, str] = {}
+        for member in self.store.members():
+            if member.ID == self.member_id or not member.peerURLs:
+                continue
+            address = self.cfg.peer_dial_overrides.get(member.name) or host_port(member.peerURLs[0])
+            wanted[member.ID] = address
+        self.transport.set_peers(wanted)
+
+    # ------------------------------------------------------------------ leases (leader side timing)
+    async def _lease_expiry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_CHECK_INTERVAL)
+            if not self.is_leader():
+                continue
+            for lease_id in self.lessor.expired(time.monotonic(), MAX_LEASE_REVOKES_PER_CHECK):
+                request = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id))
+                asyncio.create_task(self._revoke_expired(request, lease_id))
+
+    async def _revoke_expired(self, request: internal_pb2.InternalRequest, lease_id: int) -> None:
+        try:
+            await self.propose(request, ClientSession(), timeout=self.cfg.election_ms / 1000 * 2)
+        except errors.EtcdException as exc:
+            # The lessor offers the lease again after its retry interval.
+            log.info("%s: revoking expired lease %x failed (%s); will retry", self.cfg.name, lease_id, exc)
+
+    async def _publish_self(self) -> None:
+        """Announce name and client URLs through the log once, so MemberList shows them everywhere."""
+        member = rpc_pb2.Member(
+            ID=self.member_id,
+            name=self.cfg.name,
+            peerURLs=list(self.cfg.advertise_peer_urls),
+            clientURLs=list(self.cfg.advertise_client_urls),
+        )
+        while True:
+            current = {m.ID: m for m in self.store.members()}.get(self.member_id)
+            if current is not None and current.name == member.name and list(current.clientURLs) == list(member.clientURLs):
+                return
+            if self.has_leader():
+                try:
+                    await self.propose(internal_pb2.InternalRequest(publish_member=member), ClientSession(), timeout=5)
+                    return
+                except errors.EtcdException:
+                    pass
+            await asyncio.sleep(self.cfg.election_ms / 1000 / 2)
+
+    # ------------------------------------------------------------------ Backend: consensus
+    def header(self) -> rpc_pb2.ResponseHeader:
+        return rpc_pb2.ResponseHeader(
+            cluster_id=self.cluster_id,
+            member_id=self.member_id,
+            revision=self.store.current_revision(),
+            raft_term=self._term,
+        )
+
+    async def propose(
+        self, request: internal_pb2.InternalRequest, session: ClientSession, timeout: float
+    ) -> internal_pb2.ApplyResult:
+        if self._stopping:
+            raise errors.STOPPED.exception()
+        if not self.has_leader():
+            raise errors.NO_LEADER.exception()
+        request_id, future = self._waiters.register()
+        request.header.id = request_id
+        request.header.client_id = session.client_id
+        request.header.seq = session.seq
+        self._proposals.append(request.SerializeToString())
+        self._wake.set()
+        try:
+            result = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self._waiters.forget(request_id)
+            raise errors.TIMEOUT.exception() from None
+        if result.error:
+            raise (errors.from_message(result.error) or errors.EtcdError(_UNKNOWN, result.error)).exception()
+        return result
+
+    async def read_barrier(self, timeout: float) -> None:
+        if not self.has_leader():
+            raise errors.NO_LEADER.exception()
+        future = self._reads.enqueue()
+        self._wake.set()
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise errors.TIMEOUT.exception() from None
+
+    def has_leader(self) -> bool:
+        return self._soft.leader != 0
+
+    def is_leader(self) -> bool:
+        return self._soft.role == Role.LEADER
+
+    def is_learner(self) -> bool:
+        return self.member_id in self.raw.status().conf_state.learners
+
+    # ------------------------------------------------------------------ Backend: local reads
+    def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        response = self.store.range(request)
+        response.header.CopyFrom(self.header())
+        return response
+
+    def current_revision(self) -> int:
+        return self.store.current_revision()
+
+    def compact_revision(self) -> int:
+        return self.store.compact_revision()
+
+    def events_since(self, start_revision: int, key: bytes, range_end: bytes) -> list[RevisionEvents]:
+        return [
+            RevisionEvents(revision, tuple(events))
+            for revision, events in self.store.events_since(start_revision, key, range_end)
+        ]
+
+    def subscribe_applied(self, callback: APPLIED_CALLBACK) -> Callable[[], None]:
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    # ------------------------------------------------------------------ Backend: leases
+    async def lease_keep_alive(self, lease_id: int, timeout: float) -> int:
+        if self.is_leader():
+            return await self.local_lease_query("keep_alive", lease_id)
+        return await self._forward_to_leader("keep_alive", lease_id, timeout)
+
+    async def lease_time_to_live(
+        self, lease_id: int, keys: bool, timeout: float
+    ) -> rpc_pb2.LeaseTimeToLiveResponse:
+        response = self.store.lease_time_to_live(lease_id, keys)
+        response.header.CopyFrom(self.header())
+        if response.TTL == -1:
+            return response
+        if self.is_leader():
+            response.TTL = await self.local_lease_query("time_to_live", lease_id)
+        else:
+            response.TTL = await self._forward_to_leader("time_to_live", lease_id, timeout)
+        return response
+
+    def lease_ids(self) -> list[int]:
+        return self.store.lease_ids()
+
+    async def _forward_to_leader(self, what: str, lease_id: int, timeout: float) -> int:
+        leader = self._soft.leader
+        if leader == 0:
+            raise errors.NO_LEADER.exception()
+        if self.lease_forwarder is None:
+            raise errors.NOT_CAPABLE.exception()
+        return await self.lease_forwarder(leader, what, lease_id, timeout)
+
+    async def local_lease_query(self, what: str, lease_id: int) -> int:
+        """What a follower asks the leader: ``keep_alive`` renews; ``time_to_live`` reads the remaining TTL."""
+        if not self.is_leader():
+            raise errors.NOT_LEADER.exception()
+        now = time.monotonic()
+        if what == "keep_alive":
+            return self.lessor.renew(lease_id, now)
+        remaining = self.lessor.remaining(lease_id, now)
+        return -1 if remaining is None else math.ceil(remaining)
+
+    # ------------------------------------------------------------------ Backend: membership
+    def members(self) -> list[rpc_pb2.Member]:
+        learners = self.raw.status().conf_state.learners
+        out = []
+        for member in self.store.members():
+            m = rpc_pb2.Member()
+            m.CopyFrom(member)
+            m.isLearner = member.ID in learners
+            out.append(m)
+        return out
+
+    async def _change_membership(self, cc: ConfChange, timeout: float) -> None:
+        if not self.has_leader():
+            raise errors.NO_LEADER.exception()
+        key = (cc.node_id, int(cc.type))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._conf_waiters[key] = future
+        self._conf_proposals.append(cc)
+        self._wake.set()
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self._conf_waiters.pop(key, None)
+            raise errors.TIMEOUT.exception() from None
+
+    def _fail_conf(self, cc: ConfChange, error: errors.EtcdError) -> None:
+        future = self._conf_waiters.pop((cc.node_id, int(cc.type)), None)
+        if future is not None and not future.done():
+            future.set_exception(error.exception())
+
+    async def member_add(self, peer_urls: list[str], is_learner: bool, timeout: float) -> rpc_pb2.Member:
+        existing = self.store.members()
+        for member in existing:
+            if set(member.peerURLs) & set(peer_urls):
+                raise errors.PEER_URL_EXISTS.exception()
+        member_id = member_id_for(self.cfg.cluster_token, peer_urls[0])
+        if any(m.ID == member_id for m in existing):
+            raise errors.MEMBER_EXISTS.exception()
+        member = rpc_pb2.Member(ID=member_id, peerURLs=peer_urls, isLearner=is_learner)
+        context = internal_pb2.MemberContext(member=member).SerializeToString()
+        kind = ConfChangeType.ADD_LEARNER if is_learner else ConfChangeType.ADD_VOTER
+        await self._change_membership(ConfChange(kind, member_id, context), timeout)
+        return member
+
+    async def member_remove(self, member_id: int, timeout: float) -> None:
+        if not any(m.ID == member_id for m in self.store.members()):
+            raise errors.MEMBER_NOT_FOUND.exception()
+        await self._change_membership(ConfChange(ConfChangeType.REMOVE_NODE, member_id), timeout)
+
+    async def member_update(self, member_id: int, peer_urls: list[str], timeout: float) -> None:
+        current = {m.ID: m for m in self.store.members()}.get(member_id)
+        if current is None:
+            raise errors.MEMBER_NOT_FOUND.exception()
+        member = rpc_pb2.Member()
+        member.CopyFrom(current)
+        del member.peerURLs[:]
+        member.peerURLs.extend(peer_urls)
+        await self.propose(internal_pb2.InternalRequest(publish_member=member), ClientSession(), timeout)
+
+    async def member_promote(self, member_id: int, timeout: float) -> None:
+        status = self.raw.status()
+        if member_id not in status.conf_state.learners:
+            if member_id in status.conf_state.voters:
+                raise errors.MEMBER_NOT_LEARNER.exception()
+            raise errors.MEMBER_NOT_FOUND.exception()
+        if self.is_leader():
+            progress = status.progress.get(member_id)
+            if progress is None or progress.match < status.hard_state.commit * 9 // 10:
+                raise errors.LEARNER_NOT_READY.exception()
+        current = {m.ID: m for m in self.store.members()}[member_id]
+        context = internal_pb2.MemberContext(member=current).SerializeToString()
+        await self._change_membership(ConfChange(ConfChangeType.ADD_VOTER, member_id, context), timeout)
+
+    # ------------------------------------------------------------------ Backend: maintenance
+    def status(self) -> rpc_pb2.StatusResponse:
+        status = self.raw.status()
+        db_size, in_use = self.store.db_size()
+        return rpc_pb2.StatusResponse(
+            header=self.header(),
+            version=API_VERSION,
+            dbSize=db_size,
+            dbSizeInUse=in_use,
+            leader=self._soft.leader,
+            raftIndex=self.store.raft_storage.last_index(),
+            raftTerm=status.hard_state.term,
+            raftAppliedIndex=self._applied,
+            errors=[f"memberID:{a.memberID} alarm:{rpc_pb2.AlarmType.Name(a.alarm)} " for a in self.alarms()],
+            isLearner=self.is_learner(),
+        )
+
+    def alarms(self) -> list[rpc_pb2.AlarmMember]:
+        return self.store.alarms()
+
+    async def move_leader(self, target_id: int, timeout: float) -> None:
+        if not self.is_leader():
+            raise errors.NOT_LEADER.exception()
+        if target_id not in self.raw.status().conf_state.voters or target_id == self.member_id:
+            raise errors.BAD_LEADER_TRANSFEREE.exception()
+        self.raw.transfer_leader(target_id)
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        while self._soft.leader != target_id:
+            if time.monotonic() >= deadline:
+                raise errors.TIMEOUT.exception()
+            await asyncio.sleep(self.cfg.heartbeat_ms / 1000)
+
+    async def defragment(self) -> None:
+        await self.store.defragment()
+
+    def hash_kv(self, revision: int) -> rpc_pb2.HashKVResponse:
+        hash_value, compact = self.store.hash_kv(revision)
+        return rpc_pb2.HashKVResponse(header=self.header(), hash=hash_value, compact_revision=compact)
+
+    def snapshot_chunks(self) -> AsyncIterator[bytes]:
+        return self.store.database_chunks()
+
+
+def _dropped_error(reason: str) -> errors.EtcdError:
+    if "no leader" in reason:
+        return errors.NO_LEADER
+    if "transfer" in reason:
+        return errors.LEADER_CHANGED
+    if "uncommitted" in reason:
+        return errors.TOO_MANY_REQUESTS
+    return errors.EtcdError(_UNKNOWN, f"etcdserver: {reason}")
+
+
+_UNKNOWN = errors.NO_LEADER.code.__class__.UNKNOWN

@@ -1,0 +1,123 @@
+"""Futures that connect an RPC waiting on the loop to the Raft event that completes it.
+
+Two kinds: proposals wait for their entry to be applied (matched by the request id the node stamped into
+the entry), and linearizable reads wait for a ReadIndex round and then for the applied index to reach it.
+Both are plain bookkeeping on the event loop; the node resolves them from its Ready loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from dataclasses import dataclass, field
+
+from raftkv.errors import EtcdError
+from raftkv.proto import internal_pb2
+
+
+class ProposalWaiters:
+    """Request id -> future of its ApplyResult. Ids are unique per node run (random base + counter)."""
+
+    def __init__(self, base: int) -> None:
+        self._ids = itertools.count(base)
+        self._futures: dict[int, asyncio.Future[internal_pb2.ApplyResult]] = {}
+
+    def register(self) -> tuple[int, asyncio.Future[internal_pb2.ApplyResult]]:
+        request_id = next(self._ids) & 0xFFFF_FFFF_FFFF_FFFF
+        future: asyncio.Future[internal_pb2.ApplyResult] = asyncio.get_running_loop().create_future()
+        self._futures[request_id] = future
+        return request_id, future
+
+    def forget(self, request_id: int) -> None:
+        self._futures.pop(request_id, None)
+
+    def resolve(self, request_id: int, result: internal_pb2.ApplyResult) -> None:
+        future = self._futures.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    def fail(self, request_id: int, error: EtcdError) -> None:
+        future = self._futures.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_exception(error.exception())
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+
+@dataclass(order=True)
+class _AppliedWait:
+    index: int
+    seq: int
+    future: asyncio.Future[None] = field(compare=False)
+
+
+class ReadWaiters:
+    """Linearizable reads: batched into ReadIndex rounds, then released when ``applied >= read index``.
+
+    Reads arriving while a round is in flight join the *next* round — they started after it was issued, so
+    its index might not cover writes acknowledged before they began. A round that gets no answer (leader
+    changed, message lost) is retried under a new context, never reusing the old one (etcd #20418).
+    """
+
+    def __init__(self) -> None:
+        self._queued: list[asyncio.Future[None]] = []
+        self._rounds: dict[bytes, tuple[float, list[asyncio.Future[None]]]] = {}
+        self._by_index: list[_AppliedWait] = []
+        self._ctx = itertools.count(1)
+        self._seq = itertools.count()
+
+    def enqueue(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.append(future)
+        return future
+
+    def take_queued(self, now: float) -> tuple[bytes, list[asyncio.Future[None]]] | None:
+        """Start a round for every queued read: returns its context, or None if nothing is queued."""
+        waiting = [f for f in self._queued if not f.done()]
+        self._queued.clear()
+        if not waiting:
+            return None
+        ctx = next(self._ctx).to_bytes(8, "big")
+        self._rounds[ctx] = (now, waiting)
+        return ctx, waiting
+
+    def requeue_stale(self, now: float, max_age: float) -> None:
+        """Rounds older than ``max_age`` lost their answer: put their reads back in the queue."""
+        for ctx, (started, futures) in list(self._rounds.items()):
+            if now - started >= max_age:
+                del self._rounds[ctx]
+                self._queued.extend(f for f in futures if not f.done())
+
+    def answered(self, ctx: bytes, index: int, applied: int) -> None:
+        started_futures = self._rounds.pop(ctx, None)
+        if started_futures is None:
+            return
+        for future in started_futures[1]:
+            if index <= applied:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                heapq.heappush(self._by_index, _AppliedWait(index, next(self._seq), future))
+
+    def applied(self, applied: int) -> None:
+        while self._by_index and self._by_index[0].index <= applied:
+            wait = heapq.heappop(self._by_index)
+            if not wait.future.done():
+                wait.future.set_result(None)
+
+    def fail_all(self, error: EtcdError) -> None:
+        futures = list(self._queued)
+        for _, fs in self._rounds.values():
+            futures.extend(fs)
+        futures.extend(w.future for w in self._by_index)
+        self._queued.clear()
+        self._rounds.clear()
+        self._by_index.clear()
+        for future in futures:
+            if not future.done():
+                future.set_exception(error.exception())
+
+    def has_queued(self) -> bool:
+        return bool(self._queued)
