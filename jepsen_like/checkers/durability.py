@@ -1,0 +1,59 @@
+"""Durability: nothing acknowledged is lost.
+
+Every acknowledged mutation must (a) be in every member's final dump at its revision with its value, and
+(b) still be visible in every member's final read of its key unless a later mutation replaced it: the final
+read's mod revision may never be below the revision of an acknowledged mutation of that key.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from jepsen_like.checkers.result import CheckResult
+from jepsen_like.checkers.revisions import is_mutation, written
+from jepsen_like.checkers.truth import dumps
+from jepsen_like.history import Event, Op, records
+
+
+def check(events: Sequence[Event], ops: Sequence[Op]) -> CheckResult:
+    res = CheckResult("durability", True)
+    acked: dict[str, list[Op]] = defaultdict(list)
+    for op in ops:
+        if is_mutation(op) and op.revision is not None and op.key is not None:
+            acked[op.key].append(op)
+    for lst in acked.values():
+        lst.sort(key=lambda o: o.revision or 0)
+    member_dumps = dumps(events)
+    for member, evs in sorted(member_dumps.items()):
+        index = {(rev, key): (typ, value) for rev, typ, key, value in evs}
+        top = max((e[0] for e in evs), default=0)
+        for key, lst in acked.items():
+            for op in lst:
+                assert op.revision is not None
+                got = index.get((op.revision, key))
+                want = ("DELETE" if op.f == "delete" else "PUT", written(op))
+                if got != want and (op.revision <= top or got is not None):
+                    res.add("lost-write", f"member {member}: acknowledged {op.f} of {key!r} at revision "
+                            f"{op.revision} is {'missing from' if got is None else 'different in'} its log",
+                            [op.brief()])
+    finals = list(records(events, "final-read"))
+    if not finals:
+        res.valid = None if res.valid else res.valid
+        res.stats["note"] = "no final reads recorded"
+    for fr in finals:
+        kvs: dict[str, list[object]] = fr.extra["kvs"]
+        for key, lst in acked.items():
+            if lst[-1].f == "lease-put":
+                continue  # lease keys may vanish legitimately; the lease checker owns them
+            last = lst[-1]
+            got = kvs.get(key)
+            mod = int(got[1]) if got else None  # type: ignore[call-overload]
+            if got is None and last.f != "delete":
+                res.add("lost-write", f"member {fr.member}: {key!r} absent in the final read, but its last "
+                        f"acknowledged write is revision {last.revision}", [last.brief()])
+            elif mod is not None and last.revision is not None and mod < last.revision:
+                res.add("lost-write", f"member {fr.member}: final read of {key!r} shows mod revision {mod}, "
+                        f"older than acknowledged revision {last.revision}", [last.brief()])
+    res.stats.update({"acknowledged": sum(len(v) for v in acked.values()), "members": sorted(member_dumps)})
+    return res
