@@ -271,7 +271,7 @@ class WatchStream:
         self._control: deque[Delivery] = deque()
         self._wakeup = asyncio.Event()
         self._next_auto_id = 0
-        self._progress_requested = False
+        self._progress_target: int | None = None
         self._last_progress = 0
         self._closed = False
 
@@ -320,9 +320,14 @@ class WatchStream:
         return True
 
     def request_progress(self) -> None:
-        """Ask for a stream-wide progress reply (``PROGRESS_WATCH_ID``), sent after the events before it."""
+        """Ask for a stream-wide progress reply (``PROGRESS_WATCH_ID``).
+
+        The reply waits until every event up to the revision applied at the time of the request has been
+        handed out ahead of it, so it is as fresh as the request and never runs ahead of the events.
+        """
         self._check_open()
-        self._progress_requested = True
+        if self._progress_target is None:
+            self._progress_target = self._hub.published_revision
         self._wake()
 
     def notify_progress(self) -> None:
@@ -350,12 +355,16 @@ class WatchStream:
     async def next(self) -> list[Delivery]:
         """Wait for the next round of replies, in the order they must be sent."""
         while True:
-            self._check_open()
-            out = self._round()
+            out = self.poll()
             if out:
                 return out
             self._wakeup.clear()
             await self._wakeup.wait()
+
+    def poll(self) -> list[Delivery]:
+        """The next round of replies if there is one now (empty list otherwise); never waits."""
+        self._check_open()
+        return self._round()
 
     def progress(self) -> int:
         """Revision R such that every event <= R of every watcher on the stream has been handed out."""
@@ -372,10 +381,10 @@ class WatchStream:
             batch = watcher.take_batch(self._hub.max_batch_bytes)
             events = tuple(e for revision in batch for e in revision.events)
             out.append(Delivery(watcher.watch_id, watcher.delivered_through(published), events=events))
-        if self._progress_requested:
+        if self._progress_target is not None:
             revision = self.progress()
-            if revision >= self._last_progress:
-                self._progress_requested = False
+            if revision >= max(self._progress_target, self._last_progress):
+                self._progress_target = None
                 self._last_progress = revision
                 out.append(Delivery(PROGRESS_WATCH_ID, revision))
         return out
@@ -389,6 +398,14 @@ class WatchStream:
             del self._watchers[first.watch_id]
             self._watchers[first.watch_id] = first
         return watchers
+
+    def _refuse(self, reason: str) -> int:
+        """A create the store will not take: etcd answers created-and-canceled with id -1 and the reason."""
+        self._control.append(
+            Delivery(-1, self._hub.published_revision, created=True, canceled=True, cancel_reason=reason)
+        )
+        self._wake()
+        return -1
 
     def _drop_slow(self, watcher: _Watcher) -> None:
         """Cancel a watcher that let too many events pile up, telling the client where to resume."""
