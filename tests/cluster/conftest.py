@@ -1,0 +1,81 @@
+"""Real three-member raftkv clusters (processes, LMDB files, mutual TLS) for the node-level tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from raftkv.localcluster import LocalCluster
+from raftkv.proto import rpc_pb2, rpc_pb2_grpc
+
+ELECTION_MS = 1000
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
+
+
+class Members:
+    """Blocking stubs per member, over the cluster's client certificate."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self._channels: dict[str, grpc.Channel] = {}
+
+    def channel(self, name: str) -> grpc.Channel:
+        if name not in self._channels:
+            url = self.cluster.client_url(name)
+            self._channels[name] = self.cluster.client_config([url]).channel(url)
+        return self._channels[name]
+
+    def kv(self, name: str) -> rpc_pb2_grpc.KVStub:
+        return rpc_pb2_grpc.KVStub(self.channel(name))
+
+    def maintenance(self, name: str) -> rpc_pb2_grpc.MaintenanceStub:
+        return rpc_pb2_grpc.MaintenanceStub(self.channel(name))
+
+    def forget(self, name: str) -> None:
+        channel = self._channels.pop(name, None)
+        if channel is not None:
+            channel.close()
+
+    def close(self) -> None:
+        for name in list(self._channels):
+            self.forget(name)
+
+    def hash_at(self, name: str, revision: int) -> int:
+        return self.maintenance(name).HashKV(rpc_pb2.HashKVRequest(revision=revision), timeout=5).hash
+
+    def revision(self, name: str) -> int:
+        return self.maintenance(name).Status(rpc_pb2.StatusRequest(), timeout=2).header.revision
+
+
+def start_cluster(base: Path, **kwargs: object) -> LocalCluster:
+    cluster = LocalCluster(base, size=3, kind="raftkv", tls=True, election_ms=ELECTION_MS, **kwargs)  # type: ignore[arg-type]
+    cluster.start()
+    cluster.wait_ready(timeout=30, all_members=True)
+    return cluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    with start_cluster(tmp_path / "cluster") as c:
+        yield c
+
+
+@pytest.fixture
+def members(cluster: LocalCluster) -> Iterator[Members]:
+    m = Members(cluster)
+    yield m
+    m.close()
