@@ -1,0 +1,168 @@
+"""Call admission for the etcd services: what gRPC metadata and the member's role allow, and how an
+``EtcdException`` becomes a gRPC status.
+
+etcd makes these checks once, in a server interceptor wrapped around every client RPC
+(``etcdserver/api/v3rpc/interceptor.go``): learners serve only ``Status`` and serializable ``Range``;
+a call carrying ``hasleader: true`` fails with ``etcdserver: no leader`` when the member knows no leader.
+:class:`AdmissionInterceptor` does the same here, so the services (including the watch and lease
+services) only ever *raise* ``EtcdException`` and never deal with statuses themselves.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf.message import Message
+
+from raftkv import errors
+from raftkv.api.backend import Backend, ClientSession
+from raftkv.proto import rpc_pb2
+
+CLIENT_ID_KEY = "raftkv-client-id"
+SEQ_KEY = "raftkv-seq"
+#: Set by etcd clients (``clientv3.WithRequireLeader``, used by etcdctl for watches) to fail fast.
+REQUIRE_LEADER_KEY = "hasleader"
+#: The services the interceptor guards; the standard health service stays reachable on every member.
+GUARDED_PREFIX = "/etcdserverpb."
+
+Context = grpc.aio.ServicerContext  # type: ignore[type-arg]
+ResponseT = TypeVar("ResponseT", bound=Message)
+
+
+def _metadata(context: Context) -> dict[str, str]:
+    return {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
+
+
+def client_session(context: Context) -> ClientSession:
+    """The (client id, sequence) identity of a write, from decimal metadata values; absent means none.
+
+    Malformed values are refused rather than ignored: silently dropping them would turn a client's
+    exactly-once write into an at-least-once one.
+    """
+    metadata = _metadata(context)
+    raw_id, raw_seq = metadata.get(CLIENT_ID_KEY), metadata.get(SEQ_KEY)
+    if raw_id is None:
+        return ClientSession()
+    try:
+        client_id, seq = int(raw_id), int(raw_seq or "0")
+    except ValueError:
+        client_id = seq = -1
+    if not (0 < client_id < 2**64 and 0 <= seq < 2**64):
+        raise MalformedMetadata(f"raftkv: malformed {CLIENT_ID_KEY}/{SEQ_KEY} metadata: {raw_id!r}/{raw_seq!r}")
+    return ClientSession(client_id, seq)
+
+
+class MalformedMetadata(Exception):
+    """raftkv's own session metadata is unusable (INVALID_ARGUMENT; etcd has no such metadata)."""
+
+
+def require_leader(context: Context, backend: Backend) -> None:
+    """Honour ``hasleader: true``: etcd refuses such calls outright while the member knows no leader."""
+    if _metadata(context).get(REQUIRE_LEADER_KEY) == "true" and not backend.has_leader():
+        raise errors.NO_LEADER.exception()
+
+
+def _learner_may_serve(request: object) -> bool:
+    """etcd's ``isRPCSupportedForLearner``: a learner's state may lag, so it serves only local reads."""
+    if isinstance(request, rpc_pb2.StatusRequest):
+        return True
+    return isinstance(request, rpc_pb2.RangeRequest) and request.serializable
+
+
+def admit(context: Context, backend: Backend, request: object | None) -> None:
+    """The checks etcd makes before any handler runs; ``request`` is None for streaming-request calls."""
+    if backend.is_learner() and (request is None or not _learner_may_serve(request)):
+        raise errors.NOT_SUPPORTED_FOR_LEARNER.exception()
+    require_leader(context, backend)
+
+
+async def abort(context: Context, error: BaseException) -> NoReturn:
+    """End the call with the status an exception stands for; etcd's text reaches the client unchanged."""
+    if isinstance(error, errors.EtcdException):
+        await error.error.abort(context)
+    assert isinstance(error, MalformedMetadata), error
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    raise AssertionError("ServicerContext.abort returned")
+
+
+_Handled = (errors.EtcdException, MalformedMetadata)
+Unary = Callable[[Any, Context], Awaitable[Any]]
+Streaming = Callable[[Any, Context], Any]
+
+
+class AdmissionInterceptor(grpc.aio.ServerInterceptor):
+    """Runs :func:`admit` before every etcd RPC and turns ``EtcdException`` into etcd's status."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith(GUARDED_PREFIX):  # type: ignore[attr-defined]
+            return handler
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=self._unary(handler.unary_unary))  # type: ignore[attr-defined]
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=self._streaming(handler.unary_stream, True))  # type: ignore[attr-defined]
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=self._unary(handler.stream_unary, unary_request=False))  # type: ignore[attr-defined]
+        return handler._replace(stream_stream=self._streaming(handler.stream_stream, False))  # type: ignore[attr-defined]
+
+    def _unary(self, behavior: Unary, unary_request: bool = True) -> Unary:
+        backend = self._backend
+
+        async def guarded(request: Any, context: Context) -> Any:
+            try:
+                admit(context, backend, request if unary_request else None)
+                return await behavior(request, context)
+            except _Handled as exc:
+                await abort(context, exc)
+
+        return guarded
+
+    def _streaming(self, behavior: Streaming, unary_request: bool) -> Streaming:
+        """Wrap a response-streaming handler in the same style it was written in (async generator, or
+        coroutine writing with ``context.write``): grpc.aio picks the calling convention by inspection."""
+        backend = self._backend
+
+        if inspect.isasyncgenfunction(behavior):
+
+            async def guarded_gen(request: Any, context: Context) -> AsyncIterator[Any]:
+                try:
+                    admit(context, backend, request if unary_request else None)
+                    async for response in behavior(request, context):
+                        yield response
+                except _Handled as exc:
+                    await abort(context, exc)
+
+            return guarded_gen
+
+        async def guarded(request: Any, context: Context) -> None:
+            try:
+                admit(context, backend, request if unary_request else None)
+                await behavior(request, context)
+            except _Handled as exc:
+                await abort(context, exc)
+
+        return guarded
+
+
+def call_timeout(context: Context, default: float) -> float:
+    """How long the server may work on a call: its own limit, shortened by the client's deadline."""
+    remaining = context.time_remaining()
+    return default if remaining is None else max(0.0, min(default, remaining))
+
+
+def with_header(response: ResponseT, backend: Backend) -> ResponseT:
+    """Give ``response`` a header if it has none: etcd clients dereference the header of every response."""
+    if not response.HasField("header"):
+        response.header.CopyFrom(backend.header())
+    return response
