@@ -1,0 +1,240 @@
+"""Applies committed log entries to the state machine, inside the caller's LMDB write transaction.
+
+Every replica runs this on the same entries in the same order, so everything here is deterministic: no
+clock, no randomness, no local file sizes. The applied index and the membership are written in the same
+transaction as the effects, so after a crash the store is exactly "all entries up to applied, none after".
+
+Exactly-once: a request carrying ``(client_id, seq)`` is applied once; a retry that was already applied
+gets the stored original ``ApplyResult`` back (the last ``dedup_window`` per client are kept).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import lmdb
+
+from raftkv import errors
+from raftkv.core.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType
+from raftkv.proto import internal_pb2, kv_pb2, rpc_pb2
+from raftkv.statemachine import leases, requests
+from raftkv.statemachine.mvcc import MvccWrite
+from raftkv.storage.env import Env, WriteTxn
+from raftkv.storage.raft_log import read_applied, read_conf_state, write_applied
+
+_DEDUP = struct.Struct(">QQ")
+_ALARM = struct.Struct(">QI")
+
+#: Requests refused while the NOSPACE alarm is raised: those that can add data (etcd's quota applier).
+_ADDS_DATA = frozenset({"put", "txn", "lease_grant"})
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedEntry:
+    """The outcome of one committed entry, for the driver (wake the proposer) and the watch hub (events)."""
+
+    index: int
+    request_id: int  # InternalRequest.header.id; 0 for empty and conf-change entries
+    result: internal_pb2.ApplyResult | None  # None for empty and conf-change entries
+    events: tuple[kv_pb2.Event, ...]
+    revision: int  # the store's revision after this entry
+    conf_change: ConfChange | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyConfig:
+    max_txn_ops: int = requests.DEFAULT_MAX_TXN_OPS
+    min_lease_ttl: int = 2  # seconds: ceil(1.5 x election timeout) at etcd's defaults
+    dedup_window: int = 64  # remembered results per client
+
+
+def _member_key(member_id: int) -> bytes:
+    return member_id.to_bytes(8, "big")
+
+
+def members(txn: lmdb.Transaction, env: Env) -> list[rpc_pb2.Member]:
+    return [rpc_pb2.Member.FromString(raw) for _, raw in txn.cursor(db=env.db("members"))]
+
+
+def alarms(txn: lmdb.Transaction, env: Env) -> list[rpc_pb2.AlarmMember]:
+    out = []
+    for key in txn.cursor(db=env.db("alarms")).iternext(keys=True, values=False):
+        member_id, alarm = _ALARM.unpack(key)
+        out.append(rpc_pb2.AlarmMember(memberID=member_id, alarm=alarm))
+    return out
+
+
+def next_conf_state(cs: ConfState, cc: ConfChange) -> ConfState:
+    """The membership after ``cc``; must equal what ``RawNode.apply_conf_change`` computes."""
+    voters, learners = set(cs.voters), set(cs.learners)
+    if cc.type == ConfChangeType.ADD_VOTER:
+        learners.discard(cc.node_id)
+        voters.add(cc.node_id)
+    elif cc.type == ConfChangeType.ADD_LEARNER:
+        if cc.node_id not in voters:
+            learners.add(cc.node_id)
+    else:
+        voters.discard(cc.node_id)
+        learners.discard(cc.node_id)
+    return ConfState(voters=frozenset(voters), learners=frozenset(learners))
+
+
+class Applier:
+    def __init__(self, config: ApplyConfig = ApplyConfig()) -> None:
+        self.config = config
+
+    def apply(self, w: WriteTxn, entries: Sequence[Entry]) -> list[AppliedEntry]:
+        """Apply ``entries`` (contiguous, starting right after the applied index) and record the new position."""
+        if not entries:
+            return []
+        applied = read_applied(w.txn, w.env)
+        assert entries[0].index == applied + 1, f"apply gap: applied {applied}, next entry {entries[0].index}"
+        conf_state = read_conf_state(w.txn, w.env)
+        out: list[AppliedEntry] = []
+        for entry in entries:
+            if entry.type == EntryType.CONF_CHANGE:
+                cc = ConfChange.decode(entry.data)
+                conf_state = next_conf_state(conf_state, cc)
+                self._apply_member_change(w, cc)
+                out.append(AppliedEntry(entry.index, 0, None, (), self._revision(w), cc))
+            elif not entry.data:
+                out.append(AppliedEntry(entry.index, 0, None, (), self._revision(w)))
+            else:
+                out.append(self._apply_request(w, entry))
+        write_applied(w, entries[-1].index, conf_state)
+        return out
+
+    @staticmethod
+    def _revision(w: WriteTxn) -> int:
+        return MvccWrite(w).rev - 1
+
+    # --- requests --------------------------------------------------------------------------------------------
+
+    def _apply_request(self, w: WriteTxn, entry: Entry) -> AppliedEntry:
+        req = internal_pb2.InternalRequest.FromString(entry.data)
+        header = req.header
+        dedup_key = _DEDUP.pack(header.client_id, header.seq) if header.client_id else None
+        if dedup_key is not None:
+            stored = w.txn.get(dedup_key, db=w.db("dedup"))
+            if stored is not None:
+                result = internal_pb2.ApplyResult.FromString(stored)
+                return AppliedEntry(entry.index, header.id, result, (), self._revision(w))
+        write = MvccWrite(w)
+        result = internal_pb2.ApplyResult()
+        try:
+            self._execute(w, write, req, entry.index, result)
+        except errors.EtcdException as exc:
+            # Refusals are decided before any write, so the request leaves no trace besides its answer.
+            assert not write.events, f"refused request {req.WhichOneof('request')} already wrote events"
+            result.Clear()
+            result.error = exc.error.message
+        revision = write.finish()
+        response_field = req.WhichOneof("request")
+        if not result.error and response_field is not None:
+            getattr(result, response_field).header.revision = revision
+        if dedup_key is not None:
+            self._remember(w, header.client_id, header.seq, result)
+        return AppliedEntry(entry.index, header.id, result, tuple(write.events), revision)
+
+    def _execute(
+        self,
+        w: WriteTxn,
+        write: MvccWrite,
+        req: internal_pb2.InternalRequest,
+        index: int,
+        result: internal_pb2.ApplyResult,
+    ) -> None:
+        kind = req.WhichOneof("request")
+        if kind in _ADDS_DATA and self._nospace(w):
+            raise errors.NO_SPACE.exception()
+        if kind == "put":
+            result.put.CopyFrom(requests.put(write, req.put))
+        elif kind == "delete_range":
+            result.delete_range.CopyFrom(requests.delete_range(write, req.delete_range))
+        elif kind == "txn":
+            result.txn.CopyFrom(requests.txn(write, req.txn, self.config.max_txn_ops))
+        elif kind == "compaction":
+            write.compact(req.compaction.revision)
+            result.compaction.SetInParent()
+        elif kind == "lease_grant":
+            result.lease_grant.CopyFrom(leases.grant(w, req.lease_grant, index, self.config.min_lease_ttl))
+        elif kind == "lease_revoke":
+            result.lease_revoke.CopyFrom(leases.revoke(write, req.lease_revoke.ID))
+        elif kind == "lease_checkpoint":
+            cp = req.lease_checkpoint
+            result.lease_checkpoint.CopyFrom(leases.checkpoint(w, cp.id, cp.remaining_ttl))
+        elif kind == "alarm":
+            result.alarm.CopyFrom(self._alarm(w, req.alarm))
+        elif kind == "publish_member":
+            result.publish_member.CopyFrom(self._publish(w, req.publish_member))
+        else:
+            raise AssertionError(f"unknown internal request at index {index}: {kind}")
+
+    def _remember(self, w: WriteTxn, client_id: int, seq: int, result: internal_pb2.ApplyResult) -> None:
+        """Store the answer to (client, seq) and forget this client's answers older than the window."""
+        db = w.db("dedup")
+        w.txn.put(_DEDUP.pack(client_id, seq), result.SerializeToString(), db=db)
+        oldest_kept = seq - self.config.dedup_window + 1
+        cur = w.txn.cursor(db=db)
+        if cur.set_range(_DEDUP.pack(client_id, 0)):
+            while cur.key():
+                cid, s = _DEDUP.unpack(cur.key())
+                if cid != client_id or s >= oldest_kept:
+                    break
+                cur.delete()
+
+    # --- alarms and membership ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _nospace(w: WriteTxn) -> bool:
+        return any(a.alarm == rpc_pb2.NOSPACE for a in alarms(w.txn, w.env))
+
+    @staticmethod
+    def _alarm(w: WriteTxn, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
+        db = w.db("alarms")
+        key = _ALARM.pack(req.memberID, req.alarm)
+        resp = rpc_pb2.AlarmResponse()
+        if req.action == rpc_pb2.AlarmRequest.ACTIVATE and req.alarm != rpc_pb2.NONE:
+            w.txn.put(key, b"", db=db)
+            resp.alarms.add(memberID=req.memberID, alarm=req.alarm)
+        elif req.action == rpc_pb2.AlarmRequest.DEACTIVATE:
+            if w.txn.delete(key, db=db):
+                resp.alarms.add(memberID=req.memberID, alarm=req.alarm)
+        else:
+            resp.alarms.extend(alarms(w.txn, w.env))
+        return resp
+
+    @staticmethod
+    def _apply_member_change(w: WriteTxn, cc: ConfChange) -> None:
+        db = w.db("members")
+        key = _member_key(cc.node_id)
+        if cc.type == ConfChangeType.REMOVE_NODE:
+            w.txn.delete(key, db=db)
+            return
+        raw = w.txn.get(key, db=db)
+        member = rpc_pb2.Member.FromString(raw) if raw else rpc_pb2.Member(ID=cc.node_id)
+        already_voter = raw is not None and not member.isLearner
+        if cc.context:
+            member.CopyFrom(internal_pb2.MemberContext.FromString(cc.context).member)
+            member.ID = cc.node_id
+        # ADD_VOTER adds or promotes; ADD_LEARNER never demotes a voter (next_conf_state ignores it too).
+        member.isLearner = cc.type == ConfChangeType.ADD_LEARNER and not already_voter
+        w.txn.put(key, member.SerializeToString(), db=db)
+
+    @staticmethod
+    def _publish(w: WriteTxn, published: rpc_pb2.Member) -> rpc_pb2.MemberUpdateResponse:
+        """A started member announces its name and client URLs; a removed member's announcement is ignored."""
+        db = w.db("members")
+        key = _member_key(published.ID)
+        raw = w.txn.get(key, db=db)
+        if raw is not None:
+            member = rpc_pb2.Member.FromString(raw)
+            member.name = published.name
+            del member.clientURLs[:]
+            member.clientURLs.extend(published.clientURLs)
+            w.txn.put(key, member.SerializeToString(), db=db)
+        resp = rpc_pb2.MemberUpdateResponse()
+        resp.members.extend(members(w.txn, w.env))
+        return resp

@@ -1,0 +1,359 @@
+"""Everything a node keeps on disk, behind one facade: the node driver talks to nothing else.
+
+One Raft ``Ready`` = one LMDB write transaction on the writer thread (``save_and_apply``): install a
+snapshot, append entries, set the hard state, apply committed entries, record the applied index and
+membership — then a single commit, which is the single durability point. Reads (ranges, watch catch-up,
+hashes, snapshots) use read transactions from any thread and never wait for the writer.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import struct
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+import lmdb
+
+from raftkv.core.rawnode import bootstrap_entries
+from raftkv.core.types import ConfState, Entry, HardState, SnapshotMeta
+from raftkv.proto import kv_pb2, rpc_pb2
+from raftkv.statemachine import applier as applier_mod
+from raftkv.statemachine import leases
+from raftkv.statemachine.applier import AppliedEntry, Applier, ApplyConfig
+from raftkv.statemachine.mvcc import K_COMPACT, K_REVISION, MvccReader
+from raftkv.storage.env import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, Env, Writer, WriteTxn
+from raftkv.storage.raft_log import (
+    K_APPLIED,
+    K_CONF_STATE,
+    LmdbRaftStorage,
+    decode_snapshot_meta,
+    encode_snapshot_meta,
+    read_applied,
+    read_conf_state,
+)
+
+#: Sub-databases that make up the state machine (what a snapshot carries), plus the meta keys it owns.
+STATE_DBS = ("kv", "keyrev", "history", "leases", "lease_keys", "members", "dedup", "alarms", "meta")
+STATE_META_KEYS = (K_REVISION, K_COMPACT, K_APPLIED, K_CONF_STATE)
+_SNAP_MAGIC = b"RKVSNAP1"
+_RECORD = struct.Struct(">BII")  # db number, key length, value length
+_LEN = struct.Struct(">I")
+SNAPSHOT_CHUNK = 256 << 10
+
+
+class SnapshotFormatError(Exception):
+    """Snapshot bytes that are not a raftkv state-machine snapshot (truncated, or another format)."""
+
+
+class NodeStore:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        apply_config: ApplyConfig = ApplyConfig(),
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
+        snapshot_catchup_entries: int = 5000,
+        quota_bytes: int = 2 << 30,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.env = Env(self.data_dir / "db", map_size=map_size, max_map_size=max_map_size)
+        self.writer = Writer(self.env)
+        self.log = LmdbRaftStorage(self.env)
+        self.applier = Applier(apply_config)
+        self.snapshot_catchup_entries = snapshot_catchup_entries
+        self.quota_bytes = quota_bytes
+
+    def close(self) -> None:
+        self.writer.close()
+        self.env.close()
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+
+    def bootstrap(
+        self, cluster_id: int, member_id: int, members: Sequence[tuple[int, bytes]]
+    ) -> list[AppliedEntry]:
+        """A new cluster's member: persist ``bootstrap_entries(members)`` (id, MemberContext bytes) with
+        HardState(term=1, commit=N) and apply them, all in one commit. Start the RawNode with applied=N."""
+        entries = bootstrap_entries(members)
+
+        def job(w: WriteTxn) -> list[AppliedEntry]:
+            self.log.bootstrap(w, cluster_id, member_id, entries)
+            return self.applier.apply(w, entries)
+
+        return self.writer.call(job)
+
+    def join(self, cluster_id: int, member_id: int) -> None:
+        """A member added to a running cluster: record who we are; everything else comes from the leader."""
+        self.writer.call(lambda w: self.log.set_identity(w, cluster_id, member_id))
+
+    def is_initialized(self) -> bool:
+        return self.log.identity() is not None
+
+    def check_identity(self, cluster_id: int, member_id: int) -> None:
+        """Raises ``IdentityMismatch`` for a data dir of another cluster or member."""
+        self.log.check_identity(cluster_id, member_id)
+
+    # --- the write path ---------------------------------------------------------------------------------------
+
+    def save_and_apply(
+        self,
+        snapshot_install: SnapshotInstaller | None,
+        entries: Sequence[Entry],
+        hard_state: HardState | None,
+        committed_entries: Sequence[Entry],
+        must_sync: bool = True,
+    ) -> concurrent.futures.Future[list[AppliedEntry]]:
+        """Persist and apply one Ready in one transaction; await with ``asyncio.wrap_future``.
+
+        Every commit is fsynced (``sync=True``), so ``must_sync`` needs no special handling: durability is
+        never weaker than Raft asks for. Committed entries at or below the applied index (already contained
+        in an installed snapshot) are skipped.
+        """
+        del must_sync
+
+        def job(w: WriteTxn) -> list[AppliedEntry]:
+            if snapshot_install is not None:
+                snapshot_install.install_into(w, self)
+            self.log.append(w, entries)
+            if hard_state is not None:
+                self.log.set_hard_state(w, hard_state)
+            applied = read_applied(w.txn, w.env)
+            return self.applier.apply(w, [e for e in committed_entries if e.index > applied])
+
+        return self.writer.submit(job)
+
+    # --- read side --------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[MvccReader]:
+        with self.env.read() as txn:
+            yield MvccReader(self.env, txn)
+
+    def applied_index(self) -> int:
+        with self.env.read() as txn:
+            return read_applied(txn, self.env)
+
+    def conf_state(self) -> ConfState:
+        with self.env.read() as txn:
+            return read_conf_state(txn, self.env)
+
+    def revision(self) -> int:
+        with self.reader() as r:
+            return r.revision()
+
+    def compact_revision(self) -> int:
+        with self.reader() as r:
+            return r.compact_revision()
+
+    def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        """Raises ``EtcdException`` (COMPACTED / FUTURE_REV)."""
+        with self.reader() as r:
+            return r.range(req)
+
+    def events_since(
+        self, start_rev: int, key: bytes, range_end: bytes, max_revisions: int = 0
+    ) -> list[tuple[int, list[kv_pb2.Event]]]:
+        with self.reader() as r:
+            return r.events_since(start_rev, key, range_end, max_revisions=max_revisions)
+
+    def hash_kv(self, revision: int = 0) -> tuple[int, int, int]:
+        """(hash, compact revision, hashed revision)."""
+        with self.reader() as r:
+            return r.hash_kv(revision)
+
+    def lease(self, lease_id: int) -> tuple[leases.Lease, list[bytes]] | None:
+        """A lease and its attached keys, or None."""
+        with self.env.read() as txn:
+            lease = leases.get(txn, self.env, lease_id)
+            return None if lease is None else (lease, lease.keys(txn, self.env))
+
+    def leases(self) -> list[leases.Lease]:
+        with self.env.read() as txn:
+            return leases.all_leases(txn, self.env)
+
+    def members(self) -> list[rpc_pb2.Member]:
+        with self.env.read() as txn:
+            return applier_mod.members(txn, self.env)
+
+    def alarms(self) -> list[rpc_pb2.AlarmMember]:
+        with self.env.read() as txn:
+            return applier_mod.alarms(txn, self.env)
+
+    # --- sizes, quota, maintenance ----------------------------------------------------------------------------
+
+    def db_size(self) -> int:
+        return self.env.file_size()
+
+    def db_size_in_use(self) -> int:
+        return self.env.used_size()
+
+    def over_quota(self) -> bool:
+        """True when the driver should propose a NOSPACE alarm (sizes differ per replica, so the decision to
+        refuse writes must itself go through the log)."""
+        return self.db_size_in_use() > self.quota_bytes
+
+    def defragment(self) -> concurrent.futures.Future[None]:
+        """Rewrite the data file compactly. Crash-safe: a compacted copy is written and fsynced beside the
+        live file and atomically renamed over it; a crash before the rename leaves the old file intact."""
+
+        def run() -> None:
+            staging = Path(tempfile.mkdtemp(prefix="defrag-", dir=self.data_dir))
+            try:
+                # No write can interleave: this runs on the writer thread. Readers keep going during the copy.
+                self.env.lmdb.copy(str(staging), compact=True)
+                copied = staging / "data.mdb"
+                with open(copied, "rb+") as fh:
+                    os.fsync(fh.fileno())
+
+                def swap() -> None:
+                    os.replace(copied, self.env.path / "data.mdb")
+                    _fsync_dir(self.env.path)
+
+                self.env.reopen_exclusive(swap)
+            finally:
+                for leftover in staging.iterdir():
+                    leftover.unlink()
+                staging.rmdir()
+
+        return self.writer.submit_outside_txn(run)
+
+    def status(self) -> dict[str, int]:
+        with self.env.read() as txn:
+            applied = read_applied(txn, self.env)
+            reader = MvccReader(self.env, txn)
+            revision, compact = reader.revision(), reader.compact_revision()
+        return {
+            "db_size": self.db_size(),
+            "db_size_in_use": self.db_size_in_use(),
+            "map_size": self.env.map_size,
+            "applied_index": applied,
+            "revision": revision,
+            "compact_revision": compact,
+            "first_index": self.log.first_index(),
+            "last_index": self.log.last_index(),
+        }
+
+    # --- snapshots --------------------------------------------------------------------------------------------
+
+    def create_snapshot(self, index: int) -> concurrent.futures.Future[SnapshotMeta]:
+        """Record a snapshot at the applied ``index`` and compact the log, keeping ``snapshot_catchup_entries``
+        entries before it so that slightly lagging followers still catch up from the log."""
+
+        def job(w: WriteTxn) -> SnapshotMeta:
+            applied = read_applied(w.txn, w.env)
+            assert index == applied, f"snapshot at {index} but applied is {applied}"
+            meta = SnapshotMeta(index=index, term=self._term_in(w, index), conf_state=read_conf_state(w.txn, w.env))
+            self.log.set_snapshot_meta(w, meta)
+            self.log.compact(w, index - self.snapshot_catchup_entries)
+            return meta
+
+        return self.writer.submit(job)
+
+    def _term_in(self, w: WriteTxn, index: int) -> int:
+        if index == self.log.first_index() - 1:
+            return self.log.term(index)
+        raw = w.txn.get(index.to_bytes(8, "big"), db=w.db("log"))
+        assert raw is not None, f"no log entry at {index}"
+        return int.from_bytes(raw[:8], "big")
+
+    def open_snapshot(self, meta: SnapshotMeta) -> Iterator[bytes]:
+        """The state machine as a stream of chunks, from one read transaction (never all in memory).
+
+        The state may be newer than ``meta.index`` (applied moved on); the receiver learns the real applied
+        index from the stream and skips entries it already contains.
+        """
+        with self.env.read() as txn:
+            buf = bytearray(_SNAP_MAGIC)
+            header = encode_snapshot_meta(meta)
+            buf += _LEN.pack(len(header)) + header
+            for number, name in enumerate(STATE_DBS):
+                for key, value in _state_records(txn, self.env, name):
+                    buf += _RECORD.pack(number, len(key), len(value))
+                    buf += key
+                    buf += value
+                    if len(buf) >= SNAPSHOT_CHUNK:
+                        yield bytes(buf)
+                        buf.clear()
+            if buf:
+                yield bytes(buf)
+
+    def begin_snapshot_install(self, meta: SnapshotMeta) -> SnapshotInstaller:
+        return SnapshotInstaller(meta, self.data_dir)
+
+
+def _state_records(txn: lmdb.Transaction, env: Env, name: str) -> Iterator[tuple[bytes, bytes]]:
+    if name == "meta":
+        for key in STATE_META_KEYS:
+            value = txn.get(key, db=env.db("meta"))
+            if value is not None:
+                yield key, value
+        return
+    yield from txn.cursor(db=env.db(name)).iternext(keys=True, values=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SnapshotInstaller:
+    """Receives a snapshot stream into a temporary file; ``NodeStore.save_and_apply`` then installs it.
+
+    Staging on disk keeps memory flat for large states; the install itself replaces the whole state machine
+    and resets the log in the same transaction as the rest of the Ready, so it is atomic.
+    """
+
+    def __init__(self, meta: SnapshotMeta, data_dir: Path) -> None:
+        self.meta = meta
+        self._file: IO[bytes] = tempfile.NamedTemporaryFile(prefix="snap-", suffix=".tmp", dir=data_dir)
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+
+    def abort(self) -> None:
+        self._file.close()
+
+    def install_into(self, w: WriteTxn, store: NodeStore) -> None:
+        self._file.flush()
+        self._file.seek(0)
+        if self._file.read(len(_SNAP_MAGIC)) != _SNAP_MAGIC:
+            raise SnapshotFormatError("not a raftkv snapshot")
+        (hlen,) = _LEN.unpack(self._read(_LEN.size))
+        streamed = decode_snapshot_meta(self._read(hlen))
+        if (streamed.index, streamed.term) != (self.meta.index, self.meta.term):
+            raise SnapshotFormatError(f"snapshot stream is for {streamed}, expected {self.meta}")
+        dbs = [w.db(name) for name in STATE_DBS]
+        meta_db = w.db("meta")
+        for name, db in zip(STATE_DBS, dbs):
+            if name == "meta":
+                for key in STATE_META_KEYS:
+                    w.txn.delete(key, db=meta_db)
+            else:
+                w.txn.drop(db, delete=False)
+        while head := self._file.read(_RECORD.size):
+            if len(head) != _RECORD.size:
+                raise SnapshotFormatError("truncated snapshot record")
+            number, klen, vlen = _RECORD.unpack(head)
+            key, value = self._read(klen), self._read(vlen)
+            w.txn.put(key, value, db=dbs[number])
+        applied = read_applied(w.txn, w.env)
+        assert applied >= self.meta.index, f"snapshot state at {applied} older than its meta {self.meta.index}"
+        store.log.reset_to_snapshot(w, self.meta)
+        w.on_commit(self._file.close)
+
+    def _read(self, n: int) -> bytes:
+        data = self._file.read(n)
+        if len(data) != n:
+            raise SnapshotFormatError("truncated snapshot")
+        return data
+
+

@@ -1,0 +1,197 @@
+"""etcd's KV request semantics (Put, DeleteRange, Txn) on top of one MVCC revision.
+
+Validation lives here as pure functions of the request (``validate_txn``) so the API layer can refuse a bad
+request before proposing it, and the applier re-checks it deterministically on every replica.
+Checks that depend on state (leases exist, ``ignore_value`` needs the key) run against the state the
+request is applied to, before anything is written, so a refused request leaves no trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from raftkv import errors
+from raftkv.proto import kv_pb2, rpc_pb2
+from raftkv.statemachine.mvcc import KeyRange, MvccReader, MvccWrite
+
+DEFAULT_MAX_TXN_OPS = 128
+_LEASES_DB = "leases"
+
+
+def validate_txn(req: rpc_pb2.TxnRequest, max_ops: int = DEFAULT_MAX_TXN_OPS) -> None:
+    """etcd's ``checkTxnRequest`` + ``checkIntervals``: op count per level, and no key written twice per branch."""
+    _check_ops(req, max_ops)
+    _check_intervals(req.success)
+    _check_intervals(req.failure)
+
+
+def _check_ops(req: rpc_pb2.TxnRequest, max_ops: int) -> None:
+    if len(req.compare) > max_ops or len(req.success) > max_ops or len(req.failure) > max_ops:
+        raise errors.TOO_MANY_OPS.exception()
+    for op in (*req.success, *req.failure):
+        if op.WhichOneof("request") == "request_txn":
+            _check_ops(op.request_txn, max_ops)
+        elif _op_key(op) == b"":
+            raise errors.KEY_NOT_PROVIDED.exception()
+
+
+def _op_key(op: rpc_pb2.RequestOp) -> bytes:
+    kind = op.WhichOneof("request")
+    return getattr(op, kind).key if kind else b""
+
+
+def _check_intervals(ops: Sequence[rpc_pb2.RequestOp]) -> tuple[set[bytes], list[KeyRange]]:
+    """Puts and deletes of one branch (nested branches merged); a put may overlap nothing else written."""
+    dels = [KeyRange(op.request_delete_range.key, op.request_delete_range.range_end) for op in ops
+            if op.WhichOneof("request") == "request_delete_range"]
+    puts: set[bytes] = set()
+
+    def add_put(key: bytes, exempt: set[bytes]) -> None:
+        if (key in puts and key not in exempt) or any(d.contains(key) for d in dels):
+            raise errors.DUPLICATE_KEY.exception()
+        puts.add(key)
+
+    for op in ops:
+        if op.WhichOneof("request") != "request_txn":
+            continue
+        puts_then, dels_then = _check_intervals(op.request_txn.success)
+        puts_else, dels_else = _check_intervals(op.request_txn.failure)
+        for k in puts_then:
+            add_put(k, set())
+        for k in puts_else:
+            add_put(k, puts_then)  # then/else are mutually exclusive: the same key in both is fine
+        dels.extend(dels_then)
+        dels.extend(dels_else)
+    for op in ops:
+        if op.WhichOneof("request") == "request_put":
+            add_put(op.request_put.key, set())
+    return puts, dels
+
+
+def _check_put(reader: MvccReader, req: rpc_pb2.PutRequest) -> None:
+    """State-dependent refusals of a put, evaluated before the request writes anything."""
+    if not req.key:
+        raise errors.KEY_NOT_PROVIDED.exception()
+    if req.ignore_value and req.value:
+        raise errors.VALUE_PROVIDED.exception()
+    if req.ignore_lease and req.lease:
+        raise errors.LEASE_PROVIDED.exception()
+    if (req.ignore_value or req.ignore_lease) and reader.get(req.key) is None:
+        raise errors.KEY_NOT_FOUND.exception()
+    if req.lease and reader.txn.get(lease_id_key(req.lease), db=reader.env.db(_LEASES_DB)) is None:
+        raise errors.LEASE_NOT_FOUND.exception()
+
+
+def lease_id_key(lease: int) -> bytes:
+    """Key of a lease record in the ``leases`` db (shared with ``raftkv.statemachine.leases``)."""
+    return lease.to_bytes(8, "big", signed=True)
+
+
+def _check_ops_state(reader: MvccReader, ops: Sequence[rpc_pb2.RequestOp]) -> None:
+    for op in ops:
+        kind = op.WhichOneof("request")
+        if kind == "request_put":
+            _check_put(reader, op.request_put)
+        elif kind == "request_range" and op.request_range.revision > 0:
+            reader.check_revision(op.request_range.revision)
+        elif kind == "request_txn":
+            # Nested branches are chosen later, against state the outer ops may have changed; like etcd we
+            # check both so a refused nested op cannot fail half-way through the outer transaction.
+            _check_ops_state(reader, op.request_txn.success)
+            _check_ops_state(reader, op.request_txn.failure)
+
+
+def put(write: MvccWrite, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+    _check_put(write, req)
+    return _put(write, req)
+
+
+def _put(write: MvccWrite, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+    current = write.get(req.key) if (req.ignore_value or req.ignore_lease) else None
+    value = current.value if req.ignore_value and current else req.value
+    lease = current.lease if req.ignore_lease and current else req.lease
+    prev = write.put(req.key, value, lease)
+    resp = rpc_pb2.PutResponse()
+    if req.prev_kv and prev is not None:
+        resp.prev_kv.CopyFrom(prev)
+    return resp
+
+
+def delete_range(write: MvccWrite, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+    if not req.key:
+        raise errors.KEY_NOT_PROVIDED.exception()
+    deleted = write.delete_range(req.key, req.range_end)
+    resp = rpc_pb2.DeleteRangeResponse(deleted=len(deleted))
+    if req.prev_kv:
+        resp.prev_kvs.extend(deleted)
+    return resp
+
+
+def txn(write: MvccWrite, req: rpc_pb2.TxnRequest, max_ops: int = DEFAULT_MAX_TXN_OPS) -> rpc_pb2.TxnResponse:
+    """Evaluate compares, check then run the chosen branch; all writes share the request's one revision."""
+    validate_txn(req, max_ops)
+    succeeded = all(compare(write, c) for c in req.compare)
+    branch = req.success if succeeded else req.failure
+    _check_ops_state(write, branch)
+    return _run_branch(write, succeeded, branch)
+
+
+def _run_branch(write: MvccWrite, succeeded: bool, ops: Sequence[rpc_pb2.RequestOp]) -> rpc_pb2.TxnResponse:
+    resp = rpc_pb2.TxnResponse(succeeded=succeeded)
+    for op in ops:
+        out = resp.responses.add()
+        kind = op.WhichOneof("request")
+        if kind == "request_range":
+            out.response_range.CopyFrom(write.range(op.request_range))
+        elif kind == "request_put":
+            out.response_put.CopyFrom(_put(write, op.request_put))
+        elif kind == "request_delete_range":
+            out.response_delete_range.CopyFrom(delete_range(write, op.request_delete_range))
+        elif kind == "request_txn":
+            inner = op.request_txn
+            ok = all(compare(write, c) for c in inner.compare)
+            out.response_txn.CopyFrom(_run_branch(write, ok, inner.success if ok else inner.failure))
+    return resp
+
+
+#: Compare target -> the field compared; KeyValue and Compare use the same field names.
+_TARGET_FIELD = {
+    rpc_pb2.Compare.VERSION: "version",
+    rpc_pb2.Compare.CREATE: "create_revision",
+    rpc_pb2.Compare.MOD: "mod_revision",
+    rpc_pb2.Compare.VALUE: "value",
+    rpc_pb2.Compare.LEASE: "lease",
+}
+
+
+def compare(reader: MvccReader, c: rpc_pb2.Compare) -> bool:
+    """etcd's ``applyCompare``: with ``range_end`` every key in the range must satisfy it.
+
+    A missing key compares as zero for VERSION/CREATE/MOD/LEASE and fails a VALUE compare.
+    """
+    if c.range_end:
+        kvs = list(reader.latest(KeyRange(c.key, c.range_end)))
+        if not kvs:
+            return c.target != rpc_pb2.Compare.VALUE and _compare_one(None, c)
+        return all(_compare_one(kv, c) for kv in kvs)
+    return _compare_one(reader.get(c.key), c)
+
+
+def _compare_one(kv: kv_pb2.KeyValue | None, c: rpc_pb2.Compare) -> bool:
+    name = _TARGET_FIELD[c.target]
+    if kv is None:
+        if c.target == rpc_pb2.Compare.VALUE:
+            return False
+        have: int | bytes = 0
+    else:
+        have = getattr(kv, name)
+    want = getattr(c, name)
+    if c.result == rpc_pb2.Compare.EQUAL:
+        return have == want
+    if c.result == rpc_pb2.Compare.NOT_EQUAL:
+        return have != want
+    if c.result == rpc_pb2.Compare.GREATER:
+        return have > want  # type: ignore[operator]
+    if c.result == rpc_pb2.Compare.LESS:
+        return have < want  # type: ignore[operator]
+    raise AssertionError(f"unknown compare result {c.result}")

@@ -1,0 +1,263 @@
+"""One LMDB environment per node, and the single thread that writes to it.
+
+Why one environment: the Raft log, the hard state, the applied index and the whole state machine live in
+named sub-databases of the same environment, so that one LMDB commit persists all of them together. A
+crash can then never leave "applied index says 42, but the key-value data is at 41".
+
+Why one writer thread: LMDB has a single global write lock and py-lmdb write transactions are bound to the
+thread that began them. Funnelling every write through :class:`Writer` makes that a structural fact rather
+than a convention, and lets the asyncio driver await writes with ``asyncio.wrap_future``.
+
+Why a reader/writer gate: growing the memory map (``set_mapsize``) remaps the file, which is only safe when
+no transaction is open anywhere in the process. Readers therefore hold the gate shared for the lifetime of
+their read transaction (:meth:`Env.read`), and a resize takes it exclusively, between two write txns.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import errno
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lmdb
+
+T = TypeVar("T")
+
+#: Every named sub-database of a node, in one place, so the on-disk layout is visible at a glance
+#: (documented in ``raftkv/storage/README.md``). ``dupsort`` ones keep many sorted values per key.
+SUB_DBS: dict[str, bool] = {
+    "log": False,  # raft log: index -> entry
+    "meta": False,  # raft and node metadata: hard state, snapshot meta, applied index, identity
+    "kv": False,  # MVCC current state: user key -> latest live KeyValue
+    "keyrev": True,  # MVCC key index: user key -> (revision, sub, tombstone) generations
+    "history": False,  # MVCC revisions: (revision, sub) -> event
+    "leases": False,  # lease id -> granted / remaining TTL
+    "lease_keys": False,  # lease id + key -> b""
+    "members": False,  # member id -> Member
+    "dedup": False,  # client id + seq -> stored response
+    "alarms": False,  # member id + alarm type -> b""
+}
+
+DEFAULT_MAP_SIZE = 256 << 20
+DEFAULT_MAX_MAP_SIZE = 64 << 30
+
+
+class StorageFull(Exception):
+    """The disk (or the configured maximum map size) has no room for a write. Nothing was committed."""
+
+
+class _Gate:
+    """A shared/exclusive lock: many readers, or one resizer. Resizers have priority so growth is not starved."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._exclusive = False
+        self._waiting_exclusive = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive or self._waiting_exclusive:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_exclusive += 1
+            while self._exclusive or self._readers:
+                self._cond.wait()
+            self._waiting_exclusive -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+class Env:
+    """An open LMDB environment with the node's named sub-databases.
+
+    Durability is strict: ``sync=True`` and ``metasync=True`` — a commit returns only after the data and the
+    meta page are on disk, so anything acknowledged after a commit survives power loss.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
+    ) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.max_map_size = max_map_size
+        self.gate = _Gate()
+        self._open(map_size)
+
+    def _open(self, map_size: int) -> None:
+        self.lmdb = lmdb.open(
+            str(self.path),
+            map_size=map_size,
+            max_dbs=len(SUB_DBS) + 2,
+            sync=True,
+            metasync=True,
+            writemap=False,
+            max_spare_txns=0,
+            readahead=False,
+        )
+        # A map smaller than the file (reopened with a smaller hint) is silently raised by LMDB; track the real one.
+        self.map_size = self.lmdb.info()["map_size"]
+        self.dbs = {name: self.lmdb.open_db(name.encode(), dupsort=dup) for name, dup in SUB_DBS.items()}
+
+    def db(self, name: str) -> Any:
+        return self.dbs[name]
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        """A read transaction usable from any thread; it sees one consistent committed state."""
+        with self.gate.shared():
+            txn = self.lmdb.begin(write=False)
+            try:
+                yield txn
+            finally:
+                txn.abort()
+
+    def grow(self) -> None:
+        """Double the map. Only called by the writer thread between two write transactions."""
+        new_size = min(self.map_size * 2, self.max_map_size)
+        if new_size <= self.map_size:
+            raise StorageFull(f"LMDB map is at its maximum size ({self.max_map_size} bytes)")
+        with self.gate.exclusive():
+            self.lmdb.set_mapsize(new_size)
+        self.map_size = new_size
+
+    def file_size(self) -> int:
+        """Bytes the data file occupies (what etcd reports as dbSize)."""
+        return (self.path / "data.mdb").stat().st_size
+
+    def used_size(self) -> int:
+        """Bytes of pages in use (what etcd reports as dbSizeInUse): (last page number + 1) * page size."""
+        return (self.lmdb.info()["last_pgno"] + 1) * self.lmdb.stat()["psize"]
+
+    def reopen_exclusive(self, swap: Callable[[], None]) -> None:
+        """Close the environment, run ``swap`` (which may replace files), and open it again; readers wait."""
+        with self.gate.exclusive():
+            map_size = self.map_size
+            self.lmdb.close()
+            try:
+                swap()
+            finally:
+                self._open(map_size)
+
+    def close(self) -> None:
+        with self.gate.exclusive():
+            self.lmdb.close()
+
+
+@dataclass
+class WriteTxn:
+    """A write transaction handed to writer jobs: the LMDB txn plus hooks that run only once it is durable.
+
+    In-memory caches (e.g. the raft log's first/last index) must be updated through ``on_commit`` so a job
+    that is retried after a map resize, or that fails, never leaves them ahead of the disk.
+    """
+
+    env: Env
+    txn: lmdb.Transaction
+    _hooks: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_commit(self, hook: Callable[[], None]) -> None:
+        self._hooks.append(hook)
+
+    def db(self, name: str) -> Any:
+        return self.env.db(name)
+
+
+_STOP = object()
+
+
+class Writer:
+    """The one thread that owns every LMDB write transaction of an environment."""
+
+    def __init__(self, env: Env, name: str = "raftkv-lmdb-writer") -> None:
+        self.env = env
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[WriteTxn], T]) -> concurrent.futures.Future[T]:
+        """Run ``fn`` in one write transaction on the writer thread; the future resolves after the commit.
+
+        ``fn`` may be run more than once (a full map aborts the txn, grows the map and retries), so it must
+        only have effects through the transaction and ``WriteTxn.on_commit``.
+        """
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put((lambda: self._execute(fn), future))
+        return future
+
+    def submit_outside_txn(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run ``fn`` on the writer thread between transactions (maintenance that reopens the environment)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put((fn, future))
+        return future
+
+    def call(self, fn: Callable[[WriteTxn], T]) -> T:
+        """Synchronous convenience for code not running on an event loop."""
+        return self.submit(fn).result()
+
+    def in_writer_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            run, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(run())
+            except BaseException as exc:  # noqa: BLE001 - delivered to the submitter, the thread keeps serving
+                future.set_exception(exc)
+
+    def _execute(self, fn: Callable[[WriteTxn], T]) -> T:
+        while True:
+            wtxn: WriteTxn | None = None
+            try:
+                with self.env.lmdb.begin(write=True) as txn:
+                    wtxn = WriteTxn(self.env, txn)
+                    result = fn(wtxn)
+                for hook in wtxn._hooks:
+                    hook()
+                return result
+            except lmdb.MapFullError:
+                self.env.grow()  # raises StorageFull when the map may not grow any more
+            except lmdb.DiskError as exc:
+                raise StorageFull(f"no space left on device for {self.env.path}: {exc}") from exc
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise StorageFull(f"no space left on device for {self.env.path}: {exc}") from exc
+                raise
+
+    def close(self) -> None:
+        """Finish queued jobs, then stop the thread."""
+        self._queue.put(_STOP)
+        self._thread.join()
