@@ -1,0 +1,674 @@
+"""The Raft state machine: one ``step`` switch over messages, and named role transitions.
+
+Everything is an input message (ticks become HUP/BEAT/CHECK_QUORUM, proposals PROPOSE, ...), handled
+synchronously; outputs accumulate in ``msgs``, ``read_states`` and the log's unstable tail, which
+``RawNode`` packages into a ``Ready``. The algorithm follows the Raft paper and thesis with the refinements
+of etcd-io/raft: pre-vote, check-quorum with leader lease, per-follower flow control, fast log
+backtracking, ReadIndex, leader transfer and one-at-a-time membership changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from raftkv.core import confchange, quorum
+from raftkv.core.config import Config
+from raftkv.core.log import RaftLog
+from raftkv.core.quorum import VoteResult
+from raftkv.core.read_only import ReadOnly
+from raftkv.core.storage import Storage
+from raftkv.core.tracker import Inflights, Progress, ProgressState
+from raftkv.core.types import (
+    NONE,
+    CompactedError,
+    ConfChange,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    ProposalDropped,
+    RandomSource,
+    ReadState,
+    Role,
+    SoftState,
+)
+
+MT = MessageType
+
+#: VOTE/PRE_VOTE context marking an election started by a leader transfer: it may disrupt a live leader.
+CAMPAIGN_TRANSFER = b"transfer"
+
+_VOTE_TYPES = frozenset({MT.VOTE, MT.PRE_VOTE, MT.VOTE_RESP, MT.PRE_VOTE_RESP})
+
+
+class _Campaign(enum.Enum):
+    PRE_ELECTION = 0
+    ELECTION = 1
+    TRANSFER = 2
+
+
+class Raft:
+    """One node's Raft state. Driven only through ``step``/``tick``/``apply_conf_change`` (via ``RawNode``)."""
+
+    def __init__(self, config: Config, storage: Storage, rng: RandomSource) -> None:
+        self.id = config.id
+        self.cfg = config
+        self._rng = rng
+        hs, cs = storage.initial_state()
+        assert config.applied <= hs.commit or hs.commit == 0 and config.applied == 0, (
+            f"applied {config.applied} is beyond the persisted commit {hs.commit}"
+        )
+        self.log = RaftLog(storage, hs.commit, config.applied)
+        self.term = 0
+        self.vote = NONE
+        self.lead = NONE
+        self.role = Role.FOLLOWER
+        self.conf = ConfState()
+        self.progress: dict[int, Progress] = {}
+        self.votes: dict[int, bool] = {}
+        self.msgs: list[Message] = []
+        self.read_states: list[ReadState] = []
+        self.read_only = ReadOnly()
+        self.pending_read_index: list[Message] = []
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = config.election_tick
+        self.lead_transferee = NONE
+        self.pending_conf_index = 0
+        self.uncommitted_size = 0
+        self._set_conf(cs)
+        self.become_follower(hs.term, NONE)
+        self.vote = hs.vote
+
+    # -- observation ------------------------------------------------------------------------------------
+
+    def soft_state(self) -> SoftState:
+        return SoftState(self.lead, self.role)
+
+    def hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def promotable(self) -> bool:
+        """Only a voter that is not in the middle of installing a snapshot may campaign."""
+        return self.id in self.conf.voters and self.log.unstable.snapshot is None
+
+    def _info(self, text: str) -> None:
+        if self.cfg.logger is not None:
+            self.cfg.logger(f"{self.id} {text}")
+
+    # -- sending ----------------------------------------------------------------------------------------
+
+    def _send(self, m: Message) -> None:
+        """Queue ``m``; fills in our id and, except for vote traffic and forwarded requests, our term."""
+        if m.type in _VOTE_TYPES:
+            assert m.term != 0, f"{m.type.name} must carry an explicit term"
+        else:
+            assert m.term == 0, f"{m.type.name} must not set its own term"
+            if m.type not in (MT.PROPOSE, MT.READ_INDEX):
+                m = dataclasses.replace(m, term=self.term)
+        if m.sender == NONE:
+            m = dataclasses.replace(m, sender=self.id)
+        self.msgs.append(m)
+
+    def _send_append(self, to: int, send_if_empty: bool = True) -> bool:
+        """Send ``to`` the entries it is missing (or a snapshot if they were compacted). Returns whether sent."""
+        pr = self.progress[to]
+        if pr.is_paused():
+            return False
+        prev = pr.next - 1
+        try:
+            prev_term = self.log.term(prev)
+            entries: list[Entry] = []
+            if pr.state != ProgressState.REPLICATE or not pr.inflights.full():
+                entries = self.log.entries(pr.next, self.cfg.max_size_per_msg, self.cfg.max_entries_per_msg)
+        except CompactedError:
+            return self._send_snapshot(to, pr)
+        if not entries and not send_if_empty:
+            return False
+        self._send(
+            Message(MT.APP, to=to, index=prev, log_term=prev_term, entries=tuple(entries), commit=self.log.committed)
+        )
+        pr.sent_entries(len(entries), sum(e.size() for e in entries))
+        return True
+
+    def _send_snapshot(self, to: int, pr: Progress) -> bool:
+        if not pr.recent_active:
+            self._info(f"ignores sending snapshot to {to}: not recently active")
+            return False
+        meta = self.log.storage.snapshot_meta()
+        assert meta.index > 0, "entries were compacted but storage has no snapshot"
+        pr.become_snapshot(meta.index)
+        self._info(f"sends snapshot {meta.index}/{meta.term} to {to}; progress {pr.match}/{pr.next}")
+        self._send(Message(MT.SNAP, to=to, snapshot=meta))
+        return True
+
+    def _send_heartbeat(self, to: int, ctx: bytes) -> None:
+        # Never tell a follower to commit past what it is known to hold: its log may still diverge beyond match.
+        commit = min(self.progress[to].match, self.log.committed)
+        self._send(Message(MT.HEARTBEAT, to=to, commit=commit, context=ctx))
+
+    def _peers(self) -> list[int]:
+        return sorted(p for p in self.progress if p != self.id)
+
+    def bcast_append(self) -> None:
+        for peer in self._peers():
+            self._send_append(peer)
+
+    def bcast_heartbeat(self, ctx: bytes | None = None) -> None:
+        if ctx is None:
+            ctx = self.read_only.last_pending_context()
+        for peer in self._peers():
+            self._send_heartbeat(peer, ctx)
+
+    # -- role transitions -------------------------------------------------------------------------------
+
+    def _reset(self, term: int) -> None:
+        assert term >= self.term, f"term went back from {self.term} to {term}"
+        if term != self.term:
+            self.term = term
+            self.vote = NONE
+        self.lead = NONE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        e = self.cfg.election_tick
+        self.randomized_election_timeout = self._rng.randrange(e, 2 * e)
+        assert e <= self.randomized_election_timeout < 2 * e, "random source out of range"
+        self.abort_leader_transfer()
+        self.votes = {}
+        last = self.log.last_index()
+        for peer, pr in self.progress.items():
+            self.progress[peer] = self._new_progress(last if peer == self.id else 0, last + 1, pr.is_learner)
+        self.pending_conf_index = 0
+        self.uncommitted_size = 0
+        self.read_only = ReadOnly()
+        self.pending_read_index = []
+
+    def _new_progress(self, match: int, next_index: int, is_learner: bool) -> Progress:
+        return Progress(
+            match=match,
+            next=next_index,
+            inflights=Inflights(self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes),
+            is_learner=is_learner,
+        )
+
+    def become_follower(self, term: int, lead: int) -> None:
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.lead = lead
+        self._info(f"became follower at term {self.term}")
+
+    def become_pre_candidate(self) -> None:
+        """Pre-vote: ask whether we could win before disturbing anyone's term (thesis §9.6)."""
+        assert self.role != Role.LEADER, "leader cannot become pre-candidate"
+        self.role = Role.PRE_CANDIDATE
+        self.votes = {}
+        self.lead = NONE
+        self._info(f"became pre-candidate at term {self.term}")
+
+    def become_candidate(self) -> None:
+        assert self.role != Role.LEADER, "leader cannot become candidate"
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+        self._info(f"became candidate at term {self.term}")
+
+    def become_leader(self) -> None:
+        assert self.role != Role.FOLLOWER, "follower cannot become leader directly"
+        self._reset(self.term)
+        self.lead = self.id
+        self.role = Role.LEADER
+        me = self.progress[self.id]
+        me.become_replicate()
+        me.recent_active = True
+        # Entries of earlier terms may hide an unapplied conf change: none may be proposed before those apply.
+        self.pending_conf_index = self.log.last_index()
+        # Commit an entry of our own term; only then are earlier-term entries committed (Raft §5.4.2).
+        appended = self._append_entries([Entry(term=0, index=0)])
+        assert appended, "the empty leader entry cannot be refused"
+        self._info(f"became leader at term {self.term}")
+        self.bcast_append()
+
+    # -- elections --------------------------------------------------------------------------------------
+
+    def _hup(self, kind: _Campaign) -> None:
+        if self.role == Role.LEADER:
+            self._info("ignoring HUP: already leader")
+            return
+        if not self.promotable():
+            self._info("is unpromotable; campaign refused")
+            return
+        if any(e.type == EntryType.CONF_CHANGE for e in self.log.slice(self.log.applied + 1, self.log.committed + 1)):
+            self._info(f"cannot campaign at term {self.term}: pending configuration changes to apply")
+            return
+        if kind == _Campaign.ELECTION and self.cfg.pre_vote:
+            kind = _Campaign.PRE_ELECTION
+        self._campaign(kind)
+
+    def _campaign(self, kind: _Campaign) -> None:
+        if kind == _Campaign.PRE_ELECTION:
+            self.become_pre_candidate()
+            vote_type, term = MT.PRE_VOTE, self.term + 1
+        else:
+            self.become_candidate()
+            vote_type, term = MT.VOTE, self.term
+        if self._poll(self.id, True) == VoteResult.WON:
+            self._on_election_won()
+            return
+        ctx = CAMPAIGN_TRANSFER if kind == _Campaign.TRANSFER else b""
+        last = self.log.last_index()
+        last_term = self.log.last_term()
+        for peer in sorted(self.conf.voters - {self.id}):
+            self._send(Message(vote_type, to=peer, term=term, index=last, log_term=last_term, context=ctx))
+
+    def _poll(self, node: int, granted: bool) -> VoteResult:
+        self.votes.setdefault(node, granted)
+        return quorum.vote_result(self.conf.voters, self.votes)
+
+    def _on_election_won(self) -> None:
+        if self.role == Role.PRE_CANDIDATE:
+            self._campaign(_Campaign.ELECTION)
+        else:
+            self.become_leader()
+
+    def _handle_vote_request(self, m: Message) -> None:
+        resp = MT.VOTE_RESP if m.type == MT.VOTE else MT.PRE_VOTE_RESP
+        can_vote = (
+            self.vote == m.sender
+            or (self.vote == NONE and self.lead == NONE)
+            or (m.type == MT.PRE_VOTE and m.term > self.term)
+        )
+        if "double_vote" in self.cfg.unsafe_bugs and m.type == MT.VOTE:
+            can_vote = True  # planted bug: forgets the vote already cast this term
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            self._send(Message(resp, to=m.sender, term=m.term))
+            if m.type == MT.VOTE:
+                self.election_elapsed = 0
+                self.vote = m.sender
+            return
+        self._send(Message(resp, to=m.sender, term=self.term, reject=True))
+
+    # -- the step switch --------------------------------------------------------------------------------
+
+    def step(self, m: Message) -> None:
+        """Process one message. Raises ProposalDropped for a proposal/read that cannot be accepted."""
+        if m.term > self.term and m.term != 0:
+            if m.type in (MT.VOTE, MT.PRE_VOTE):
+                force = m.context == CAMPAIGN_TRANSFER
+                in_lease = self.cfg.check_quorum and self.lead != NONE and self.election_elapsed < self.cfg.election_tick
+                if in_lease and not force:
+                    # Leader lease: we heard from a live leader within the minimum election timeout, so this
+                    # candidate is probably partitioned or restarted; don't let it disrupt the cluster.
+                    self._info(f"ignores {m.type.name} from {m.sender} at term {m.term}: lease not expired")
+                    return
+            if m.type == MT.PRE_VOTE or (m.type == MT.PRE_VOTE_RESP and not m.reject):
+                pass  # pre-votes never change our term; a granted pre-vote carries the future term
+            else:
+                self._info(f"received {m.type.name} with higher term {m.term} from {m.sender}")
+                self.become_follower(m.term, m.sender if m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP) else NONE)
+        elif 0 < m.term < self.term:
+            if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (MT.HEARTBEAT, MT.APP):
+                # A stale leader (e.g. after a partition) learns our term from this answer and steps down;
+                # with pre-vote/check-quorum it could otherwise never learn it.
+                self._send(Message(MT.APP_RESP, to=m.sender))
+            elif m.type == MT.PRE_VOTE:
+                self._send(Message(MT.PRE_VOTE_RESP, to=m.sender, term=self.term, reject=True))
+            return
+
+        if m.type == MT.HUP:
+            self._hup(_Campaign.ELECTION)
+        elif m.type in (MT.VOTE, MT.PRE_VOTE):
+            self._handle_vote_request(m)
+        elif self.role == Role.LEADER:
+            self._step_leader(m)
+        elif self.role == Role.FOLLOWER:
+            self._step_follower(m)
+        else:
+            self._step_candidate(m)
+
+    def _step_leader(self, m: Message) -> None:
+        if m.type == MT.BEAT:
+            self.bcast_heartbeat()
+            return
+        if m.type == MT.CHECK_QUORUM:
+            self._check_quorum()
+            return
+        if m.type == MT.PROPOSE:
+            self._handle_propose(m)
+            return
+        if m.type == MT.READ_INDEX:
+            self._handle_read_index(m)
+            return
+        pr = self.progress.get(m.sender)
+        if pr is None:
+            self._info(f"no progress available for {m.sender}; ignoring {m.type.name}")
+            return
+        if m.type == MT.APP_RESP:
+            self._handle_append_response(m, pr)
+        elif m.type == MT.HEARTBEAT_RESP:
+            self._handle_heartbeat_response(m, pr)
+        elif m.type == MT.SNAP_STATUS:
+            if pr.state != ProgressState.SNAPSHOT:
+                return
+            if m.reject:
+                pr.pending_snapshot = 0
+            self._info(f"snapshot to {m.sender} {'failed' if m.reject else 'sent'}; probing from {pr.match}")
+            pr.become_probe()
+            # Wait for the follower's answer (or a heartbeat response) before probing again.
+            pr.msg_app_flow_paused = True
+        elif m.type == MT.UNREACHABLE:
+            if pr.state == ProgressState.REPLICATE:
+                pr.become_probe()
+        elif m.type == MT.TRANSFER_LEADER:
+            self._handle_transfer_leader(m.sender, pr)
+
+    def _step_candidate(self, m: Message) -> None:
+        own_resp = MT.PRE_VOTE_RESP if self.role == Role.PRE_CANDIDATE else MT.VOTE_RESP
+        if m.type in (MT.PROPOSE, MT.READ_INDEX):
+            raise ProposalDropped("no leader")
+        if m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP):
+            self.become_follower(m.term, m.sender)
+            self._step_follower(m)
+        elif m.type == own_resp:
+            result = self._poll(m.sender, not m.reject)
+            if result == VoteResult.WON:
+                self._on_election_won()
+            elif result == VoteResult.LOST:
+                self._info(f"lost the election at term {self.term}")
+                self.become_follower(self.term, NONE)
+
+    def _step_follower(self, m: Message) -> None:
+        if m.type in (MT.PROPOSE, MT.READ_INDEX, MT.TRANSFER_LEADER):
+            if self.lead == NONE:
+                if m.type == MT.TRANSFER_LEADER:
+                    self._info("no leader; dropping leader transfer")
+                    return
+                raise ProposalDropped("no leader")
+            self._send(dataclasses.replace(m, to=self.lead, term=0))
+        elif m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP):
+            self.election_elapsed = 0
+            self.lead = m.sender
+            if m.type == MT.APP:
+                self._handle_append_entries(m)
+            elif m.type == MT.HEARTBEAT:
+                self.log.commit_to(m.commit)
+                self._send(Message(MT.HEARTBEAT_RESP, to=m.sender, context=m.context))
+            else:
+                self._handle_snapshot(m)
+        elif m.type == MT.TIMEOUT_NOW:
+            self._info(f"received TIMEOUT_NOW from {m.sender}; campaigning at once")
+            self._hup(_Campaign.TRANSFER)
+        elif m.type == MT.READ_INDEX_RESP:
+            self.read_states.append(ReadState(m.index, m.context))
+
+    # -- follower handlers ------------------------------------------------------------------------------
+
+    def _handle_append_entries(self, m: Message) -> None:
+        if m.index < self.log.committed:
+            # Stale or reordered: everything up to commit is already settled here.
+            self._send(Message(MT.APP_RESP, to=m.sender, index=self.log.committed))
+            return
+        last = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last is not None:
+            self._send(Message(MT.APP_RESP, to=m.sender, index=last))
+            return
+        # Reject with a hint: the largest index <= the probe whose term is <= the leader's term there. The leader
+        # does the same search on its own log, so a whole divergent term is skipped per round trip.
+        hint, hint_term = self.log.find_conflict_by_term(min(m.index, self.log.last_index()), m.log_term)
+        self._info(
+            f"rejects APP at {m.log_term}/{m.index} from {m.sender}: hint {hint_term}/{hint}"
+        )
+        self._send(Message(MT.APP_RESP, to=m.sender, index=m.index, reject=True, reject_hint=hint, log_term=hint_term))
+
+    def _handle_snapshot(self, m: Message) -> None:
+        assert m.snapshot is not None, "SNAP without snapshot metadata"
+        if self._restore(m):
+            self._info(f"restored snapshot {m.snapshot.index}/{m.snapshot.term}")
+            self._send(Message(MT.APP_RESP, to=m.sender, index=self.log.last_index()))
+        else:
+            self._send(Message(MT.APP_RESP, to=m.sender, index=self.log.committed))
+
+    def _restore(self, m: Message) -> bool:
+        s = m.snapshot
+        assert s is not None
+        if s.index <= self.log.committed:
+            return False
+        if self.id not in s.conf_state.members():
+            self._info(f"ignores snapshot {s.index}: not a member of {sorted(s.conf_state.members())}")
+            return False
+        if self.log.match_term(s.index, s.term):
+            # Our log already has the snapshot's last entry: just learn that it is committed.
+            self.log.commit_to(s.index)
+            return False
+        self.log.restore(s)
+        self._set_conf(s.conf_state)
+        return True
+
+    # -- leader handlers --------------------------------------------------------------------------------
+
+    def _check_quorum(self) -> None:
+        active = {peer: True for peer, pr in self.progress.items() if pr.recent_active or peer == self.id}
+        if quorum.vote_result(self.conf.voters, active) != VoteResult.WON:
+            self._info("stepped down: no quorum heard within an election timeout")
+            self.become_follower(self.term, NONE)
+            return
+        for peer, pr in self.progress.items():
+            pr.recent_active = peer == self.id
+
+    def _handle_propose(self, m: Message) -> None:
+        assert m.entries, "empty proposal"
+        if self.id not in self.progress:
+            raise ProposalDropped("not a member of the cluster")
+        if self.lead_transferee != NONE:
+            raise ProposalDropped("leadership transfer in progress")
+        for e in m.entries:
+            if e.type == EntryType.CONF_CHANGE:
+                reason = self._conf_change_refusal(ConfChange.decode(e.data))
+                if reason is not None:
+                    self._info(f"refuses conf change: {reason}")
+                    raise ProposalDropped(reason)
+        if not self._append_entries(list(m.entries)):
+            raise ProposalDropped("too many uncommitted entries")
+        if any(e.type == EntryType.CONF_CHANGE for e in m.entries):
+            self.pending_conf_index = self.log.last_index()
+        self.bcast_append()
+
+    def _conf_change_refusal(self, cc: ConfChange) -> str | None:
+        if self.pending_conf_index > self.log.applied:
+            return f"possible unapplied conf change at index {self.pending_conf_index} (applied {self.log.applied})"
+        if not self._committed_entry_in_current_term():
+            return "leader has not committed an entry in its term"
+        return confchange.validate(self.conf, cc)
+
+    def _append_entries(self, entries: list[Entry]) -> bool:
+        """Append proposals at our term; False (nothing appended) when over the uncommitted-bytes bound."""
+        size = sum(len(e.data) for e in entries)
+        if self.uncommitted_size > 0 and size > 0 and self.uncommitted_size + size > self.cfg.max_uncommitted_bytes:
+            return False
+        self.uncommitted_size += size
+        first = self.log.last_index() + 1
+        stamped = [dataclasses.replace(e, term=self.term, index=first + i) for i, e in enumerate(entries)]
+        last = self.log.append(stamped)
+        # The leader counts itself at once: it sends these entries only after persisting them (Ready order),
+        # so no follower can acknowledge them before they are durable here.
+        self.progress[self.id].maybe_update(last)
+        self._maybe_commit()
+        return True
+
+    def reduce_uncommitted_size(self, entries: list[Entry]) -> None:
+        self.uncommitted_size = max(0, self.uncommitted_size - sum(len(e.data) for e in entries))
+
+    def _committed_entry_in_current_term(self) -> bool:
+        return self.log.term_or_zero(self.log.committed) == self.term
+
+    def _maybe_commit(self) -> bool:
+        """Advance commit to what a quorum holds — only if that entry is of our term (Raft §5.4.2)."""
+        mci = quorum.committed_index(self.conf.voters, {p: pr.match for p, pr in self.progress.items()})
+        if "commit_prior_term" in self.cfg.unsafe_bugs and mci > self.log.committed:
+            self.log.commit_to(mci)  # planted bug: counts replicas of earlier-term entries
+            committed = True
+        else:
+            committed = self.log.maybe_commit(mci, self.term)
+        if committed and self._committed_entry_in_current_term() and self.pending_read_index:
+            pending, self.pending_read_index = self.pending_read_index, []
+            for req in pending:
+                self._send_read_index(req)
+        return committed
+
+    def _handle_append_response(self, m: Message, pr: Progress) -> None:
+        pr.recent_active = True
+        if m.reject:
+            next_probe = m.reject_hint
+            if m.log_term > 0:
+                next_probe, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+            if pr.maybe_decrease_to(m.index, next_probe):
+                if pr.state == ProgressState.REPLICATE:
+                    pr.become_probe()
+                self._send_append(m.sender)
+            return
+        if not (pr.maybe_update(m.index) or (pr.match == m.index and pr.state == ProgressState.PROBE)):
+            return
+        if pr.state == ProgressState.PROBE:
+            pr.become_replicate()
+        elif pr.state == ProgressState.SNAPSHOT and pr.match + 1 >= self.log.first_index():
+            # The follower caught up through the snapshot (or the log) and can be fed entries again.
+            pr.become_probe()
+            pr.become_replicate()
+        elif pr.state == ProgressState.REPLICATE:
+            pr.inflights.free_le(m.index)
+        if self._maybe_commit():
+            self.bcast_append()
+        while self._send_append(m.sender, send_if_empty=False):
+            pass
+        if m.sender == self.lead_transferee and pr.match == self.log.last_index():
+            self._info(f"sends TIMEOUT_NOW to {m.sender}: its log is up to date")
+            self._send(Message(MT.TIMEOUT_NOW, to=m.sender))
+
+    def _handle_heartbeat_response(self, m: Message, pr: Progress) -> None:
+        pr.recent_active = True
+        pr.msg_app_flow_paused = False
+        if pr.match < self.log.last_index():
+            self._send_append(m.sender)
+        if not m.context:
+            return
+        acks = self.read_only.recv_ack(m.sender, m.context)
+        if acks is None or quorum.vote_result(self.conf.voters, acks) != VoteResult.WON:
+            return
+        for status in self.read_only.advance(m.context):
+            self._respond_read(status.request, status.index)
+
+    def _handle_read_index(self, m: Message) -> None:
+        if self.conf.voters == {self.id}:
+            self._respond_read(m, self.log.committed)
+        elif not self._committed_entry_in_current_term():
+            # Our commit index may lag the previous leader's until an entry of our term commits (thesis §6.4).
+            self.pending_read_index.append(m)
+        else:
+            self._send_read_index(m)
+
+    def _send_read_index(self, m: Message) -> None:
+        self.read_only.add_request(self.log.committed, m)
+        self.read_only.recv_ack(self.id, m.context)
+        self.bcast_heartbeat(m.context)
+
+    def _respond_read(self, req: Message, index: int) -> None:
+        if req.sender in (NONE, self.id):
+            self.read_states.append(ReadState(index, req.context))
+        else:
+            self._send(Message(MT.READ_INDEX_RESP, to=req.sender, index=index, context=req.context))
+
+    def _handle_transfer_leader(self, transferee: int, pr: Progress) -> None:
+        if pr.is_learner:
+            self._info(f"ignores transfer to learner {transferee}")
+            return
+        if self.lead_transferee != NONE:
+            if self.lead_transferee == transferee:
+                self._info(f"transfer to {transferee} already in progress")
+                return
+            self.abort_leader_transfer()
+        if transferee == self.id:
+            self._info("is already leader; transfer ignored")
+            return
+        self._info(f"starts transferring leadership to {transferee}")
+        # The transfer must finish within an election timeout, or it is aborted (tick_heartbeat).
+        self.election_elapsed = 0
+        self.lead_transferee = transferee
+        if pr.match == self.log.last_index():
+            self._send(Message(MT.TIMEOUT_NOW, to=transferee))
+        else:
+            self._send_append(transferee)
+
+    def abort_leader_transfer(self) -> None:
+        if self.lead_transferee != NONE:
+            self._info(f"aborts leadership transfer to {self.lead_transferee}")
+        self.lead_transferee = NONE
+
+    # -- ticks ------------------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        if self.role == Role.LEADER:
+            self._tick_heartbeat()
+        else:
+            self._tick_election()
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self.step(Message(MT.HUP))
+
+    def _tick_heartbeat(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_tick:
+            self.election_elapsed = 0
+            if self.cfg.check_quorum:
+                self.step(Message(MT.CHECK_QUORUM))
+            if self.role == Role.LEADER and self.lead_transferee != NONE:
+                self.abort_leader_transfer()
+        if self.role != Role.LEADER:
+            return
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
+            self.heartbeat_elapsed = 0
+            self.step(Message(MT.BEAT))
+
+    # -- membership -------------------------------------------------------------------------------------
+
+    def _set_conf(self, cs: ConfState) -> None:
+        self.conf = cs
+        next_index = self.log.last_index() + 1
+        for node in sorted(cs.members()):
+            pr = self.progress.get(node)
+            if pr is None:
+                pr = self._new_progress(0, next_index, node in cs.learners)
+                # A new peer counts as active so that it can be sent a snapshot straight away.
+                pr.recent_active = True
+                self.progress[node] = pr
+            pr.is_learner = node in cs.learners
+        for node in [n for n in self.progress if n not in cs.members()]:
+            del self.progress[node]
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        before = self.conf
+        self._set_conf(confchange.apply(self.conf, cc))
+        if self.conf != before:
+            self._info(
+                f"applied {cc.type.name} {cc.node_id}: voters={sorted(self.conf.voters)} learners={sorted(self.conf.learners)}"
+            )
+        if self.role != Role.LEADER:
+            return self.conf
+        if self.id not in self.conf.voters:
+            self._info("stepping down: no longer a voter")
+            self.become_follower(self.term, NONE)
+            return self.conf
+        if self.lead_transferee != NONE and self.lead_transferee not in self.conf.voters:
+            self.abort_leader_transfer()
+        # A smaller quorum may already hold newer entries; new peers need their first APP.
+        if self._maybe_commit():
+            self.bcast_append()
+        else:
+            for peer in self._peers():
+                self._send_append(peer, send_if_empty=False)
+        return self.conf
