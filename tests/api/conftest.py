@@ -1,0 +1,86 @@
+"""One real three-member cluster per implementation for the etcd API tests, driven by the real etcdctl.
+
+The tests run against etcd itself as well as raftkv: etcd's answers are the specification, so every
+expectation written here is first checked against etcd and then demanded of raftkv.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from raftkv.localcluster import LocalCluster
+
+from .etcdctl import ETCDCTL, Etcdctl, poll
+
+#: The implementations under test. etcd is the reference; drop it here to test raftkv alone.
+KINDS = ("etcd", "raftkv")
+
+
+@functools.cache
+def unavailable(kind: str) -> str | None:
+    """Why ``kind`` cannot run here, or None if it can."""
+    if not Path(ETCDCTL).exists():
+        return f"{ETCDCTL} is missing (Debian package etcd-client)"
+    if kind == "etcd":
+        return None if shutil.which("etcd") else "etcd is missing (Debian package etcd-server)"
+    probe = subprocess.run(
+        [sys.executable, "-m", "raftkv.server.main", "--help"], capture_output=True, text=True, timeout=60
+    )
+    if probe.returncode != 0:
+        return f"`python -m raftkv.server.main --help` fails: {probe.stderr.strip().splitlines()[-1:]}"
+    return None
+
+
+def start_cluster(kind: str, base: Path) -> LocalCluster:
+    reason = unavailable(kind)
+    if reason:
+        pytest.skip(reason)
+    cluster = LocalCluster(base, size=3, kind=kind, tls=True)  # type: ignore[arg-type]
+    cluster.start()
+    try:
+        cluster.wait_ready(timeout=30)
+        for name in cluster.names:
+            cluster.wait_member_ready(name, timeout=30)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+@pytest.fixture(scope="session", params=KINDS)
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with start_cluster(request.param, tmp_path_factory.mktemp(f"api-{request.param}")) as running:
+        yield running
+
+
+@pytest.fixture
+def etcdctl(cluster: LocalCluster) -> Etcdctl:
+    return Etcdctl(cluster)
+
+
+def leader(cluster: LocalCluster) -> str:
+    return poll(cluster.leader_name, 20, "a leader")
+
+
+def follower(cluster: LocalCluster) -> str:
+    boss = leader(cluster)
+    return next(name for name in cluster.running() if name != boss)
+
+
+@pytest.fixture(params=("leader", "follower"))
+def member(request: pytest.FixtureRequest, cluster: LocalCluster) -> str:
+    """The member a test talks to: every client-facing behaviour must be the same on both."""
+    return leader(cluster) if request.param == "leader" else follower(cluster)
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix no other test uses, so tests can share one cluster."""
+    return f"/{request.node.name}/"
