@@ -1,0 +1,127 @@
+"""A schedule is everything that makes one simulated run different from another.
+
+It is a seed (for latencies, timeouts and the workload), a set of knobs (network fault rates, message
+sizes, fsync latency, snapshot frequency: the "buggify" dimension) and an explicit list of fault events.
+Faults name nodes by *slot* (an index into the sorted current members, taken modulo their number) rather
+than by id, so any list of faults is valid for any cluster -- which lets Hypothesis shrink a failing list
+freely. A schedule's ``repr`` is valid Python: paste it into ``run_schedule`` to replay a shrunk failure.
+
+Profiles steer generation towards classes of bugs:
+- ``mixed``: a bit of everything, including membership changes and snapshots;
+- ``leader_churn``: the leader is isolated or crashed shortly after each election, with one-entry messages
+  and slow disks, so new leaders often replicate old-term entries before their own (Raft's Figure 8);
+- ``split_vote``: the leader keeps crashing so several followers time out together and compete in one term.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from raftkv.sim.network import LinkFaults
+from raftkv.sim.node import NodeKnobs
+
+#: Fault kinds and the number of integer arguments each takes.
+FAULT_ARITY: dict[str, int] = {
+    "partition": 1,  # bitmask of member slots on one side
+    "isolate": 1,
+    "isolate_leader": 0,
+    "one_way": 2,
+    "heal": 0,
+    "crash": 1,
+    "crash_leader": 0,
+    "restart": 1,
+    "restart_all": 0,
+    "transfer": 1,
+    "snapshot": 1,
+    "add_learner": 0,
+    "add_voter": 0,
+    "promote": 1,
+    "remove": 1,
+}
+FAULT_KINDS: tuple[str, ...] = tuple(FAULT_ARITY)
+PROFILES: tuple[str, ...] = ("mixed", "leader_churn", "split_vote")
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    at: int
+    kind: str
+    args: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        assert FAULT_ARITY[self.kind] == len(self.args), f"bad fault {self}"
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    seed: int
+    nodes: int = 3
+    faults: tuple[Fault, ...] = ()
+    link: LinkFaults = field(default_factory=LinkFaults)
+    knobs: NodeKnobs = field(default_factory=NodeKnobs)
+    clients: int = 3
+    keys: int = 4
+    duration: int = 2500  # virtual time of the fault phase; then heal, liveness and convergence
+
+
+def generate(seed: int, profile: str = "mixed") -> Schedule:
+    """The schedule for ``seed`` under ``profile``: a pure function, so a seed is a complete replay recipe."""
+    rng = random.Random(f"raftkv-sim/{profile}/{seed}")
+    if profile == "mixed":
+        return _mixed(seed, rng)
+    if profile == "leader_churn":
+        return _churn(seed, rng, crash_only=False)
+    if profile == "split_vote":
+        return _churn(seed, rng, crash_only=True)
+    raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+
+
+def _mixed(seed: int, rng: random.Random) -> Schedule:
+    duration = 2500
+    link = LinkFaults(
+        min_latency=1,
+        max_latency=rng.choice((2, 6, 15)),
+        drop=rng.choice((0.0, 0.01, 0.05)),
+        duplicate=rng.choice((0.0, 0.02)),
+        straggler=rng.choice((0.0, 0.01)),
+    )
+    knobs = NodeKnobs(
+        max_entries_per_msg=rng.choice((1, 3, 4096)),
+        max_inflight_msgs=rng.choice((2, 256)),
+        fsync_latency=rng.choice((0, 3, 10)),
+        snapshot_every=rng.choice((5, 20, 1_000_000)),
+    )
+    faults = []
+    for _ in range(rng.randint(3, 14)):
+        kind = rng.choice(FAULT_KINDS)
+        args = tuple(rng.randrange(32) for _ in range(FAULT_ARITY[kind]))
+        faults.append(Fault(rng.randrange(duration), kind, args))
+    faults.sort(key=lambda f: f.at)
+    return Schedule(seed, rng.choice((3, 3, 5)), tuple(faults), link, knobs, duration=duration)
+
+
+def _churn(seed: int, rng: random.Random, crash_only: bool) -> Schedule:
+    """Hit the leader again and again, a little after it won, and bring nodes back soon after."""
+    duration = 3000
+    nodes = rng.choice((3, 5)) if crash_only else 5
+    link = LinkFaults(min_latency=1, max_latency=rng.choice((3, 8)))
+    knobs = NodeKnobs(
+        max_entries_per_msg=1,
+        max_inflight_msgs=1 if not crash_only else 256,
+        fsync_latency=rng.choice((2, 8)),
+        pre_vote=rng.random() < 0.5,
+    )
+    faults: list[Fault] = []
+    t = rng.randint(100, 300)
+    while t < duration:
+        if crash_only or rng.random() < 0.5:
+            faults.append(Fault(t, "crash_leader"))
+        else:
+            faults.append(Fault(t, "isolate_leader"))
+        t += rng.randint(20, 120)
+        faults.append(Fault(t, "restart_all") if rng.random() < 0.7 else Fault(t, "heal"))
+        if rng.random() < 0.3:
+            faults.append(Fault(t, "heal"))
+        t += rng.randint(60, 260)
+    return Schedule(seed, nodes, tuple(faults), link, knobs, clients=4, duration=duration)
