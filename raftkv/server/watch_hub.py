@@ -169,7 +169,10 @@ class _Watcher:
 
 
 class WatchHub:
-    """All watchers of one node, fed by the node's applied revisions."""
+    """All watchers of one node, fed by the node's applied revisions from construction on.
+
+    Construct it once the node's state machine is open (``current_revision`` must be meaningful).
+    """
 
     def __init__(
         self,
@@ -182,8 +185,10 @@ class WatchHub:
         self.max_batch_bytes = max_batch_bytes
         self._watchers: set[_Watcher] = set()
         self._streams: set[WatchStream] = set()
-        self._published = 0
-        self._unsubscribe: Callable[[], None] | None = None
+        # Subscribing at once, with the revision it starts from, leaves no window in which an applied
+        # revision could be neither in the history a watcher reads nor in the live stream.
+        self._published = backend.current_revision()
+        self._unsubscribe: Callable[[], None] | None = backend.subscribe_applied(self._publish)
 
     @property
     def backend(self) -> Backend:
@@ -191,14 +196,8 @@ class WatchHub:
 
     @property
     def published_revision(self) -> int:
-        """The latest revision the hub has seen applied (published, or current when it started)."""
+        """The latest revision the hub has seen applied (published, or current when it was built)."""
         return self._published
-
-    def start(self) -> None:
-        """Begin taking the node's applied revisions (call once the state machine is open)."""
-        assert self._unsubscribe is None, "started twice"
-        self._published = self._backend.current_revision()
-        self._unsubscribe = self._backend.subscribe_applied(self._publish)
 
     def close(self) -> None:
         """Stop; every open stream's ``next`` raises ``StreamClosed``."""

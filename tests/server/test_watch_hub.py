@@ -109,7 +109,6 @@ def run(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
 def make_hub(**kwargs: Any) -> tuple[AppliedLog, WatchHub]:
     log = AppliedLog()
     hub = WatchHub(log, **kwargs)  # type: ignore[arg-type]
-    hub.start()
     return log, hub
 
 
