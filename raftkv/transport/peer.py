@@ -1,0 +1,447 @@
+"""Raft traffic between members over gRPC (service ``raftkvpb.raft.RaftPeer``), on asyncio.
+
+Design, and why:
+
+- ``send()`` never blocks and never fails: the Raft loop must not stall on a slow or dead peer. Messages go
+  into a bounded per-peer queue; when it is full the message is dropped and counted, which is safe because
+  Raft retransmits whatever was not acknowledged.
+- One long-lived client stream per peer, fed by one task. Each write carries everything queued since the
+  previous write as one ``MessageBatch``, so a busy leader pays one gRPC write per round, not per message,
+  and messages to a peer arrive in the order they were sent.
+- A broken stream is reopened with exponential backoff (capped at ``MAX_BACKOFF``); every failure is
+  reported through ``on_unreachable`` so the core stops pipelining to that peer. Messages of the failed
+  write are lost, as on any network.
+- Snapshots do not travel on the stream: a SNAP message opens a ``Snapshot`` call on its own channel that
+  sends the message in the first chunk and then the data in chunks of at most ``snapshot_chunk_bytes``,
+  read lazily from ``SnapshotSource`` so the whole snapshot is never in memory. The receiver stages the
+  chunks in ``SnapshotSink`` and hands the SNAP message to Raft only once all data is committed; the
+  sender reports the outcome through ``on_snapshot_status``.
+- The receiver drops batches from another cluster or addressed to another member (aborting the stream, so
+  the sender logs it and backs off) and individual messages not addressed to this member or not decodable.
+- Mutual TLS with client certificates is required unless both credentials are None (explicit insecure
+  mode). Garbage or plaintext connections on the port are the gRPC core's business: they fail the
+  handshake and never reach this code.
+
+All public methods must be called from the event loop that runs ``start()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Protocol
+
+import grpc
+
+from raftkv.core.types import Message, MessageType, SnapshotMeta
+from raftkv.proto import raft_pb2, raft_pb2_grpc
+from raftkv.security.grpc_options import channel_options, server_options
+from raftkv.transport.codec import CodecError, encoded_size, message_from_pb, message_to_pb
+
+log = logging.getLogger(__name__)
+
+INITIAL_BACKOFF = 0.05
+MAX_BACKOFF = 1.0
+DEFAULT_QUEUE_LIMIT = 4096
+#: Target size of one MessageBatch; a single larger message still goes out alone.
+DEFAULT_BATCH_BYTES = 4 << 20
+#: gRPC message limit on the peer port: room for a full batch plus one oversized entry.
+DEFAULT_MAX_MESSAGE_BYTES = 32 << 20
+DEFAULT_SNAPSHOT_CHUNK_BYTES = 1 << 20
+
+
+class SnapshotWriter(Protocol):
+    """Staging area for one incoming snapshot. Exactly one of ``commit``/``abort`` ends it."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class SnapshotSink(Protocol):
+    """Where received snapshot data goes (the storage layer installs it when Raft hands back the meta)."""
+
+    def begin(self, meta: SnapshotMeta) -> SnapshotWriter: ...
+
+
+class SnapshotSource(Protocol):
+    """Where the data of a snapshot this member sends comes from; chunks of any size, read lazily."""
+
+    def open(self, meta: SnapshotMeta) -> Iterator[bytes]: ...
+
+
+class _Peer:
+    """Send-side state for one remote member. The queue outlives reconnections and address changes."""
+
+    def __init__(self, node_id: int, address: str) -> None:
+        self.node_id = node_id
+        self.address = address
+        self.queue: deque[Message] = deque()
+        self.wakeup = asyncio.Event()
+        self.dropped = 0
+        self.stream_task: asyncio.Task[None] | None = None
+        self.snapshot_task: asyncio.Task[None] | None = None
+
+
+class PeerTransport:
+    """Sends and receives Raft messages for member ``node_id`` of cluster ``cluster_id``."""
+
+    def __init__(
+        self,
+        node_id: int,
+        cluster_id: int,
+        listen_addr: str,
+        server_credentials: grpc.ServerCredentials | None,
+        channel_credentials: grpc.ChannelCredentials | None,
+        on_messages: Callable[[list[Message]], None],
+        snapshot_sink: SnapshotSink,
+        snapshot_source: SnapshotSource,
+        *,
+        on_unreachable: Callable[[int], None] = lambda node_id: None,
+        on_snapshot_status: Callable[[int, bool], None] = lambda node_id, ok: None,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        snapshot_chunk_bytes: int = DEFAULT_SNAPSHOT_CHUNK_BYTES,
+    ) -> None:
+        assert node_id != 0 and queue_limit > 0 and 0 < snapshot_chunk_bytes < max_message_bytes
+        assert batch_bytes < max_message_bytes
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.listen_addr = listen_addr
+        self._server_credentials = server_credentials
+        self._channel_credentials = channel_credentials
+        self._on_messages = on_messages
+        self._sink = snapshot_sink
+        self._source = snapshot_source
+        self._on_unreachable = on_unreachable
+        self._on_snapshot_status = on_snapshot_status
+        self._queue_limit = queue_limit
+        self._batch_bytes = batch_bytes
+        self._max_message_bytes = max_message_bytes
+        self._chunk_bytes = snapshot_chunk_bytes
+        self._peers: dict[int, _Peer] = {}
+        self._server: grpc.aio.Server | None = None
+        self._started = False
+        #: Messages dropped because they were addressed to a member with no known address.
+        self.dropped_unknown_peer = 0
+        #: The bound port, known after ``start()`` (useful when listening on port 0).
+        self.port = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Bind and serve the peer port, and start sending to the peers known so far."""
+        assert not self._started, "start() called twice"
+        server = grpc.aio.server(
+            options=server_options(self._max_message_bytes, self._max_message_bytes)
+        )
+        raft_pb2_grpc.add_RaftPeerServicer_to_server(_Receiver(self), server)
+        if self._server_credentials is None:
+            self.port = server.add_insecure_port(self.listen_addr)
+        else:
+            self.port = server.add_secure_port(self.listen_addr, self._server_credentials)
+        await server.start()
+        self._server = server
+        self._started = True
+        for peer in self._peers.values():
+            self._start_stream(peer)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop sending and serving. Queued messages are discarded; by default open streams are cut at once
+        (peer streams never end on their own, so a grace period would only delay shutdown)."""
+        tasks = [t for p in self._peers.values() for t in (p.stream_task, p.snapshot_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        self._started = False
+
+    # ------------------------------------------------------------------ membership
+
+    def set_peer(self, node_id: int, address: str) -> None:
+        """Add a peer or change its address (``host:port``); a changed address reconnects."""
+        assert node_id != self.node_id, "a member does not send to itself"
+        peer = self._peers.get(node_id)
+        if peer is not None and peer.address == address:
+            return
+        if peer is None:
+            peer = self._peers[node_id] = _Peer(node_id, address)
+        else:
+            peer.address = address
+            if peer.stream_task is not None:
+                peer.stream_task.cancel()
+                peer.stream_task = None
+        if self._started:
+            self._start_stream(peer)
+
+    def remove_peer(self, node_id: int) -> None:
+        """Forget a peer: stop its stream and any snapshot in flight, drop its queue."""
+        peer = self._peers.pop(node_id, None)
+        if peer is None:
+            return
+        for task in (peer.stream_task, peer.snapshot_task):
+            if task is not None:
+                task.cancel()
+
+    def dropped(self, node_id: int) -> int:
+        """Messages to ``node_id`` dropped because its queue was full."""
+        peer = self._peers.get(node_id)
+        return peer.dropped if peer is not None else 0
+
+    # ------------------------------------------------------------------ sending
+
+    def send(self, messages: list[Message]) -> None:
+        """Queue messages for their recipients; never blocks. SNAP messages start a snapshot transfer."""
+        for message in messages:
+            peer = self._peers.get(message.to)
+            if peer is None:
+                self.dropped_unknown_peer += 1
+                continue
+            if message.type == MessageType.SNAP:
+                self._start_snapshot(peer, message)
+            elif len(peer.queue) >= self._queue_limit:
+                peer.dropped += 1
+            else:
+                peer.queue.append(message)
+                peer.wakeup.set()
+
+    def _start_stream(self, peer: _Peer) -> None:
+        assert peer.stream_task is None or peer.stream_task.done()
+        peer.stream_task = asyncio.create_task(self._stream_loop(peer), name=f"raft-stream-{peer.node_id}")
+        peer.stream_task.add_done_callback(_log_crash)
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        options = channel_options(
+            self._max_message_bytes, self._max_message_bytes, max_reconnect_backoff_ms=int(MAX_BACKOFF * 1000)
+        )
+        if self._channel_credentials is None:
+            return grpc.aio.insecure_channel(address, options=options)
+        return grpc.aio.secure_channel(address, self._channel_credentials, options=options)
+
+    async def _stream_loop(self, peer: _Peer) -> None:
+        """Keep one stream open to the peer while there is traffic; reopen it with backoff on failure."""
+        backoff = INITIAL_BACKOFF
+        async with self._channel(peer.address) as channel:
+            stub = raft_pb2_grpc.RaftPeerStub(channel)
+            while True:
+                await peer.wakeup.wait()
+                call = stub.Stream()
+                try:
+                    async for _ in self._pump(peer, call):
+                        backoff = INITIAL_BACKOFF
+                except (grpc.RpcError, asyncio.InvalidStateError, _StreamEnded) as exc:
+                    log.info("raft stream to %x at %s failed: %s", peer.node_id, peer.address, _describe(exc))
+                    self._on_unreachable(peer.node_id)
+                finally:
+                    call.cancel()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _pump(self, peer: _Peer, call: grpc.aio.StreamUnaryCall) -> AsyncIterator[None]:  # type: ignore[type-arg]
+        """Write batches while the call lives; yields after each successful write. Raises when it ends."""
+        ended: asyncio.Future[object] = asyncio.ensure_future(call)
+        try:
+            while True:
+                if not peer.queue:
+                    peer.wakeup.clear()
+                    woken = asyncio.ensure_future(peer.wakeup.wait())
+                    try:
+                        await asyncio.wait({woken, ended}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        woken.cancel()
+                    if ended.done():
+                        ended.result()  # raises the call's error, if it has one
+                        raise _StreamEnded("receiver closed the stream")
+                    continue
+                await call.write(self._next_batch(peer))
+                yield
+        finally:
+            if not ended.done():
+                ended.cancel()
+            else:
+                with contextlib.suppress(BaseException):
+                    ended.result()  # consume, so asyncio does not log "exception never retrieved"
+
+    def _next_batch(self, peer: _Peer) -> raft_pb2.MessageBatch:
+        """Take messages off the queue up to the batch budget (always at least one)."""
+        batch = raft_pb2.MessageBatch(cluster_id=self.cluster_id, sender=self.node_id, to=peer.node_id)
+        size = 0
+        while peer.queue and (size == 0 or size + encoded_size(peer.queue[0]) <= self._batch_bytes):
+            message = peer.queue.popleft()
+            size += encoded_size(message)
+            batch.messages.append(message_to_pb(message))
+        return batch
+
+    # ------------------------------------------------------------------ snapshots, sending side
+
+    def _start_snapshot(self, peer: _Peer, message: Message) -> None:
+        assert message.snapshot is not None, "SNAP message without snapshot metadata"
+        if peer.snapshot_task is not None and not peer.snapshot_task.done():
+            log.info("snapshot to %x already in flight; dropping a second one", peer.node_id)
+            self._on_snapshot_status(peer.node_id, False)
+            return
+        peer.snapshot_task = asyncio.create_task(
+            self._send_snapshot(peer.node_id, peer.address, message), name=f"raft-snapshot-{peer.node_id}"
+        )
+        peer.snapshot_task.add_done_callback(_log_crash)
+
+    async def _send_snapshot(self, node_id: int, address: str, message: Message) -> None:
+        ok = False
+        try:
+            async with self._channel(address) as channel:
+                call = raft_pb2_grpc.RaftPeerStub(channel).Snapshot()
+                try:
+                    sent = 0
+                    async for chunk in self._snapshot_chunks(message):
+                        await call.write(chunk)
+                        sent += len(chunk.data)
+                    await call.done_writing()
+                    ack: raft_pb2.SnapshotAck = await call
+                finally:
+                    call.cancel()
+            ok = ack.received_bytes == sent
+            if not ok:
+                log.warning("snapshot to %x: sent %d bytes, receiver stored %d", node_id, sent, ack.received_bytes)
+        except (grpc.RpcError, asyncio.InvalidStateError, OSError) as exc:
+            log.info("snapshot to %x at %s failed: %s", node_id, address, _describe(exc))
+        finally:
+            if node_id in self._peers:
+                self._on_snapshot_status(node_id, ok)
+
+    async def _snapshot_chunks(self, message: Message) -> AsyncIterator[raft_pb2.SnapshotChunk]:
+        """The SNAP message first, then the data re-cut to at most one chunk size, then an end marker."""
+        assert message.snapshot is not None
+        header = {"cluster_id": self.cluster_id, "sender": self.node_id, "to": message.to}
+        yield raft_pb2.SnapshotChunk(message=message_to_pb(message), **header)
+        pieces = await asyncio.to_thread(self._source.open, message.snapshot)
+        try:
+            while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+                for start in range(0, len(piece), self._chunk_bytes):
+                    yield raft_pb2.SnapshotChunk(data=piece[start : start + self._chunk_bytes], **header)
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+        yield raft_pb2.SnapshotChunk(last=True, **header)
+
+    # ------------------------------------------------------------------ receiving (called by _Receiver)
+
+    def _check_addressing(self, cluster_id: int, to: int) -> str | None:
+        """Why a stream from this sender must be refused, or None when it is for us."""
+        if cluster_id != self.cluster_id:
+            return f"cluster id mismatch: got {cluster_id:x}, this member is in {self.cluster_id:x}"
+        if to != self.node_id:
+            return f"member id mismatch: addressed to {to:x}, this member is {self.node_id:x}"
+        return None
+
+    def _deliver_batch(self, batch: raft_pb2.MessageBatch) -> None:
+        messages: list[Message] = []
+        for pb in batch.messages:
+            try:
+                message = message_from_pb(pb)
+            except CodecError as exc:
+                log.warning("dropping undecodable message from %x: %s", batch.sender, exc)
+                continue
+            if message.to != self.node_id or message.type == MessageType.SNAP:
+                log.warning("dropping %s from %x addressed to %x", message.type.name, batch.sender, message.to)
+                continue
+            messages.append(message)
+        if messages:
+            self._on_messages(messages)
+
+    async def _receive_snapshot(self, chunks: AsyncIterator[raft_pb2.SnapshotChunk]) -> tuple[Message, int]:
+        """Stage a whole snapshot stream; return the SNAP message (not yet delivered) and the bytes stored."""
+        first = await anext(chunks, None)
+        if first is None:
+            raise _Refused("empty snapshot stream")
+        if (why := self._check_addressing(first.cluster_id, first.to)) is not None:
+            raise _Refused(why)
+        try:
+            message = message_from_pb(first.message)
+        except CodecError as exc:
+            raise _Refused(f"bad snapshot message: {exc}") from exc
+        if message.type != MessageType.SNAP or message.snapshot is None or message.to != self.node_id:
+            raise _Refused("first snapshot chunk must carry a SNAP message with metadata for this member")
+        writer = await asyncio.to_thread(self._sink.begin, message.snapshot)
+        received, complete = 0, first.last
+        try:
+            if first.data:
+                await asyncio.to_thread(writer.write, first.data)
+                received += len(first.data)
+            async for chunk in chunks:
+                if complete:
+                    raise _Refused("data after the last snapshot chunk")
+                if chunk.data:
+                    await asyncio.to_thread(writer.write, chunk.data)
+                    received += len(chunk.data)
+                complete = chunk.last
+            if not complete:
+                raise _Refused("snapshot stream ended before its last chunk")
+            await asyncio.to_thread(writer.commit)
+        except BaseException:
+            writer.abort()
+            raise
+        return message, received
+
+    def _deliver_snapshot(self, message: Message) -> None:
+        self._on_messages([message])
+
+
+class _Refused(Exception):
+    """The receiver refuses a stream (wrong cluster or member, protocol violation)."""
+
+
+class _StreamEnded(Exception):
+    """The receiver ended a stream the sender still wanted to use."""
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    """Sender tasks only end by cancellation; anything else is a bug that must not pass silently."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("%s crashed", task.get_name(), exc_info=exc)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc) or type(exc).__name__
+
+
+class _Receiver(raft_pb2_grpc.RaftPeerServicer):
+    """The gRPC face of the receiving side; all decisions are in PeerTransport."""
+
+    def __init__(self, transport: PeerTransport) -> None:
+        self._transport = transport
+
+    async def Stream(  # noqa: N802 (gRPC method name)
+        self,
+        request_iterator: AsyncIterator[raft_pb2.MessageBatch],
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> raft_pb2.StreamAck:
+        async for batch in request_iterator:
+            if (why := self._transport._check_addressing(batch.cluster_id, batch.to)) is not None:
+                log.warning("refusing raft stream from %x (%s): %s", batch.sender, context.peer(), why)
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
+            self._transport._deliver_batch(batch)
+        return raft_pb2.StreamAck()
+
+    async def Snapshot(  # noqa: N802 (gRPC method name)
+        self,
+        request_iterator: AsyncIterator[raft_pb2.SnapshotChunk],
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> raft_pb2.SnapshotAck:
+        try:
+            message, received = await self._transport._receive_snapshot(aiter(request_iterator))
+        except _Refused as exc:
+            log.warning("refusing snapshot from %s: %s", context.peer(), exc)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        self._transport._deliver_snapshot(message)
+        return raft_pb2.SnapshotAck(received_bytes=received)

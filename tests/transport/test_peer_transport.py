@@ -1,0 +1,246 @@
+"""PeerTransport over real loopback gRPC with real mutual TLS: delivery, reconnection, refusal, snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import grpc
+import pytest
+from peer_helpers import FileSnapshots, Inbox, app, eventually, make_transport
+
+from raftkv.core.types import ConfState, Message, MessageType, SnapshotMeta
+from raftkv.proto import raft_pb2, raft_pb2_grpc
+from raftkv.security.certs import ClusterCerts
+from raftkv.security.tls import channel_credentials
+from raftkv.transport.codec import message_to_pb
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_batches_delivered_in_order(certs: ClusterCerts, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        inbox1, inbox2 = Inbox(), Inbox()
+        t1 = make_transport(1, certs.nodes["n1"], inbox1, FileSnapshots(tmp_path))
+        t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
+        await t1.start()
+        await t2.start()
+        try:
+            t1.set_peer(2, f"127.0.0.1:{t2.port}")
+            t2.set_peer(1, f"127.0.0.1:{t1.port}")
+            total = 3000
+            for start in range(1, total + 1, 500):  # several send() calls, many messages each
+                t1.send([app(2, 1, i) for i in range(start, start + 500)])
+            t2.send([Message(MessageType.APP_RESP, to=1, sender=2, term=1, index=total)])
+            await eventually(lambda: len(inbox2.messages) == total, what="all messages delivered")
+            assert [m.entries[0].index for m in inbox2.messages] == list(range(1, total + 1))
+            assert len(inbox2.deliveries) < total / 10, "messages were not batched"
+            await eventually(lambda: len(inbox1.messages) == 1, what="the reply")
+            assert inbox1.messages[0].type == MessageType.APP_RESP
+            assert t1.dropped(2) == 0 and not inbox1.unreachable
+        finally:
+            await t1.stop()
+            await t2.stop()
+
+    asyncio.run(scenario())
+
+
+def test_full_queue_drops_and_counts(certs: ClusterCerts, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        t1 = make_transport(1, certs.nodes["n1"], Inbox(), FileSnapshots(tmp_path), queue_limit=10)
+        t1.set_peer(2, "127.0.0.1:1")  # never started: nothing drains the queue
+        t1.send([app(2, 1, i) for i in range(1, 16)] + [app(9, 1, 1)])
+        assert t1.dropped(2) == 5
+        assert t1.dropped_unknown_peer == 1
+
+    asyncio.run(scenario())
+
+
+def test_reconnects_after_receiver_restarts(certs: ClusterCerts, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        inbox1, inbox2 = Inbox(), Inbox()
+        t1 = make_transport(1, certs.nodes["n1"], inbox1, FileSnapshots(tmp_path))
+        t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
+        await t1.start()
+        await t2.start()
+        port = t2.port
+        t1.set_peer(2, f"127.0.0.1:{port}")
+        t1.send([app(2, 1, 1)])
+        await eventually(lambda: len(inbox2.messages) == 1, what="first delivery")
+        await t2.stop(grace=None)
+
+        restarted = Inbox()
+        t2 = make_transport(2, certs.nodes["n2"], restarted, FileSnapshots(tmp_path), port=port)
+        try:
+            # Raft keeps sending (heartbeats); the transport must find the new server on its own.
+            async def keep_sending() -> None:
+                index = 2
+                while True:
+                    t1.send([app(2, 1, index)])
+                    index += 1
+                    await asyncio.sleep(0.02)
+
+            sender = asyncio.create_task(keep_sending())
+            await eventually(lambda: 2 in inbox1.unreachable, what="the outage to be reported")
+            await t2.start()
+            await eventually(lambda: len(restarted.messages) > 0, what="delivery after restart")
+            sender.cancel()
+            indices = [m.entries[0].index for m in restarted.messages]
+            assert indices == sorted(indices)
+        finally:
+            await t1.stop()
+            await t2.stop()
+
+    asyncio.run(scenario())
+
+
+def test_peer_with_certificate_from_another_ca_is_refused(
+    certs: ClusterCerts, foreign_certs: ClusterCerts, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        inbox2, inbox3 = Inbox(), Inbox()
+        t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
+        t3 = make_transport(3, foreign_certs.nodes["n3"], inbox3, FileSnapshots(tmp_path))
+        await t2.start()
+        await t3.start()
+        try:
+            t3.set_peer(2, f"127.0.0.1:{t2.port}")
+            t3.send([app(2, 3, 1)])
+            await eventually(lambda: 2 in inbox3.unreachable, what="the stranger's send to fail")
+            t2.set_peer(3, f"127.0.0.1:{t3.port}")
+            t2.send([app(3, 2, 1)])
+            await eventually(lambda: 3 in inbox2.unreachable, what="our send to the stranger to fail")
+            assert not inbox2.messages and not inbox3.messages
+        finally:
+            await t2.stop()
+            await t3.stop()
+
+    asyncio.run(scenario())
+
+
+def test_plaintext_and_wrong_cluster_are_refused(certs: ClusterCerts, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        inbox2, plain_inbox, other_inbox = Inbox(), Inbox(), Inbox()
+        t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
+        plain = make_transport(1, None, plain_inbox, FileSnapshots(tmp_path))
+        other = make_transport(3, certs.nodes["n3"], other_inbox, FileSnapshots(tmp_path), cluster_id=0xBAD)
+        await t2.start()
+        await plain.start()
+        await other.start()
+        try:
+            for sender in (plain, other):
+                sender.set_peer(2, f"127.0.0.1:{t2.port}")
+                sender.send([app(2, sender.node_id, 1)])
+            await eventually(lambda: 2 in plain_inbox.unreachable, what="the plaintext send to fail")
+            await eventually(lambda: 2 in other_inbox.unreachable, what="the other cluster's send to fail")
+            assert not inbox2.messages
+        finally:
+            for t in (t2, plain, other):
+                await t.stop()
+
+    asyncio.run(scenario())
+
+
+def test_messages_for_another_member_are_dropped(certs: ClusterCerts, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        inbox2 = Inbox()
+        t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
+        await t2.start()
+        try:
+            creds = channel_credentials(certs.nodes["n1"])
+            async with grpc.aio.secure_channel(f"127.0.0.1:{t2.port}", creds) as channel:
+                call = raft_pb2_grpc.RaftPeerStub(channel).Stream()
+                batch = raft_pb2.MessageBatch(
+                    cluster_id=0xC1, sender=1, to=2, messages=[message_to_pb(app(3, 1, 1)), message_to_pb(app(2, 1, 2))]
+                )
+                await call.write(batch)
+                await call.done_writing()
+                await call
+            assert [m.entries[0].index for m in inbox2.messages] == [2]
+        finally:
+            await t2.stop()
+
+    asyncio.run(scenario())
+
+
+def test_garbage_on_the_port_leaves_the_server_serving(certs: ClusterCerts, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        inbox1, inbox2 = Inbox(), Inbox()
+        t1 = make_transport(1, certs.nodes["n1"], inbox1, FileSnapshots(tmp_path))
+        t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
+        await t1.start()
+        await t2.start()
+        try:
+            for junk in (os.urandom(4096), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(64)):
+                reader, writer = await asyncio.open_connection("127.0.0.1", t2.port)
+                writer.write(junk)
+                await writer.drain()
+                await asyncio.wait_for(reader.read(), timeout=10)  # the server closes the connection
+                writer.close()
+            t1.set_peer(2, f"127.0.0.1:{t2.port}")
+            t1.send([app(2, 1, 1)])
+            await eventually(lambda: len(inbox2.messages) == 1, what="delivery after garbage")
+        finally:
+            await t1.stop()
+            await t2.stop()
+
+    asyncio.run(scenario())
+
+
+def test_snapshot_streams_in_chunks(certs: ClusterCerts, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        source = FileSnapshots(tmp_path / "a", read_piece=3 << 20)  # pieces larger than a chunk get re-cut
+        sink = FileSnapshots(tmp_path / "b")
+        data = os.urandom(5 << 20) + b"tail"
+        (source.root / "snap-42").write_bytes(data)
+        inbox1, inbox2 = Inbox(), Inbox()
+        t1 = make_transport(1, certs.nodes["n1"], inbox1, source)
+        t2 = make_transport(2, certs.nodes["n2"], inbox2, sink)
+        await t1.start()
+        await t2.start()
+        try:
+            t1.set_peer(2, f"127.0.0.1:{t2.port}")
+            meta = SnapshotMeta(index=42, term=3, conf_state=ConfState(voters=frozenset({1, 2}), learners=frozenset({5})))
+            snap = Message(MessageType.SNAP, to=2, sender=1, term=3, snapshot=meta)
+            t1.send([snap])
+            await eventually(lambda: inbox1.snapshot_status == [(2, True)], what="snapshot status")
+            await eventually(lambda: inbox2.messages == [snap], what="the SNAP message")
+            assert (sink.root / "snap-42").read_bytes() == data
+            assert sink.committed == [meta] and not sink.aborted
+            assert max(sink.write_sizes) <= 1 << 20 and len(sink.write_sizes) >= 6
+        finally:
+            await t1.stop()
+            await t2.stop()
+
+    asyncio.run(scenario())
+
+
+def test_failed_snapshot_is_reported_and_not_delivered(certs: ClusterCerts, tmp_path: Path) -> None:
+    """A source that fails halfway: the receiver aborts its staging and Raft hears of the failure."""
+
+    class Failing(FileSnapshots):
+        def open(self, meta: SnapshotMeta):  # type: ignore[no-untyped-def]
+            yield b"x" * 1000
+            raise OSError("disk gone")
+
+    async def scenario() -> None:
+        sink = FileSnapshots(tmp_path)
+        inbox1, inbox2 = Inbox(), Inbox()
+        t1 = make_transport(1, certs.nodes["n1"], inbox1, Failing(tmp_path))
+        t2 = make_transport(2, certs.nodes["n2"], inbox2, sink)
+        await t1.start()
+        await t2.start()
+        try:
+            t1.set_peer(2, f"127.0.0.1:{t2.port}")
+            t1.send([Message(MessageType.SNAP, to=2, sender=1, term=1, snapshot=SnapshotMeta(index=7, term=1))])
+            await eventually(lambda: inbox1.snapshot_status == [(2, False)], what="failure status")
+            await eventually(lambda: len(sink.aborted) == 1, what="receiver to abort")
+            assert not inbox2.messages and not sink.committed
+        finally:
+            await t1.stop()
+            await t2.stop()
+
+    asyncio.run(scenario())
