@@ -34,6 +34,9 @@ _REV = struct.Struct(">QQ")  # (revision, sub): history key, keyrev value prefix
 _POINT = struct.Struct(">QQB")  # (revision, sub, tombstone) in keyrev
 _U64 = struct.Struct(">Q")
 
+#: LMDB keys are at most 511 bytes and ``lease_keys`` prefixes user keys with an 8-byte lease id.
+MAX_KEY_BYTES = 503
+
 K_REVISION = b"mvcc_revision"
 K_COMPACT = b"mvcc_compact_revision"
 
@@ -166,6 +169,8 @@ class MvccReader:
 
     def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         """A RangeRequest with every option, following etcd v3.4's ``applierV3backend.Range``."""
+        if len(req.key) > MAX_KEY_BYTES or len(req.range_end) > MAX_KEY_BYTES:
+            raise errors.REQUEST_TOO_LARGE.exception()
         current = self.revision()
         rev = current
         if req.revision > 0:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from raftkv import errors
 from raftkv.proto import kv_pb2, rpc_pb2
-from raftkv.statemachine.mvcc import KeyRange, MvccReader, MvccWrite
+from raftkv.statemachine.mvcc import MAX_KEY_BYTES, KeyRange, MvccReader, MvccWrite
 
 DEFAULT_MAX_TXN_OPS = 128
 _LEASES_DB = "leases"
@@ -29,10 +29,30 @@ def _check_ops(req: rpc_pb2.TxnRequest, max_ops: int) -> None:
     if len(req.compare) > max_ops or len(req.success) > max_ops or len(req.failure) > max_ops:
         raise errors.TOO_MANY_OPS.exception()
     for op in (*req.success, *req.failure):
-        if op.WhichOneof("request") == "request_txn":
+        kind = op.WhichOneof("request")
+        if kind == "request_txn":
             _check_ops(op.request_txn, max_ops)
-        elif _op_key(op) == b"":
-            raise errors.KEY_NOT_PROVIDED.exception()
+        elif kind == "request_put":
+            check_key(op.request_put.key)
+        elif kind is not None:
+            inner = getattr(op, kind)
+            check_key(inner.key, inner.range_end)
+
+
+def check_key(key: bytes, range_end: bytes = b"") -> None:
+    """Keys must be given, and fit LMDB's key size (a limit etcd does not have: refused as too large)."""
+    if not key:
+        raise errors.KEY_NOT_PROVIDED.exception()
+    if len(key) > MAX_KEY_BYTES or len(range_end) > MAX_KEY_BYTES:
+        raise errors.REQUEST_TOO_LARGE.exception()
+
+
+def check_key(key: bytes, range_end: bytes = b"") -> None:
+    """Keys must be given, and fit LMDB's key size (a limit etcd does not have: refused as too large)."""
+    if not key:
+        raise errors.KEY_NOT_PROVIDED.exception()
+    if len(key) > MAX_KEY_BYTES or len(range_end) > MAX_KEY_BYTES:
+        raise errors.REQUEST_TOO_LARGE.exception()
 
 
 def _op_key(op: rpc_pb2.RequestOp) -> bytes:
@@ -70,8 +90,7 @@ def _check_intervals(ops: Sequence[rpc_pb2.RequestOp]) -> tuple[set[bytes], list
 
 def _check_put(reader: MvccReader, req: rpc_pb2.PutRequest) -> None:
     """State-dependent refusals of a put, evaluated before the request writes anything."""
-    if not req.key:
-        raise errors.KEY_NOT_PROVIDED.exception()
+    check_key(req.key)
     if req.ignore_value and req.value:
         raise errors.VALUE_PROVIDED.exception()
     if req.ignore_lease and req.lease:
@@ -118,8 +137,7 @@ def _put(write: MvccWrite, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
 
 
 def delete_range(write: MvccWrite, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
-    if not req.key:
-        raise errors.KEY_NOT_PROVIDED.exception()
+    check_key(req.key, req.range_end)
     deleted = write.delete_range(req.key, req.range_end)
     resp = rpc_pb2.DeleteRangeResponse(deleted=len(deleted))
     if req.prev_kv:

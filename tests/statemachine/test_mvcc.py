@@ -170,3 +170,13 @@ def test_events_since_groups_by_revision_with_prev_kv(h: Harness) -> None:
     assert [rev for rev, _ in got] == [2, 4]
     assert got[1][1][0].prev_kv.value == b"1"
     assert len(h.store.events_since(2, b"w/", b"w0", max_revisions=1)) == 1
+
+
+def test_keys_beyond_lmdb_limits_are_refused_not_fatal(h: Harness) -> None:
+    long_key = b"k" * 600
+    assert h.put(long_key).result.error == errors.REQUEST_TOO_LARGE.message
+    assert h.delete(long_key).result.error == errors.REQUEST_TOO_LARGE.message
+    txn = rpc_pb2.TxnRequest(success=[op_put(long_key)])
+    assert h.apply(txn=txn).result.error == errors.REQUEST_TOO_LARGE.message
+    assert h.put(b"k" * 503).result.error == ""
+    assert h.store.revision() == 2
