@@ -120,10 +120,13 @@ def check_real_time(ops: Sequence[Op], res: CheckResult) -> None:
 
 
 def check_reads(ops: Sequence[Op], key_revs: dict[str, list[tuple[int, Op]]], res: CheckResult) -> None:
-    """R3: each observation is the latest mutation of its key at or below the header revision."""
+    """R3: each observation is the latest mutation of its key at or below the header revision.
+
+    Keys written under leases are skipped: their expiry deletions are not client operations."""
+    lease_keys = {op.key for op in ops if op.f == "lease-put"}
     for op in ops:
         obs = observation(op)
-        if obs is None or op.key is None or op.revision is None:
+        if obs is None or op.key is None or op.revision is None or op.key in lease_keys:
             continue
         value, mod = obs
         r = op.revision
