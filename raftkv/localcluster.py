@@ -100,6 +100,15 @@ def _pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _member_env() -> dict[str, str]:
+    """The environment for member processes: ours, plus this checkout on PYTHONPATH so that
+    ``python -m raftkv.server.main`` finds the same code whether or not raftkv is installed."""
+    source_root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def _wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while True:
@@ -345,7 +354,7 @@ class LocalCluster:
             # A new session: Ctrl-C in the terminal that ran `kvctl cluster up` must not reach the members.
             process = subprocess.Popen(
                 self.command(name), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=member_dir,
+                start_new_session=True, cwd=member_dir, env=_member_env(),
             )
         self.member(name).pid = process.pid
         (member_dir / "member.pid").write_text(f"{process.pid}\n")
@@ -449,12 +458,14 @@ class LocalCluster:
             leader = self.leader_name()
             if leader is not None and (not all_members or all(self.status(n) for n in self._members)):
                 return leader
+            if not self.running():
+                break  # every member exited: waiting longer cannot help
             time.sleep(0.1)
         dead = [n for n in self._members if not self.is_running(n)]
         hint = "; ".join(f"{n} is not running, see {self.log_path(n)}" for n in dead) or (
             f"members run but elect no leader; see {self.base_dir}/*/member.log"
         )
-        raise ClusterError(f"no leader after {timeout:.0f}s: {hint}")
+        raise ClusterError(f"no leader: {hint}")
 
     def wait_member_ready(self, name: str, timeout: float = 30.0) -> None:
         """Wait until ``name`` answers Status and knows a leader."""

@@ -15,21 +15,23 @@ from pathlib import Path
 import grpc
 import grpc.aio
 
+from raftkv.security.grpc_options import channel_options
+
 DEFAULT_ENDPOINT = "127.0.0.1:2379"
 
-#: Client-side keepalive: long watch and lease streams must notice a dead member quickly, and the pings
-#: must stay within what etcd and raftkv servers permit (etcd allows one every 5 s).
-_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 0),
-    ("grpc.max_receive_message_length", -1),
-    ("grpc.max_send_message_length", 2 * 1024 * 1024 + 512 * 1024),
-    # Reconnect quickly after a member restarts rather than backing off for up to two minutes.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1_000),
-    ("grpc.min_reconnect_backoff_ms", 100),
-)
+def _channel_options() -> list[tuple[str, int | str]]:
+    """The project's channel arguments, minus pings on idle connections: etcd's server counts those as
+    abuse (PermitWithoutStream=false) and answers with GOAWAY, and a client has nothing to keep alive
+    between calls. Streams (watch, lease keep-alive) are still pinged."""
+    options = channel_options(max_receive_bytes=MAX_RECEIVE_BYTES, max_send_bytes=MAX_SEND_BYTES,
+                              max_reconnect_backoff_ms=1_000)
+    return [(k, v) for k, v in options if k != "grpc.keepalive_permit_without_calls"]
+
+
+#: etcd's default request limit is 1.5 MiB; gRPC's own limit is set above it so that the server, not
+#: the client library, gets to refuse a large request with etcd's "request is too large".
+MAX_SEND_BYTES = 2 * 1024 * 1024 + 512 * 1024
+MAX_RECEIVE_BYTES = 64 * 1024 * 1024  # ranges and snapshots chunks can be large; the server bounds them
 
 
 class ConfigError(ValueError):
@@ -114,12 +116,12 @@ class ClientConfig:
         """A blocking channel to one endpoint."""
         target, _ = split_endpoint(endpoint)
         if self.uses_tls(endpoint):
-            return grpc.secure_channel(target, self.credentials, options=_CHANNEL_OPTIONS)
-        return grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            return grpc.secure_channel(target, self.credentials, options=_channel_options())
+        return grpc.insecure_channel(target, options=_channel_options())
 
     def aio_channel(self, endpoint: str) -> grpc.aio.Channel:
         """An asyncio channel to one endpoint (create it inside the running event loop)."""
         target, _ = split_endpoint(endpoint)
         if self.uses_tls(endpoint):
-            return grpc.aio.secure_channel(target, self.credentials, options=_CHANNEL_OPTIONS)
-        return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            return grpc.aio.secure_channel(target, self.credentials, options=_channel_options())
+        return grpc.aio.insecure_channel(target, options=_channel_options())

@@ -1,0 +1,242 @@
+"""The asyncio client: ``AsyncClient`` drives the shared policy (``routing``) with grpc.aio calls.
+
+Create it inside a running event loop (grpc.aio channels bind to the loop that is running)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf.message import Message
+
+from raftkv.client import routing as r
+from raftkv.client.config import ClientConfig
+from raftkv.client.errors import ClientError, LeaseNotFound, from_rpc_error
+from raftkv.client.surface import Lease, Surface
+from raftkv.client.sync import keepalive_interval, resolve_config
+from raftkv.client.types import Event, Key
+from raftkv.client.watch import WATCH_METADATA, WatchState
+from raftkv.proto import rpc_pb2
+
+T = TypeVar("T")
+
+
+async def drive_async(plan: r.Plan[T], call: Callable[[r.Attempt], Awaitable[Message]]) -> T:
+    """Run a plan with awaited calls and ``asyncio.sleep`` (the twin of ``routing.drive_sync``)."""
+    outcome: r.Outcome = None
+    while True:
+        try:
+            step = plan.send(outcome)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        if isinstance(step, r.Sleep):
+            await asyncio.sleep(step.seconds)
+            outcome = None
+            continue
+        try:
+            outcome = await call(step)
+        except grpc.RpcError as error:
+            outcome = error
+
+
+class AsyncClient(Surface):
+    """asyncio twin of ``Client``: the same methods, each returning an awaitable."""
+
+    def __init__(self, endpoints: Sequence[str] | str | None = None, *, cacert: str | None = None,
+                 cert: str | None = None, key: str | None = None, insecure: bool | None = None,
+                 timeout: float = 5.0, server_dedupes: bool = True, config: ClientConfig | None = None) -> None:
+        self.config = resolve_config(config, endpoints, cacert=cacert, cert=cert, key=key, insecure=insecure)
+        super().__init__(r.Router(list(self.config.endpoints)), timeout=timeout, server_dedupes=server_dedupes)
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, endpoint: str) -> grpc.aio.Channel:
+        if endpoint not in self._channels:
+            self._channels[endpoint] = self.config.aio_channel(endpoint)
+        return self._channels[endpoint]
+
+    async def close(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def _call(self, step: r.Attempt) -> Message:
+        method = step.method
+        channel = self.channel(step.endpoint)
+        kwargs: dict[str, Any] = {"request_serializer": type(step.message).SerializeToString,
+                                  "response_deserializer": method.response.FromString}
+        if not method.streaming:
+            return await channel.unary_unary(method.path, **kwargs)(
+                step.message, timeout=step.timeout, metadata=step.metadata)
+        call = channel.stream_stream(method.path, **kwargs)(timeout=step.timeout, metadata=step.metadata)
+        try:
+            await call.write(step.message)
+            response = await call.read()
+        finally:
+            call.cancel()
+        if response is grpc.aio.EOF:
+            raise ClientError(f"{method.path}: the server closed the stream without answering")
+        return response  # type: ignore[no-any-return]
+
+    def _execute(self, request: r.Request, convert: Callable[[Any], T], timeout: float | None) -> Awaitable[T]:
+        async def run() -> T:
+            plan = self._executor.run(request, self.timeout if timeout is None else timeout)
+            return convert(await drive_async(plan, self._call))
+
+        return run()
+
+    # --------------------------------------------------------------------------- streams
+
+    async def watch(self, key: Key, range_end: Key | None = None, **options: Any) -> AsyncWatch:
+        """``async for event in await client.watch(...)``; options and guarantees as for ``Client.watch``."""
+        watch = AsyncWatch(self, WatchState(self._executor.router, key, range_end, **options))
+        await watch.establish()
+        return watch
+
+    def _keep_alive_in_background(self, lease: Lease) -> AsyncKeepAlive:
+        return AsyncKeepAlive(self, lease)
+
+    async def snapshot_save(self, path: str | os.PathLike[str], *, endpoint: str | None = None,
+                            progress: Callable[[int, int], None] | None = None, timeout: float = 600.0) -> int:
+        """As ``Client.snapshot_save``."""
+        target = endpoint or self._executor.router.current()
+        stream = self.channel(target).unary_stream(
+            r.SNAPSHOT.path, request_serializer=rpc_pb2.SnapshotRequest.SerializeToString,
+            response_deserializer=rpc_pb2.SnapshotResponse.FromString)
+        partial = Path(f"{os.fspath(path)}.part")
+        received = 0
+        try:
+            with open(partial, "wb") as out:
+                async for chunk in stream(rpc_pb2.SnapshotRequest(), timeout=timeout):
+                    out.write(chunk.blob)
+                    received += len(chunk.blob)
+                    if progress is not None:
+                        progress(received, chunk.remaining_bytes)
+                out.flush()
+                os.fsync(out.fileno())
+        except grpc.RpcError as exc:
+            partial.unlink(missing_ok=True)
+            raise from_rpc_error(exc) from None
+        partial.replace(path)
+        return received
+
+
+class AsyncWatch:
+    """Async iterator of ``Event``s; see ``AsyncClient.watch``."""
+
+    def __init__(self, client: AsyncClient, state: WatchState) -> None:
+        self._client, self._state = client, state
+        self._pending: collections.deque[Event] = collections.deque()
+        self._call: Any = None
+        self._closed = False
+
+    @property
+    def next_revision(self) -> int:
+        return self._state.next_revision
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        while not self._pending:
+            if self._closed:
+                raise StopAsyncIteration
+            self._pending.extend(await self._receive())
+        return self._pending.popleft()
+
+    async def establish(self) -> None:
+        while not self._state.established:
+            self._pending.extend(await self._receive())
+
+    async def _receive(self) -> list[Event]:
+        try:
+            if self._call is None:
+                self._call = self._client.channel(self._state.endpoint).stream_stream(
+                    r.WATCH.path, request_serializer=rpc_pb2.WatchRequest.SerializeToString,
+                    response_deserializer=rpc_pb2.WatchResponse.FromString)(metadata=WATCH_METADATA)
+                await self._call.write(self._state.create_request())
+            response = await self._call.read()
+            if response is grpc.aio.EOF:
+                raise EOFError
+            return self._state.receive(response)
+        except (grpc.RpcError, EOFError, asyncio.CancelledError) as exc:
+            if self._closed:
+                return []
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            self._drop_stream()
+            await asyncio.sleep(self._state.stream_failed(exc if isinstance(exc, grpc.RpcError) else None))
+            return []
+        except ClientError:
+            self.cancel()
+            raise
+
+    async def request_progress(self) -> None:
+        if self._call is not None:
+            await self._call.write(rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest()))
+
+    def _drop_stream(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+        self._call = None
+
+    def cancel(self) -> None:
+        self._closed = True
+        self._drop_stream()
+
+    async def __aenter__(self) -> AsyncWatch:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.cancel()
+
+
+class AsyncKeepAlive:
+    """Refreshes a lease from a task while the ``async with`` block runs (see ``sync.KeepAlive``)."""
+
+    def __init__(self, client: AsyncClient, lease: Lease) -> None:
+        self._client, self._lease = client, lease
+        self.lost = asyncio.Event()
+        self.error: ClientError | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        interval = keepalive_interval(self._lease.ttl)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                ttl = await self._client.lease_keep_alive_once(self._lease.id, timeout=interval)
+                interval = keepalive_interval(ttl)
+            except LeaseNotFound as exc:
+                self.error = exc
+                self.lost.set()
+                return
+            except ClientError as exc:
+                self.error = exc
+                interval = keepalive_interval(self._lease.ttl) / 2
+
+    async def __aenter__(self) -> AsyncKeepAlive:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task

@@ -1,0 +1,275 @@
+"""Leader-aware routing and safe retries, written once for both clients.
+
+The policy is a generator (``Executor.run``) that yields *steps* — "call this method on that endpoint" or
+"sleep this long" — and receives each call's outcome. The blocking and asyncio clients only drive it
+(``drive_sync`` here, ``drive_async`` in ``aio.py``), so they cannot disagree about where a request goes
+or whether retrying it is safe.
+
+Retry rules. An error that proves the request was never applied (connection refused, "no leader", ...)
+is always retried. An ambiguous one (timeout, connection lost mid-call, "leader changed") is retried only
+if the request is idempotent or the server deduplicates writes: every write carries
+``raftkv-client-id``/``raftkv-seq`` metadata, the seq is fixed when the request is built, and raftkv
+answers a repeated (client-id, seq) with the original result instead of applying it twice.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from raftkv import errors as etcd
+from raftkv.client.config import split_endpoint
+from raftkv.client.errors import ClientError, TimeoutError, from_rpc_error
+from raftkv.proto import rpc_pb2
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A gRPC method: its wire path and how to decode its response."""
+
+    path: str
+    response: type[Message]
+    streaming: bool = False  # bidi or server stream: the driver sends one request and takes one answer
+
+
+def _m(service: str, name: str, response: type[Message], streaming: bool = False) -> Method:
+    return Method(f"/etcdserverpb.{service}/{name}", response, streaming)
+
+
+RANGE = _m("KV", "Range", rpc_pb2.RangeResponse)
+PUT = _m("KV", "Put", rpc_pb2.PutResponse)
+DELETE_RANGE = _m("KV", "DeleteRange", rpc_pb2.DeleteRangeResponse)
+TXN = _m("KV", "Txn", rpc_pb2.TxnResponse)
+COMPACT = _m("KV", "Compact", rpc_pb2.CompactionResponse)
+LEASE_GRANT = _m("Lease", "LeaseGrant", rpc_pb2.LeaseGrantResponse)
+LEASE_REVOKE = _m("Lease", "LeaseRevoke", rpc_pb2.LeaseRevokeResponse)
+LEASE_KEEPALIVE = _m("Lease", "LeaseKeepAlive", rpc_pb2.LeaseKeepAliveResponse, streaming=True)
+LEASE_TTL = _m("Lease", "LeaseTimeToLive", rpc_pb2.LeaseTimeToLiveResponse)
+LEASE_LEASES = _m("Lease", "LeaseLeases", rpc_pb2.LeaseLeasesResponse)
+MEMBER_LIST = _m("Cluster", "MemberList", rpc_pb2.MemberListResponse)
+MEMBER_ADD = _m("Cluster", "MemberAdd", rpc_pb2.MemberAddResponse)
+MEMBER_REMOVE = _m("Cluster", "MemberRemove", rpc_pb2.MemberRemoveResponse)
+MEMBER_PROMOTE = _m("Cluster", "MemberPromote", rpc_pb2.MemberPromoteResponse)
+STATUS = _m("Maintenance", "Status", rpc_pb2.StatusResponse)
+ALARM = _m("Maintenance", "Alarm", rpc_pb2.AlarmResponse)
+DEFRAGMENT = _m("Maintenance", "Defragment", rpc_pb2.DefragmentResponse)
+HASH_KV = _m("Maintenance", "HashKV", rpc_pb2.HashKVResponse)
+MOVE_LEADER = _m("Maintenance", "MoveLeader", rpc_pb2.MoveLeaderResponse)
+SNAPSHOT = _m("Maintenance", "Snapshot", rpc_pb2.SnapshotResponse)
+WATCH = _m("Watch", "Watch", rpc_pb2.WatchResponse)
+
+
+class Route(enum.Enum):
+    LEADER = "leader"      # writes, linearizable reads, leader-only admin: the leader first
+    ANY = "any"            # serializable reads, cluster-wide admin: whichever member we are talking to
+    ENDPOINT = "endpoint"  # per-member calls (status, defragment, hash): exactly that endpoint
+
+
+@dataclass(frozen=True)
+class Request:
+    """A unary request plus everything the policy needs to route and retry it."""
+
+    method: Method
+    message: Message
+    route: Route
+    #: Safe to repeat after an ambiguous failure even without server-side deduplication.
+    idempotent: bool
+    #: (client-id, seq) for writes; fixed here, so every retry of this request carries the same pair.
+    write_id: tuple[int, int] | None = None
+    endpoint: str | None = None  # for Route.ENDPOINT
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        if self.write_id is None:
+            return ()
+        return (("raftkv-client-id", str(self.write_id[0])), ("raftkv-seq", str(self.write_id[1])))
+
+
+@dataclass(frozen=True)
+class Attempt:
+    endpoint: str
+    method: Method
+    message: Message
+    metadata: tuple[tuple[str, str], ...]
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+Step = Attempt | Sleep
+Outcome = Message | grpc.RpcError | None
+Plan = Generator[Step, Outcome, T]
+
+
+class Failure(enum.Enum):
+    NOT_APPLIED = "not applied"  # provably never reached the state machine: always retry
+    AMBIGUOUS = "ambiguous"      # may or may not have been applied
+    FATAL = "fatal"              # a definite answer (bad request, compacted, ...): raise it
+
+
+_NOT_APPLIED = {etcd.NO_LEADER, etcd.NOT_LEADER, etcd.NOT_CAPABLE, etcd.STOPPED, etcd.TOO_MANY_REQUESTS,
+                etcd.NOT_SUPPORTED_FOR_LEARNER, etcd.UNHEALTHY}
+_AMBIGUOUS = {etcd.LEADER_CHANGED, etcd.TIMEOUT, etcd.TIMEOUT_DUE_TO_LEADER_FAIL,
+              etcd.TIMEOUT_DUE_TO_CONNECTION_LOST, etcd.TIMEOUT_WAIT_APPLIED_INDEX}
+#: gRPC's own texts for "the connection was never established", so nothing was sent.
+_NOT_CONNECTED = ("failed to connect", "connection refused", "connections to all backends failing",
+                  "DNS resolution failed", "Connection reset by peer (connect")
+
+
+def classify(error: grpc.RpcError) -> Failure:
+    known = etcd.from_rpc_error(error)  # type: ignore[arg-type]
+    if known in _NOT_APPLIED:
+        return Failure.NOT_APPLIED
+    if known in _AMBIGUOUS:
+        return Failure.AMBIGUOUS
+    code = error.code()  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.UNAVAILABLE and known is None:
+        details = (error.details() or "").lower()  # type: ignore[attr-defined]
+        if any(text.lower() in details for text in _NOT_CONNECTED):
+            return Failure.NOT_APPLIED
+        return Failure.AMBIGUOUS
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Failure.AMBIGUOUS
+    return Failure.FATAL
+
+
+@dataclass
+class Router:
+    """Which endpoint to try next. ``leader`` is a best guess, cleared whenever it fails."""
+
+    endpoints: list[str]
+    leader: str | None = None
+    _cursor: int = 0
+    _rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        assert self.endpoints, "a router needs endpoints"
+        self._cursor = self._rng.randrange(len(self.endpoints))  # spread clients over members
+
+    def current(self) -> str:
+        return self.endpoints[self._cursor % len(self.endpoints)]
+
+    def pick(self, request: Request) -> str:
+        if request.route is Route.ENDPOINT:
+            assert request.endpoint is not None
+            return request.endpoint
+        if request.route is Route.LEADER and self.leader is not None:
+            return self.leader
+        return self.current()
+
+    def failed(self, endpoint: str) -> None:
+        if endpoint == self.leader:
+            self.leader = None
+        if endpoint == self.current():
+            self._cursor += 1
+
+    def learn_leader(self, client_urls: list[str]) -> None:
+        """Adopt the leader's advertised client URL, matched against ours by host:port."""
+        by_target = {split_endpoint(e)[0]: e for e in self.endpoints}
+        for url in client_urls:
+            target = split_endpoint(url)[0]
+            if target in by_target:
+                self.leader = by_target[target]
+                return
+        if client_urls:  # a member we were not told about: the cluster knows better than our list
+            self.endpoints.append(client_urls[0])
+            self.leader = client_urls[0]
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with jitter, 25 ms up to 500 ms (etcd's client starts at 25 ms too)."""
+
+    delay: float = 0.025
+    limit: float = 0.5
+
+    def next(self) -> float:
+        current = self.delay
+        self.delay = min(self.limit, self.delay * 2)
+        return current * random.uniform(0.8, 1.2)
+
+
+@dataclass
+class Executor:
+    """The routing and retry policy of one client; see the module docstring."""
+
+    router: Router
+    server_dedupes: bool = True
+    #: Upper bound of one attempt, so a stalled member costs a fraction of the caller's deadline.
+    attempt_timeout: float = 2.0
+    clock: Callable[[], float] = time.monotonic
+
+    def run(self, request: Request, timeout: float) -> Plan[Message]:
+        deadline = self.clock() + timeout
+        backoff = Backoff()
+        last: ClientError | None = None
+        while True:
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                raise TimeoutError(f"deadline of {timeout:g}s exceeded" + (f"; last error: {last}" if last else ""),
+                                   grpc.StatusCode.DEADLINE_EXCEEDED)
+            if request.route is Route.LEADER and self.router.leader is None:
+                yield from self._discover_leader(min(remaining, 1.0))
+            endpoint = self.router.pick(request)
+            outcome = yield Attempt(endpoint, request.method, request.message, request.metadata(),
+                                    min(remaining, self.attempt_timeout))
+            if not isinstance(outcome, grpc.RpcError):
+                assert outcome is not None
+                return outcome
+            failure = classify(outcome)
+            retry = failure is Failure.NOT_APPLIED or (
+                failure is Failure.AMBIGUOUS and (request.idempotent or self.server_dedupes)
+            )
+            if not retry or (request.route is Route.ENDPOINT and failure is not Failure.NOT_APPLIED):
+                raise from_rpc_error(outcome)
+            last = from_rpc_error(outcome)
+            self.router.failed(endpoint)
+            yield Sleep(min(backoff.next(), max(0.0, deadline - self.clock())))
+
+    def _discover_leader(self, timeout: float) -> Plan[None]:
+        """Ask members for the leader: Status says its id; MemberList maps the id to client URLs.
+
+        Best effort: on failure the request simply goes to the current endpoint, which forwards it."""
+        for endpoint in list(self.router.endpoints):
+            status = yield Attempt(endpoint, STATUS, rpc_pb2.StatusRequest(), (), timeout)
+            if not isinstance(status, rpc_pb2.StatusResponse) or not status.leader:
+                continue
+            if status.leader == status.header.member_id:
+                self.router.leader = endpoint
+                return
+            members = yield Attempt(endpoint, MEMBER_LIST, rpc_pb2.MemberListRequest(), (), timeout)
+            if isinstance(members, rpc_pb2.MemberListResponse):
+                for member in members.members:
+                    if member.ID == status.leader:
+                        self.router.learn_leader(list(member.clientURLs))
+                        return
+
+
+def drive_sync(plan: Plan[T], call: Callable[[Attempt], Message]) -> T:
+    """Run a plan with blocking calls and ``time.sleep``."""
+    outcome: Outcome = None
+    while True:
+        try:
+            step = plan.send(outcome)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        if isinstance(step, Sleep):
+            time.sleep(step.seconds)
+            outcome = None
+            continue
+        try:
+            outcome = call(step)
+        except grpc.RpcError as error:
+            outcome = error
+

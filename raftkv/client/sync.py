@@ -1,0 +1,261 @@
+"""The blocking client: ``Client`` drives the shared policy (``routing``) with ordinary gRPC calls."""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from raftkv.client import routing as r
+from raftkv.client.config import ClientConfig
+from raftkv.client.errors import ClientError, LeaseNotFound, from_rpc_error
+from raftkv.client.surface import Lease, Surface
+from raftkv.client.types import Event, Key
+from raftkv.client.watch import WATCH_METADATA, WatchState
+from raftkv.proto import rpc_pb2
+
+T = TypeVar("T")
+
+
+def keepalive_interval(ttl: int) -> float:
+    """Refresh every TTL/3 (as etcd's client does): two refreshes may fail before the lease expires."""
+    return max(0.2, ttl / 3)
+
+
+def resolve_config(config: ClientConfig | None, endpoints: Sequence[str] | str | None,
+                   **overrides: Any) -> ClientConfig:
+    """Explicit config, else the environment (KVCTL_*) with explicit arguments taking precedence."""
+    if config is not None:
+        return config
+    if isinstance(endpoints, str):
+        endpoints = endpoints.split(",")
+    return ClientConfig.from_env(endpoints=endpoints, **overrides)
+
+
+class Client(Surface):
+    """Blocking raftkv/etcd client. Thread-safe; one gRPC channel per endpoint.
+
+    ``Client()`` reads KVCTL_ENDPOINTS/KVCTL_CACERT/KVCTL_CERT/KVCTL_KEY/KVCTL_INSECURE. ``timeout`` is the
+    default deadline of each call, retries included. Set ``server_dedupes=False`` against servers that do
+    not deduplicate retried writes (etcd): ambiguous write failures are then raised, never retried.
+    """
+
+    def __init__(self, endpoints: Sequence[str] | str | None = None, *, cacert: str | None = None,
+                 cert: str | None = None, key: str | None = None, insecure: bool | None = None,
+                 timeout: float = 5.0, server_dedupes: bool = True, config: ClientConfig | None = None) -> None:
+        self.config = resolve_config(config, endpoints, cacert=cacert, cert=cert, key=key, insecure=insecure)
+        super().__init__(r.Router(list(self.config.endpoints)), timeout=timeout, server_dedupes=server_dedupes)
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+
+    def channel(self, endpoint: str) -> grpc.Channel:
+        with self._lock:
+            if endpoint not in self._channels:
+                self._channels[endpoint] = self.config.channel(endpoint)
+            return self._channels[endpoint]
+
+    def close(self) -> None:
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _call(self, step: r.Attempt) -> Message:
+        method = step.method
+        channel = self.channel(step.endpoint)
+        kwargs: dict[str, Any] = {"request_serializer": type(step.message).SerializeToString,
+                                  "response_deserializer": method.response.FromString}
+        if not method.streaming:
+            return channel.unary_unary(method.path, **kwargs)(
+                step.message, timeout=step.timeout, metadata=step.metadata)
+        responses = channel.stream_stream(method.path, **kwargs)(
+            iter([step.message]), timeout=step.timeout, metadata=step.metadata)
+        try:
+            return next(responses)
+        except StopIteration:
+            raise ClientError(f"{method.path}: the server closed the stream without answering") from None
+        finally:
+            responses.cancel()
+
+    def _execute(self, request: r.Request, convert: Callable[[Any], T], timeout: float | None) -> T:
+        plan = self._executor.run(request, self.timeout if timeout is None else timeout)
+        return convert(r.drive_sync(plan, self._call))
+
+    # --------------------------------------------------------------------------- streams
+
+    def watch(self, key: Key, range_end: Key | None = None, **options: Any) -> Watch:
+        """Iterate over events of ``key`` (``prefix=True``, ``start_revision``, ``prev_kv``, ``filters``,
+        ``progress_notify``, ``reconnect_timeout``). Survives member failures; use as a context manager or
+        call ``cancel()``.
+
+        Returns once the server has confirmed the watch, so every write made after this call is seen."""
+        watch = Watch(self, WatchState(self._executor.router, key, range_end, **options))
+        watch.establish()
+        return watch
+
+    def _keep_alive_in_background(self, lease: Lease) -> KeepAlive:
+        return KeepAlive(self, lease)
+
+    def snapshot_save(self, path: str | os.PathLike[str], *, endpoint: str | None = None,
+                      progress: Callable[[int, int], None] | None = None, timeout: float = 600.0) -> int:
+        """Stream one member's snapshot into ``path`` (atomically, via ``path.part``); returns its size.
+
+        ``progress(bytes_received, bytes_remaining)`` is called per chunk."""
+        target = endpoint or self._executor.router.current()
+        stream = self.channel(target).unary_stream(
+            r.SNAPSHOT.path, request_serializer=rpc_pb2.SnapshotRequest.SerializeToString,
+            response_deserializer=rpc_pb2.SnapshotResponse.FromString)
+        partial = Path(f"{os.fspath(path)}.part")
+        received = 0
+        try:
+            with open(partial, "wb") as out:
+                for chunk in stream(rpc_pb2.SnapshotRequest(), timeout=timeout):
+                    out.write(chunk.blob)
+                    received += len(chunk.blob)
+                    if progress is not None:
+                        progress(received, chunk.remaining_bytes)
+                out.flush()
+                os.fsync(out.fileno())
+        except grpc.RpcError as exc:
+            partial.unlink(missing_ok=True)
+            raise from_rpc_error(exc) from None
+        partial.replace(path)
+        return received
+
+
+class Watch:
+    """Blocking iterator of ``Event``s; see ``Client.watch``."""
+
+    _CLOSE = object()
+
+    def __init__(self, client: Client, state: WatchState) -> None:
+        self._client, self._state = client, state
+        self._pending: collections.deque[Event] = collections.deque()
+        self._requests: queue.Queue[object] | None = None
+        self._responses: Any = None
+        self._closed = False
+
+    @property
+    def next_revision(self) -> int:
+        return self._state.next_revision
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        while not self._pending:
+            if self._closed:
+                raise StopIteration
+            self._pending.extend(self._receive())
+        return self._pending.popleft()
+
+    def establish(self) -> None:
+        """Block until the server confirms the watch (retrying on other members as needed)."""
+        while not self._state.established:
+            self._pending.extend(self._receive())
+
+    def _open(self) -> None:
+        """Start a stream on the current endpoint with the create request for ``next_revision``."""
+        requests: queue.Queue[object] = queue.Queue()
+        requests.put(self._state.create_request())
+
+        def request_iterator() -> Iterator[rpc_pb2.WatchRequest]:
+            while (item := requests.get()) is not self._CLOSE:
+                assert isinstance(item, rpc_pb2.WatchRequest)
+                yield item
+
+        call = self._client.channel(self._state.endpoint).stream_stream(
+            r.WATCH.path, request_serializer=rpc_pb2.WatchRequest.SerializeToString,
+            response_deserializer=rpc_pb2.WatchResponse.FromString)
+        self._requests, self._responses = requests, call(request_iterator(), metadata=WATCH_METADATA)
+
+    def _receive(self) -> list[Event]:
+        if self._responses is None:
+            self._open()
+        try:
+            return self._state.receive(next(self._responses))
+        except (grpc.RpcError, StopIteration) as exc:
+            if self._closed:
+                return []
+            self._drop_stream()
+            time.sleep(self._state.stream_failed(exc if isinstance(exc, grpc.RpcError) else None))
+            return []
+        except ClientError:
+            self.cancel()
+            raise
+
+    def request_progress(self) -> None:
+        """Ask for a progress notification (advances ``next_revision`` on an idle watch)."""
+        if self._requests is not None:
+            self._requests.put(rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest()))
+
+    def _drop_stream(self) -> None:
+        if self._requests is not None:
+            self._requests.put(self._CLOSE)
+        if self._responses is not None:
+            self._responses.cancel()
+        self._requests = self._responses = None
+
+    def cancel(self) -> None:
+        """End the watch; a blocked iteration returns (StopIteration) promptly."""
+        self._closed = True
+        self._drop_stream()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.cancel()
+
+
+class KeepAlive:
+    """Refreshes a lease from a daemon thread while the ``with`` block runs.
+
+    If the lease is found gone, refreshing stops and ``lost`` is set; ``error`` then holds why."""
+
+    def __init__(self, client: Client, lease: Lease) -> None:
+        self._client, self._lease = client, lease
+        self._stop = threading.Event()
+        self.lost = threading.Event()
+        self.error: ClientError | None = None
+        self._thread = threading.Thread(target=self._run, name=f"keepalive-{lease.id:x}", daemon=True)
+
+    def _run(self) -> None:
+        interval = keepalive_interval(self._lease.ttl)
+        while not self._stop.wait(interval):
+            try:
+                ttl = self._client.lease_keep_alive_once(self._lease.id, timeout=interval)
+                interval = keepalive_interval(ttl)
+            except LeaseNotFound as exc:
+                self.error = exc
+                self.lost.set()
+                return
+            except ClientError as exc:  # no member reachable right now: try again sooner
+                self.error = exc
+                interval = keepalive_interval(self._lease.ttl) / 2
+
+    def __enter__(self) -> KeepAlive:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
