@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import signal
 import sys
 from urllib.parse import urlsplit
@@ -24,7 +25,9 @@ from raftkv.server.forwarding import LeaderLeaseForwarder
 from raftkv.server.metrics import MetricsServer
 from raftkv.server.node import Node
 from raftkv.server.watch_hub import WatchHub
+from raftkv.statemachine.applier import ApplyConfig
 from raftkv.statemachine.node_store import NodeStore
+from raftkv.storage.raft_log import IdentityMismatch
 from raftkv.storage.env import StorageFull
 from raftkv.transport.peer import PeerTransport
 
@@ -50,14 +53,23 @@ def _initial_members(cfg: ServerConfig) -> list[tuple[int, bytes]]:
 
 def open_store(cfg: ServerConfig) -> NodeStore:
     """Open the data dir, checking it belongs to this cluster and member; bootstrap a brand-new cluster."""
-    store = NodeStore.open(cfg.data_dir, quota_bytes=cfg.quota_backend_bytes)
+    min_lease_ttl = math.ceil(1.5 * cfg.election_ms / 1000)  # etcd's minimum TTL rule
+    store = NodeStore(
+        cfg.data_dir,
+        apply_config=ApplyConfig(min_lease_ttl=min_lease_ttl),
+        quota_bytes=cfg.quota_backend_bytes,
+        sync=cfg.planted_bug != "skip-fsync",
+    )
     try:
-        store.check_identity(cluster_id=cfg.cluster_id, member_id=cfg.member_id)
-        if store.is_fresh():
-            if cfg.initial_cluster_state == "new":
-                store.bootstrap(cfg.cluster_id, cfg.member_id, _initial_members(cfg))
-            else:
-                store.set_identity(cfg.cluster_id, cfg.member_id)
+        if store.is_initialized():
+            try:
+                store.check_identity(cfg.cluster_id, cfg.member_id)
+            except IdentityMismatch as exc:
+                raise ConfigError(f"--data-dir {cfg.data_dir} belongs to another cluster or member: {exc}") from None
+        elif cfg.initial_cluster_state == "new":
+            store.bootstrap(cfg.cluster_id, cfg.member_id, _initial_members(cfg))
+        else:
+            store.join(cfg.cluster_id, cfg.member_id)
     except BaseException:
         store.close()
         raise

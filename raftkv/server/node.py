@@ -33,10 +33,10 @@ from raftkv.core.rawnode import RawNode
 from raftkv.core.types import (
     ConfChange,
     ConfChangeType,
-    EntryType,
     Message,
     ProposalDropped,
     Ready,
+    SnapshotMeta,
     Role,
     SoftState,
 )
@@ -44,7 +44,8 @@ from raftkv.proto import internal_pb2, rpc_pb2
 from raftkv.server.config import ServerConfig, host_port, member_id_for
 from raftkv.server.lessor import Lessor, revoke_limit
 from raftkv.server.waiters import ProposalWaiters, ReadWaiters
-from raftkv.statemachine.node_store import NodeStore
+from raftkv.statemachine.applier import AppliedEntry
+from raftkv.statemachine.node_store import NodeStore, SnapshotInstaller
 from raftkv.transport.peer import PeerTransport
 
 log = logging.getLogger("raftkv.node")
@@ -81,7 +82,7 @@ class Node:
                 pre_vote=True,
                 check_quorum=True,
             ),
-            store.raft_storage,
+            store.log,
             self._rng,
         )
         self.transport: PeerTransport | None = None
@@ -98,10 +99,12 @@ class Node:
         self._reads = ReadWaiters()
         self._conf_waiters: dict[tuple[int, int], asyncio.Future[None]] = {}
         self._subscribers: list[APPLIED_CALLBACK] = []
+        self._resync_subscribers: list[Callable[[], None]] = []
+        self._staged_snapshots = StagedSnapshots(store)
         self._soft = SoftState()
         self._term = 0
         self._applied = store.applied_index()
-        self._snapshot_index = store.raft_storage.snapshot_meta().index
+        self._snapshot_index = store.log.snapshot_meta().index
         self._tasks: list[asyncio.Task[None]] = []
         self.ready_turns = 0
         self.leader_changes = 0
@@ -212,31 +215,28 @@ class Node:
             self._on_soft_state(rd.soft_state)
         if rd.hard_state is not None:
             self._term = rd.hard_state.term
-        applied = await self.store.save_and_apply(
-            snapshot=rd.snapshot,
-            entries=rd.entries,
-            hard_state=rd.hard_state,
-            committed_entries=rd.committed_entries,
-            must_sync=rd.must_sync and self.cfg.planted_bug != "skip-fsync",
+        installer = self._staged_snapshots.take(rd.snapshot) if rd.snapshot is not None else None
+        applied = await asyncio.wrap_future(
+            self.store.save_and_apply(installer, rd.entries, rd.hard_state, rd.committed_entries, rd.must_sync)
         )
         if rd.messages and self.transport is not None:
             self.transport.send(rd.messages)
         if rd.snapshot is not None:
             self._after_snapshot_install()
-        for entry, result in zip(rd.committed_entries, applied, strict=True):
-            self._after_apply(entry, result)
-        if rd.committed_entries:
-            self._applied = rd.committed_entries[-1].index
+        for result in applied:
+            self._after_apply(result)
+        self._applied = self.store.applied_index()
         for rs in rd.read_states:
             self._reads.answered(rs.request_ctx, rs.index, self._applied)
         self._reads.applied(self._applied)
         self.raw.advance(rd)
         await self._maybe_snapshot()
 
-    def _after_apply(self, entry, result) -> None:  # type: ignore[no-untyped-def]
-        if entry.type == EntryType.CONF_CHANGE:
-            cc = ConfChange.decode(entry.data)
-            self.raw.apply_conf_change(cc)
+    def _after_apply(self, result: AppliedEntry) -> None:
+        if result.conf_change is not None:
+            cc = result.conf_change
+            conf_state = self.raw.apply_conf_change(cc)
+            assert conf_state == self.store.conf_state(), (conf_state, self.store.conf_state())
             self._refresh_peers()
             future = self._conf_waiters.pop((cc.node_id, int(cc.type)), None)
             if future is not None and not future.done():
@@ -244,31 +244,31 @@ class Node:
             if cc.type == ConfChangeType.REMOVE_NODE and cc.node_id == self.member_id:
                 log.warning("%s: this member was removed from the cluster", self.cfg.name)
             return
-        if result is None:
+        if result.result is None:
             return
         if result.events:
-            batch = RevisionEvents(result.revision, tuple(result.events))
+            batch = RevisionEvents(result.revision, result.events)
             for callback in list(self._subscribers):
                 callback(batch)
-        if result.lease_granted:
-            lease_id, ttl = result.lease_granted
-            if self.is_leader():
-                self.lessor.grant(lease_id, ttl, time.monotonic())
-        for lease_id in result.leases_revoked:
-            self.lessor.revoke(lease_id)
+        kind = result.result.WhichOneof("response")
+        if kind == "lease_grant" and not result.result.error:
+            self.lessor.grant(result.result.lease_grant.ID, result.result.lease_grant.TTL, time.monotonic())
         if result.request_id:
             self._waiters.resolve(result.request_id, result.result)
 
     def _after_snapshot_install(self) -> None:
-        self._snapshot_index = self.store.raft_storage.snapshot_meta().index
-        self._applied = self.store.applied_index()
+        self._snapshot_index = self.store.log.snapshot_meta().index
         self._refresh_peers()
+        if self.is_leader():
+            self.lessor.promote(self._lease_ttls(), time.monotonic(), self.cfg.election_ms / 1000)
+        for callback in list(self._resync_subscribers):
+            callback()
         log.info("%s: installed a snapshot at index %d", self.cfg.name, self._snapshot_index)
 
     async def _maybe_snapshot(self) -> None:
         if self._applied - self._snapshot_index < self.cfg.snapshot_count:
             return
-        meta = await self.store.create_snapshot(self._applied)
+        meta = await asyncio.wrap_future(self.store.create_snapshot(self._applied))
         self._snapshot_index = meta.index
         log.info("%s: snapshot at index %d, log compacted", self.cfg.name, meta.index)
 
@@ -279,7 +279,7 @@ class Node:
             log.info("%s: leader is now %x (term %d)", self.cfg.name, soft.leader, self.raw.status().hard_state.term)
         if soft.role == Role.LEADER and not was_leader:
             extend = self.cfg.election_ms / 1000
-            self.lessor.promote(self.store.lease_ttls(), time.monotonic(), extend)
+            self.lessor.promote(self._lease_ttls(), time.monotonic(), extend)
             log.info("%s: became leader; leases extended by %.1fs", self.cfg.name, extend)
         elif soft.role != Role.LEADER and was_leader:
             self.lessor.demote()
@@ -310,6 +310,9 @@ class Node:
         try:
             await self.propose(request, ClientSession(), timeout=self.cfg.election_ms / 1000 * 2)
         except errors.EtcdException as exc:
+            if exc.error == errors.LEASE_NOT_FOUND:
+                self.lessor.revoke(lease_id)  # revoked meanwhile by a client
+                return
             # The lessor offers the lease again after its retry interval.
             log.info("%s: revoking expired lease %x failed (%s); will retry", self.cfg.name, lease_id, exc)
 
@@ -338,7 +341,7 @@ class Node:
         return rpc_pb2.ResponseHeader(
             cluster_id=self.cluster_id,
             member_id=self.member_id,
-            revision=self.store.current_revision(),
+            revision=self.store.revision(),
             raft_term=self._term,
         )
 
@@ -390,7 +393,7 @@ class Node:
         return response
 
     def current_revision(self) -> int:
-        return self.store.current_revision()
+        return self.store.revision()
 
     def compact_revision(self) -> int:
         return self.store.compact_revision()
@@ -400,6 +403,10 @@ class Node:
             RevisionEvents(revision, tuple(events))
             for revision, events in self.store.events_since(start_revision, key, range_end)
         ]
+
+    def subscribe_resync(self, callback: Callable[[], None]) -> None:
+        """Called after a snapshot replaced the state machine wholesale (watchers must re-read history)."""
+        self._resync_subscribers.append(callback)
 
     def subscribe_applied(self, callback: APPLIED_CALLBACK) -> Callable[[], None]:
         self._subscribers.append(callback)
@@ -414,10 +421,14 @@ class Node:
     async def lease_time_to_live(
         self, lease_id: int, keys: bool, timeout: float
     ) -> rpc_pb2.LeaseTimeToLiveResponse:
-        response = self.store.lease_time_to_live(lease_id, keys)
-        response.header.CopyFrom(self.header())
-        if response.TTL == -1:
+        response = rpc_pb2.LeaseTimeToLiveResponse(header=self.header(), ID=lease_id, TTL=-1)
+        found = self.store.lease(lease_id)
+        if found is None:
             return response
+        lease, attached = found
+        response.grantedTTL = lease.granted_ttl
+        if keys:
+            response.keys.extend(attached)
         if self.is_leader():
             response.TTL = await self.local_lease_query("time_to_live", lease_id)
         else:
@@ -425,7 +436,10 @@ class Node:
         return response
 
     def lease_ids(self) -> list[int]:
-        return self.store.lease_ids()
+        return [lease.id for lease in self.store.leases()]
+
+    def _lease_ttls(self) -> dict[int, int]:
+        return {lease.id: lease.granted_ttl for lease in self.store.leases()}
 
     async def _forward_to_leader(self, what: str, lease_id: int, timeout: float) -> int:
         leader = self._soft.leader
@@ -440,6 +454,9 @@ class Node:
         if not self.is_leader():
             raise errors.NOT_LEADER.exception()
         now = time.monotonic()
+        if self.store.lease(lease_id) is None:
+            self.lessor.revoke(lease_id)
+            return 0 if what == "keep_alive" else -1
         if what == "keep_alive":
             return self.lessor.renew(lease_id, now)
         remaining = self.lessor.remaining(lease_id, now)
@@ -521,14 +538,13 @@ class Node:
     # ------------------------------------------------------------------ Backend: maintenance
     def status(self) -> rpc_pb2.StatusResponse:
         status = self.raw.status()
-        db_size, in_use = self.store.db_size()
         return rpc_pb2.StatusResponse(
             header=self.header(),
             version=API_VERSION,
-            dbSize=db_size,
-            dbSizeInUse=in_use,
+            dbSize=self.store.db_size(),
+            dbSizeInUse=self.store.db_size_in_use(),
             leader=self._soft.leader,
-            raftIndex=self.store.raft_storage.last_index(),
+            raftIndex=self.store.log.last_index(),
             raftTerm=status.hard_state.term,
             raftAppliedIndex=self._applied,
             errors=[f"memberID:{a.memberID} alarm:{rpc_pb2.AlarmType.Name(a.alarm)} " for a in self.alarms()],
@@ -552,14 +568,22 @@ class Node:
             await asyncio.sleep(self.cfg.heartbeat_ms / 1000)
 
     async def defragment(self) -> None:
-        await self.store.defragment()
+        await asyncio.wrap_future(self.store.defragment())
 
     def hash_kv(self, revision: int) -> rpc_pb2.HashKVResponse:
-        hash_value, compact = self.store.hash_kv(revision)
-        return rpc_pb2.HashKVResponse(header=self.header(), hash=hash_value, compact_revision=compact)
+        hash_value, compact, _ = self.store.hash_kv(revision)
+        header = self.header()
+        return rpc_pb2.HashKVResponse(header=header, hash=hash_value & 0xFFFFFFFF, compact_revision=compact)
 
-    def snapshot_chunks(self) -> AsyncIterator[bytes]:
-        return self.store.database_chunks()
+    async def snapshot_chunks(self) -> AsyncIterator[bytes]:
+        """The state machine as of the last applied index, in the snapshot format, from one read view."""
+        meta = SnapshotMeta(index=self._applied, term=self._term, conf_state=self.store.conf_state())
+        chunks = self.store.open_snapshot(meta)
+        while True:
+            chunk = await asyncio.to_thread(next, chunks, None)
+            if chunk is None:
+                return
+            yield chunk
 
 
 def _dropped_error(reason: str) -> errors.EtcdError:
@@ -573,3 +597,28 @@ def _dropped_error(reason: str) -> errors.EtcdError:
 
 
 _UNKNOWN = errors.NO_LEADER.code.__class__.UNKNOWN
+
+
+class StagedSnapshots:
+    """Snapshot data received from the leader, waiting for the core to accept its SNAP message.
+
+    The transport streams the data here first (never all in memory); the core then decides. If it accepts,
+    ``Ready.snapshot`` names the meta and the node installs the staged data in that Ready's transaction; a
+    stale snapshot the core ignores is discarded when a newer one arrives.
+    """
+
+    def __init__(self, store: NodeStore) -> None:
+        self._store = store
+        self._staged: dict[tuple[int, int], SnapshotInstaller] = {}
+
+    def begin(self, meta: SnapshotMeta) -> SnapshotInstaller:
+        for key in [k for k in self._staged if k <= (meta.index, meta.term)]:
+            self._staged.pop(key).abort()
+        installer = self._store.begin_snapshot_install(meta)
+        self._staged[(meta.index, meta.term)] = installer
+        return installer
+
+    def take(self, meta: SnapshotMeta) -> SnapshotInstaller:
+        installer = self._staged.pop((meta.index, meta.term), None)
+        assert installer is not None, f"the core accepted snapshot {meta} that was never received"
+        return installer

@@ -60,9 +60,10 @@ class NodeStore:
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         snapshot_catchup_entries: int = 5000,
         quota_bytes: int = 2 << 30,
+        sync: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
-        self.env = Env(self.data_dir / "db", map_size=map_size, max_map_size=max_map_size)
+        self.env = Env(self.data_dir / "db", map_size=map_size, max_map_size=max_map_size, sync=sync)
         self.writer = Writer(self.env)
         self.log = LmdbRaftStorage(self.env)
         self.applier = Applier(apply_config)

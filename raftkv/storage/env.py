@@ -95,7 +95,8 @@ class Env:
     """An open LMDB environment with the node's named sub-databases.
 
     Durability is strict: ``sync=True`` and ``metasync=True`` — a commit returns only after the data and the
-    meta page are on disk, so anything acknowledged after a commit survives power loss.
+    meta page are on disk, so anything acknowledged after a commit survives power loss. ``sync=False`` exists
+    only for the fault-injection harness's planted "skip-fsync" bug, to prove its checkers notice.
     """
 
     def __init__(
@@ -104,10 +105,12 @@ class Env:
         *,
         map_size: int = DEFAULT_MAP_SIZE,
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
+        sync: bool = True,
     ) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.max_map_size = max_map_size
+        self.sync = sync
         self.gate = _Gate()
         self._open(map_size)
 
@@ -116,8 +119,8 @@ class Env:
             str(self.path),
             map_size=map_size,
             max_dbs=len(SUB_DBS) + 2,
-            sync=True,
-            metasync=True,
+            sync=self.sync,
+            metasync=self.sync,
             writemap=False,
             max_spare_txns=0,
             readahead=False,
