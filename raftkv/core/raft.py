@@ -132,6 +132,7 @@ class Raft:
             Message(MT.APP, to=to, index=prev, log_term=prev_term, entries=tuple(entries), commit=self.log.committed)
         )
         pr.sent_entries(len(entries), sum(e.size() for e in entries))
+        pr.sent_commit = max(pr.sent_commit, self.log.committed)
         return True
 
     def _send_snapshot(self, to: int, pr: Progress) -> bool:
@@ -147,7 +148,9 @@ class Raft:
 
     def _send_heartbeat(self, to: int, ctx: bytes) -> None:
         # Never tell a follower to commit past what it is known to hold: its log may still diverge beyond match.
-        commit = min(self.progress[to].match, self.log.committed)
+        pr = self.progress[to]
+        commit = min(pr.match, self.log.committed)
+        pr.sent_commit = max(pr.sent_commit, commit)
         self._send(Message(MT.HEARTBEAT, to=to, commit=commit, context=ctx))
 
     def _peers(self) -> list[int]:
@@ -540,6 +543,8 @@ class Raft:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
             self.bcast_append()
+        elif m.sender != self.id and pr.can_bump_commit(self.log.committed):
+            self._send_append(m.sender)
         while self._send_append(m.sender, send_if_empty=False):
             pass
         if m.sender == self.lead_transferee and pr.match == self.log.last_index():
@@ -638,7 +643,9 @@ class Raft:
 
     def _set_conf(self, cs: ConfState) -> None:
         self.conf = cs
-        next_index = self.log.last_index() + 1
+        # A new peer is probed at our last entry: the first APP carries that entry, and the answer (accept, or
+        # reject with a hint) tells us where its log stands.
+        next_index = max(self.log.last_index(), 1)
         for node in sorted(cs.members()):
             pr = self.progress.get(node)
             if pr is None:

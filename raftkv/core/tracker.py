@@ -74,6 +74,9 @@ class Progress:
     pending_snapshot: int = 0
     recent_active: bool = False
     msg_app_flow_paused: bool = False
+    #: Highest commit index sent to the peer (APP or heartbeat), so the leader knows when a newer commit index
+    #: is worth an extra (empty) APP instead of waiting for the next heartbeat.
+    sent_commit: int = 0
 
     def __post_init__(self) -> None:
         self._check()
@@ -143,13 +146,19 @@ class Progress:
             if rejected <= self.match:
                 return False
             self.next = self.match + 1
+            self.sent_commit = min(self.sent_commit, self.next - 1)
             return True
         if self.next - 1 != rejected:
             return False
         self.next = max(min(rejected, match_hint + 1), self.match + 1)
+        self.sent_commit = min(self.sent_commit, self.next - 1)
         self.msg_app_flow_paused = False
         self._check()
         return True
+
+    def can_bump_commit(self, commit: int) -> bool:
+        """Whether sending ``commit`` could advance the peer's commit index (it has not been told yet)."""
+        return self.state != ProgressState.SNAPSHOT and self.sent_commit < commit
 
     def is_paused(self) -> bool:
         """Whether the leader should hold back APPs to this peer (heartbeats still go out)."""
