@@ -19,11 +19,16 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         self._backend = backend
         self._timeout = request_timeout
 
+    def _members(self) -> list[rpc_pb2.Member]:
+        """Ordered by id, as etcd lists them (etcdctl prints them, and the new member's
+        ``ETCD_INITIAL_CLUSTER`` line, in this order)."""
+        return sorted(self._backend.members(), key=lambda member: member.ID)
+
     async def MemberList(
         self, request: rpc_pb2.MemberListRequest, context: Context
     ) -> rpc_pb2.MemberListResponse:
         """Local membership, as etcd v3.4 answers it (no barrier: the list changes only through the log)."""
-        return with_header(rpc_pb2.MemberListResponse(members=self._backend.members()), self._backend)
+        return with_header(rpc_pb2.MemberListResponse(members=self._members()), self._backend)
 
     async def MemberAdd(
         self, request: rpc_pb2.MemberAddRequest, context: Context
@@ -32,24 +37,24 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         member = await self._backend.member_add(
             list(request.peerURLs), request.isLearner, call_timeout(context, self._timeout)
         )
-        response = rpc_pb2.MemberAddResponse(member=member, members=self._backend.members())
+        response = rpc_pb2.MemberAddResponse(member=member, members=self._members())
         return with_header(response, self._backend)
 
     async def MemberRemove(
         self, request: rpc_pb2.MemberRemoveRequest, context: Context
     ) -> rpc_pb2.MemberRemoveResponse:
         await self._backend.member_remove(request.ID, call_timeout(context, self._timeout))
-        return with_header(rpc_pb2.MemberRemoveResponse(members=self._backend.members()), self._backend)
+        return with_header(rpc_pb2.MemberRemoveResponse(members=self._members()), self._backend)
 
     async def MemberUpdate(
         self, request: rpc_pb2.MemberUpdateRequest, context: Context
     ) -> rpc_pb2.MemberUpdateResponse:
         validation.check_member_urls(request.peerURLs)
         await self._backend.member_update(request.ID, list(request.peerURLs), call_timeout(context, self._timeout))
-        return with_header(rpc_pb2.MemberUpdateResponse(members=self._backend.members()), self._backend)
+        return with_header(rpc_pb2.MemberUpdateResponse(members=self._members()), self._backend)
 
     async def MemberPromote(
         self, request: rpc_pb2.MemberPromoteRequest, context: Context
     ) -> rpc_pb2.MemberPromoteResponse:
         await self._backend.member_promote(request.ID, call_timeout(context, self._timeout))
-        return with_header(rpc_pb2.MemberPromoteResponse(members=self._backend.members()), self._backend)
+        return with_header(rpc_pb2.MemberPromoteResponse(members=self._members()), self._backend)

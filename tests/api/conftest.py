@@ -7,6 +7,7 @@ expectation written here is first checked against etcd and then demanded of raft
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,17 @@ from .etcdctl import ETCDCTL, Etcdctl, poll
 KINDS = ("etcd", "raftkv")
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_importable() -> None:
+    """Members run ``python -m raftkv.server.main`` from their own directory: without an installed
+    package (``make install``) they find raftkv only through PYTHONPATH."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(REPO) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *paths])
+
+
 @functools.cache
 def unavailable(kind: str) -> str | None:
     """Why ``kind`` cannot run here, or None if it can."""
@@ -30,8 +42,9 @@ def unavailable(kind: str) -> str | None:
         return f"{ETCDCTL} is missing (Debian package etcd-client)"
     if kind == "etcd":
         return None if shutil.which("etcd") else "etcd is missing (Debian package etcd-server)"
+    make_importable()
     probe = subprocess.run(
-        [sys.executable, "-m", "raftkv.server.main", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "raftkv.server.main", "--help"], capture_output=True, text=True, timeout=60, cwd="/"
     )
     if probe.returncode != 0:
         return f"`python -m raftkv.server.main --help` fails: {probe.stderr.strip().splitlines()[-1:]}"
