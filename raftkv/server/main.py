@@ -100,8 +100,8 @@ async def serve(cfg: ServerConfig) -> int:
         on_messages=node.on_peer_messages,
         on_unreachable=node.on_unreachable,
         on_snapshot_status=node.on_snapshot_status,
-        snapshot_sink=store.snapshot_sink(),
-        snapshot_source=store.snapshot_source(),
+        snapshot_sink=node.staged_snapshots,
+        snapshot_source=node.staged_snapshots,
     )
     try:
         await transport.start()
@@ -112,15 +112,15 @@ async def serve(cfg: ServerConfig) -> int:
     node.lease_forwarder = LeaderLeaseForwarder(node, cfg.peer_tls)
 
     hub = WatchHub(node)
-    client_server = build_client_server(
-        backend=node,
-        watch_servicer=WatchServicer(node, hub, planted_bug=cfg.planted_bug),
-        lease_servicer=LeaseServicer(node, election_ms=cfg.election_ms),
-        listen_addresses=[host_port(u) for u in cfg.listen_client_urls],
-        server_credentials=client_server_creds,
-        max_request_bytes=cfg.max_request_bytes,
-    )
     try:
+        client_server = build_client_server(
+            backend=node,
+            watch_servicer=WatchServicer(node, hub, planted_bug=cfg.planted_bug),
+            lease_servicer=LeaseServicer(node, election_ms=cfg.election_ms),
+            listen_addresses=[host_port(u) for u in cfg.listen_client_urls],
+            server_credentials=client_server_creds,
+            max_request_bytes=cfg.max_request_bytes,
+        )
         await client_server.start()
     except (OSError, RuntimeError) as exc:
         await transport.stop()

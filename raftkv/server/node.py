@@ -23,12 +23,12 @@ import math
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Protocol
 
 from raftkv import errors
 from raftkv.api.backend import ClientSession, RevisionEvents
-from raftkv.core.rawnode import Config as RaftConfig
+from raftkv.core.config import Config as RaftConfig
 from raftkv.core.rawnode import RawNode
 from raftkv.core.types import (
     ConfChange,
@@ -86,6 +86,7 @@ class Node:
             self._rng,
         )
         self.transport: PeerTransport | None = None
+        self._peer_ids: set[int] = set()
         self.lessor = Lessor()
         self._proposals: list[bytes] = []
         self._conf_proposals: list[ConfChange] = []
@@ -100,7 +101,7 @@ class Node:
         self._conf_waiters: dict[tuple[int, int], asyncio.Future[None]] = {}
         self._subscribers: list[APPLIED_CALLBACK] = []
         self._resync_subscribers: list[Callable[[], None]] = []
-        self._staged_snapshots = StagedSnapshots(store)
+        self.staged_snapshots = StagedSnapshots(store)
         self._soft = SoftState()
         self._term = 0
         self._applied = store.applied_index()
@@ -215,7 +216,7 @@ class Node:
             self._on_soft_state(rd.soft_state)
         if rd.hard_state is not None:
             self._term = rd.hard_state.term
-        installer = self._staged_snapshots.take(rd.snapshot) if rd.snapshot is not None else None
+        installer = self.staged_snapshots.take(rd.snapshot) if rd.snapshot is not None else None
         applied = await asyncio.wrap_future(
             self.store.save_and_apply(installer, rd.entries, rd.hard_state, rd.committed_entries, rd.must_sync)
         )
@@ -294,7 +295,11 @@ class Node:
                 continue
             address = self.cfg.peer_dial_overrides.get(member.name) or host_port(member.peerURLs[0])
             wanted[member.ID] = address
-        self.transport.set_peers(wanted)
+        for node_id in self._peer_ids - wanted.keys():
+            self.transport.remove_peer(node_id)
+        for node_id, address in wanted.items():
+            self.transport.set_peer(node_id, address)
+        self._peer_ids = set(wanted)
 
     # ------------------------------------------------------------------ leases (leader side timing)
     async def _lease_expiry_loop(self) -> None:
@@ -602,23 +607,43 @@ _UNKNOWN = errors.NO_LEADER.code.__class__.UNKNOWN
 class StagedSnapshots:
     """Snapshot data received from the leader, waiting for the core to accept its SNAP message.
 
-    The transport streams the data here first (never all in memory); the core then decides. If it accepts,
-    ``Ready.snapshot`` names the meta and the node installs the staged data in that Ready's transaction; a
-    stale snapshot the core ignores is discarded when a newer one arrives.
+    The transport's sink (``begin``) and source (``open``): received data is staged to a file first (never
+    all in memory); the core then decides. If it accepts, ``Ready.snapshot`` names the meta and the node
+    installs the staged data in that Ready's transaction; a stale one is discarded when a newer one arrives.
     """
 
     def __init__(self, store: NodeStore) -> None:
         self._store = store
         self._staged: dict[tuple[int, int], SnapshotInstaller] = {}
 
-    def begin(self, meta: SnapshotMeta) -> SnapshotInstaller:
+    def open(self, meta: SnapshotMeta) -> Iterator[bytes]:
+        return self._store.open_snapshot(meta)
+
+    def begin(self, meta: SnapshotMeta) -> _StagedWriter:
         for key in [k for k in self._staged if k <= (meta.index, meta.term)]:
             self._staged.pop(key).abort()
         installer = self._store.begin_snapshot_install(meta)
         self._staged[(meta.index, meta.term)] = installer
-        return installer
+        return _StagedWriter(self, (meta.index, meta.term), installer)
 
     def take(self, meta: SnapshotMeta) -> SnapshotInstaller:
         installer = self._staged.pop((meta.index, meta.term), None)
         assert installer is not None, f"the core accepted snapshot {meta} that was never received"
         return installer
+
+
+class _StagedWriter:
+    """What the transport writes a received snapshot into; ``commit`` just leaves it staged for the core."""
+
+    def __init__(self, owner: StagedSnapshots, key: tuple[int, int], installer: SnapshotInstaller) -> None:
+        self._owner, self._key, self._installer = owner, key, installer
+
+    def write(self, data: bytes) -> None:
+        self._installer.write(data)
+
+    def commit(self) -> None:
+        """Complete: the SNAP message is delivered next, and the core decides whether to install it."""
+
+    def abort(self) -> None:
+        self._owner._staged.pop(self._key, None)
+        self._installer.abort()
