@@ -51,6 +51,8 @@ DEFAULT_BATCH_BYTES = 4 << 20
 #: gRPC message limit on the peer port: room for a full batch plus one oversized entry.
 DEFAULT_MAX_MESSAGE_BYTES = 32 << 20
 DEFAULT_SNAPSHOT_CHUNK_BYTES = 1 << 20
+#: Ping interval and timeout on peer connections: a partitioned peer is noticed within ~4 s even if idle.
+PEER_KEEPALIVE_MS = 2_000
 
 
 class SnapshotWriter(Protocol):
@@ -220,7 +222,11 @@ class PeerTransport:
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         options = channel_options(
-            self._max_message_bytes, self._max_message_bytes, max_reconnect_backoff_ms=int(MAX_BACKOFF * 1000)
+            self._max_message_bytes,
+            self._max_message_bytes,
+            max_reconnect_backoff_ms=int(MAX_BACKOFF * 1000),
+            keepalive_time_ms=PEER_KEEPALIVE_MS,
+            keepalive_timeout_ms=PEER_KEEPALIVE_MS,
         )
         if self._channel_credentials is None:
             return grpc.aio.insecure_channel(address, options=options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -52,9 +53,13 @@ class FileSnapshots:
     write_sizes: list[int] = field(default_factory=list)
     committed: list[SnapshotMeta] = field(default_factory=list)
     aborted: list[SnapshotMeta] = field(default_factory=list)
+    #: Set once a transfer has begun here (lets a test fail a transfer at a known point).
+    begun: threading.Event = field(default_factory=threading.Event)
 
     def begin(self, meta: SnapshotMeta) -> FileWriter:
-        return FileWriter(self, meta)
+        writer = FileWriter(self, meta)
+        self.begun.set()
+        return writer
 
     def open(self, meta: SnapshotMeta) -> Iterator[bytes]:
         with (self.root / f"snap-{meta.index}").open("rb") as f:

@@ -221,13 +221,15 @@ def test_snapshot_streams_in_chunks(certs: ClusterCerts, tmp_path: Path) -> None
 def test_failed_snapshot_is_reported_and_not_delivered(certs: ClusterCerts, tmp_path: Path) -> None:
     """A source that fails halfway: the receiver aborts its staging and Raft hears of the failure."""
 
+    sink = FileSnapshots(tmp_path)
+
     class Failing(FileSnapshots):
         def open(self, meta: SnapshotMeta):  # type: ignore[no-untyped-def]
             yield b"x" * 1000
+            assert sink.begun.wait(10), "the receiver never began staging"  # fail mid-transfer, not before
             raise OSError("disk gone")
 
     async def scenario() -> None:
-        sink = FileSnapshots(tmp_path)
         inbox1, inbox2 = Inbox(), Inbox()
         t1 = make_transport(1, certs.nodes["n1"], inbox1, Failing(tmp_path))
         t2 = make_transport(2, certs.nodes["n2"], inbox2, sink)
@@ -239,6 +241,30 @@ def test_failed_snapshot_is_reported_and_not_delivered(certs: ClusterCerts, tmp_
             await eventually(lambda: inbox1.snapshot_status == [(2, False)], what="failure status")
             await eventually(lambda: len(sink.aborted) == 1, what="receiver to abort")
             assert not inbox2.messages and not sink.committed
+        finally:
+            await t1.stop()
+            await t2.stop()
+
+    asyncio.run(scenario())
+
+
+def test_address_change_and_removal(certs: ClusterCerts, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        inbox1, inbox2 = Inbox(), Inbox()
+        t1 = make_transport(1, certs.nodes["n1"], inbox1, FileSnapshots(tmp_path))
+        t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
+        await t2.start()
+        t1.set_peer(2, "127.0.0.1:1")  # nothing listens there
+        await t1.start()
+        try:
+            t1.send([app(2, 1, 1)])
+            await eventually(lambda: 2 in inbox1.unreachable, what="the wrong address to fail")
+            t1.set_peer(2, f"127.0.0.1:{t2.port}")
+            t1.send([app(2, 1, 2)])
+            await eventually(lambda: [m.entries[0].index for m in inbox2.messages] == [2], what="delivery")
+            t1.remove_peer(2)
+            t1.send([app(2, 1, 3)])
+            assert t1.dropped_unknown_peer == 1
         finally:
             await t1.stop()
             await t2.stop()
