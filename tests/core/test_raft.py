@@ -1,0 +1,123 @@
+"""State-machine rules checked directly on single nodes (the golden scripts cover whole interactions)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from raftkv.core.rawnode import Config, RawNode, bootstrap_entries
+from raftkv.core.storage import MemoryStorage
+from raftkv.core.types import ConfState, Entry, HardState, Message, MessageType, ProposalDropped, Role
+
+MT = MessageType
+
+
+def node(node_id: int = 1, voters: tuple[int, ...] = (1, 2, 3), extra: list[Entry] | None = None,
+         term: int = 1, **cfg: object) -> RawNode:
+    s = MemoryStorage()
+    boot = bootstrap_entries([(v, b"") for v in voters])
+    s.append(boot + (extra or []))
+    s.set_hard_state(HardState(term=term, commit=len(boot)))
+    s.set_conf_state(ConfState(frozenset(voters)))
+    return RawNode(Config(id=node_id, applied=len(boot), **cfg), s, random.Random(node_id))  # type: ignore[arg-type]
+
+
+def drain(rn: RawNode) -> list[Message]:
+    msgs: list[Message] = []
+    while rn.has_ready():
+        rd = rn.ready()
+        storage = rn.raft.log.storage
+        storage.append(rd.entries)  # type: ignore[attr-defined]
+        if rd.hard_state:
+            storage.set_hard_state(rd.hard_state)  # type: ignore[attr-defined]
+        msgs += rd.messages
+        rn.advance(rd)
+    return msgs
+
+
+def test_randomized_election_timeout_range() -> None:
+    rn = node(election_tick=10)
+    seen = set()
+    for term in range(2, 300):
+        rn.raft.become_follower(term, 0)
+        seen.add(rn.raft.randomized_election_timeout)
+    assert min(seen) == 10 and max(seen) == 19
+
+
+def test_one_vote_per_term_and_planted_double_vote() -> None:
+    for bugs, second_granted in ((frozenset(), False), (frozenset({"double_vote"}), True)):
+        rn = node(1, check_quorum=False, unsafe_bugs=bugs)
+        rn.step(Message(MT.VOTE, to=1, sender=2, term=5, index=3, log_term=1))
+        rn.step(Message(MT.VOTE, to=1, sender=3, term=5, index=3, log_term=1))
+        resps = [m for m in drain(rn) if m.type == MT.VOTE_RESP]
+        assert [(m.to, m.reject) for m in resps] == [(2, False), (3, not second_granted)]
+
+
+def test_vote_refused_to_stale_log() -> None:
+    rn = node(1, extra=[Entry(term=2, index=4)], term=2, check_quorum=False)
+    rn.step(Message(MT.VOTE, to=1, sender=2, term=3, index=5, log_term=1))
+    (resp,) = [m for m in drain(rn) if m.type == MT.VOTE_RESP]
+    assert resp.reject and rn.raft.term == 3 and rn.raft.vote == 0
+
+
+def _leader_with_prior_term_entry(bugs: frozenset[str]) -> RawNode:
+    rn = node(1, extra=[Entry(term=2, index=4, data=b"old")], term=2, pre_vote=False, unsafe_bugs=bugs)
+    rn.campaign()
+    rn.step(Message(MT.VOTE_RESP, to=1, sender=2, term=3))
+    assert rn.raft.role == Role.LEADER and rn.raft.log.last_index() == 5
+    drain(rn)
+    return rn
+
+
+@pytest.mark.parametrize(("bugs", "commit"), [(frozenset(), 3), (frozenset({"commit_prior_term"}), 4)])
+def test_leader_commits_only_by_counting_current_term(bugs: frozenset[str], commit: int) -> None:
+    rn = _leader_with_prior_term_entry(bugs)
+    rn.step(Message(MT.APP_RESP, to=1, sender=2, term=3, index=4))  # a quorum holds 2/4, not 3/5
+    assert rn.raft.log.committed == commit
+    rn.step(Message(MT.APP_RESP, to=1, sender=2, term=3, index=5))
+    assert rn.raft.log.committed == 5
+
+
+def test_uncommitted_bytes_bound() -> None:
+    rn = node(1, max_uncommitted_bytes=100, pre_vote=False)
+    rn.campaign()
+    rn.step(Message(MT.VOTE_RESP, to=1, sender=2, term=2))
+    rn.propose(b"x" * 60)
+    with pytest.raises(ProposalDropped, match="too many uncommitted entries"):
+        rn.propose(b"y" * 60)
+    drain(rn)
+    rn.step(Message(MT.APP_RESP, to=1, sender=2, term=2, index=5))
+    drain(rn)  # applying the committed entries releases their bytes
+    assert rn.raft.uncommitted_size == 0
+    rn.propose(b"y" * 60)
+
+
+def test_hard_state_only_when_changed_and_must_sync() -> None:
+    rn = node(1, pre_vote=False)
+    rn.campaign()
+    rd = rn.ready()
+    assert rd.hard_state is not None and rd.hard_state.vote == 1 and rd.must_sync
+    rn.advance(rd)
+    assert not rn.has_ready()
+    rn.tick()
+    assert not rn.has_ready()
+
+
+def test_stale_leader_learns_newer_term() -> None:
+    rn = node(2, term=5)
+    rn.step(Message(MT.APP, to=2, sender=1, term=3, index=3, log_term=1))
+    (resp,) = drain(rn)
+    assert (resp.type, resp.to, resp.term) == (MT.APP_RESP, 1, 5)
+
+
+def test_local_messages_rejected_from_network() -> None:
+    with pytest.raises(ValueError):
+        node().step(Message(MT.HUP, to=1, sender=2))
+
+
+def test_non_member_does_not_campaign() -> None:
+    rn = node(4)
+    for _ in range(100):
+        rn.tick()
+    assert rn.raft.role == Role.FOLLOWER and rn.raft.term == 1
