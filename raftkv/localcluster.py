@@ -512,17 +512,8 @@ class LocalCluster:
                 raise ClusterError("no member is running to accept `member add`")
             config = self.client_config([self.client_url(m.name) for m in running])
             request = rpc_pb2.MemberAddRequest(peerURLs=[self.peer_url(name)], isLearner=learner)
-            # etcd refuses `member add` ("unhealthy cluster") until every member has been connected for
-            # a few seconds, e.g. just after a restart; that is worth waiting for.
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    self._call_any(config, lambda ch: rpc_pb2_grpc.ClusterStub(ch).MemberAdd(request, timeout=5))
-                    break
-                except ClusterError as exc:
-                    if "unhealthy cluster" not in str(exc) or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
+            self._reconfigure(config, lambda ch: rpc_pb2_grpc.ClusterStub(ch).MemberAdd(request, timeout=5),
+                              timeout)
         except BaseException:
             del self._members[name]
             raise
@@ -532,7 +523,7 @@ class LocalCluster:
             self.start_member(name)
         return name
 
-    def remove_member(self, name: str) -> None:
+    def remove_member(self, name: str, *, timeout: float = 15.0) -> None:
         """`member remove` through another running member, then stop the removed member's process."""
         target_id = self.member_id(name)
         if target_id is None:
@@ -540,10 +531,24 @@ class LocalCluster:
         others = [n for n in self.running() if n != name]
         config = self.client_config([self.client_url(n) for n in others])
         request = rpc_pb2.MemberRemoveRequest(ID=target_id)
-        self._call_any(config, lambda ch: rpc_pb2_grpc.ClusterStub(ch).MemberRemove(request, timeout=5))
+        self._reconfigure(config, lambda ch: rpc_pb2_grpc.ClusterStub(ch).MemberRemove(request, timeout=5),
+                          timeout)
         self.stop_member(name)
         del self._members[name]
         self._save()
+
+    @classmethod
+    def _reconfigure(cls, config: ClientConfig, call: Callable[[grpc.Channel], T], timeout: float) -> T:
+        """A membership change through any member. etcd refuses them ("unhealthy cluster") until every
+        member has been connected for a few seconds, e.g. just after a start; that is worth waiting for."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return cls._call_any(config, call)
+            except ClusterError as exc:
+                if "unhealthy cluster" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     @staticmethod
     def _call_any(config: ClientConfig, call: Callable[[grpc.Channel], T]) -> T:

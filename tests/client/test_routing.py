@@ -1,0 +1,86 @@
+"""The retry policy as a pure plan: which steps it takes for which failures (no network)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from raftkv import errors as etcd
+from raftkv.client import InvalidArgument
+from raftkv.client import routing as r
+from raftkv.client.ops import prefix_end
+from raftkv.proto import rpc_pb2
+
+
+class Status(grpc.RpcError):
+    """A failed call as gRPC reports it: a code and a message."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+AMBIGUOUS = Status(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+REFUSED = Status(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; Connection refused")
+NO_LEADER = Status(etcd.NO_LEADER.code, etcd.NO_LEADER.message)
+ENDPOINTS = ["https://a:1", "https://b:2", "https://c:3"]
+
+
+def write(seq: int = 7) -> r.Request:
+    return r.Request(r.PUT, rpc_pb2.PutRequest(key=b"k"), r.Route.LEADER, False, (99, seq))
+
+
+def leader_known(dedupes: bool) -> r.Executor:
+    return r.Executor(r.Router(list(ENDPOINTS), leader=ENDPOINTS[1]), server_dedupes=dedupes)
+
+
+def test_retried_write_reuses_its_sequence_number_and_moves_off_the_failed_leader() -> None:
+    plan = leader_known(dedupes=True).run(write(), timeout=5)
+    first = plan.send(None)
+    assert isinstance(first, r.Attempt) and first.endpoint == ENDPOINTS[1]
+    assert dict(first.metadata) == {"raftkv-client-id": "99", "raftkv-seq": "7"}
+    assert isinstance(plan.send(AMBIGUOUS), r.Sleep)
+    # The leader is forgotten: the plan asks members for the new one before retrying.
+    discovery = plan.send(None)
+    assert isinstance(discovery, r.Attempt) and discovery.method is r.STATUS
+    status = rpc_pb2.StatusResponse(leader=5)
+    status.header.member_id = 5
+    retry = plan.send(status)
+    assert isinstance(retry, r.Attempt) and retry.method is r.PUT
+    assert retry.metadata == first.metadata and retry.endpoint == discovery.endpoint
+    with pytest.raises(StopIteration) as done:
+        plan.send(rpc_pb2.PutResponse())
+    assert isinstance(done.value.value, rpc_pb2.PutResponse)
+
+
+def test_ambiguous_write_failure_is_raised_when_the_server_does_not_deduplicate() -> None:
+    plan = leader_known(dedupes=False).run(write(), timeout=5)
+    plan.send(None)
+    with pytest.raises(r.ClientError):
+        plan.send(AMBIGUOUS)
+
+
+@pytest.mark.parametrize("error", [REFUSED, NO_LEADER])
+def test_not_applied_failures_are_retried_even_without_deduplication(error: Status) -> None:
+    plan = leader_known(dedupes=False).run(write(), timeout=5)
+    plan.send(None)
+    assert isinstance(plan.send(error), r.Sleep)
+
+
+def test_definite_errors_are_raised_typed_at_once() -> None:
+    plan = leader_known(dedupes=True).run(write(), timeout=5)
+    plan.send(None)
+    with pytest.raises(InvalidArgument):
+        plan.send(Status(etcd.KEY_NOT_PROVIDED.code, etcd.KEY_NOT_PROVIDED.message))
+
+
+def test_prefix_end_follows_etcd() -> None:
+    assert prefix_end(b"a/") == b"a0"
+    assert prefix_end(b"a\xff") == b"b"
+    assert prefix_end(b"\xff\xff") == b"\0"
+    assert prefix_end(b"") == b"\0"
