@@ -49,14 +49,14 @@ class Backend(Protocol):
     ) -> internal_pb2.ApplyResult:
         """Replicate ``request`` (the node fills in ``header.id``), wait until applied, return its result.
 
-        Raises ``raftkv.errors.EtcdError`` (no leader, timed out, leader changed, space exceeded, ...).
+        Raises ``raftkv.errors.EtcdException`` (no leader, timed out, leader changed, space exceeded, ...).
         Followers forward to the leader inside Raft; callers never see a redirect.
         """
         ...
 
     async def read_barrier(self, timeout: float) -> None:
         """Linearizable-read barrier (ReadIndex, batched): returns once this node has applied everything
-        committed before the call. Raises EtcdError (no leader / timed out)."""
+        committed before the call. Raises EtcdException (no leader / timed out)."""
         ...
 
     def has_leader(self) -> bool: ...
@@ -67,7 +67,7 @@ class Backend(Protocol):
 
     # --- local reads (serializable, or after read_barrier) -------------------------------------------------
     def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
-        """Serve a RangeRequest from the local state machine (raises EtcdError for compacted/future revision)."""
+        """Serve a RangeRequest from the local state machine (raises EtcdException for compacted/future revision)."""
         ...
 
     def current_revision(self) -> int: ...
@@ -79,7 +79,7 @@ class Backend(Protocol):
     ) -> list[RevisionEvents]:
         """Committed events with revision >= start_revision matching the range, from the MVCC history.
 
-        Raises EtcdError COMPACTED if start_revision <= compact_revision."""
+        Raises EtcdException(COMPACTED) if start_revision <= compact_revision."""
         ...
 
     def subscribe_applied(self, callback: Callable[[RevisionEvents], None]) -> Callable[[], None]:

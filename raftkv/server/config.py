@@ -39,6 +39,7 @@ class ServerConfig:
     heartbeat_ms: int = 100
     election_ms: int = 1000
     snapshot_count: int = 10000
+    snapshot_catchup_entries: int = 5000
     quota_backend_bytes: int = DEFAULT_QUOTA_BYTES
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     listen_metrics_urls: tuple[str, ...] = ()
@@ -115,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-interval", type=int, help="milliseconds between leader heartbeats (default 100)")
     p.add_argument("--election-timeout", type=int, help="milliseconds before a follower campaigns (default 1000)")
     p.add_argument("--snapshot-count", type=int, help="applied entries between snapshots (default 10000)")
+    p.add_argument(
+        "--snapshot-catchup-entries",
+        type=int,
+        help="log entries kept after a snapshot for slow followers (default 5000)",
+    )
     p.add_argument("--quota-backend-bytes", type=int, help="database size that raises the NOSPACE alarm (default 2 GiB)")
     p.add_argument("--max-request-bytes", type=int, help="largest client request accepted (default 1.5 MiB)")
     p.add_argument("--listen-metrics-urls", help="plain-HTTP URLs serving /metrics (Prometheus) and /health")
@@ -127,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p.add_argument("--unsafe-planted-bug", choices=PLANTED_BUGS, help=argparse.SUPPRESS)
     return p
+
+
+def _or_default(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -244,6 +254,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         heartbeat_ms=heartbeat,
         election_ms=election,
         snapshot_count=args.get("snapshot_count") or 10000,
+        snapshot_catchup_entries=_or_default(args.get("snapshot_catchup_entries"), 5000),
         quota_backend_bytes=args.get("quota_backend_bytes") or DEFAULT_QUOTA_BYTES,
         max_request_bytes=args.get("max_request_bytes") or DEFAULT_MAX_REQUEST_BYTES,
         listen_metrics_urls=_split(args.get("listen_metrics_urls")),

@@ -58,7 +58,11 @@ class Members:
         return self.maintenance(name).HashKV(rpc_pb2.HashKVRequest(revision=revision), timeout=5).hash
 
     def revision(self, name: str) -> int:
-        return self.maintenance(name).Status(rpc_pb2.StatusRequest(), timeout=2).header.revision
+        """The member's applied revision, or -1 while it does not answer (e.g. still starting)."""
+        try:
+            return self.maintenance(name).Status(rpc_pb2.StatusRequest(), timeout=2).header.revision
+        except grpc.RpcError:
+            return -1
 
 
 def start_cluster(base: Path, **kwargs: object) -> LocalCluster:

@@ -10,7 +10,7 @@ import grpc
 from raftkv.localcluster import LocalCluster
 from raftkv.proto import raft_pb2, raft_pb2_grpc, rpc_pb2
 from raftkv.security.certs import init_cluster_certs
-from raftkv.security.tls import TLSFiles, channel_credentials
+from raftkv.security.tls import channel_credentials
 from tests.cluster.conftest import Members, wait_for
 
 
@@ -33,8 +33,13 @@ def test_plaintext_and_foreign_ca_are_refused_on_the_peer_port(
 
     intruder = init_cluster_certs(tmp_path / "foreign", ["intruder"]).nodes["intruder"]
     # The intruder trusts the cluster's CA for the server side, so only its own certificate is at fault.
-    trusting = TLSFiles(cluster.certs_dir / "ca.crt", intruder.cert, intruder.key)
-    for credentials in (channel_credentials(intruder), channel_credentials(trusting)):
+    # (raw grpc credentials: raftkv's own loader refuses such a mismatched set up front).
+    trusting = grpc.ssl_channel_credentials(
+        root_certificates=(cluster.certs_dir / "ca.crt").read_bytes(),
+        private_key=intruder.key.read_bytes(),
+        certificate_chain=intruder.cert.read_bytes(),
+    )
+    for credentials in (channel_credentials(intruder), trusting):
         with grpc.secure_channel(target, credentials) as channel:
             try:
                 raft_pb2_grpc.RaftPeerStub(channel).Stream(iter([batch]), timeout=3)

@@ -9,7 +9,7 @@ from tests.cluster.conftest import Members, start_cluster, wait_for
 
 
 def test_stopped_follower_catches_up_from_snapshot(tmp_path: Path) -> None:
-    with start_cluster(tmp_path / "c", extra_args=["--snapshot-count", "40"]) as cluster:
+    with start_cluster(tmp_path / "c", extra_args=["--snapshot-count", "40", "--snapshot-catchup-entries", "10"]) as cluster:
         members = Members(cluster)
         leader = cluster.wait_ready()
         lagging = next(n for n in cluster.names if n != leader)
