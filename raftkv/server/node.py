@@ -52,6 +52,7 @@ log = logging.getLogger("raftkv.node")
 
 API_VERSION = "3.4.0"  # the etcd API level raftkv serves; etcdctl prints it in `endpoint status`
 LEASE_CHECK_INTERVAL = 0.5  # seconds, as etcd's lessor
+QUOTA_CHECK_INTERVAL = 1.0  # seconds
 MAX_LEASE_REVOKES_PER_CHECK = revoke_limit(LEASE_CHECK_INTERVAL)
 APPLIED_CALLBACK = Callable[[RevisionEvents], None]
 
@@ -121,6 +122,7 @@ class Node:
             asyncio.create_task(self._ticker(), name="ticker"),
             asyncio.create_task(self._lease_expiry_loop(), name="lease-expiry"),
             asyncio.create_task(self._publish_self(), name="publish-member"),
+            asyncio.create_task(self._quota_loop(), name="quota"),
         ]
 
     async def stop(self) -> None:
@@ -320,6 +322,22 @@ class Node:
                 return
             # The lessor offers the lease again after its retry interval.
             log.info("%s: revoking expired lease %x failed (%s); will retry", self.cfg.name, lease_id, exc)
+
+    async def _quota_loop(self) -> None:
+        """Raise the NOSPACE alarm (through the log, so every member refuses writes alike) once this
+        member's database passes the quota; like etcd, only `alarm disarm` after compaction clears it."""
+        while True:
+            await asyncio.sleep(QUOTA_CHECK_INTERVAL)
+            if not self.store.over_quota() or not self.has_leader():
+                continue
+            if any(a.memberID == self.member_id and a.alarm == rpc_pb2.NOSPACE for a in self.alarms()):
+                continue
+            log.warning("%s: database size %d passed the quota; raising the NOSPACE alarm", self.cfg.name, self.store.db_size_in_use())
+            alarm = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self.member_id, alarm=rpc_pb2.NOSPACE)
+            try:
+                await self.propose(internal_pb2.InternalRequest(alarm=alarm), ClientSession(), timeout=5)
+            except errors.EtcdException as exc:
+                log.info("%s: raising the NOSPACE alarm failed (%s); will retry", self.cfg.name, exc)
 
     async def _publish_self(self) -> None:
         """Announce name and client URLs through the log once, so MemberList shows them everywhere."""
