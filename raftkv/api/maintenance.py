@@ -14,6 +14,9 @@ from raftkv.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 
 #: etcd sends snapshots in 32 KiB messages.
 SNAPSHOT_CHUNK_BYTES = 32 * 1024
+#: etcdctl refuses a snapshot whose length is not a multiple of this plus 32 (bolt files are page-sized;
+#: that is how it finds the trailing SHA-256), so raftkv's stream is padded with zero bytes to it.
+SNAPSHOT_ALIGN_BYTES = 512
 #: Snapshots up to this size are staged in memory, larger ones in a temporary file.
 SNAPSHOT_SPOOL_BYTES = 16 * 1024 * 1024
 
@@ -58,7 +61,10 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         self, request: rpc_pb2.SnapshotRequest, context: Context
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         """etcd's stream: 32 KiB blobs each saying how many bytes remain, then one message holding the
-        SHA-256 of everything sent (``etcdctl snapshot restore`` checks it).
+        SHA-256 of everything sent (``etcdctl snapshot save`` insists on it).
+
+        The data is the backend's snapshot format followed by zero bytes up to a multiple of
+        ``SNAPSHOT_ALIGN_BYTES``; readers of a saved file must ignore that padding.
 
         The backend's consistent view is staged first, because ``remaining_bytes`` needs the total size
         up front and the view should not be held open for as long as a slow client takes to read.
@@ -68,6 +74,9 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             async for chunk in self._backend.snapshot_chunks():
                 spool.write(chunk)
                 digest.update(chunk)
+            padding = bytes(-spool.tell() % SNAPSHOT_ALIGN_BYTES)
+            spool.write(padding)
+            digest.update(padding)
             total = spool.tell()
             spool.seek(0)
             sent = 0

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from raftkv.localcluster import LocalCluster
+from raftkv.proto import rpc_pb2, rpc_pb2_grpc
 
 from .etcdctl import ETCDCTL, Etcdctl, poll
 
@@ -61,10 +62,19 @@ def start_cluster(kind: str, base: Path) -> LocalCluster:
         cluster.wait_ready(timeout=30)
         for name in cluster.names:
             cluster.wait_member_ready(name, timeout=30)
+        poll(lambda: published(cluster) or None, 30, "every member to publish its client URLs")
     except BaseException:
         cluster.stop()
         raise
     return cluster
+
+
+def published(cluster: LocalCluster) -> bool:
+    """Members announce their client URLs through the log once running; until then etcdctl shows none."""
+    url = cluster.endpoints[0]
+    with cluster.client_config([url]).channel(url) as channel:
+        listed = rpc_pb2_grpc.ClusterStub(channel).MemberList(rpc_pb2.MemberListRequest(), timeout=5)
+    return len(listed.members) == len(cluster.names) and all(m.clientURLs for m in listed.members)
 
 
 @pytest.fixture(scope="session", params=KINDS)

@@ -56,7 +56,8 @@ class Etcdctl:
 
 _MASKS: Sequence[tuple[re.Pattern[str], str]] = (
     (re.compile(r"https?://127\.0\.0\.1:\d+"), "<url>"),
-    (re.compile(r"\b[0-9a-f]{16}\b"), "<id>"),
+    # Ids are printed with %x or %16x (space-padded); an id below 2**48 is too unlikely to matter.
+    (re.compile(r"( ?) *\b[0-9a-f]{12,16}\b"), r"\1<id>"),
     (re.compile(r"took = [0-9.]+[a-zµ]*s"), "took = <t>"),
     (re.compile(r"\b\d+(\.\d+)? [kMG]?B\b"), "<size>"),
     (re.compile(r"\b3\.4\.\d+\b"), "<version>"),
