@@ -226,20 +226,37 @@ class WatchHub:
         Synchronous on purpose: no revision can be published between the history read and joining the
         live set, so the catch-up/live boundary needs no locking.
         """
-        start = watcher.next_rev
-        if start <= self._published:
-            try:
-                history = self._backend.events_since(start, watcher.spec.key, watcher.spec.range_end)
-            except errors.EtcdException as exc:
-                if exc.error != errors.COMPACTED:
-                    raise
-                return max(self._backend.compact_revision(), 1)
-            for revision in history:
-                watcher.enqueue(revision, backlog=True)
-            # History covers everything applied so far, matching or not.
-            watcher.next_rev = max(watcher.next_rev, self._published + 1)
+        if watcher.next_rev <= self._published:
+            compact_revision = self._catch_up(watcher, backlog=True)
+            if compact_revision is not None:
+                return compact_revision
         self._watchers.add(watcher)
         return None
+
+    def _catch_up(self, watcher: _Watcher, backlog: bool) -> int | None:
+        """Queue the watcher's events from history, from its cursor to the last applied revision; returns
+        the compact revision instead when the history it needs is gone."""
+        try:
+            history = self._backend.events_since(watcher.next_rev, watcher.spec.key, watcher.spec.range_end)
+        except errors.EtcdException as exc:
+            if exc.error != errors.COMPACTED:
+                raise
+            return max(self._backend.compact_revision(), 1)
+        for revision in history:
+            watcher.enqueue(revision, backlog=backlog)
+        # History covers everything applied so far, matching or not (possibly some not yet published).
+        watcher.next_rev = max(watcher.next_rev, self._published + 1, self._backend.current_revision() + 1)
+        return None
+
+    def _resync(self) -> None:
+        """Revisions were applied without being published (a snapshot was installed): every watcher
+        catches up from history, or is canceled with the compact revision if its history is gone."""
+        for watcher in list(self._watchers):
+            compact_revision = self._catch_up(watcher, backlog=False)
+            if compact_revision is not None:
+                watcher.stream._end_compacted(watcher, compact_revision)
+            elif watcher.pending:
+                watcher.stream._wake()
 
     def _unregister(self, watcher: _Watcher) -> None:
         self._watchers.discard(watcher)
@@ -250,6 +267,9 @@ class WatchHub:
     def _publish(self, revision: RevisionEvents) -> None:
         """The node applied ``revision``: queue it for every interested watcher. Never blocks."""
         assert revision.revision > self._published, (revision.revision, self._published)
+        if revision.revision > self._published + 1:
+            # Every revision has events, so a skipped one was never published: fill the gap from history.
+            self._resync()
         self._published = revision.revision
         for watcher in list(self._watchers):
             if revision.revision < watcher.next_rev:
@@ -296,14 +316,10 @@ class WatchStream:
         start = spec.start_revision if spec.start_revision > 0 else published + 1
         watcher = _Watcher(watch_id, spec, self, next_rev=start)
         self._control.append(Delivery(watch_id, published, created=True))
+        self._watchers[watch_id] = watcher
         compact_revision = self._hub._register(watcher)
         if compact_revision is not None:
-            self._control.append(
-                Delivery(watch_id, published, canceled=True, compact_revision=compact_revision,
-                         cancel_reason=errors.COMPACTED.message)
-            )
-        else:
-            self._watchers[watch_id] = watcher
+            self._end_compacted(watcher, compact_revision)
         self._wake()
         return watch_id
 
@@ -397,6 +413,17 @@ class WatchStream:
             del self._watchers[first.watch_id]
             self._watchers[first.watch_id] = first
         return watchers
+
+    def _end_compacted(self, watcher: _Watcher, compact_revision: int) -> None:
+        """The history the watcher needs was compacted: cancel it the way etcd does (clients re-list)."""
+        self._watchers.pop(watcher.watch_id, None)
+        self._hub._unregister(watcher)
+        watcher.pending.clear()
+        self._control.append(
+            Delivery(watcher.watch_id, self._hub.published_revision, canceled=True,
+                     compact_revision=compact_revision, cancel_reason=errors.COMPACTED.message)
+        )
+        self._wake()
 
     def _refuse(self, reason: str) -> int:
         """A create the store will not take: etcd answers created-and-canceled with id -1 and the reason."""

@@ -95,6 +95,10 @@ class AppliedLog:
                 callback(revision)
         self._unpublished.clear()
 
+    def install_snapshot(self) -> None:
+        """Revisions arrive in bulk with a snapshot: in the history, never published one by one."""
+        self._unpublished.clear()
+
 
 def run(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
     """Run an async test on a fresh loop (every hub stream lives on the loop that serves it)."""
@@ -157,6 +161,32 @@ async def test_catch_up_then_live_without_gap_or_duplicate_at_the_boundary() -> 
     log.apply((b"k", b"live"))
     out = drain(stream)
     assert [rev for _, _, rev in events_of(out, 0)] == [3, 4, 5, 6, 7, 8]
+
+
+def test_revisions_installed_by_a_snapshot_reach_watchers_from_history() -> None:
+    log, hub = make_hub()
+    stream = hub.open_stream()
+    stream.create(WatchSpec(b"k"))
+    log.apply((b"k", b"1"))
+    log.apply((b"k", b"2"), publish=False)
+    log.apply((b"k", b"3"), publish=False)
+    log.install_snapshot()
+    log.apply((b"k", b"4"))
+    assert [rev for _, _, rev in events_of(drain(stream), 0)] == [2, 3, 4, 5]
+
+
+def test_watcher_whose_history_was_compacted_during_a_snapshot_is_canceled() -> None:
+    log, hub = make_hub()
+    stream = hub.open_stream()
+    stream.create(WatchSpec(b"k"))
+    log.apply((b"k", b"1"), publish=False)
+    log.apply((b"k", b"2"), publish=False)
+    log.install_snapshot()
+    log.compacted = 3
+    log.apply((b"k", b"3"))
+    out = drain(stream)
+    assert out[-1].canceled and out[-1].compact_revision == 3
+    assert not events_of(out, 0)
 
 
 @run
