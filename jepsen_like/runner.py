@@ -7,6 +7,7 @@ Everything started here is torn down in ``finally`` -- also on Ctrl-C and SIGTER
 from __future__ import annotations
 
 import json
+import random
 import signal
 import socket
 import threading
@@ -56,10 +57,17 @@ class ProxiedCluster(LocalCluster):
         return cmd
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+def _free_port(rng: random.Random) -> int:
+    """A bindable port below the kernel's ephemeral range, so the proxies' own outgoing connections (which
+    use ephemeral ports) cannot take it between now and the member binding it."""
+    while True:
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
 
 
 def build_cluster(cfg: RunConfig, base: Path) -> tuple[ProxiedCluster, Network | None]:
@@ -70,7 +78,8 @@ def build_cluster(cfg: RunConfig, base: Path) -> tuple[ProxiedCluster, Network |
         raise ValueError(f"network back end {cfg.net!r} is not available; use proxy")
     net = Network(cluster.names, seed=cfg.seed)
     if cfg.target == "etcd":
-        cluster.listen_ports = {n: _free_port() for n in cluster.names}
+        rng = random.Random()
+        cluster.listen_ports = {n: _free_port(rng) for n in cluster.names}
         for n in cluster.names:
             net.inbound_listener(n, (HOST, cluster.listen_ports[n]), cluster.member(n).peer_port)
     else:
@@ -133,7 +142,8 @@ def run(cfg: RunConfig, out: Path) -> Path:
             cluster.start()
             cluster.wait_ready(timeout=60, all_members=True)
             if cfg.target == "etcd":
-                net.member_ids = {format(cluster.member_id(n) or 0, "x"): n for n in cluster.names}
+                net.identify({format(cluster.member_id(n) or 0, "x"): n for n in cluster.names})
+                cluster.wait_ready(timeout=60, all_members=True)
             members = [Member(n, f"{HOST}:{cluster.member(n).client_port}") for n in cluster.names]
             workers = make_workers(cfg, members, history, stop)
             for w in workers:
@@ -153,7 +163,8 @@ def run(cfg: RunConfig, out: Path) -> Path:
             try:
                 if cluster is not None and members:
                     cluster.wait_ready(timeout=60, all_members=True)
-                    time.sleep(cfg.quiet_s)  # the quiet period itself: no traffic, no faults
+                    # The quiet period itself (no traffic, no faults); lease runs also let every lease expire.
+                    time.sleep(cfg.quiet_s + (LeaseWorker.TTL + 1 if cfg.workload in ("lease", "all") else 0))
                     final_reads(members, history, cfg.quiet_s)
             finally:
                 for m in members:

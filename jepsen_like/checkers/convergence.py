@@ -25,6 +25,9 @@ def check(events: Sequence[Event]) -> CheckResult:
                     [{"member": h.member, "hash": h.extra["hash"]} for h in hs])
     finals = list(records(events, "final-read"))
     for fr in finals[1:]:
+        if fr.revision != finals[0].revision:
+            res.stats["final_reads_at_other_revisions"] = res.stats.get("final_reads_at_other_revisions", 0) + 1
+            continue  # taken at different revisions (e.g. a lease expired in between): HashKV decides
         a, b = finals[0].extra["kvs"], fr.extra["kvs"]
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         if diff:
@@ -40,5 +43,5 @@ def check(events: Sequence[Event]) -> CheckResult:
                     [{"only_" + names[0]: sorted(a - b)[:5], "only_" + name: sorted(b - a)[:5]}])
     if not hashes and not finals:
         res.valid = None
-    res.stats = {"members": len(finals), "hashes": len(hashes)}
+    res.stats.update({"members": len(finals), "hashes": len(hashes)})
     return res

@@ -11,7 +11,9 @@ The kernel here has no netem, so link faults are made in userspace.  Each direct
 
 How a connection learns its link: raftkv dials each peer at an address given by ``--peer-dial-override``, so
 every directed link gets its own listening port.  etcd cannot be told that, so each etcd member gets one
-inbound proxy and the source is read from the ``X-Server-From`` header every rafthttp request carries.
+inbound proxy and the source is read from the ``X-Server-From`` header every rafthttp request carries.  etcd's
+streams are opened by the *receiver* (its GET's response body carries the other member's messages), so on those
+connections the response direction belongs to the reverse link; raftkv's answers on a link belong to it.
 """
 
 from __future__ import annotations
@@ -50,7 +52,17 @@ class Network:
         self._servers: list[asyncio.base_events.Server] = []
         self._conns: dict[tuple[str, str], set[asyncio.StreamWriter]] = {k: set() for k in self.links}
         self._held: dict[tuple[str, str], set[asyncio.StreamWriter]] = {k: set() for k in self.links}
+        self._unidentified: set[asyncio.StreamWriter] = set()
         self.member_ids: dict[str, str] = {}  # etcd member id (hex) -> name
+
+    def identify(self, member_ids: dict[str, str]) -> None:
+        """Learn etcd member ids (known only once members run) and cut connections opened before, so they
+        reconnect as identified links."""
+        def apply() -> None:
+            self.member_ids = dict(member_ids)
+            for w in list(self._unidentified):
+                w.transport.abort()
+        self.loop.call_soon_threadsafe(apply)
 
     # ------------------------------------------------------------------ listeners
 
@@ -59,27 +71,29 @@ class Network:
 
     def link_listener(self, src: str, dst: str, upstream: tuple[str, int]) -> int:
         """A proxy for the one link ``src -> dst``; returns its port."""
-        return self._run(self._listen(lambda _: src, dst, upstream))  # type: ignore[no-any-return]
+        return self._run(self._listen(lambda _: src, dst, upstream, reverse=False))  # type: ignore[no-any-return]
 
     def inbound_listener(self, dst: str, upstream: tuple[str, int], port: int) -> int:
         """A proxy in front of ``dst`` on ``port`` that identifies the source from etcd's headers."""
-        return self._run(self._listen(self._sniff_source, dst, upstream, port))  # type: ignore[no-any-return]
+        return self._run(self._listen(self._sniff_source, dst, upstream, reverse=True,  # type: ignore[no-any-return]
+                                      port=port))
 
     def _sniff_source(self, first: bytes) -> str | None:
         m = FROM_HEADER.search(first)
         return self.member_ids.get(m.group(1).decode().lower().lstrip("0")) if m else None
 
     async def _listen(self, source: Callable[[bytes], str | None], dst: str, upstream: tuple[str, int],
-                      port: int = 0) -> int:
+                      reverse: bool, port: int = 0) -> int:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._connection(reader, writer, source, dst, upstream)
+            await self._connection(reader, writer, source, dst, upstream, reverse)
 
         server = await asyncio.start_server(handle, HOST, port, reuse_address=True)
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                          source: Callable[[bytes], str | None], dst: str, upstream: tuple[str, int]) -> None:
+                          source: Callable[[bytes], str | None], dst: str, upstream: tuple[str, int],
+                          reverse: bool) -> None:
         first = b""
         try:
             src = source(b"")
@@ -96,19 +110,20 @@ class Network:
         except OSError:
             writer.close()
             return
-        if link is not None:
-            self._conns[link].add(writer)
-            self._conns[link].add(up_writer)
+        back = (link[1], link[0]) if link is not None and reverse else link
+        groups = [self._conns[k] for k in {link, back} if k is not None] or [self._unidentified]
+        for g in groups:
+            g.update((writer, up_writer))
         if first:
             up_writer.write(first)
         try:
-            await asyncio.gather(self._pump(reader, up_writer, link), self._pump(up_reader, writer, link),
+            await asyncio.gather(self._pump(reader, up_writer, link), self._pump(up_reader, writer, back),
                                  return_exceptions=True)
         finally:
             for w in (writer, up_writer):
                 w.close()
-                if link is not None:
-                    self._conns[link].discard(w)
+                for g in groups:
+                    g.discard(w)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     link: tuple[str, str] | None) -> None:
