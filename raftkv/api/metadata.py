@@ -162,7 +162,12 @@ def call_timeout(context: Context, default: float) -> float:
 
 
 def with_header(response: ResponseT, backend: Backend) -> ResponseT:
-    """Give ``response`` a header if it has none: etcd clients dereference the header of every response."""
-    if not response.HasField("header"):
-        response.header.CopyFrom(backend.header())
+    """Complete ``response.header`` as etcd's ``header.fill`` does: this member's ids and the current
+    term always, the current revision only if the applier did not set the revision the request made.
+    etcd clients dereference the header of every response."""
+    current = backend.header()
+    header = response.header  # type: ignore[attr-defined]
+    header.cluster_id, header.member_id, header.raft_term = current.cluster_id, current.member_id, current.raft_term
+    if not header.revision:
+        header.revision = current.revision
     return response
