@@ -48,6 +48,8 @@ class Cluster:
             schedule.keys,
             stale_reads="stale_read" in options.sim_bugs,
         )
+        self._nemesis_rng = self._derive_rng()
+        self._hunting = schedule.hunt > 0
         self.conf = ConfState(voters=frozenset(range(1, schedule.nodes + 1)))
         self._conf_index = schedule.nodes
         self._joined: set[int] = set(self.conf.voters)
@@ -100,6 +102,7 @@ class Cluster:
     # -- NodeHooks --------------------------------------------------------------------------------------
 
     def send(self, env: Envelope) -> None:
+        self.checker.sending(self.nodes[env.msg.sender], env.msg)
         self.network.send(env)
 
     def _deliver(self, env: Envelope) -> None:
@@ -146,7 +149,33 @@ class Cluster:
         self.workload.read_served(node, ctx)
 
     def observe(self, node: SimNode) -> None:
+        before = self.checker.elections
         self.checker.observe(node)
+        if self.checker.elections > before and self._hunting:
+            rng = self._nemesis_rng
+            if rng.randrange(100) < self.schedule.hunt:
+                delay = rng.randint(0, self.schedule.hunt_delay)
+                life = node.life
+                self.queue.schedule(delay, f"hunt n{node.id}", lambda: self._hunt(node, life))
+
+    def _hunt(self, node: SimNode, life: int) -> None:
+        """Strike a leader the nemesis picked at its election, if it still leads in that life."""
+        if not self._hunting or node.life != life or not self.checker.is_leader(node.id):
+            return
+        rng = self._nemesis_rng
+        if rng.random() < 0.25:
+            self._crash(node)
+            self.queue.schedule(rng.randint(50, 400), f"restart n{node.id}", lambda: self._revive(node))
+            return
+        side = {node.id}
+        others = [n.id for n in self.live_members() if n.id != node.id]
+        if others and rng.random() < 0.5:
+            side.add(rng.choice(others))
+        self.network.partition(frozenset(side))
+
+    def _revive(self, node: SimNode) -> None:
+        if not node.alive and not node.removed:
+            self._start(node)
 
     # -- membership -------------------------------------------------------------------------------------
 
@@ -230,6 +259,7 @@ class Cluster:
 
     def heal_all(self) -> None:
         """End of the fault phase: reconnect everything and bring every member back."""
+        self._hunting = False
         self.network.heal()
         link = self.schedule.link
         self.network.faults = LinkFaults(min_latency=link.min_latency, max_latency=link.max_latency)

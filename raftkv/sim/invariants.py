@@ -11,6 +11,8 @@ Each check is incremental so it can run after every event without making a run q
   later term. Commits are recorded with the term of the leader that advanced its commit index; every new
   leader is checked against all of them, and every current leader against each new one.
 - **State machine safety**: no two nodes apply different entries (or snapshots) at one index.
+- **Durability before acknowledgement**: a node only acknowledges entries (APP_RESP) and grants votes
+  (VOTE_RESP) that are already durable on its disk -- the Ready contract's "send after fsync".
 - **Commit monotonicity**: a node's commit index never decreases within a life, never restarts below its
   durable commit, and the durable term and commit never go backwards.
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raftkv.core.types import CompactedError, Entry, EntryType, Role, SnapshotMeta, UnavailableError
+from raftkv.core.types import CompactedError, Entry, EntryType, Message, MessageType, Role, SnapshotMeta, UnavailableError
 from raftkv.sim.node import SimNode
 
 
@@ -56,6 +58,9 @@ class Checker:
         if not self._current_leaders:
             return None
         return max(self._current_leaders.items(), key=lambda kv: (kv[1], kv[0]))[0]
+
+    def is_leader(self, node_id: int) -> bool:
+        return node_id in self._current_leaders
 
     @property
     def max_committed(self) -> int:
@@ -140,6 +145,20 @@ class Checker:
         if hs.term == term and vote and hs.vote != vote:
             raise InvariantViolation(f"n{node.id} changed its vote in term {term}: n{vote} then n{hs.vote}")
         self._durable[node.id] = (hs.term, hs.vote, hs.commit)
+
+    def sending(self, node: SimNode, msg: Message) -> None:
+        storage = node.disk.storage
+        if msg.type == MessageType.APP_RESP and not msg.reject and msg.index > storage.last_index():
+            raise InvariantViolation(
+                f"n{node.id} acknowledged index {msg.index} to n{msg.to} but only {storage.last_index()} is durable"
+            )
+        if msg.type == MessageType.VOTE_RESP and not msg.reject:
+            hs = storage.hard_state
+            if (hs.term, hs.vote) != (msg.term, msg.to):
+                raise InvariantViolation(
+                    f"n{node.id} granted its term {msg.term} vote to n{msg.to} but its disk holds term {hs.term} "
+                    f"vote n{hs.vote}"
+                )
 
     def persisted(self, node: SimNode, entries: list[Entry]) -> None:
         storage = node.disk.storage

@@ -179,10 +179,14 @@ class SimNode:
         for msg in messages:
             data = None
             if msg.type == MessageType.SNAP:
-                assert msg.snapshot is not None
-                if msg.snapshot.index != self.disk.storage.snapshot_meta().index:
-                    # A newer snapshot replaced it before we could stream it: the send fails.
-                    assert self.raw is not None
+                assert msg.snapshot is not None and self.raw is not None
+                meta = self.disk.storage.snapshot_meta()
+                if msg.snapshot.index != meta.index or msg.to not in meta.conf_state.members():
+                    # Either a newer snapshot replaced this one before it could be streamed, or the snapshot
+                    # predates the recipient joining (it would refuse it, and wait forever if no later
+                    # snapshot came). Take a fresh one if that helps, and fail this send so the core retries.
+                    if msg.to in self.disk.sm.conf_state.members() and self.disk.sm.applied > meta.index:
+                        self.disk.take_snapshot()
                     self.raw.report_snapshot(msg.to, False)
                     continue
                 data = self.disk.snapshot_data
