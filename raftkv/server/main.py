@@ -137,7 +137,8 @@ async def serve(cfg: ServerConfig) -> int:
             ("raftkv_mvcc_revision", "Current MVCC revision.", lambda: float(node.current_revision())),
             ("raftkv_leader_changes_seen_total", "Leader changes seen.", lambda: float(node.leader_changes)),
             ("raftkv_ready_turns_total", "Ready batches handled.", lambda: float(node.ready_turns)),
-            ("raftkv_db_size_bytes", "Database size in bytes.", lambda: float(node.store.db_size()[0])),
+            ("raftkv_fsyncs_total", "LMDB write commits, each one fsync.", lambda: float(node.store.writer.commits)),
+            ("raftkv_db_size_bytes", "Database size in bytes.", lambda: float(node.store.db_size())),
         ],
         healthy=node.has_leader,
     )

@@ -35,7 +35,8 @@ class MetricsServer:
         lines: list[str] = []
         for name, help_text, read in self._gauges:
             lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} gauge")
+            kind = "counter" if name.endswith("_total") else "gauge"  # Prometheus naming convention
+            lines.append(f"# TYPE {name} {kind}")
             lines.append(f"{name} {read():g}")
         return "\n".join(lines) + "\n"
 

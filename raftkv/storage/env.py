@@ -201,6 +201,9 @@ class Writer:
 
     def __init__(self, env: Env, name: str = "raftkv-lmdb-writer") -> None:
         self.env = env
+        #: Write transactions committed so far. Each commit is one durability point (fsync of data and
+        #: meta page when the env syncs), so this is the node's fsync count; only this thread writes it.
+        self.commits = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -248,6 +251,7 @@ class Writer:
                 with self.env.lmdb.begin(write=True) as txn:
                     wtxn = WriteTxn(self.env, txn)
                     result = fn(wtxn)
+                self.commits += 1
                 for hook in wtxn._hooks:
                     hook()
                 return result

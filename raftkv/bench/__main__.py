@@ -1,0 +1,171 @@
+"""``python -m raftkv.bench``: run the standard workloads against raftkv, etcd, or both side by side.
+
+Without ``--endpoints`` a fresh three-member cluster with mutual TLS is started in a temporary directory
+(``raftkv.localcluster``) and stopped afterwards; with ``--endpoints`` (plus the TLS flags, and
+``--metrics-urls`` for fsync figures) an already running cluster is measured instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from raftkv.bench.load import STANDARD, LoadGenerator, Workload
+from raftkv.bench.scrape import cluster_fsyncs
+from raftkv.bench.stats import Result
+from raftkv.client.config import ClientConfig
+from raftkv.localcluster import Kind, LocalCluster
+from raftkv.proto import rpc_pb2, rpc_pb2_grpc
+
+ETCD_BINARY = "/usr/bin/etcd"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A running cluster to measure: where clients connect, and where its metrics are (may be empty)."""
+
+    name: str
+    config: ClientConfig
+    endpoints: tuple[str, ...]
+    metrics_urls: tuple[str, ...]
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    names = {w.name.replace(" ", ""): w for w in STANDARD}
+    parser = argparse.ArgumentParser(prog="python -m raftkv.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=["raftkv", "etcd", "both"], default="raftkv",
+                        help="what to start and measure; both = etcd then raftkv, with a side-by-side table")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per workload (default 10)")
+    parser.add_argument("--channels", type=int, default=8, help="gRPC channels shared by the workers (default 8)")
+    parser.add_argument("--to", choices=["leader", "all"], default="leader",
+                        help="send to the leader only (default) or spread channels over every member")
+    parser.add_argument("--workloads", default=",".join(names),
+                        help=f"comma-separated subset of {','.join(names)}")
+    parser.add_argument("--dir", help="where to create the cluster (default: a temporary directory, removed)")
+    parser.add_argument("--plaintext", action="store_true", help="start the cluster without TLS")
+    attach = parser.add_argument_group("attach to a running cluster instead of starting one")
+    attach.add_argument("--endpoints", help="comma-separated client URLs")
+    attach.add_argument("--cacert")
+    attach.add_argument("--cert")
+    attach.add_argument("--key")
+    attach.add_argument("--metrics-urls", default="", help="comma-separated metrics URLs, for fsyncs/s")
+    args = parser.parse_args(argv)
+    try:
+        args.workloads = [names[n] for n in args.workloads.split(",") if n]
+    except KeyError as exc:
+        parser.error(f"unknown workload {exc}; choose from {','.join(names)}")
+    if args.endpoints and args.target == "both":
+        parser.error("--target both starts its own clusters; it cannot be combined with --endpoints")
+    if args.target != "raftkv" and not args.endpoints and not Path(ETCD_BINARY).exists():
+        parser.error(f"--target {args.target} needs {ETCD_BINARY}")
+    return args
+
+
+def _leader_endpoint(config: ClientConfig, endpoints: Sequence[str]) -> str:
+    """The endpoint whose member reports itself as leader."""
+    for endpoint in endpoints:
+        with config.channel(endpoint) as channel:
+            try:
+                status = rpc_pb2_grpc.MaintenanceStub(channel).Status(rpc_pb2.StatusRequest(), timeout=5)
+            except grpc.RpcError:
+                continue
+        if status.leader and status.leader == status.header.member_id:
+            return endpoint
+    raise SystemExit(f"no member of {','.join(endpoints)} reports itself as leader")
+
+
+@contextlib.contextmanager
+def _started(kind: Kind, args: argparse.Namespace) -> Iterator[Target]:
+    """A fresh three-member cluster for the duration of the block."""
+    parent = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="raftkv-bench-"))
+    base = parent / kind
+    shutil.rmtree(base, ignore_errors=True)
+    cluster = LocalCluster(base, size=3, kind=kind, tls=not args.plaintext)
+    try:
+        cluster.start()
+        cluster.wait_ready(timeout=60, all_members=True)
+        endpoints = tuple(cluster.endpoints)
+        yield Target(kind, cluster.client_config(), endpoints, tuple(cluster.metrics_url(n) for n in cluster.names))
+    finally:
+        cluster.stop()
+        if not args.dir:
+            shutil.rmtree(parent, ignore_errors=True)
+
+
+def _attached(args: argparse.Namespace) -> Target:
+    endpoints = tuple(e for e in args.endpoints.split(",") if e)
+    config = ClientConfig(endpoints=endpoints, cacert=args.cacert, cert=args.cert, key=args.key,
+                          insecure=args.cacert is None and args.cert is None)
+    return Target(args.target, config, endpoints, tuple(u for u in args.metrics_urls.split(",") if u))
+
+
+async def _measure(target: Target, args: argparse.Namespace) -> list[Result]:
+    endpoints = [_leader_endpoint(target.config, target.endpoints)] if args.to == "leader" else target.endpoints
+    generator = LoadGenerator(target.config, endpoints, args.channels)
+    results = []
+    try:
+        await generator.prepare()
+        for workload in args.workloads:
+            results.append(await _one(generator, workload, target, args.duration))
+            print(results[-1].row(), flush=True)
+    finally:
+        await generator.close()
+    return results
+
+
+async def _one(generator: LoadGenerator, workload: Workload, target: Target, duration: float) -> Result:
+    before = cluster_fsyncs(target.metrics_urls) if target.metrics_urls else None
+    tally, latencies, elapsed = await generator.run(workload, duration)
+    fsyncs = None if before is None else (cluster_fsyncs(target.metrics_urls) - before) / elapsed
+    if tally.errors:
+        print(f"  {workload.name}: {tally.errors} errors, first: {tally.first_error}", file=sys.stderr)
+    return Result(workload.name, target.name, tally.ok, tally.errors, elapsed, tuple(latencies), fsyncs)
+
+
+def side_by_side(etcd: Sequence[Result], raftkv: Sequence[Result]) -> str:
+    """One line per workload: both throughputs and p99s, and raftkv's throughput as a fraction of etcd's."""
+    lines = [f"{'workload':<16} {'etcd/s':>9} {'raftkv/s':>9} {'ratio':>6}  {'etcd p99':>9} {'raftkv p99':>10}"
+             f"  {'etcd fsync/s':>12} {'raftkv fsync/s':>14}"]
+    for e, r in zip(etcd, raftkv, strict=True):
+        ratio = r.throughput / e.throughput if e.throughput else float("nan")
+        ef = "n/a" if e.fsyncs_per_s is None else f"{e.fsyncs_per_s:,.0f}"
+        rf = "n/a" if r.fsyncs_per_s is None else f"{r.fsyncs_per_s:,.0f}"
+        lines.append(f"{e.workload:<16} {e.throughput:>9,.0f} {r.throughput:>9,.0f} {ratio:>6.2f}  "
+                     f"{1000 * e.latency(0.99):>7.1f}ms {1000 * r.latency(0.99):>8.1f}ms  {ef:>12} {rf:>14}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    try:
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:
+        run = asyncio.run
+    if args.endpoints:
+        run(_measure(_attached(args), args))
+        return 0
+    kinds: list[Kind] = ["etcd", "raftkv"] if args.target == "both" else [args.target]
+    measured: dict[str, list[Result]] = {}
+    for kind in kinds:
+        print(f"--- {kind}: three members, {'plaintext' if args.plaintext else 'mutual TLS'}, "
+              f"{args.duration:g}s per workload, sending to {args.to}", flush=True)
+        with _started(kind, args) as target:
+            measured[kind] = run(_measure(target, args))
+    if args.target == "both":
+        print("\n" + side_by_side(measured["etcd"], measured["raftkv"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
