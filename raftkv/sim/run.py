@@ -19,6 +19,7 @@ class RunResult:
     trace_hash: str
     end_time: int
     events: int
+    members: tuple[int, ...] = ()
     stats: dict[str, int] = field(default_factory=dict)
     recent: list[str] = field(default_factory=list)
 
@@ -54,4 +55,5 @@ def run_schedule(schedule: Schedule, options: SimOptions = SimOptions()) -> RunR
         "members": len(cluster.members()),
     }
     q = cluster.queue
-    return RunResult(schedule, error, q.trace_hash(), q.now, q.events_run, stats, q.recent[-options.keep_trace :])
+    recent = q.recent[-options.keep_trace :] if options.keep_trace else []
+    return RunResult(schedule, error, q.trace_hash(), q.now, q.events_run, tuple(cluster.members()), stats, recent)
