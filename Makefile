@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test install sim-soak bench-core proto clean
+.PHONY: test install sim-soak bench-core proto clean up down bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,17 @@ bench-core: $(STAMP)
 # Regenerate the Python code for raftkv's .proto files.
 proto: $(STAMP)
 	$(PY) -m tools.genproto
+
+# A local three-member cluster in .cluster/ (certificates on first use); `make down` stops it.
+up: $(STAMP)
+	$(VENV)/bin/kvctl cluster up
+
+down: $(STAMP)
+	$(VENV)/bin/kvctl cluster down
+
+# Load against the local cluster (WORKLOAD=put|get|get-serializable|txn|watch-latency|mixed).
+bench: $(STAMP)
+	eval "$$($(VENV)/bin/kvctl cluster env)" && $(VENV)/bin/kvctl bench $${WORKLOAD:-put} --clients $${CLIENTS:-16} --duration $${DURATION:-10s}
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

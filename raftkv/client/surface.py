@@ -98,6 +98,14 @@ class Surface:
     def _keep_alive_in_background(self, lease: Lease) -> Any:
         raise NotImplementedError
 
+    def call(self, method: r.Method, message: Message, *, write: bool, route: r.Route = r.Route.LEADER,
+             endpoint: str | None = None, timeout: float | None = None) -> Result[Message]:
+        """Send any unary etcd request and return the raw protobuf response, with the same routing and
+        retry rules as the typed methods. For tools that print wire responses (``kvctl -w json``)."""
+        request = (self._write(method, message) if write else
+                   self._read(method, message, route if endpoint is None else r.Route.ENDPOINT, endpoint))
+        return self._execute(request, _identity, timeout)
+
     # --------------------------------------------------------------------------- KV
 
     def get(self, key: Key, *, revision: int = 0, serializable: bool = False,
@@ -259,6 +267,10 @@ class Surface:
         """Transfer leadership (must be sent to the current leader, which this client finds itself)."""
         request = rpc_pb2.MoveLeaderRequest(targetID=target_member_id)
         return self._execute(r.Request(r.MOVE_LEADER, request, r.Route.LEADER, False), _none, timeout)
+
+
+def _identity(message: Message) -> Message:
+    return message
 
 
 def _none(_: object) -> None:

@@ -1,0 +1,121 @@
+"""`kvctl certs init` and `kvctl cluster up|status|env|down`: a local cluster in one command."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from cli.common import CommandError, Context
+from cli.output import print_json, table, write_line
+from raftkv.localcluster import CLUSTER_FILE, ClusterError, LocalCluster
+from raftkv.security.certs import init_cluster_certs
+
+DEFAULT_DIR = ".cluster"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    certs = sub.add_parser("certs", help="certs init").add_subparsers(dest="certs_cmd", required=True,
+                                                                     metavar="COMMAND")
+    p = certs.add_parser("init", help="make a CA, member certificates and a client certificate")
+    p.add_argument("--dir", default="certs", help="output directory (default ./certs)")
+    p.add_argument("--names", default="n1,n2,n3", help="comma-separated member names (default n1,n2,n3)")
+    p.add_argument("--ip", action="append", default=[], help="extra IP address for member certificates")
+    p.add_argument("--dns", action="append", default=[], help="extra DNS name for member certificates")
+    p.set_defaults(func=certs_init)
+
+    cluster = sub.add_parser("cluster", help="cluster up|status|env|down (local processes)").add_subparsers(
+        dest="cluster_cmd", required=True, metavar="COMMAND")
+    p = cluster.add_parser("up", help="start a local cluster in the background (idempotent)")
+    p.add_argument("--size", type=int, default=3)
+    p.add_argument("--base-port", type=int, default=2379,
+                   help="n1 gets base/base+1/base+2 (client/peer/metrics), n2 base+10..., (default 2379)")
+    p.add_argument("--kind", choices=("raftkv", "etcd"),
+                   help="server to run in a new cluster (default raftkv; an existing one keeps its kind)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a leader")
+    for verb, func, text in (("up", cluster_up, None), ("status", cluster_status, "members, pids, leader"),
+                             ("env", cluster_env, "export lines for kvctl and etcdctl"),
+                             ("down", cluster_down, "stop all members (data is kept)")):
+        if text is not None:
+            p = cluster.add_parser(verb, help=text)
+        p.add_argument("--dir", default=DEFAULT_DIR, help=f"cluster directory (default {DEFAULT_DIR})")
+        p.set_defaults(func=func)
+
+
+def certs_init(ctx: Context, args: argparse.Namespace) -> int:
+    names = [n for n in args.names.split(",") if n]
+    made = init_cluster_certs(args.dir, names, extra_ips=args.ip, extra_dns=args.dns)
+    write_line(f"CA: {made.ca}")
+    for name, files in made.nodes.items():
+        write_line(f"{name}: {files.cert} {files.key}")
+    write_line(f"client: {made.client.cert} {made.client.key}")
+    return 0
+
+
+def _open(directory: str) -> LocalCluster:
+    try:
+        return LocalCluster.open(directory)
+    except ClusterError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def cluster_up(ctx: Context, args: argparse.Namespace) -> int:
+    try:
+        if (Path(args.dir) / CLUSTER_FILE).exists():
+            cluster = LocalCluster.open(args.dir)
+        else:
+            cluster = LocalCluster(args.dir, args.size, kind=args.kind or "raftkv", base_port=args.base_port)
+        already = cluster.running()
+        cluster.start()
+        leader = cluster.wait_ready(args.timeout)
+    except ClusterError as exc:
+        raise CommandError(str(exc)) from None
+    state = "already running" if len(already) == len(cluster.names) else "started"
+    write_line(f"{cluster.kind} cluster {state} in {cluster.base_dir} (leader {leader})")
+    for name in cluster.names:
+        write_line(f"  {name}  {cluster.client_url(name)}  log {cluster.log_path(name)}")
+    write_line("")
+    write_line("Next:")
+    write_line(f'  eval "$(kvctl cluster env --dir {shlex.quote(args.dir)})"')
+    write_line("  kvctl put hello world")
+    write_line("  etcdctl get hello")
+    write_line(f"  kvctl cluster down --dir {shlex.quote(args.dir)}")
+    return 0
+
+
+def cluster_status(ctx: Context, args: argparse.Namespace) -> int:
+    cluster = _open(args.dir)
+    leader = cluster.leader_name()
+    rows = []
+    for name in cluster.names:
+        pid = cluster.pid(name)
+        healthy = pid is not None and cluster.status(name) is not None
+        rows.append({"name": name, "pid": pid, "endpoint": cluster.client_url(name), "leader": name == leader,
+                     "healthy": healthy})
+    if ctx.output == "json":
+        print_json({"dir": str(cluster.base_dir), "kind": cluster.kind, "members": rows})
+    else:
+        cells = [[r["name"], str(r["pid"] or "-"), r["endpoint"], str(r["leader"]).lower(),
+                  "healthy" if r["healthy"] else ("stopped" if r["pid"] is None else "unhealthy")]
+                 for r in rows]
+        headers = ["NAME", "PID", "ENDPOINT", "LEADER", "HEALTH"]
+        if ctx.output == "table":
+            write_line(table(headers, cells))
+        else:
+            for row in cells:
+                write_line(", ".join(row))
+    return 0
+
+
+def cluster_env(ctx: Context, args: argparse.Namespace) -> int:
+    for name, value in _open(args.dir).env().items():
+        write_line(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def cluster_down(ctx: Context, args: argparse.Namespace) -> int:
+    cluster = _open(args.dir)
+    running = cluster.running()
+    cluster.stop()
+    write_line(f"stopped {', '.join(running)}" if running else "no member was running")
+    return 0
