@@ -79,7 +79,7 @@ class Backend(Protocol):
     ) -> list[RevisionEvents]:
         """Committed events with revision >= start_revision matching the range, from the MVCC history.
 
-        Raises EtcdException(COMPACTED) if start_revision <= compact_revision."""
+        Raises EtcdException(COMPACTED) if start_revision < compact_revision."""
         ...
 
     def subscribe_applied(self, callback: Callable[[RevisionEvents], None]) -> Callable[[], None]:

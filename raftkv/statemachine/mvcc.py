@@ -222,7 +222,7 @@ class MvccReader:
         Watch catch-up: one sequential scan of ``history`` from ``start_rev``. ``max_revisions`` (0 = all)
         bounds the answer so a far-behind watcher can be fed in batches.
         """
-        if start_rev <= self.compact_revision():
+        if start_rev < self.compact_revision():  # etcd serves a watch from exactly the compaction revision
             raise errors.COMPACTED.exception()
         rng = KeyRange(key, range_end)
         out: list[tuple[int, list[kv_pb2.Event]]] = []

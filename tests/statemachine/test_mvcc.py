@@ -69,7 +69,8 @@ def test_historical_ranges_and_compaction_errors(h: Harness) -> None:
     assert h.apply(compaction=rpc_pb2.CompactionRequest(revision=3)).result.error == errors.COMPACTED.message
     assert h.store.revision() == 4  # compaction makes no revision
     with pytest.raises(EtcdException):
-        h.store.events_since(3, b"a", b"")
+        h.store.events_since(2, b"a", b"")
+    assert [rev for rev, _ in h.store.events_since(3, b"a", b"")] == [3, 4]  # etcd: start == compact is served
     assert [rev for rev, _ in h.store.events_since(4, b"a", b"")] == [4]
 
 
