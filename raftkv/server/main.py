@@ -82,6 +82,10 @@ def _bind_error(what: str, url: str, exc: BaseException) -> ConfigError:
 
 
 async def serve(cfg: ServerConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     peer_server_creds = peer_channel_creds = client_server_creds = None
     if cfg.peer_tls is not None and cfg.client_tls is not None:
         load_tls(cfg.peer_tls)
@@ -156,10 +160,6 @@ async def serve(cfg: ServerConfig) -> int:
         "plaintext: --insecure-plaintext" if cfg.insecure else "mutual TLS",
     )
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
     await client_server.stop(grace=1.0)

@@ -1,0 +1,96 @@
+"""Bad configuration stops ``raftkv`` with one line naming the problem and exit status 2, touching nothing."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raftkv.security.certs import init_cluster_certs
+
+
+def run_raftkv(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "raftkv.server.main", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def tls_args(tmp_path: Path) -> list[str]:
+    certs = init_cluster_certs(tmp_path / "certs", ["n1"]).nodes["n1"]
+    return ["--trusted-ca-file", str(certs.ca), "--cert-file", str(certs.cert), "--key-file", str(certs.key)]
+
+
+def _urls(peer: int, client: int) -> list[str]:
+    return [
+        "--name", "n1",
+        "--listen-peer-urls", f"https://127.0.0.1:{peer}",
+        "--listen-client-urls", f"https://127.0.0.1:{client}",
+        "--initial-cluster", f"n1=https://127.0.0.1:{peer}",
+    ]
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("raftkv: error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_missing_certificate_is_one_line(tmp_path: Path) -> None:
+    line = _one_error_line(run_raftkv(*_urls(_free_port(), _free_port()), "--data-dir", str(tmp_path / "d")))
+    assert "--trusted-ca-file" in line and "--insecure-plaintext" in line
+    assert not (tmp_path / "d").exists()
+
+
+def test_plaintext_url_needs_the_explicit_flag(tmp_path: Path, tls_args: list[str]) -> None:
+    args = ["--listen-client-urls", f"http://127.0.0.1:{_free_port()}", "--data-dir", str(tmp_path / "d")]
+    line = _one_error_line(run_raftkv(*tls_args, *args))
+    assert "plaintext" in line
+
+
+def test_unreadable_key_names_the_file(tmp_path: Path, tls_args: list[str]) -> None:
+    key = Path(tls_args[tls_args.index("--key-file") + 1])
+    key.write_text("not a key")
+    line = _one_error_line(run_raftkv(*tls_args, *_urls(_free_port(), _free_port()), "--data-dir", str(tmp_path / "d")))
+    assert str(key) in line
+
+
+def test_port_in_use_is_one_line(tmp_path: Path, tls_args: list[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = _one_error_line(run_raftkv(*tls_args, *_urls(port, _free_port()), "--data-dir", str(tmp_path / "d")))
+    assert str(port) in line
+
+
+def test_data_dir_of_another_cluster_is_refused(tmp_path: Path, tls_args: list[str]) -> None:
+    peer, client = _free_port(), _free_port()
+    data = str(tmp_path / "d")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "raftkv.server.main", *tls_args, *_urls(peer, client), "--data-dir", data],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert first.stderr is not None
+        for line in first.stderr:  # bootstrap done once it serves
+            if "serving clients" in line:
+                break
+    finally:
+        first.terminate()
+        assert first.wait(timeout=30) == 0
+    line = _one_error_line(
+        run_raftkv(*tls_args, *_urls(peer, client), "--data-dir", data, "--initial-cluster-token", "other")
+    )
+    assert "belongs to another cluster" in line
