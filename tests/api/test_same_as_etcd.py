@@ -1,0 +1,104 @@
+"""The same etcdctl session against a fresh etcd cluster and a fresh raftkv cluster must print the same
+thing: revisions, versions, counts, transaction results and error texts included. Only member ids,
+URLs, timings and the raft term are masked."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raftkv.localcluster import LocalCluster
+
+from .conftest import KINDS, start_cluster
+from .etcdctl import Etcdctl, normalise
+
+Step = tuple[tuple[str, ...], str | None]
+
+SESSION: list[Step] = [
+    (("put", "/a", "1"), None),
+    (("put", "/a", "2"), None),
+    (("put", "/b", "3"), None),
+    (("get", "/a", "-w", "json"), None),
+    (("get", "/a", "--rev=2"), None),
+    (("get", "/", "--prefix", "-w", "json"), None),
+    (("get", "/", "--prefix", "--limit=1", "--keys-only"), None),
+    (("get", "/", "--prefix", "--rev=3", "-w", "json"), None),
+    (("get", "/", "--from-key", "--order=DESCEND", "--sort-by=MODIFY"), None),
+    (("put", "/a", "4", "--prev-kv"), None),
+    (("put", "/a", "4", "--prev-kv", "-w", "json"), None),
+    (("txn", "-w", "json"), 'value("/a") = "4"\n\nput /c 5\nget /b\n\ndel /b\n\n'),
+    (("txn",), 'mod("/a") > "1000"\n\nput /c 6\n\nget /c\ndel /b\n\n'),
+    (("del", "/c", "--prev-kv"), None),
+    (("del", "/", "--prefix", "-w", "json"), None),
+    (("del", "/nothing"), None),
+    (("put", "/z", "after-delete"), None),
+    (("get", "/z", "-w", "json"), None),
+    (("compaction", "4"), None),
+    (("get", "/a", "--rev=3"), None),
+    (("get", "/a", "--rev=4", "-w", "json"), None),
+    (("get", "/a", "--rev=99"), None),
+    (("put", "", "empty"), None),
+    (("txn",), "\n" + "".join(f"put /t{i} v\n" for i in range(129)) + "\n\n"),
+    (("txn",), "\nput /d 1\nput /d 2\n\n\n"),
+    (("alarm", "list"), None),
+    (("member", "list"), None),
+    (("endpoint", "health"), None),
+]
+
+
+def _mask_headers(value: Any, nested: bool = False) -> Any:
+    """JSON output: keep revisions, mask what depends on the cluster's identity or election history.
+    Headers of the responses inside a transaction are compared by test_grpc_rules instead."""
+    if isinstance(value, dict):
+        return {
+            key: "<masked>" if key in ("cluster_id", "member_id", "raft_term") else _mask_headers(item, nested or key == "responses")
+            for key, item in value.items()
+            if not (nested and key == "header")
+        }
+    if isinstance(value, list):
+        return [_mask_headers(item, nested) for item in value]
+    return value
+
+
+def transcript(etcdctl: Etcdctl) -> list[tuple[str, int, str, str]]:
+    lines = []
+    for args, stdin in SESSION:
+        result = etcdctl(*args, stdin=stdin)
+        out = result.stdout
+        if "json" in args and result.returncode == 0:
+            out = json.dumps(_mask_headers(json.loads(out)), sort_keys=True)
+        elif args[0] in ("member", "endpoint"):
+            out = "\n".join(sorted(normalise(out + result.stderr).splitlines()))
+        error = result.error if result.returncode else ""
+        lines.append((" ".join(args), result.returncode, out, error))
+    return lines
+
+
+@pytest.fixture(scope="module")
+def fresh_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LocalCluster]]:
+    if set(KINDS) != {"etcd", "raftkv"}:
+        pytest.skip("needs both etcd and raftkv in KINDS")
+    base = tmp_path_factory.mktemp("same-as-etcd")
+    started: dict[str, LocalCluster] = {}
+    try:
+        for kind in KINDS:
+            started[kind] = start_cluster(kind, Path(base) / kind)
+        yield started
+    finally:
+        for running in started.values():
+            running.stop()
+
+
+def test_same_session_same_output(fresh_clusters: dict[str, LocalCluster]) -> None:
+    expected = transcript(Etcdctl(fresh_clusters["etcd"]))
+    actual = transcript(Etcdctl(fresh_clusters["raftkv"]))
+    differences = [
+        f"$ etcdctl {want[0]}\n  etcd:   {want[1:]}\n  raftkv: {got[1:]}"
+        for want, got in zip(expected, actual, strict=True)
+        if want != got
+    ]
+    assert not differences, "\n".join(differences)
