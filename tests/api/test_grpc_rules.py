@@ -12,8 +12,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from raftkv.localcluster import LocalCluster
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
 
-from .conftest import leader
-from .etcdctl import Etcdctl
+from .conftest import follower, leader
+from .etcdctl import Etcdctl, poll
 
 TxnBuilder = Callable[[bytes], rpc_pb2.TxnRequest]
 DUPLICATE = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request")
@@ -149,3 +149,29 @@ def test_txn_inner_response_headers(channel: grpc.Channel, cluster: LocalCluster
     new = answer.header.revision
     inner = [getattr(r, r.WhichOneof("response")).header.revision for r in answer.responses]
     assert inner == [new - 1, new, new, new]
+
+
+def test_hasleader_fails_fast_without_quorum(cluster: LocalCluster) -> None:
+    """A call carrying ``hasleader: true`` (etcdctl's watch does) is refused with "no leader" while the
+    member is cut off; the member keeps serving and rejoins once its peers are back."""
+    survivor = follower(cluster)
+    others = [name for name in cluster.names if name != survivor]
+    url = cluster.client_url(survivor)
+    read = rpc_pb2.RangeRequest(key=b"/hasleader", serializable=True)
+    with cluster.client_config([url]).channel(url) as channel:
+        kv = rpc_pb2_grpc.KVStub(channel)
+        for name in others:
+            cluster.pause_member(name)
+        try:
+            refused = poll(
+                lambda: refusal(lambda: kv.Range(read, metadata=(("hasleader", "true"),), timeout=2)),
+                20,
+                "the survivor to notice it has no leader",
+            )
+            assert refused == (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
+            assert refusal(lambda: kv.Range(read, timeout=2)) is None  # without the flag: served locally
+        finally:
+            for name in others:
+                cluster.resume_member(name)
+        cluster.wait_ready(timeout=30)
+        kv.Put(rpc_pb2.PutRequest(key=b"/hasleader", value=b"back"), timeout=10)
