@@ -106,6 +106,10 @@ class Node:
         self._soft = SoftState()
         self._term = 0
         self._applied = store.applied_index()
+        # Read once per Ready rather than once per response: every RPC's header carries it.
+        self._revision = store.revision()
+        self._is_learner = False
+        self._refresh_conf()
         self._snapshot_index = store.log.snapshot_meta().index
         self._tasks: list[asyncio.Task[None]] = []
         self.ready_turns = 0
@@ -219,16 +223,22 @@ class Node:
         if rd.hard_state is not None:
             self._term = rd.hard_state.term
         installer = self.staged_snapshots.take(rd.snapshot) if rd.snapshot is not None else None
-        applied = await asyncio.wrap_future(
-            self.store.save_and_apply(installer, rd.entries, rd.hard_state, rd.committed_entries, rd.must_sync)
-        )
+        applied: list[AppliedEntry] = []
+        if installer is not None or rd.entries or rd.hard_state is not None or rd.committed_entries:
+            applied = await asyncio.wrap_future(
+                self.store.save_and_apply(installer, rd.entries, rd.hard_state, rd.committed_entries, rd.must_sync)
+            )
+        # else: nothing to persist (e.g. the heartbeats of a ReadIndex round): an empty commit would cost an
+        # fsync and protect nothing, since every earlier Ready was already durable before this one began.
         if rd.messages and self.transport is not None:
             self.transport.send(rd.messages)
+        if rd.committed_entries or rd.snapshot is not None:
+            self._applied = self.store.applied_index()
+            self._revision = self.store.revision()
         if rd.snapshot is not None:
             self._after_snapshot_install()
         for result in applied:
             self._after_apply(result)
-        self._applied = self.store.applied_index()
         for rs in rd.read_states:
             self._reads.answered(rs.request_ctx, rs.index, self._applied)
         self._reads.applied(self._applied)
@@ -241,6 +251,7 @@ class Node:
             conf_state = self.raw.apply_conf_change(cc)
             assert conf_state == self.store.conf_state(), (conf_state, self.store.conf_state())
             self._refresh_peers()
+            self._refresh_conf()
             future = self._conf_waiters.pop((cc.node_id, int(cc.type)), None)
             if future is not None and not future.done():
                 future.set_result(None)
@@ -262,6 +273,7 @@ class Node:
     def _after_snapshot_install(self) -> None:
         self._snapshot_index = self.store.log.snapshot_meta().index
         self._refresh_peers()
+        self._refresh_conf()
         if self.is_leader():
             self.lessor.promote(self._lease_ttls(), time.monotonic(), self.cfg.election_ms / 1000)
         for callback in list(self._resync_subscribers):
@@ -287,6 +299,10 @@ class Node:
         elif soft.role != Role.LEADER and was_leader:
             self.lessor.demote()
         self._soft = soft
+
+    def _refresh_conf(self) -> None:
+        """Cache what admission asks on every RPC; the configuration only changes on apply or snapshot."""
+        self._is_learner = self.member_id in self.raw.status().conf_state.learners
 
     def _refresh_peers(self) -> None:
         if self.transport is None:
@@ -364,7 +380,7 @@ class Node:
         return rpc_pb2.ResponseHeader(
             cluster_id=self.cluster_id,
             member_id=self.member_id,
-            revision=self.store.revision(),
+            revision=self._revision,
             raft_term=self._term,
         )
 
@@ -407,12 +423,13 @@ class Node:
         return self._soft.role == Role.LEADER
 
     def is_learner(self) -> bool:
-        return self.member_id in self.raw.status().conf_state.learners
+        return self._is_learner
 
     # ------------------------------------------------------------------ Backend: local reads
     def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
-        response = self.store.range(request)
-        response.header.CopyFrom(self.header())
+        response = self.store.range(request)  # its header revision is read in the same view as its data
+        header = response.header
+        header.cluster_id, header.member_id, header.raft_term = self.cluster_id, self.member_id, self._term
         return response
 
     def current_revision(self) -> int:
