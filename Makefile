@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test install sim-soak bench-core proto clean up down bench
+.PHONY: test install sim-soak bench-core proto clean up down bench jepsen
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+
+# Long fault-injection suite against a real raftkv cluster (and etcd as the reference), reports in jepsen-out/.
+jepsen: $(STAMP)
+	for t in raftkv etcd; do \
+	  $(PY) -m jepsen_like run --target $$t --workload all --nemesis kill,pause,partition,isolate-leader,bridge,ring,one-way,slow,lossy --time $${JEPSEN_TIME:-120} --clients 12 --seed $${SEED:-1} --out jepsen-out/$$t || exit 1; \
+	done

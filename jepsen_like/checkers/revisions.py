@@ -124,6 +124,11 @@ def check_reads(ops: Sequence[Op], key_revs: dict[str, list[tuple[int, Op]]], re
 
     Keys written under leases are skipped: their expiry deletions are not client operations."""
     lease_keys = {op.key for op in ops if op.f == "lease-put"}
+    # An info delete has no known revision and may explain any later absence.
+    first_info_delete: dict[str, int] = {}
+    for op in ops:
+        if op.f == "delete" and op.type == INFO and op.key is not None:
+            first_info_delete[op.key] = min(first_info_delete.get(op.key, op.call), op.call)
     for op in ops:
         obs = observation(op)
         if obs is None or op.key is None or op.revision is None or op.key in lease_keys:
@@ -135,7 +140,8 @@ def check_reads(ops: Sequence[Op], key_revs: dict[str, list[tuple[int, Op]]], re
         i = bisect.bisect_right(revs, r)
         last = lst[i - 1] if i else None
         if value is None:
-            if last is not None and last[1].f != "delete":
+            maybe_deleted = first_info_delete.get(op.key, op.ret + 1) < op.ret
+            if last is not None and last[1].f != "delete" and not maybe_deleted:
                 res.add("stale-read", f"key {op.key!r}: read absence at revision {r}, but {written(last[1])!r} "
                         f"was written at revision {last[0]}", [last[1].brief(), op.brief()])
             continue

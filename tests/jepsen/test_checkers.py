@@ -189,3 +189,23 @@ def test_convergence_catches_divergent_members() -> None:
     b.record("final-read", member="n1", kvs={"k": ["a", 2]})
     b.record("final-read", member="n2", kvs={"k": ["b", 3]})
     assert kinds(convergence.check(b.sorted())) == {"hash-mismatch", "final-read-mismatch"}
+
+
+def test_absence_after_an_info_delete_is_not_a_stale_read() -> None:
+    b = Builder()
+    b.op(0, "write", "k", "a", 0, 10, revision=2)
+    b.op(1, "delete", "k", None, 20, 30, type=INFO)
+    b.op(2, "read", "k", None, 40, 50, result=None, revision=3)
+    ops = pair(b.sorted())
+    assert revisions.check(ops).valid is True
+    assert linearizable.check(ops).valid is True
+
+
+def test_header_revision_newer_than_the_data_returned_is_caught() -> None:
+    b = Builder()
+    b.op(0, "write", "k", "a", 0, 10, revision=2)
+    b.op(1, "delete", "k", None, 20, 40, result="a", revision=3)
+    b.op(2, "read", "k", None, 25, 45, result="a", revision=3, mod_revision=2)
+    ops = pair(b.sorted())
+    assert linearizable.check(ops).valid is True  # values alone look fine
+    assert "stale-read" in kinds(revisions.check(ops))
