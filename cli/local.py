@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = cluster.add_parser("up", help="start a local cluster in the background (idempotent)")
     p.add_argument("--size", type=int, default=3)
     p.add_argument("--base-port", type=int, default=2379,
-                   help="n1 gets base/base+1/base+2 (client/peer/metrics), n2 base+10..., (default 2379)")
+                   help="n1 gets base/base+1/base+2 (client/peer/metrics), n2 base+10, ... "
+                        "(default 2379; 0 = any free ports)")
     p.add_argument("--kind", choices=("raftkv", "etcd"),
                    help="server to run in a new cluster (default raftkv; an existing one keeps its kind)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a leader")
@@ -64,7 +65,8 @@ def cluster_up(ctx: Context, args: argparse.Namespace) -> int:
         if (Path(args.dir) / CLUSTER_FILE).exists():
             cluster = LocalCluster.open(args.dir)
         else:
-            cluster = LocalCluster(args.dir, args.size, kind=args.kind or "raftkv", base_port=args.base_port)
+            cluster = LocalCluster(args.dir, args.size, kind=args.kind or "raftkv",
+                                   base_port=args.base_port or None)
         already = cluster.running()
         cluster.start()
         leader = cluster.wait_ready(args.timeout)
