@@ -6,6 +6,9 @@ etcd makes these checks once, in a server interceptor wrapped around every clien
 a call carrying ``hasleader: true`` fails with ``etcdserver: no leader`` when the member knows no leader.
 :class:`AdmissionInterceptor` does the same here, so the services (including the watch and lease
 services) only ever *raise* ``EtcdException`` and never deal with statuses themselves.
+
+Also here, because every service needs them per call: the exactly-once session from raftkv's own
+metadata, the time a call may take, and etcd's filling of response headers.
 """
 
 from __future__ import annotations
