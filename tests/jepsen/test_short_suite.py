@@ -15,9 +15,4 @@ pytestmark = [needs_raftkv, pytest.mark.slow]
 def test_register_survives(fault: str, tmp_path: Path) -> None:
     results = run_and_check(tmp_path, workload="register", nemesis=[fault], time_s=15, clients=6, seed=11)
     bad = {name: [a.message for a in r.anomalies[:3]] for name, r in results.items() if r.valid is not True}
-    revisions = bad.pop("revisions", None)
     assert not bad, f"{fault}: {bad}; see {tmp_path}"
-    if revisions:
-        # Known raftkv bug, reported to the server owners: a Range's header revision can be newer than the
-        # data it returns (a read at R still sees a key deleted at R). Values stay linearizable.
-        pytest.xfail(f"known raftkv header-revision bug: {revisions}")
