@@ -34,6 +34,7 @@ from raftkv.core.types import (
     ConfChange,
     ConfChangeType,
     Message,
+    MessageType,
     ProposalDropped,
     Ready,
     SnapshotMeta,
@@ -112,6 +113,8 @@ class Node:
         self._refresh_conf()
         self._snapshot_index = store.log.snapshot_meta().index
         self._tasks: list[asyncio.Task[None]] = []
+        self._snapshot_wanted = False
+        self._failed_snapshot_sends: set[int] = set()
         self.ready_turns = 0
         self.leader_changes = 0
 
@@ -176,6 +179,9 @@ class Node:
         for _ in range(self._ticks):
             self.raw.tick()
         self._ticks = 0
+        for node_id in sorted(self._failed_snapshot_sends):
+            self.raw.report_snapshot(node_id, False)
+        self._failed_snapshot_sends.clear()
         for node_id in sorted(self._unreachable):
             self.raw.report_unreachable(node_id)
         self._unreachable.clear()
@@ -195,10 +201,8 @@ class Node:
         self._reads.requeue_stale(now, self.cfg.election_ms / 1000)
         if self._reads.has_queued():
             if self.cfg.planted_bug == "stale-reads":
-                _, futures = self._reads.take_queued(now) or (b"", [])
-                for f in futures:
-                    if not f.done():
-                        f.set_result(None)
+                if (taken := self._reads.take_queued(now)) is not None:
+                    self._reads.answered(taken[0], 0, self._applied)  # served at once, nobody asked
                 return
             taken = self._reads.take_queued(now)
             if taken is not None:
@@ -231,7 +235,7 @@ class Node:
         # else: nothing to persist (e.g. the heartbeats of a ReadIndex round): an empty commit would cost an
         # fsync and protect nothing, since every earlier Ready was already durable before this one began.
         if rd.messages and self.transport is not None:
-            self.transport.send(rd.messages)
+            self.transport.send(self._without_unusable_snapshots(rd.messages))
         if rd.committed_entries or rd.snapshot is not None:
             self._applied = self.store.applied_index()
             self._revision = self.store.revision()
@@ -244,6 +248,20 @@ class Node:
         self._reads.applied(self._applied)
         self.raw.advance(rd)
         await self._maybe_snapshot()
+
+    def _without_unusable_snapshots(self, messages: list[Message]) -> list[Message]:
+        """Hold back a snapshot its receiver would refuse: one taken before the receiver joined does not list
+        it as a member. Take a fresh one instead (the membership change is applied by now) and tell the core
+        the send failed, so it retries with the new snapshot."""
+        kept = []
+        for msg in messages:
+            snap = msg.snapshot
+            if msg.type == MessageType.SNAP and snap is not None and msg.to not in snap.conf_state.members():
+                self._snapshot_wanted = True
+                self._failed_snapshot_sends.add(msg.to)  # reported to the core next turn, after advance
+                continue
+            kept.append(msg)
+        return kept
 
     def _after_apply(self, result: AppliedEntry) -> None:
         if result.conf_change is not None:
@@ -281,8 +299,9 @@ class Node:
         log.info("%s: installed a snapshot at index %d", self.cfg.name, self._snapshot_index)
 
     async def _maybe_snapshot(self) -> None:
-        if self._applied - self._snapshot_index < self.cfg.snapshot_count:
+        if self._applied - self._snapshot_index < self.cfg.snapshot_count and not self._snapshot_wanted:
             return
+        self._snapshot_wanted = False
         meta = await asyncio.wrap_future(self.store.create_snapshot(self._applied))
         self._snapshot_index = meta.index
         log.info("%s: snapshot at index %d, log compacted", self.cfg.name, meta.index)

@@ -74,7 +74,12 @@ class ReadWaiters:
         return future
 
     def take_queued(self, now: float) -> tuple[bytes, list[asyncio.Future[None]]] | None:
-        """Start a round for every queued read: returns its context, or None if nothing is queued."""
+        """Start a round for every queued read: returns its context, or None if nothing is queued or a
+        round is still in flight. One round at a time (as etcd's read loop): under load every round then
+        carries all reads that arrived during the previous one, instead of each Ready turn paying for a
+        heartbeat broadcast and its acknowledgements. A lost round is retried by ``requeue_stale``."""
+        if self._rounds:
+            return None
         waiting = [f for f in self._queued if not f.done()]
         self._queued.clear()
         if not waiting:
