@@ -12,7 +12,7 @@ import pytest
 from raftkv.client import Client
 from raftkv.testing import ClusterHandle, running_cluster
 
-SERVER_KIND = os.environ.get("RAFTKV_TEST_KIND", "etcd")
+SERVER_KIND = os.environ.get("RAFTKV_TEST_KIND", "raftkv")
 
 
 @pytest.fixture(scope="package")
