@@ -124,7 +124,7 @@ _AMBIGUOUS = {etcd.LEADER_CHANGED, etcd.TIMEOUT, etcd.TIMEOUT_DUE_TO_LEADER_FAIL
               etcd.TIMEOUT_DUE_TO_CONNECTION_LOST, etcd.TIMEOUT_WAIT_APPLIED_INDEX}
 #: gRPC's own texts for "the connection was never established", so nothing was sent.
 _NOT_CONNECTED = ("failed to connect", "connection refused", "connections to all backends failing",
-                  "DNS resolution failed", "Connection reset by peer (connect")
+                  "DNS resolution failed")
 
 
 def classify(error: grpc.RpcError) -> Failure:
