@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test install sim-soak bench-core proto clean up down bench jepsen
+.PHONY: test install sim-soak bench-core bench-node bench-etcd proto clean up down bench jepsen
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ sim-soak: $(STAMP)
 # Cost of the Raft core alone: committed entries/s through a simulated three-node cluster.
 bench-core: $(STAMP)
 	$(PY) -m raftkv.sim bench
+
+# Throughput and latency of a fresh three-member raftkv cluster (mutual TLS): puts, gets, fsyncs/s.
+bench-node: $(STAMP)
+	$(PY) -m raftkv.bench --target raftkv
+
+# The same workloads against a three-member etcd and then raftkv, on this machine, side by side.
+bench-etcd: $(STAMP)
+	@if [ -x /usr/bin/etcd ]; then $(PY) -m raftkv.bench --target both; \
+	else echo "bench-etcd: /usr/bin/etcd not found (apt-get install etcd-server)"; exit 1; fi
 
 # Regenerate the Python code for raftkv's .proto files.
 proto: $(STAMP)
