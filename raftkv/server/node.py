@@ -83,6 +83,7 @@ class Node:
                 applied=store.applied_index(),
                 pre_vote=True,
                 check_quorum=True,
+                logger=self._core_log if log.isEnabledFor(logging.DEBUG) else None,
             ),
             store.log,
             self._rng,
@@ -117,6 +118,9 @@ class Node:
         self._failed_snapshot_sends: set[int] = set()
         self.ready_turns = 0
         self.leader_changes = 0
+
+    def _core_log(self, line: str) -> None:
+        log.debug("%s: raft: %s", self.cfg.name, line)
 
     # ------------------------------------------------------------------ lifecycle
     def attach_transport(self, transport: PeerTransport) -> None:
@@ -326,12 +330,15 @@ class Node:
     def _refresh_peers(self) -> None:
         if self.transport is None:
             return
+        known = [(m.ID, m.name, m.peerURLs[0]) for m in self.store.members() if m.peerURLs]
+        if not known:
+            # A member that joined an existing cluster knows nobody until the leader's snapshot or log
+            # arrives, yet must answer the leader: dial the peers named in --initial-cluster meanwhile.
+            known = [(member_id_for(self.cfg.cluster_token, url), name, url) for name, url in self.cfg.initial_cluster]
         wanted: dict[int, str] = {}
-        for member in self.store.members():
-            if member.ID == self.member_id or not member.peerURLs:
-                continue
-            address = self.cfg.peer_dial_overrides.get(member.name) or host_port(member.peerURLs[0])
-            wanted[member.ID] = address
+        for member_id, name, url in known:
+            if member_id != self.member_id:
+                wanted[member_id] = self.cfg.peer_dial_overrides.get(name) or host_port(url)
         for node_id in self._peer_ids - wanted.keys():
             self.transport.remove_peer(node_id)
         for node_id, address in wanted.items():

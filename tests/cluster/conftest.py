@@ -42,6 +42,9 @@ class Members:
     def kv(self, name: str) -> rpc_pb2_grpc.KVStub:
         return rpc_pb2_grpc.KVStub(self.channel(name))
 
+    def membership(self, name: str) -> rpc_pb2_grpc.ClusterStub:
+        return rpc_pb2_grpc.ClusterStub(self.channel(name))
+
     def maintenance(self, name: str) -> rpc_pb2_grpc.MaintenanceStub:
         return rpc_pb2_grpc.MaintenanceStub(self.channel(name))
 
