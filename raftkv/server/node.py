@@ -247,6 +247,10 @@ class Node:
             self._after_snapshot_install()
         for result in applied:
             self._after_apply(result)
+        if any(r.conf_change is not None for r in applied):
+            # The core and the state machine each compute the membership; they must agree (same log).
+            core_view, stored = self.raw.status().conf_state, self.store.conf_state()
+            assert core_view == stored, f"membership diverged: core {core_view}, state machine {stored}"
         for rs in rd.read_states:
             self._reads.answered(rs.request_ctx, rs.index, self._applied)
         self._reads.applied(self._applied)
@@ -270,8 +274,7 @@ class Node:
     def _after_apply(self, result: AppliedEntry) -> None:
         if result.conf_change is not None:
             cc = result.conf_change
-            conf_state = self.raw.apply_conf_change(cc)
-            assert conf_state == self.store.conf_state(), (conf_state, self.store.conf_state())
+            self.raw.apply_conf_change(cc)
             self._refresh_peers()
             self._refresh_conf()
             future = self._conf_waiters.pop((cc.node_id, int(cc.type)), None)

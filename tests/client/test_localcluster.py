@@ -35,11 +35,8 @@ def test_paused_member_is_not_ready_until_resumed(cluster: ClusterHandle) -> Non
     cluster.cluster.wait_member_ready(victim, 10)
 
 
-# Joining a running raftkv cluster does not complete yet (the new member never catches up), so the
-# launcher's membership changes are checked against etcd for now.
-@pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd")
 def test_single_member_cluster_from_running_cluster_grows_and_shrinks(tmp_path: Path) -> None:
-    with running_cluster(size=1, kind="etcd", base_dir=tmp_path) as handle:
+    with running_cluster(size=1, kind="raftkv", base_dir=tmp_path) as handle:
         with handle.client() as client:
             client.put("k", "v")
             added = handle.cluster.add_member()
