@@ -47,14 +47,6 @@ def check_key(key: bytes, range_end: bytes = b"") -> None:
         raise errors.REQUEST_TOO_LARGE.exception()
 
 
-def check_key(key: bytes, range_end: bytes = b"") -> None:
-    """Keys must be given, and fit LMDB's key size (a limit etcd does not have: refused as too large)."""
-    if not key:
-        raise errors.KEY_NOT_PROVIDED.exception()
-    if len(key) > MAX_KEY_BYTES or len(range_end) > MAX_KEY_BYTES:
-        raise errors.REQUEST_TOO_LARGE.exception()
-
-
 def _op_key(op: rpc_pb2.RequestOp) -> bytes:
     kind = op.WhichOneof("request")
     return getattr(op, kind).key if kind else b""
@@ -154,21 +146,34 @@ def txn(write: MvccWrite, req: rpc_pb2.TxnRequest, max_ops: int = DEFAULT_MAX_TX
     return _run_branch(write, succeeded, branch)
 
 
+def _revision_so_far(write: MvccWrite) -> int:
+    """The revision a transaction has reached: its new one once anything was written, else the old one."""
+    return write.rev if write.events else write.rev - 1
+
+
 def _run_branch(write: MvccWrite, succeeded: bool, ops: Sequence[rpc_pb2.RequestOp]) -> rpc_pb2.TxnResponse:
+    """Run ``ops`` in order. Each inner response's header carries the revision etcd's ``storeTxnWrite``
+    reports at that point (clients compare them): a Put the transaction's new revision, a Range and a
+    DeleteRange the revision reached so far (a DeleteRange that deletes something reaches the new one).
+    A nested transaction's header is present but empty, as in etcd."""
     resp = rpc_pb2.TxnResponse(succeeded=succeeded)
     for op in ops:
         out = resp.responses.add()
         kind = op.WhichOneof("request")
         if kind == "request_range":
             out.response_range.CopyFrom(write.range(op.request_range))
+            out.response_range.header.revision = _revision_so_far(write)
         elif kind == "request_put":
             out.response_put.CopyFrom(_put(write, op.request_put))
+            out.response_put.header.revision = write.rev
         elif kind == "request_delete_range":
             out.response_delete_range.CopyFrom(delete_range(write, op.request_delete_range))
+            out.response_delete_range.header.revision = _revision_so_far(write)
         elif kind == "request_txn":
             inner = op.request_txn
             ok = all(compare(write, c) for c in inner.compare)
             out.response_txn.CopyFrom(_run_branch(write, ok, inner.success if ok else inner.failure))
+            out.response_txn.header.SetInParent()
     return resp
 
 

@@ -140,8 +140,6 @@ def test_user_flag_without_auth(etcdctl: Etcdctl, prefix: str) -> None:
 def test_txn_inner_response_headers(channel: grpc.Channel, cluster: LocalCluster, request: pytest.FixtureRequest) -> None:
     """etcd gives each response inside a transaction the revision it saw: a read before the first write
     sees the old revision, everything from the first write on sees the transaction's new revision."""
-    if cluster.kind == "raftkv":
-        request.applymarker(pytest.mark.xfail(reason="applier leaves inner Put headers unset", strict=True))
     p = f"/{request.node.name}/".encode()
     kv = rpc_pb2_grpc.KVStub(channel)
     kv.Put(rpc_pb2.PutRequest(key=p + b"a", value=b"1"), timeout=5)
