@@ -298,6 +298,42 @@ def _state_records(txn: lmdb.Transaction, env: Env, name: str) -> Iterator[tuple
     yield from txn.cursor(db=env.db(name)).iternext(keys=True, values=True)
 
 
+def read_snapshot_meta(fh: IO[bytes]) -> SnapshotMeta:
+    """The header of a stream written by ``NodeStore.open_snapshot``; leaves ``fh`` at the first record."""
+    if fh.read(len(_SNAP_MAGIC)) != _SNAP_MAGIC:
+        raise SnapshotFormatError("not a raftkv snapshot")
+    (hlen,) = _LEN.unpack(_read_exact(fh, _LEN.size))
+    return decode_snapshot_meta(_read_exact(fh, hlen))
+
+
+def read_snapshot_records(fh: IO[bytes]) -> Iterator[tuple[str, bytes, bytes]]:
+    """The (sub-db name, key, value) records after the header, up to the end of ``fh``.
+
+    Zero bytes where a record would begin end the records: that is the padding ``Maintenance/Snapshot``
+    adds to saved files. No record starts with zeros (LMDB keys are never empty), so anything but zeros
+    after that point is corruption.
+    """
+    while head := fh.read(_RECORD.size):
+        if not head.strip(b"\0"):
+            while rest := fh.read(SNAPSHOT_CHUNK):
+                if rest.strip(b"\0"):
+                    raise SnapshotFormatError("data after the snapshot's zero padding")
+            return
+        if len(head) != _RECORD.size:
+            raise SnapshotFormatError("truncated snapshot record")
+        number, klen, vlen = _RECORD.unpack(head)
+        if number >= len(STATE_DBS):
+            raise SnapshotFormatError(f"snapshot record for unknown sub-database {number}")
+        yield STATE_DBS[number], _read_exact(fh, klen), _read_exact(fh, vlen)
+
+
+def _read_exact(fh: IO[bytes], n: int) -> bytes:
+    data = fh.read(n)
+    if len(data) != n:
+        raise SnapshotFormatError("truncated snapshot")
+    return data
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -326,35 +362,21 @@ class SnapshotInstaller:
     def install_into(self, w: WriteTxn, store: NodeStore) -> None:
         self._file.flush()
         self._file.seek(0)
-        if self._file.read(len(_SNAP_MAGIC)) != _SNAP_MAGIC:
-            raise SnapshotFormatError("not a raftkv snapshot")
-        (hlen,) = _LEN.unpack(self._read(_LEN.size))
-        streamed = decode_snapshot_meta(self._read(hlen))
+        streamed = read_snapshot_meta(self._file)
         if (streamed.index, streamed.term) != (self.meta.index, self.meta.term):
             raise SnapshotFormatError(f"snapshot stream is for {streamed}, expected {self.meta}")
-        dbs = [w.db(name) for name in STATE_DBS]
         meta_db = w.db("meta")
-        for name, db in zip(STATE_DBS, dbs):
+        for name in STATE_DBS:
             if name == "meta":
                 for key in STATE_META_KEYS:
                     w.txn.delete(key, db=meta_db)
             else:
-                w.txn.drop(db, delete=False)
-        while head := self._file.read(_RECORD.size):
-            if len(head) != _RECORD.size:
-                raise SnapshotFormatError("truncated snapshot record")
-            number, klen, vlen = _RECORD.unpack(head)
-            key, value = self._read(klen), self._read(vlen)
-            w.txn.put(key, value, db=dbs[number])
+                w.txn.drop(w.db(name), delete=False)
+        for name, key, value in read_snapshot_records(self._file):
+            w.txn.put(key, value, db=w.db(name))
         applied = read_applied(w.txn, w.env)
         assert applied >= self.meta.index, f"snapshot state at {applied} older than its meta {self.meta.index}"
         store.log.reset_to_snapshot(w, self.meta)
         w.on_commit(self._file.close)
-
-    def _read(self, n: int) -> bytes:
-        data = self._file.read(n)
-        if len(data) != n:
-            raise SnapshotFormatError("truncated snapshot")
-        return data
 
 
