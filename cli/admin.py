@@ -1,4 +1,4 @@
-"""Lease, member, endpoint, alarm, defrag, move-leader and snapshot commands."""
+"""Lease, member, endpoint, alarm, defrag and move-leader commands."""
 
 from __future__ import annotations
 
@@ -66,12 +66,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("move-leader", help="transfer leadership to a member (ID in hex)")
     p.add_argument("id")
     p.set_defaults(func=move_leader)
-
-    snapshot = sub.add_parser("snapshot", help="snapshot save").add_subparsers(
-        dest="snapshot_cmd", required=True, metavar="COMMAND")
-    p = snapshot.add_parser("save", help="stream a member's backend into a file")
-    p.add_argument("path")
-    p.set_defaults(func=snapshot_save)
 
 
 def parse_id(value: str, what: str = "member ID") -> int:
@@ -283,15 +277,3 @@ def _status_or_none(ctx: Context, endpoint: str) -> Status | None:
     except ClientError:
         return None
 
-
-def snapshot_save(ctx: Context, args: argparse.Namespace) -> int:
-    def progress(received: int, remaining: int) -> None:
-        total = received + remaining
-        if sys.stderr.isatty() and total:
-            sys.stderr.write(f"\rdownloading snapshot: {human_bytes(received)} / {human_bytes(total)}")
-
-    size = ctx.client.snapshot_save(args.path, progress=progress)
-    if sys.stderr.isatty():
-        sys.stderr.write("\n")
-    write_line(f"Snapshot saved at {args.path} ({human_bytes(size)})")
-    return 0
