@@ -11,6 +11,7 @@ from jepsen_like.checkers import check_all, verdict
 from jepsen_like.history import read_events
 from jepsen_like.report import write_report
 from jepsen_like.runner import HISTORY, RunConfig, run
+from jepsen_like.topology import NETS
 
 
 def check_dir(out: Path, time_limit: float = 60.0) -> bool:
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--target", choices=["raftkv", "etcd"], default="raftkv")
-    r.add_argument("--net", choices=["proxy"], default="proxy")
+    r.add_argument("--net", choices=NETS, default="proxy",
+                   help="proxy: userspace proxies on 127.0.0.1; netns: a namespace per member, nftables (root)")
     r.add_argument("--nodes", type=int, default=3)
     r.add_argument("--planted-bug", default=None)
     c = sub.add_parser("check", help="check a finished run's directory")

@@ -54,13 +54,15 @@ class Read:
 class Member:
     """Stubs for one member's client port.  Thread-safe (gRPC channels are)."""
 
-    def __init__(self, name: str, target: str, timeout: float = 2.0) -> None:
+    def __init__(self, name: str, target: str, timeout: float = 2.0,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self.name = name
         self.target = target
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(target, options=[
-            ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500),
-            ("grpc.min_reconnect_backoff_ms", 100)])
+        options = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500),
+                   ("grpc.min_reconnect_backoff_ms", 100)]
+        self.channel = (grpc.insecure_channel(target, options=options) if credentials is None
+                        else grpc.secure_channel(target, credentials, options=options))
         self.kv = rpc_pb2_grpc.KVStub(self.channel)
         self.watch = rpc_pb2_grpc.WatchStub(self.channel)
         self.lease = rpc_pb2_grpc.LeaseStub(self.channel)

@@ -2,22 +2,34 @@
 
 Faults: ``kill`` (SIGKILL, restart at the end of the window), ``pause`` (SIGSTOP/SIGCONT), ``partition``
 (random halves), ``isolate-leader``, ``bridge``, ``ring`` (majorities ring), ``one-way`` (a node hears nobody
-but is heard), ``slow`` (delay + jitter on every link), ``lossy``.  Every window is logged to the history as
-``nemesis`` events (``start``/``stop``) so the report can shade it.
+but is heard), ``slow`` (delay + jitter on every link), ``lossy``, ``client-isolate`` (random halves, and the
+harness's clients cut off from the minority side too), ``membership`` (remove a member through another one,
+wipe its data, and at the end of the window ``member add`` it back under its name and wait until it has caught
+up).  Every window is logged to the history as ``nemesis`` events (``start``/``stop``) so the report can
+shade it.
 """
 
 from __future__ import annotations
 
 import random
+import shutil
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from jepsen_like.history import INFO, NEMESIS, Event, HistoryWriter
 from jepsen_like.nemesis.proxy import Network
-from raftkv.localcluster import LocalCluster
+from raftkv.localcluster import ClusterError, LocalCluster
 
-FAULTS = ("kill", "pause", "partition", "isolate-leader", "bridge", "ring", "one-way", "slow", "lossy")
-NETWORK_FAULTS = frozenset({"partition", "isolate-leader", "bridge", "ring", "one-way", "slow", "lossy"})
+if TYPE_CHECKING:
+    from jepsen_like.topology import FaultNetwork
+
+FAULTS = ("kill", "pause", "partition", "isolate-leader", "bridge", "ring", "one-way", "slow", "lossy",
+          "client-isolate", "membership")
+NETWORK_FAULTS = frozenset({"partition", "isolate-leader", "bridge", "ring", "one-way", "slow", "lossy",
+                            "client-isolate"})
+CATCH_UP_S = 60.0
 Links = set[tuple[str, str]]
 
 
@@ -58,15 +70,21 @@ def majorities_ring(names: list[str], rng: random.Random) -> Links:
 class Nemesis:
     """Runs the schedule in its own thread until ``stop()``; ``recover()`` undoes everything."""
 
-    def __init__(self, cluster: LocalCluster, net: Network | None, faults: list[str], history: HistoryWriter,
+    def __init__(self, cluster: LocalCluster, net: FaultNetwork | None, faults: list[str], history: HistoryWriter,
                  seed: int, calm_s: float = 3.0, fault_s: float = 4.0,
-                 leader: Callable[[], str | None] | None = None) -> None:
+                 leader: Callable[[], str | None] | None = None,
+                 readded: Callable[[str], None] = lambda name: None) -> None:
         unknown = set(faults) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown nemesis {sorted(unknown)}; known: {', '.join(FAULTS)}")
-        if net is None and NETWORK_FAULTS & set(faults):
-            raise ValueError("network faults need a network back end")
+        unsupported = NETWORK_FAULTS & set(faults) - (net.supported if net is not None else frozenset())
+        if unsupported:
+            raise ValueError(f"this network back end cannot make {sorted(unsupported)}")
+        if "membership" in faults and isinstance(net, Network) and cluster.kind == "etcd":
+            raise ValueError("membership churn behind proxies needs raftkv (etcd peers are told apart by id); "
+                             "use --net netns for etcd")
         self.cluster, self.net, self.faults, self.history = cluster, net, list(faults), history
+        self.readded = readded
         self.rng = random.Random(seed)
         self.calm_s, self.fault_s = calm_s, fault_s
         self.leader = leader or cluster.leader_name
@@ -74,6 +92,7 @@ class Nemesis:
         self._thread = threading.Thread(target=self._run, name="nemesis", daemon=True)
         self._killed: set[str] = set()
         self._paused: set[str] = set()
+        self._removed: set[str] = set()
 
     def start(self) -> None:
         self._thread.start()
@@ -91,7 +110,11 @@ class Nemesis:
             if not self.faults:
                 continue
             fault = self.rng.choice(self.faults)
-            desc = self.inject(fault)
+            try:
+                desc = self.inject(fault)
+            except ClusterError as exc:  # e.g. no leader to take a membership change: try again later
+                self._log("start", {"fault": fault, "detail": f"not injected: {exc}"})
+                continue
             self._log("start", {"fault": fault, "detail": desc})
             self._stop.wait(self.fault_s * self.rng.uniform(0.5, 1.5))
             self.recover()
@@ -108,13 +131,19 @@ class Nemesis:
             self.cluster.pause_member(victim)
             self._paused.add(victim)
             return f"paused {victim}"
+        if fault == "membership":
+            self.cluster.remove_member(victim)
+            shutil.rmtree(self.cluster.member_dir(victim) / "data")
+            self._removed.add(victim)
+            return f"removed {victim} and wiped its data"
         assert self.net is not None
         all_names = self.cluster.names
-        if fault == "partition":
+        if fault in ("partition", "client-isolate"):
             order = self.rng.sample(all_names, len(all_names))
             groups = [order[: len(order) // 2], order[len(order) // 2:]]
-            self.net.set_links(cut(groups, all_names))
-            return f"halves {groups}"
+            minority = groups[0] if fault == "client-isolate" else []
+            self.net.set_links(cut(groups, all_names), clients_cut=minority)
+            return f"halves {groups}" + (f", clients cut from {minority}" if minority else "")
         if fault == "isolate-leader":
             target = self.leader() or victim
             self.net.set_links(cut([[target], [n for n in all_names if n != target]], all_names))
@@ -138,7 +167,7 @@ class Nemesis:
         return "20% loss on every link"
 
     def recover(self) -> None:
-        """Heal the network, resume paused members, restart killed ones."""
+        """Heal the network, resume paused members, restart killed ones, add removed ones back."""
         if self.net is not None:
             self.net.heal()
         for name in sorted(self._paused):
@@ -147,3 +176,22 @@ class Nemesis:
         for name in sorted(self._killed):
             self.cluster.start_member(name)
         self._killed.clear()
+        for name in sorted(self._removed):
+            self.cluster.add_member(name, start=False, timeout=CATCH_UP_S)
+            self.readded(name)
+            self.cluster.start_member(name)
+            self._removed.discard(name)
+            self.wait_caught_up(name, [n for n in self.cluster.names if n != name])
+
+    def wait_caught_up(self, name: str, others: Iterable[str], timeout: float = CATCH_UP_S) -> None:
+        """Until ``name`` has applied as far as the others had when we started waiting (it started empty)."""
+        def revision(n: str) -> int:
+            status = self.cluster.status(n)
+            return int(status.header.revision) if status is not None else 0
+        target = max((revision(n) for n in others), default=0)
+        deadline = time.monotonic() + timeout
+        while revision(name) < target:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{name} did not catch up to revision {target} in {timeout:.0f}s; "
+                                   f"see {self.cluster.log_path(name)}")
+            time.sleep(0.2)

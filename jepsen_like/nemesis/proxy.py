@@ -14,6 +14,10 @@ every directed link gets its own listening port.  etcd cannot be told that, so e
 inbound proxy and the source is read from the ``X-Server-From`` header every rafthttp request carries.  etcd's
 streams are opened by the *receiver* (its GET's response body carries the other member's messages), so on those
 connections the response direction belongs to the reverse link; raftkv's answers on a link belong to it.
+
+Clients reach each member through a client proxy too (link ``client -> member``), so a partition can also cut
+the harness off from the isolated side.  Upstreams are looked up per connection: a member re-added with new
+ports (membership churn) is reached through the same proxy ports after ``set_upstream``.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ import contextlib
 import random
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 HOST = "127.0.0.1"
 RTO_S = 0.2
 FROM_HEADER = re.compile(rb"X-Server-From: ([0-9a-fA-F]+)")
+#: Source name of the harness's client links.
+CLIENT = "client"
+Address = tuple[str, int]
 
 
 @dataclass
@@ -42,9 +49,15 @@ class LinkState:
 class Network:
     """All proxies of one cluster, run on a private event loop in a daemon thread."""
 
+    #: Nemesis kinds this back end can make.
+    supported = frozenset({"partition", "isolate-leader", "bridge", "ring", "one-way", "slow", "lossy",
+                           "client-isolate"})
+
     def __init__(self, names: list[str], seed: int = 0) -> None:
         self.names = list(names)
-        self.links: dict[tuple[str, str], LinkState] = {(a, b): LinkState() for a in names for b in names if a != b}
+        self.links: dict[tuple[str, str], LinkState] = {(a, b): LinkState() for a in [*names, CLIENT] for b in names
+                                                        if a != b}
+        self.upstreams: dict[tuple[str, str], Address] = {}  # (member, "peer" | "client") -> its real address
         self.rng = random.Random(seed)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="proxy-net", daemon=True)
@@ -69,30 +82,41 @@ class Network:
     def _run(self, coro):  # type: ignore[no-untyped-def]
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=10)
 
-    def link_listener(self, src: str, dst: str, upstream: tuple[str, int]) -> int:
-        """A proxy for the one link ``src -> dst``; returns its port."""
-        return self._run(self._listen(lambda _: src, dst, upstream, reverse=False))  # type: ignore[no-any-return]
+    def set_upstream(self, dst: str, role: str, upstream: Address) -> None:
+        """Where proxies for ``dst``'s peer (or client) port connect to; read per new connection."""
+        self.upstreams[(dst, role)] = upstream
 
-    def inbound_listener(self, dst: str, upstream: tuple[str, int], port: int) -> int:
+    def link_listener(self, src: str, dst: str, upstream: Address) -> int:
+        """A proxy for the one link ``src -> dst``; returns its port."""
+        self.set_upstream(dst, "peer", upstream)
+        return self._run(self._listen(lambda _: src, dst, "peer", reverse=False))  # type: ignore[no-any-return]
+
+    def client_listener(self, dst: str, upstream: Address) -> int:
+        """A proxy for the harness's clients in front of ``dst``'s client port; returns its port."""
+        self.set_upstream(dst, "client", upstream)
+        return self._run(self._listen(lambda _: CLIENT, dst, "client", reverse=False))  # type: ignore[no-any-return]
+
+    def inbound_listener(self, dst: str, upstream: Address, port: int) -> int:
         """A proxy in front of ``dst`` on ``port`` that identifies the source from etcd's headers."""
-        return self._run(self._listen(self._sniff_source, dst, upstream, reverse=True,  # type: ignore[no-any-return]
+        self.set_upstream(dst, "peer", upstream)
+        return self._run(self._listen(self._sniff_source, dst, "peer", reverse=True,  # type: ignore[no-any-return]
                                       port=port))
 
     def _sniff_source(self, first: bytes) -> str | None:
         m = FROM_HEADER.search(first)
         return self.member_ids.get(m.group(1).decode().lower().lstrip("0")) if m else None
 
-    async def _listen(self, source: Callable[[bytes], str | None], dst: str, upstream: tuple[str, int],
+    async def _listen(self, source: Callable[[bytes], str | None], dst: str, role: str,
                       reverse: bool, port: int = 0) -> int:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._connection(reader, writer, source, dst, upstream, reverse)
+            await self._connection(reader, writer, source, dst, self.upstreams[(dst, role)], reverse)
 
         server = await asyncio.start_server(handle, HOST, port, reuse_address=True)
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                          source: Callable[[bytes], str | None], dst: str, upstream: tuple[str, int],
+                          source: Callable[[bytes], str | None], dst: str, upstream: Address,
                           reverse: bool) -> None:
         first = b""
         try:
@@ -147,8 +171,11 @@ class Network:
 
     # ------------------------------------------------------------------ faults
 
-    def set_links(self, blocked: set[tuple[str, str]]) -> None:
-        """Block exactly these directed links (all others flow); cut their open connections."""
+    def set_links(self, blocked: set[tuple[str, str]], clients_cut: Iterable[str] = ()) -> None:
+        """Block exactly these directed member links and the client links of ``clients_cut`` (all others
+        flow); cut their open connections."""
+        blocked = set(blocked) | {(CLIENT, m) for m in clients_cut}
+
         def apply() -> None:
             for link, st in self.links.items():
                 was = st.blocked
@@ -164,9 +191,9 @@ class Network:
 
     def set_quality(self, delay_ms: float = 0.0, jitter_ms: float = 0.0, loss: float = 0.0,
                     links: set[tuple[str, str]] | None = None) -> None:
-        """Slow or lossy links (all links when ``links`` is None)."""
+        """Slow or lossy links (all member-to-member links when ``links`` is None)."""
         for link, st in self.links.items():
-            if links is None or link in links:
+            if (links is None and link[0] != CLIENT) or (links is not None and link in links):
                 st.delay_ms, st.jitter_ms, st.loss = delay_ms, jitter_ms, loss
 
     def heal(self) -> None:
