@@ -141,8 +141,12 @@ class RawNode:
         self._outstanding = rd
         return rd
 
-    def advance(self, rd: Ready) -> None:
-        """The driver persisted, sent and applied ``rd``."""
+    def advance(self, rd: Ready, *, applied: bool = True) -> None:
+        """The driver persisted and sent ``rd`` and, unless ``applied=False``, applied its committed entries.
+
+        A driver that applies in the background passes ``applied=False`` and reports progress with
+        ``applied_to`` as each apply completes: the core then keeps refusing a new conf change (and a
+        campaign over an unapplied one) until the state machine has really caught up."""
         assert rd is self._outstanding, "advance() must be given the Ready returned by the last ready()"
         log = self.raft.log
         if rd.snapshot is not None:
@@ -151,9 +155,19 @@ class RawNode:
         if rd.entries:
             log.stable_to(rd.entries[-1].index, rd.entries[-1].term)
         if rd.committed_entries:
-            log.applied_to(rd.committed_entries[-1].index)
+            if applied:
+                log.applied_to(rd.committed_entries[-1].index)
             self.raft.reduce_uncommitted_size(rd.committed_entries)
         self._outstanding = None
+
+    def applied_to(self, index: int) -> None:
+        """The state machine has applied everything up to ``index`` (entries handed out with ``advance(rd,
+        applied=False)``). May be called between ``ready`` and ``advance``; an index an installed snapshot
+        already covers is ignored."""
+        log = self.raft.log
+        assert index <= log.applying, f"applied {index} was never handed out (applying {log.applying})"
+        if index > log.applied:
+            log.applied_to(index)
 
     def status(self) -> Status:
         r = self.raft

@@ -4,27 +4,31 @@ One loop owns the core. Each turn it feeds the core everything that arrived sinc
 peer messages, *all* queued proposals, one ReadIndex round for *all* queued reads — and then drains the
 core's ``Ready``s, each handled in the order the persistence contract demands:
 
-1. persist the Ready's snapshot, entries and hard state and apply its committed entries, in **one** LMDB
-   write transaction on the writer thread (one fsync covers the whole batch, and the applied index is
-   committed together with the state it describes);
+1. persist the Ready's snapshot, entries and hard state in one LMDB write transaction on the writer thread,
+   and wait for it when anything must be durable first (entries, snapshot, term or vote);
 2. only then send its messages (they may refer to those entries and that vote);
-3. resolve the RPCs waiting on what was applied and on read states, publish events to watchers;
-4. ``advance``.
+3. queue the apply of its committed entries as the next writer job, *without* waiting for it: the applied
+   index is committed in the same transaction as the state it describes, and when the job completes the
+   waiting RPCs are answered, watchers get their events and the core is told (``RawNode.applied_to``);
+4. ``advance`` (with ``applied=False``).
 
-Batching falls out of this shape: while one Ready is being written, new proposals queue up and the next
-turn appends them all at once.
+So a long apply (a DeleteRange of many keys) never stops ticks and heartbeats: while the writer is busy for
+longer than a heartbeat, only work that needs no fsync enters the core (see ``_feed_core``). Snapshots and
+log compaction run as background writer jobs too. Batching falls out of this shape: while one Ready is being
+written, new proposals queue up and the next turn appends them all at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import math
 import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from raftkv import errors
 from raftkv.api.backend import ClientSession, RevisionEvents
@@ -56,6 +60,7 @@ LEASE_CHECK_INTERVAL = 0.5  # seconds, as etcd's lessor
 QUOTA_CHECK_INTERVAL = 1.0  # seconds
 MAX_LEASE_REVOKES_PER_CHECK = revoke_limit(LEASE_CHECK_INTERVAL)
 APPLIED_CALLBACK = Callable[[RevisionEvents], None]
+T = TypeVar("T")
 
 
 class LeaseForwarder(Protocol):
@@ -115,6 +120,7 @@ class Node:
         self._snapshot_index = store.log.snapshot_meta().index
         self._tasks: list[asyncio.Task[None]] = []
         self._snapshot_wanted = False
+        self._snapshotting = False
         self._failed_snapshot_sends: set[int] = set()
         self.ready_turns = 0
         self.leader_changes = 0
@@ -189,18 +195,28 @@ class Node:
         for node_id in sorted(self._unreachable):
             self.raw.report_unreachable(node_id)
         self._unreachable.clear()
+        # A long job on the writer (a huge DeleteRange, a compaction) would hold up any Ready that must be
+        # persisted, and with it the heartbeats and answers that keep the leader in office. Until it ends,
+        # only work that needs no fsync enters the core: ticks, heartbeats, votes' pre-rounds, ReadIndex.
+        # Proposals stay queued (and then go in as one batch); appends and snapshots from the leader wait,
+        # as if the network had delayed them.
+        stalled = self.store.writer.busy_for() > self.cfg.heartbeat_ms / 1000
         inbox, self._inbox = self._inbox, []
         for msg in inbox:
-            self.raw.step(msg)
-        proposals, self._proposals = self._proposals, []
-        for data in proposals:
-            self._propose_one(data)
-        conf, self._conf_proposals = self._conf_proposals, []
-        for cc in conf:
-            try:
-                self.raw.propose_conf_change(cc)
-            except ProposalDropped as exc:
-                self._fail_conf(cc, _dropped_error(str(exc)))
+            if stalled and (msg.type == MessageType.SNAP or (msg.type == MessageType.APP and msg.entries)):
+                self._inbox.append(msg)
+            else:
+                self.raw.step(msg)
+        if not stalled:
+            proposals, self._proposals = self._proposals, []
+            for data in proposals:
+                self._propose_one(data)
+            conf, self._conf_proposals = self._conf_proposals, []
+            for cc in conf:
+                try:
+                    self.raw.propose_conf_change(cc)
+                except ProposalDropped as exc:
+                    self._fail_conf(cc, _dropped_error(str(exc)))
         now = time.monotonic()
         self._reads.requeue_stale(now, self.cfg.election_ms / 1000)
         if self._reads.has_queued():
@@ -231,31 +247,61 @@ class Node:
         if rd.hard_state is not None:
             self._term = rd.hard_state.term
         installer = self.staged_snapshots.take(rd.snapshot) if rd.snapshot is not None else None
-        applied: list[AppliedEntry] = []
-        if installer is not None or rd.entries or rd.hard_state is not None or rd.committed_entries:
-            applied = await asyncio.wrap_future(
-                self.store.save_and_apply(installer, rd.entries, rd.hard_state, rd.committed_entries, rd.must_sync)
-            )
-        # else: nothing to persist (e.g. the heartbeats of a ReadIndex round): an empty commit would cost an
-        # fsync and protect nothing, since every earlier Ready was already durable before this one began.
+        if installer is not None or rd.must_sync:
+            await asyncio.wrap_future(self.store.save(installer, rd.entries, rd.hard_state))
+        elif rd.hard_state is not None:
+            # Only the commit index moved: no message depends on it being durable (a lost commit index is
+            # learned again from the leader). The job is queued before this Ready's apply job, so the commit
+            # index is durable no later than the entries applied up to it, as a restart requires.
+            self._in_background(self.store.save(None, (), rd.hard_state))
+        # else: nothing to persist (e.g. the heartbeats of a ReadIndex round).
         if rd.messages and self.transport is not None:
             self.transport.send(self._without_unusable_snapshots(rd.messages))
-        if rd.committed_entries or rd.snapshot is not None:
+        if rd.snapshot is not None:
             self._applied = self.store.applied_index()
             self._revision = self.store.revision()
-        if rd.snapshot is not None:
             self._after_snapshot_install()
+        if rd.committed_entries:
+            last = rd.committed_entries[-1].index
+            self._in_background(self.store.apply(rd.committed_entries), lambda done: self._on_applied(last, done))
+        for rs in rd.read_states:
+            self._reads.answered(rs.request_ctx, rs.index, self._applied)
+        self._reads.applied(self._applied)
+        self.raw.advance(rd, applied=False)
+        self._maybe_snapshot()
+
+    def _in_background(
+        self,
+        job: concurrent.futures.Future[T],
+        on_done: Callable[[T], None] | None = None,
+    ) -> None:
+        """Run a writer job the loop does not wait for. Writer jobs run in submission order, so background
+        jobs keep their place relative to awaited ones; a failed one stops the member (as a failed Ready
+        would), since the state on disk no longer matches what the core was told."""
+
+        def done(future: asyncio.Future[T]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                log.error("%s: a background write failed; stopping this member to protect the data", self.cfg.name,
+                          exc_info=None if future.cancelled() else future.exception())
+                os._exit(70)
+            if on_done is not None:
+                on_done(future.result())
+
+        asyncio.wrap_future(job).add_done_callback(done)
+
+    def _on_applied(self, last: int, applied: list[AppliedEntry]) -> None:
+        """An apply job finished (they finish in log order): answer its clients, then tell the core."""
+        self._applied = max(self._applied, last)
+        self._revision = applied[-1].revision if applied else self.store.revision()
+        self.raw.applied_to(last)
         for result in applied:
             self._after_apply(result)
         if any(r.conf_change is not None for r in applied):
             # The core and the state machine each compute the membership; they must agree (same log).
             core_view, stored = self.raw.status().conf_state, self.store.conf_state()
             assert core_view == stored, f"membership diverged: core {core_view}, state machine {stored}"
-        for rs in rd.read_states:
-            self._reads.answered(rs.request_ctx, rs.index, self._applied)
         self._reads.applied(self._applied)
-        self.raw.advance(rd)
-        await self._maybe_snapshot()
+        self._wake.set()  # a conf change, or a snapshot, may have been waiting for this
 
     def _without_unusable_snapshots(self, messages: list[Message]) -> list[Message]:
         """Hold back a snapshot its receiver would refuse: one taken before the receiver joined does not list
@@ -305,12 +351,19 @@ class Node:
             callback()
         log.info("%s: installed a snapshot at index %d", self.cfg.name, self._snapshot_index)
 
-    async def _maybe_snapshot(self) -> None:
+    def _maybe_snapshot(self) -> None:
+        """Snapshot and compact in the background once enough was applied; one at a time."""
+        if self._snapshotting:
+            return
         if self._applied - self._snapshot_index < self.cfg.snapshot_count and not self._snapshot_wanted:
             return
         self._snapshot_wanted = False
-        meta = await asyncio.wrap_future(self.store.create_snapshot(self._applied))
-        self._snapshot_index = meta.index
+        self._snapshotting = True
+        self._in_background(self.store.create_snapshot(), self._on_snapshot)
+
+    def _on_snapshot(self, meta: SnapshotMeta) -> None:
+        self._snapshotting = False
+        self._snapshot_index = max(self._snapshot_index, meta.index)
         log.info("%s: snapshot at index %d, log compacted", self.cfg.name, meta.index)
 
     def _on_soft_state(self, soft: SoftState) -> None:

@@ -119,15 +119,41 @@ class NodeStore:
         del must_sync
 
         def job(w: WriteTxn) -> list[AppliedEntry]:
-            if snapshot_install is not None:
-                snapshot_install.install_into(w, self)
-            self.log.append(w, entries)
-            if hard_state is not None:
-                self.log.set_hard_state(w, hard_state)
-            applied = read_applied(w.txn, w.env)
-            return self.applier.apply(w, [e for e in committed_entries if e.index > applied])
+            self._save_in(w, snapshot_install, entries, hard_state)
+            return self._apply_in(w, committed_entries)
 
         return self.writer.submit(job)
+
+    def save(
+        self, snapshot_install: SnapshotInstaller | None, entries: Sequence[Entry], hard_state: HardState | None
+    ) -> concurrent.futures.Future[None]:
+        """The persist stage alone: snapshot, entries and hard state in one transaction.
+
+        Queued jobs run in submission order, so a later ``apply`` sees everything saved before it, and a
+        commit index saved here is durable no later than the entries applied up to it (restart needs
+        applied <= commit)."""
+        return self.writer.submit(lambda w: self._save_in(w, snapshot_install, entries, hard_state))
+
+    def apply(self, committed_entries: Sequence[Entry]) -> concurrent.futures.Future[list[AppliedEntry]]:
+        """The apply stage alone: apply entries and record the applied index in the same transaction."""
+        return self.writer.submit(lambda w: self._apply_in(w, committed_entries))
+
+    def _save_in(
+        self,
+        w: WriteTxn,
+        snapshot_install: SnapshotInstaller | None,
+        entries: Sequence[Entry],
+        hard_state: HardState | None,
+    ) -> None:
+        if snapshot_install is not None:
+            snapshot_install.install_into(w, self)
+        self.log.append(w, entries)
+        if hard_state is not None:
+            self.log.set_hard_state(w, hard_state)
+
+    def _apply_in(self, w: WriteTxn, committed_entries: Sequence[Entry]) -> list[AppliedEntry]:
+        applied = read_applied(w.txn, w.env)
+        return self.applier.apply(w, [e for e in committed_entries if e.index > applied])
 
     # --- read side --------------------------------------------------------------------------------------------
 
@@ -242,16 +268,17 @@ class NodeStore:
 
     # --- snapshots --------------------------------------------------------------------------------------------
 
-    def create_snapshot(self, index: int) -> concurrent.futures.Future[SnapshotMeta]:
-        """Record a snapshot at the applied ``index`` and compact the log, keeping ``snapshot_catchup_entries``
+    def create_snapshot(self, index: int | None = None) -> concurrent.futures.Future[SnapshotMeta]:
+        """Record a snapshot at the applied index (as of the job's transaction, so applies queued earlier
+        count; ``index``, if given, must equal it) and compact the log, keeping ``snapshot_catchup_entries``
         entries before it so that slightly lagging followers still catch up from the log."""
 
         def job(w: WriteTxn) -> SnapshotMeta:
             applied = read_applied(w.txn, w.env)
-            assert index == applied, f"snapshot at {index} but applied is {applied}"
-            meta = SnapshotMeta(index=index, term=self._term_in(w, index), conf_state=read_conf_state(w.txn, w.env))
+            assert index in (None, applied), f"snapshot at {index} but applied is {applied}"
+            meta = SnapshotMeta(index=applied, term=self._term_in(w, applied), conf_state=read_conf_state(w.txn, w.env))
             self.log.set_snapshot_meta(w, meta)
-            self.log.compact(w, index - self.snapshot_catchup_entries)
+            self.log.compact(w, applied - self.snapshot_catchup_entries)
             return meta
 
         return self.writer.submit(job)

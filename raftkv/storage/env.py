@@ -21,6 +21,7 @@ import errno
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,8 +197,18 @@ class WriteTxn:
 _STOP = object()
 
 
+@dataclass(frozen=True)
+class _Job:
+    fn: Callable[..., Any]
+    in_txn: bool  # False: runs between transactions (see ``Writer.submit_outside_txn``)
+
+
 class Writer:
-    """The one thread that owns every LMDB write transaction of an environment."""
+    """The one thread that owns every LMDB write transaction of an environment.
+
+    Jobs run in submission order. Transaction jobs that are queued together share one transaction (group
+    commit): one fsync makes all of them durable, and each still sees the writes of the jobs before it.
+    """
 
     def __init__(self, env: Env, name: str = "raftkv-lmdb-writer") -> None:
         self.env = env
@@ -205,23 +216,25 @@ class Writer:
         #: meta page when the env syncs), so this is the node's fsync count; only this thread writes it.
         self.commits = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._busy_since: float | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, fn: Callable[[WriteTxn], T]) -> concurrent.futures.Future[T]:
-        """Run ``fn`` in one write transaction on the writer thread; the future resolves after the commit.
+        """Run ``fn`` in a write transaction on the writer thread; the future resolves after the commit.
 
-        ``fn`` may be run more than once (a full map aborts the txn, grows the map and retries), so it must
-        only have effects through the transaction and ``WriteTxn.on_commit``.
+        ``fn`` may be run more than once (a full map aborts the txn, grows the map and retries; a failure of
+        a job sharing its transaction reruns each alone), so it must only have effects through the
+        transaction and ``WriteTxn.on_commit``.
         """
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put((lambda: self._execute(fn), future))
+        self._queue.put((_Job(fn, in_txn=True), future))
         return future
 
     def submit_outside_txn(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
         """Run ``fn`` on the writer thread between transactions (maintenance that reopens the environment)."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put((fn, future))
+        self._queue.put((_Job(fn, in_txn=False), future))
         return future
 
     def call(self, fn: Callable[[WriteTxn], T]) -> T:
@@ -231,30 +244,63 @@ class Writer:
     def in_writer_thread(self) -> bool:
         return threading.current_thread() is self._thread
 
+    def busy_for(self) -> float:
+        """Seconds the job now running has taken so far (0 when idle). Lets the driver notice a long apply
+        and hold back work that would queue behind it."""
+        since = self._busy_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def _run(self) -> None:
+        pending: Any = None
         while True:
-            item = self._queue.get()
+            item = pending if pending is not None else self._queue.get()
+            pending = None
             if item is _STOP:
                 return
-            run, future = item
-            if not future.set_running_or_notify_cancel():
-                continue
+            group = [item]
+            while item[0].in_txn:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP or not item[0].in_txn:
+                    pending = item
+                    break
+                group.append(item)
+            live = [(job, future) for job, future in group if future.set_running_or_notify_cancel()]
+            self._busy_since = time.monotonic()
             try:
-                future.set_result(run())
+                self._run_group(live)
+            finally:
+                self._busy_since = None
+
+    def _run_group(self, group: list[tuple[_Job, concurrent.futures.Future[Any]]]) -> None:
+        if len(group) > 1:
+            try:
+                results = self._execute([job.fn for job, _ in group])
+            except BaseException:  # noqa: BLE001 - rerun each alone below, so the failure reaches its submitter
+                pass
+            else:
+                for (_, future), result in zip(group, results):
+                    future.set_result(result)
+                return
+        for job, future in group:
+            try:
+                future.set_result(self._execute([job.fn])[0] if job.in_txn else job.fn())
             except BaseException as exc:  # noqa: BLE001 - delivered to the submitter, the thread keeps serving
                 future.set_exception(exc)
 
-    def _execute(self, fn: Callable[[WriteTxn], T]) -> T:
+    def _execute(self, fns: list[Callable[[WriteTxn], Any]]) -> list[Any]:
         while True:
             wtxn: WriteTxn | None = None
             try:
                 with self.env.lmdb.begin(write=True) as txn:
                     wtxn = WriteTxn(self.env, txn)
-                    result = fn(wtxn)
+                    results = [fn(wtxn) for fn in fns]
                 self.commits += 1
                 for hook in wtxn._hooks:
                     hook()
-                return result
+                return results
             except lmdb.MapFullError:
                 self.env.grow()  # raises StorageFull when the map may not grow any more
             except lmdb.DiskError as exc:
