@@ -52,8 +52,13 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
 
-# Long fault-injection suite against a real raftkv cluster (and etcd as the reference), reports in jepsen-out/.
+# Long fault-injection suite against a real raftkv cluster (and etcd as the reference), reports in
+# jepsen-out/<target>-<net>/: every workload under every nemesis, on the proxies and (as root) in network
+# namespaces.  etcd churns membership only in namespaces (its proxied peers are told apart by member id).
+JEPSEN_FAULTS := kill,pause,partition,isolate-leader,bridge,ring,one-way,lossy,client-isolate
 jepsen: $(STAMP)
-	for t in raftkv etcd; do \
-	  $(PY) -m jepsen_like run --target $$t --workload all --nemesis kill,pause,partition,isolate-leader,bridge,ring,one-way,slow,lossy --time $${JEPSEN_TIME:-120} --clients 12 --seed $${SEED:-1} --out jepsen-out/$$t || exit 1; \
-	done
+	nets=proxy; [ "$$(id -u)" = 0 ] && nets="proxy netns"; \
+	for t in raftkv etcd; do for n in $$nets; do \
+	  f=$(JEPSEN_FAULTS); [ $$n = proxy ] && f=$$f,slow; [ $$n-$$t != proxy-etcd ] && f=$$f,membership; \
+	  $(PY) -m jepsen_like run --target $$t --net $$n --workload all --nemesis $$f --time $${JEPSEN_TIME:-60} --clients 12 --seed $${SEED:-1} --out jepsen-out/$$t-$$n || exit 1; \
+	done; done
