@@ -480,7 +480,7 @@ class Node:
         self._proposals.append(request.SerializeToString())
         self._wake.set()
         try:
-            result = await asyncio.wait_for(future, timeout)
+            result = await _within(future, timeout)
         except TimeoutError:
             self._waiters.forget(request_id)
             raise errors.TIMEOUT.exception() from None
@@ -494,7 +494,7 @@ class Node:
         future = self._reads.enqueue()
         self._wake.set()
         try:
-            await asyncio.wait_for(future, timeout)
+            await _within(future, timeout)
         except TimeoutError:
             raise errors.TIMEOUT.exception() from None
 
@@ -706,6 +706,21 @@ class Node:
             if chunk is None:
                 return
             yield chunk
+
+
+async def _within(future: asyncio.Future[T], timeout: float) -> T:
+    """``asyncio.wait_for`` for a bare future, minus its extra waiter future and callbacks: a timer fails
+    the future itself with ``TimeoutError``. Every client request waits this way, so the saving counts."""
+
+    def expire() -> None:
+        if not future.done():
+            future.set_exception(TimeoutError())
+
+    timer = asyncio.get_running_loop().call_later(timeout, expire)
+    try:
+        return await future
+    finally:
+        timer.cancel()
 
 
 def _dropped_error(reason: str) -> errors.EtcdError:
