@@ -131,13 +131,13 @@ def run(cfg: RunConfig, out: Path) -> Path:
             try:
                 if topo is not None and members:
                     topo.cluster.wait_ready(timeout=60, all_members=True)
+                    # The quiet period itself (no traffic, no faults); lease runs also let every lease expire.
+                    time.sleep(cfg.quiet_s + (LeaseWorker.TTL + 1 if cfg.workload in ("lease", "all") else 0))
                     catch_up_watchers(watchers, members, timeout=cfg.quiet_s + 10)
                     watch_stop.set()
                     for w in watchers:
                         w.close()
                         w.join(timeout=10)
-                    # The quiet period itself (no traffic, no faults); lease runs also let every lease expire.
-                    time.sleep(cfg.quiet_s + (LeaseWorker.TTL + 1 if cfg.workload in ("lease", "all") else 0))
                     final_reads(members, history, cfg.quiet_s)
             finally:
                 watch_stop.set()

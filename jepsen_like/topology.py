@@ -9,8 +9,6 @@ the harness's clients use.
 
 from __future__ import annotations
 
-import random
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,7 +17,7 @@ import grpc
 
 from jepsen_like.nemesis.netns import NetnsNetwork
 from jepsen_like.nemesis.proxy import Network
-from raftkv.localcluster import HOST, Kind, LocalCluster, MemberInfo
+from raftkv.localcluster import HOST, Kind, LocalCluster, MemberInfo, free_ports
 from raftkv.security.certs import init_cluster_certs
 
 NETS = ("proxy", "netns")
@@ -86,19 +84,6 @@ class NetnsCluster(LocalCluster):
         return self.net.exec_prefix(name) + super().command(name)
 
 
-def _free_port(rng: random.Random) -> int:
-    """A bindable port below the kernel's ephemeral range, so the proxies' own outgoing connections (which
-    use ephemeral ports) cannot take it between now and the member binding it."""
-    while True:
-        port = rng.randrange(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-
-
 @dataclass
 class Topology:
     cluster: LocalCluster
@@ -142,8 +127,7 @@ def build(base: object, *, target: Kind, net: str, nodes: int, seed: int, extra_
     cluster = ProxiedCluster(base, nodes, kind=target, tls=False, **timing)  # type: ignore[arg-type]
     proxies = Network(cluster.names, seed=seed)
     if target == "etcd":
-        rng = random.Random()
-        cluster.listen_ports = {n: _free_port(rng) for n in cluster.names}
+        cluster.listen_ports = dict(zip(cluster.names, free_ports(len(cluster.names)), strict=True))
         for n in cluster.names:
             proxies.inbound_listener(n, (HOST, cluster.listen_ports[n]), cluster.member(n).peer_port)
     else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -74,16 +75,25 @@ class _Settings:
     peer_dial_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports the kernel just handed out; they are released before use, which is racy but adequate locally."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((HOST, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+def free_ports(count: int) -> list[int]:
+    """Distinct bindable ports below the kernel's ephemeral range.
+
+    They are released before the members bind them.  Ports the kernel hands out for ``bind(0)`` come from the
+    ephemeral range, which is also where every outgoing connection's local port comes from, so one of those
+    could take a port in that gap; ports below the range are only ever taken by an explicit bind."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.SystemRandom()
+    ports: list[int] = []
+    while len(ports) < count:
+        port = rng.randrange(10000, low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def _pid_alive(pid: int) -> bool:
@@ -477,7 +487,7 @@ class LocalCluster:
     def _allocate_ports(self, base_port: int | None, count: int, first_index: int) -> list[tuple[int, int, int]]:
         """(client, peer, metrics) ports: base+10i, +1, +2 (n1 gets etcd's 2379/2380/2381) or free ones."""
         if base_port is None:
-            flat = _free_ports(3 * count)
+            flat = free_ports(3 * count)
             return [(flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]) for i in range(count)]
         return [
             (base_port + 10 * i, base_port + 10 * i + 1, base_port + 10 * i + 2)
