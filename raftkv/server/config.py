@@ -19,7 +19,7 @@ __all__ = ["ConfigError", "ServerConfig", "parse_config", "host_port", "member_i
 
 DEFAULT_MAX_REQUEST_BYTES = 1572864  # 1.5 MiB, etcd's default
 DEFAULT_QUOTA_BYTES = 2 * 1024**3  # 2 GiB, etcd's default
-PLANTED_BUGS = ("stale-reads", "drop-watch-event", "skip-fsync")
+PLANTED_BUGS = ("stale-reads", "drop-watch-event", "skip-fsync", "ack-before-commit")
 
 
 

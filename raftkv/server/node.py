@@ -37,6 +37,8 @@ from raftkv.core.rawnode import RawNode
 from raftkv.core.types import (
     ConfChange,
     ConfChangeType,
+    Entry,
+    EntryType,
     Message,
     MessageType,
     ProposalDropped,
@@ -255,6 +257,8 @@ class Node:
             # index is durable no later than the entries applied up to it, as a restart requires.
             self._in_background(self.store.save(None, (), rd.hard_state))
         # else: nothing to persist (e.g. the heartbeats of a ReadIndex round).
+        if self.cfg.planted_bug == "ack-before-commit" and rd.entries and self.is_leader():
+            self._ack_before_commit(rd.entries)
         if rd.messages and self.transport is not None:
             self.transport.send(self._without_unusable_snapshots(rd.messages))
         if rd.snapshot is not None:
@@ -269,6 +273,16 @@ class Node:
         self._reads.applied(self._applied)
         self.raw.advance(rd, applied=False)
         self._maybe_snapshot()
+
+    def _ack_before_commit(self, entries: list[Entry]) -> None:
+        """PLANTED BUG (fault-injection self-test only): answer puts once the leader's own copy is durable,
+        before a quorum has it, so a leader lost right after loses acknowledged writes."""
+        for entry in entries:
+            if entry.type != EntryType.NORMAL or not entry.data:
+                continue
+            request = internal_pb2.InternalRequest.FromString(entry.data)
+            if request.WhichOneof("request") == "put":
+                self._waiters.resolve(request.header.id, internal_pb2.ApplyResult(put=rpc_pb2.PutResponse()))
 
     def _in_background(
         self,
