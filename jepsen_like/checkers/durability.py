@@ -2,7 +2,9 @@
 
 Every acknowledged mutation must (a) be in every member's final dump at its revision with its value, and
 (b) still be visible in every member's final read of its key unless a later mutation replaced it: the final
-read's mod revision may never be below the revision of an acknowledged mutation of that key.
+read's mod revision may never be below the revision of an acknowledged mutation of that key, and the key may
+only be absent if that member's log deletes it after its last acknowledged write (a delete whose answer was
+lost -- ``info`` -- may well have happened).
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ def check(events: Sequence[Event], ops: Sequence[Op]) -> CheckResult:
     for lst in acked.values():
         lst.sort(key=lambda o: o.revision or 0)
     member_dumps = dumps(events)
+    deleted_at: dict[tuple[str, str], int] = {}  # (member, key) -> revision of the last delete in its log
+    for member, evs in member_dumps.items():
+        for rev, typ, key, _ in evs:
+            if typ == "DELETE":
+                deleted_at[(member, key)] = max(rev, deleted_at.get((member, key), 0))
     for member, evs in sorted(member_dumps.items()):
         index = {(rev, key): (typ, value) for rev, typ, key, value in evs}
         top = max((e[0] for e in evs), default=0)
@@ -49,7 +56,8 @@ def check(events: Sequence[Event], ops: Sequence[Op]) -> CheckResult:
             last = lst[-1]
             got = kvs.get(key)
             mod = int(got[1]) if got else None  # type: ignore[call-overload]
-            if got is None and last.f != "delete":
+            deleted_later = deleted_at.get((str(fr.member), key), 0) > (last.revision or 0)
+            if got is None and last.f != "delete" and not deleted_later:
                 res.add("lost-write", f"member {fr.member}: {key!r} absent in the final read, but its last "
                         f"acknowledged write is revision {last.revision}", [last.brief()])
             elif mod is not None and last.revision is not None and mod < last.revision:

@@ -123,6 +123,19 @@ def test_lost_write_is_caught_by_durability() -> None:
     assert all(a.ops[0]["value"] == "b" for a in res.anomalies)
 
 
+def test_absence_after_an_info_delete_that_happened_is_durable() -> None:
+    b = Builder()
+    b.op(0, "write", "k", "a", 0, 10, revision=2)
+    b.op(0, "delete", "k", None, 20, 30, type=INFO)
+    _final(b, {}, [["PUT", "k", "a", 2], ["DELETE", "k", None, 3]])
+    assert durability.check(b.sorted(), pair(b.sorted())).valid is True
+    b = Builder()
+    b.op(0, "write", "k", "a", 0, 10, revision=2)
+    b.op(0, "delete", "k", None, 20, 30, type=INFO)
+    _final(b, {}, [["PUT", "k", "a", 2]])  # absent, yet no member's log deletes it
+    assert kinds(durability.check(b.sorted(), pair(b.sorted()))) == {"lost-write"}
+
+
 def test_durable_history_passes_everything() -> None:
     b = Builder()
     b.op(0, "write", "k", "a", 0, 10, revision=2)
