@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from cli.common import CommandError, Context
-from cli.output import print_json, print_kv, text, write_line
+from cli.output import print_json, print_kv, text, to_json, write_line
 from raftkv.client import ops
 from raftkv.client import routing as r
 from raftkv.proto import rpc_pb2
@@ -210,19 +210,24 @@ def txn(ctx: Context, args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- watch, compaction
 
 def watch(ctx: Context, args: argparse.Namespace) -> int:
+    """Events until interrupted. ``-w json`` prints each server response as one line, in the shape of Go's
+    encoding of clientv3's ``WatchResponse`` (what ``etcdctl watch -w json`` prints)."""
     with ctx.client.watch(args.key, args.range_end, prefix=args.prefix, start_revision=args.rev,
-                          prev_kv=args.prev_kv) as events:
-        for event in events:
-            if ctx.output == "json":
-                print_json({"Type": event.type.value, "Key": text(event.kv.key), "Value": text(event.kv.value),
-                            "Revision": event.revision})
-            else:
-                write_line(event.type.value)
-                if event.prev_kv is not None:
-                    write_line(text(event.prev_kv.key))
-                    write_line(text(event.prev_kv.value))
-                write_line(text(event.kv.key))
-                write_line(text(event.kv.value))
+                          prev_kv=args.prev_kv) as watcher:
+        if ctx.output == "json":
+            for resp in watcher.responses():
+                print_json({"Header": to_json(resp.header), "Events": [to_json(e) for e in resp.events],
+                            "CompactRevision": resp.compact_revision, "Canceled": resp.canceled,
+                            "Created": resp.created})
+                sys.stdout.flush()
+            return 0
+        for event in watcher:
+            write_line(event.type.value)
+            if event.prev_kv is not None:
+                write_line(text(event.prev_kv.key))
+                write_line(text(event.prev_kv.value))
+            write_line(text(event.kv.key))
+            write_line(text(event.kv.value))
             sys.stdout.flush()
     return 0
 

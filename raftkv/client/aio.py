@@ -9,7 +9,6 @@ import collections
 import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -19,7 +18,8 @@ from google.protobuf.message import Message
 
 from raftkv.client import routing as r
 from raftkv.client.config import ClientConfig
-from raftkv.client.errors import ClientError, LeaseNotFound, from_rpc_error
+from raftkv.client.errors import ClientError, LeaseNotFound, dial_failure
+from raftkv.client.snapshot import Progress, SnapshotFile, snapshot_stream
 from raftkv.client.surface import Lease, Surface
 from raftkv.client.sync import keepalive_interval, resolve_config
 from raftkv.client.types import Event, Key
@@ -56,14 +56,30 @@ class AsyncClient(Surface):
         self.config = resolve_config(config, endpoints, cacert=cacert, cert=cert, key=key, insecure=insecure)
         super().__init__(r.Router(list(self.config.endpoints)), timeout=timeout, server_dedupes=server_dedupes)
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._connected: set[str] = set()
 
     def channel(self, endpoint: str) -> grpc.aio.Channel:
         if endpoint not in self._channels:
             self._channels[endpoint] = self.config.aio_channel(endpoint)
         return self._channels[endpoint]
 
+    async def _dial(self, endpoint: str, timeout: float) -> grpc.aio.Channel:
+        """As ``Client._dial``: a ``Status`` probe bounded by the dial timeout before the first call."""
+        channel = self.channel(endpoint)
+        if endpoint not in self._connected:
+            wait = min(self.config.dial_timeout, timeout)
+            try:
+                await channel.unary_unary(r.STATUS.path, request_serializer=rpc_pb2.StatusRequest.SerializeToString,
+                                          response_deserializer=rpc_pb2.StatusResponse.FromString)(
+                    rpc_pb2.StatusRequest(), timeout=wait)
+            except grpc.RpcError as exc:
+                dial_failure(exc, endpoint, wait)
+            self._connected.add(endpoint)
+        return channel
+
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}
+        self._connected.clear()
         for channel in channels:
             await channel.close()
 
@@ -76,7 +92,7 @@ class AsyncClient(Surface):
 
     async def _call(self, step: r.Attempt) -> Message:
         method = step.method
-        channel = self.channel(step.endpoint)
+        channel = await self._dial(step.endpoint, step.timeout)
         kwargs: dict[str, Any] = {"request_serializer": type(step.message).SerializeToString,
                                   "response_deserializer": method.response.FromString}
         if not method.streaming:
@@ -111,28 +127,13 @@ class AsyncClient(Surface):
         return AsyncKeepAlive(self, lease)
 
     async def snapshot_save(self, path: str | os.PathLike[str], *, endpoint: str | None = None,
-                            progress: Callable[[int, int], None] | None = None, timeout: float = 600.0) -> int:
+                            progress: Progress | None = None, timeout: float = 600.0) -> int:
         """As ``Client.snapshot_save``."""
-        target = endpoint or self._executor.router.current()
-        stream = self.channel(target).unary_stream(
-            r.SNAPSHOT.path, request_serializer=rpc_pb2.SnapshotRequest.SerializeToString,
-            response_deserializer=rpc_pb2.SnapshotResponse.FromString)
-        partial = Path(f"{os.fspath(path)}.part")
-        received = 0
-        try:
-            with open(partial, "wb") as out:
-                async for chunk in stream(rpc_pb2.SnapshotRequest(), timeout=timeout):
-                    out.write(chunk.blob)
-                    received += len(chunk.blob)
-                    if progress is not None:
-                        progress(received, chunk.remaining_bytes)
-                out.flush()
-                os.fsync(out.fileno())
-        except grpc.RpcError as exc:
-            partial.unlink(missing_ok=True)
-            raise from_rpc_error(exc) from None
-        partial.replace(path)
-        return received
+        stream = snapshot_stream(self.channel(endpoint or self._executor.router.current()))
+        with SnapshotFile(path, progress) as out:
+            async for chunk in stream(rpc_pb2.SnapshotRequest(), timeout=timeout):
+                out.write(chunk)
+        return out.size
 
 
 class AsyncWatch:
@@ -140,7 +141,8 @@ class AsyncWatch:
 
     def __init__(self, client: AsyncClient, state: WatchState) -> None:
         self._client, self._state = client, state
-        self._pending: collections.deque[Event] = collections.deque()
+        self._pending: collections.deque[rpc_pb2.WatchResponse] = collections.deque()
+        self._events: collections.deque[Event] = collections.deque()
         self._call: Any = None
         self._closed = False
 
@@ -152,17 +154,31 @@ class AsyncWatch:
         return self
 
     async def __anext__(self) -> Event:
+        while not self._events:
+            self._events.extend(Event.from_pb(e) for e in (await self.next_response()).events)
+        return self._events.popleft()
+
+    async def next_response(self) -> rpc_pb2.WatchResponse:
+        """As ``Watch.next_response``; raises ``StopAsyncIteration`` once the watch is cancelled."""
         while not self._pending:
             if self._closed:
                 raise StopAsyncIteration
             self._pending.extend(await self._receive())
         return self._pending.popleft()
 
+    async def responses(self) -> AsyncIterator[rpc_pb2.WatchResponse]:
+        """``next_response`` until the watch is cancelled."""
+        while True:
+            try:
+                yield await self.next_response()
+            except StopAsyncIteration:
+                return
+
     async def establish(self) -> None:
         while not self._state.established:
             self._pending.extend(await self._receive())
 
-    async def _receive(self) -> list[Event]:
+    async def _receive(self) -> list[rpc_pb2.WatchResponse]:
         try:
             if self._call is None:
                 self._call = self._client.channel(self._state.endpoint).stream_stream(
@@ -172,7 +188,8 @@ class AsyncWatch:
             response = await self._call.read()
             if response is grpc.aio.EOF:
                 raise EOFError
-            return self._state.receive(response)
+            fresh = self._state.receive(response)
+            return [] if fresh is None else [fresh]
         except (grpc.RpcError, EOFError, asyncio.CancelledError) as exc:
             if self._closed:
                 return []

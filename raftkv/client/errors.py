@@ -79,6 +79,33 @@ class WatchCanceled(ClientError):
     """The server canceled a watch for a reason other than compaction."""
 
 
+class DialTimeout(grpc.RpcError):
+    """No connection to ``endpoint`` within the client's dial timeout (raised inside a call attempt).
+
+    It is a ``grpc.RpcError`` worded like gRPC's own connect failures, so the routing policy treats it the
+    same way: nothing was sent, the next member may be tried. Callers see it as ``Unavailable``/timeout text.
+    """
+
+    def __init__(self, endpoint: str, seconds: float) -> None:
+        self._details = f"failed to connect to {endpoint} within the dial timeout ({seconds:g}s)"
+        super().__init__(self._details)
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return self._details
+
+
+def dial_failure(error: grpc.RpcError, endpoint: str, seconds: float) -> None:
+    """Judge a failed connection probe: raise if no connection was made, return if the server answered."""
+    code = error.code()  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        raise DialTimeout(endpoint, seconds) from None
+    if code == grpc.StatusCode.UNAVAILABLE:
+        raise error  # gRPC's own words: refused, TLS rejected, ...
+
+
 _BY_ERROR: dict[etcd.EtcdError, type[ClientError]] = {
     etcd.COMPACTED: CompactedError,
     etcd.FUTURE_REV: FutureRevisionError,

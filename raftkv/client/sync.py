@@ -8,7 +8,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -17,7 +16,8 @@ from google.protobuf.message import Message
 
 from raftkv.client import routing as r
 from raftkv.client.config import ClientConfig
-from raftkv.client.errors import ClientError, LeaseNotFound, from_rpc_error
+from raftkv.client.errors import ClientError, LeaseNotFound, dial_failure
+from raftkv.client.snapshot import Progress, SnapshotFile, snapshot_stream
 from raftkv.client.surface import Lease, Surface
 from raftkv.client.types import Event, Key
 from raftkv.client.watch import WATCH_METADATA, WatchState
@@ -55,6 +55,7 @@ class Client(Surface):
         self.config = resolve_config(config, endpoints, cacert=cacert, cert=cert, key=key, insecure=insecure)
         super().__init__(r.Router(list(self.config.endpoints)), timeout=timeout, server_dedupes=server_dedupes)
         self._channels: dict[str, grpc.Channel] = {}
+        self._connected: set[str] = set()
         self._lock = threading.Lock()
 
     def channel(self, endpoint: str) -> grpc.Channel:
@@ -63,9 +64,26 @@ class Client(Surface):
                 self._channels[endpoint] = self.config.channel(endpoint)
             return self._channels[endpoint]
 
+    def _dial(self, endpoint: str, timeout: float) -> grpc.Channel:
+        """The endpoint's channel, connected: before the first call on it, a ``Status`` probe waits at most
+        the dial timeout for the connection (a member that accepts TCP but never completes TLS, an
+        unroutable address), like etcd's client. A refused connection fails at once, with gRPC's text."""
+        channel = self.channel(endpoint)
+        if endpoint not in self._connected:
+            wait = min(self.config.dial_timeout, timeout)
+            try:
+                channel.unary_unary(r.STATUS.path, request_serializer=rpc_pb2.StatusRequest.SerializeToString,
+                                    response_deserializer=rpc_pb2.StatusResponse.FromString)(
+                    rpc_pb2.StatusRequest(), timeout=wait)
+            except grpc.RpcError as exc:
+                dial_failure(exc, endpoint, wait)
+            self._connected.add(endpoint)
+        return channel
+
     def close(self) -> None:
         with self._lock:
             channels, self._channels = list(self._channels.values()), {}
+            self._connected.clear()
         for channel in channels:
             channel.close()
 
@@ -78,7 +96,7 @@ class Client(Surface):
 
     def _call(self, step: r.Attempt) -> Message:
         method = step.method
-        channel = self.channel(step.endpoint)
+        channel = self._dial(step.endpoint, step.timeout)
         kwargs: dict[str, Any] = {"request_serializer": type(step.message).SerializeToString,
                                   "response_deserializer": method.response.FromString}
         if not method.streaming:
@@ -113,30 +131,14 @@ class Client(Surface):
         return KeepAlive(self, lease)
 
     def snapshot_save(self, path: str | os.PathLike[str], *, endpoint: str | None = None,
-                      progress: Callable[[int, int], None] | None = None, timeout: float = 600.0) -> int:
-        """Stream one member's snapshot into ``path`` (atomically, via ``path.part``); returns its size.
-
-        ``progress(bytes_received, bytes_remaining)`` is called per chunk."""
-        target = endpoint or self._executor.router.current()
-        stream = self.channel(target).unary_stream(
-            r.SNAPSHOT.path, request_serializer=rpc_pb2.SnapshotRequest.SerializeToString,
-            response_deserializer=rpc_pb2.SnapshotResponse.FromString)
-        partial = Path(f"{os.fspath(path)}.part")
-        received = 0
-        try:
-            with open(partial, "wb") as out:
-                for chunk in stream(rpc_pb2.SnapshotRequest(), timeout=timeout):
-                    out.write(chunk.blob)
-                    received += len(chunk.blob)
-                    if progress is not None:
-                        progress(received, chunk.remaining_bytes)
-                out.flush()
-                os.fsync(out.fileno())
-        except grpc.RpcError as exc:
-            partial.unlink(missing_ok=True)
-            raise from_rpc_error(exc) from None
-        partial.replace(path)
-        return received
+                      progress: Progress | None = None, timeout: float = 600.0) -> int:
+        """Stream one member's snapshot into ``path`` (checked against its SHA-256, then renamed into place
+        from ``path.part``); returns its size. ``progress(bytes_received, bytes_remaining)`` per chunk."""
+        stream = snapshot_stream(self.channel(endpoint or self._executor.router.current()))
+        with SnapshotFile(path, progress) as out:
+            for chunk in stream(rpc_pb2.SnapshotRequest(), timeout=timeout):
+                out.write(chunk)
+        return out.size
 
 
 class Watch:
@@ -146,7 +148,8 @@ class Watch:
 
     def __init__(self, client: Client, state: WatchState) -> None:
         self._client, self._state = client, state
-        self._pending: collections.deque[Event] = collections.deque()
+        self._pending: collections.deque[rpc_pb2.WatchResponse] = collections.deque()
+        self._events: collections.deque[Event] = collections.deque()
         self._requests: queue.Queue[object] | None = None
         self._responses: Any = None
         self._closed = False
@@ -159,11 +162,27 @@ class Watch:
         return self
 
     def __next__(self) -> Event:
+        while not self._events:
+            self._events.extend(Event.from_pb(e) for e in self.next_response().events)
+        return self._events.popleft()
+
+    def next_response(self) -> rpc_pb2.WatchResponse:
+        """The next server response carrying events not delivered yet (older ones removed), as etcd's client
+        hands them over; for printing whole responses. Iterate either events or responses, not both.
+        Raises ``StopIteration`` once the watch is cancelled."""
         while not self._pending:
             if self._closed:
                 raise StopIteration
             self._pending.extend(self._receive())
         return self._pending.popleft()
+
+    def responses(self) -> Iterator[rpc_pb2.WatchResponse]:
+        """``next_response`` until the watch is cancelled."""
+        while True:
+            try:
+                yield self.next_response()
+            except StopIteration:
+                return
 
     def establish(self) -> None:
         """Block until the server confirms the watch (retrying on other members as needed)."""
@@ -185,11 +204,12 @@ class Watch:
             response_deserializer=rpc_pb2.WatchResponse.FromString)
         self._requests, self._responses = requests, call(request_iterator(), metadata=WATCH_METADATA)
 
-    def _receive(self) -> list[Event]:
+    def _receive(self) -> list[rpc_pb2.WatchResponse]:
         if self._responses is None:
             self._open()
         try:
-            return self._state.receive(next(self._responses))
+            fresh = self._state.receive(next(self._responses))
+            return [] if fresh is None else [fresh]
         except (grpc.RpcError, StopIteration) as exc:
             if self._closed:
                 return []

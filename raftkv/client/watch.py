@@ -17,7 +17,7 @@ import grpc
 from raftkv.client import ops
 from raftkv.client.errors import CompactedError, Unavailable, WatchCanceled, from_rpc_error
 from raftkv.client.routing import Backoff, Failure, Router, classify
-from raftkv.client.types import Event, Key
+from raftkv.client.types import Key
 from raftkv.proto import rpc_pb2
 
 #: Watches require a leader (etcd's WithRequireLeader): a member cut off from the leader ends the stream
@@ -53,8 +53,10 @@ class WatchState:
             prev_kv=self._prev_kv, progress_notify=self._progress_notify, filters=self._filters,
         ))
 
-    def receive(self, resp: rpc_pb2.WatchResponse) -> list[Event]:
-        """Events of one response that the caller has not seen yet (raises if the server ended the watch)."""
+    def receive(self, resp: rpc_pb2.WatchResponse) -> rpc_pb2.WatchResponse | None:
+        """``resp`` cut down to the events the caller has not seen yet, or None if it has none for the caller
+        (raises if the server ended the watch). Whole responses, not just events, are handed on because
+        tools print them as etcd's client delivers them (``kvctl watch -w json``)."""
         if resp.compact_revision:
             raise CompactedError(
                 f"etcdserver: mvcc: required revision has been compacted (oldest available: "
@@ -66,14 +68,17 @@ class WatchState:
             self.established = True
             if self.next_revision == 0:
                 self.next_revision = resp.header.revision + 1
-            return []
-        fresh = [Event.from_pb(e) for e in resp.events if e.kv.mod_revision >= self.next_revision]
+            return None
+        fresh = [e for e in resp.events if e.kv.mod_revision >= self.next_revision]
         if fresh:
-            self.next_revision = fresh[-1].revision + 1
-        elif not resp.events and resp.header.revision:
+            self.next_revision = fresh[-1].kv.mod_revision + 1
+            if len(fresh) < len(resp.events):
+                resp = rpc_pb2.WatchResponse(header=resp.header, watch_id=resp.watch_id, events=fresh)
+            return resp
+        if not resp.events and resp.header.revision:
             # A progress notification: nothing up to header.revision is pending for this watch.
             self.next_revision = max(self.next_revision, resp.header.revision + 1)
-        return fresh
+        return None
 
     def stream_failed(self, error: grpc.RpcError | None) -> float:
         """The stream broke (``None``: the server closed it). Returns how long to wait before re-creating

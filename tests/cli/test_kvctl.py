@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
 import subprocess
 
 import pytest
@@ -99,3 +101,39 @@ def test_bench_reports_throughput_and_latency(kvctl: Run) -> None:
     report = json.loads(ok(kvctl("bench", "put", "--clients", "4", "--duration", "1s", "--keys", "20", "-w", "json")))
     assert report["requests"] > 0 and report["errors"] == 0
     assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"] <= report["latency_ms"]["max"]
+
+
+def test_watch_json_prints_one_watch_response_per_line(env: dict[str, str], kvctl: Run, prefix: str) -> None:
+    """The shape ``etcdctl watch -w json`` prints: Go's encoding of clientv3's WatchResponse."""
+    start = int(json.loads(ok(kvctl("put", prefix + "w", "1", "-w", "json")))["header"]["revision"])
+    ok(kvctl("del", prefix + "w"))
+    watcher = subprocess.Popen(kvctl_command("watch", prefix, "--prefix", "--rev", str(start), "-w", "json"),
+                               stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    events: list[dict[str, object]] = []
+    try:
+        assert watcher.stdout is not None
+        while len(events) < 2:  # catch-up may deliver both revisions in one response, as etcd does
+            resp = json.loads(watcher.stdout.readline())
+            assert list(resp) == ["Header", "Events", "CompactRevision", "Canceled", "Created"]
+            assert set(resp["Header"]) == {"cluster_id", "member_id", "revision", "raft_term"}
+            assert (resp["CompactRevision"], resp["Canceled"], resp["Created"]) == (0, False, False)
+            events += resp["Events"]
+    finally:
+        watcher.terminate()
+        watcher.wait(10)
+    key = base64.b64encode(f"{prefix}w".encode()).decode()
+    assert events == [{"kv": {"key": key, "create_revision": start, "mod_revision": start, "version": 1, "value": "MQ=="}},
+                      {"type": 1, "kv": {"key": key, "mod_revision": start + 1}}]
+
+
+def test_dial_timeout_bounds_connection_establishment(kvctl: Run) -> None:
+    """A member that accepts TCP but never answers the TLS handshake costs an attempt the dial timeout, not
+    the whole command timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        endpoint = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        result = kvctl("--endpoints", endpoint, "--dial-timeout", "300ms", "--command-timeout", "1s", "get", "k")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    # Without a dial timeout the only attempt would wait out the whole command timeout on the handshake.
+    assert "last error: failed to connect" in result.stderr, result.stderr
