@@ -10,7 +10,7 @@ from cli.common import CommandError, Context
 from cli.output import human_bytes, write_line
 from raftkv.security.tls import ConfigError
 from raftkv.server.config import ServerConfig, host_port
-from raftkv.server.main import _initial_members as initial_members  # the members a server bootstraps
+from raftkv.server.main import initial_members  # the members a server bootstraps
 from raftkv.statemachine.restore import RestoreError, restore_snapshot
 
 #: The server's own defaults, so that `raftkv` started with the same (or no) flags accepts the directory.

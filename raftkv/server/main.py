@@ -42,7 +42,7 @@ def _setup_logging(cfg: ServerConfig) -> None:
     )
 
 
-def _initial_members(cfg: ServerConfig) -> list[tuple[int, bytes]]:
+def initial_members(cfg: ServerConfig) -> list[tuple[int, bytes]]:
     """(member id, ConfChange context) of every founding member, in --initial-cluster order."""
     out = []
     for name, url in cfg.initial_cluster:
@@ -68,7 +68,7 @@ def open_store(cfg: ServerConfig) -> NodeStore:
             except IdentityMismatch as exc:
                 raise ConfigError(f"--data-dir {cfg.data_dir} belongs to another cluster or member: {exc}") from None
         elif cfg.initial_cluster_state == "new":
-            store.bootstrap(cfg.cluster_id, cfg.member_id, _initial_members(cfg))
+            store.bootstrap(cfg.cluster_id, cfg.member_id, initial_members(cfg))
         else:
             store.join(cfg.cluster_id, cfg.member_id)
     except BaseException:
