@@ -68,11 +68,11 @@ def test_deleting_many_keys_in_one_request_keeps_the_leader(
         list(pool.map(lambda start: _fill(members, leader, start), range(0, KEYS, OPS_PER_TXN)))
     # The claim is about the delete, so start from a settled leader: with 250 ms elections a loaded machine
     # may legitimately elect during the fill, and members learn of it one heartbeat apart.
-    before = wait_for(
-        lambda: (t := _terms(cluster, members)) if len(set(t.values())) == 1 else None,
-        10,
-        "all members to agree on leader and term before the delete",
-    )
+    def settled() -> dict[str, tuple[int, int]] | None:
+        terms = _terms(cluster, members)
+        return terms if len(set(terms.values())) == 1 else None
+
+    before = wait_for(settled, 10, "all members to agree on leader and term before the delete")
     leader = cluster.leader_name() or leader
 
     started = time.monotonic()
