@@ -18,7 +18,7 @@ from raftkv.localcluster import LocalCluster
 from raftkv.proto import rpc_pb2
 from tests.cluster.conftest import Members, wait_for
 
-KEYS = 60_000  # what `etcdctl check perf --load=m` deletes at its end
+KEYS = 120_000  # twice what `etcdctl check perf --load=m` deletes at its end: outlasts 2 election timeouts
 OPS_PER_TXN = 128  # the server's max_txn_ops
 PREFIX = b"/long-apply/"
 #: Short timeouts, so that the delete outlasts an election timeout by far on any machine.
