@@ -232,8 +232,7 @@ class Node:
                 try:
                     self.raw.read_index(ctx)
                 except ProposalDropped as exc:
-                    self._reads.answered(ctx, 0, self._applied)  # drop the round: fail its reads below
-                    self._reads.fail_all(_dropped_error(str(exc)))
+                    self._reads.fail_round(ctx, _dropped_error(str(exc)))
 
     def _propose_one(self, data: bytes) -> None:
         try:

@@ -106,6 +106,13 @@ class ReadWaiters:
             else:
                 heapq.heappush(self._by_index, _AppliedWait(index, next(self._seq), future))
 
+    def fail_round(self, ctx: bytes, error: EtcdError) -> None:
+        """The core refused the round (no leader): its reads fail; reads of other rounds are unaffected."""
+        _, futures = self._rounds.pop(ctx, (0.0, []))
+        for future in futures:
+            if not future.done():
+                future.set_exception(error.exception())
+
     def applied(self, applied: int) -> None:
         while self._by_index and self._by_index[0].index <= applied:
             wait = heapq.heappop(self._by_index)
