@@ -110,7 +110,6 @@ class Node:
         self._reads = ReadWaiters()
         self._conf_waiters: dict[tuple[int, int], asyncio.Future[None]] = {}
         self._subscribers: list[APPLIED_CALLBACK] = []
-        self._resync_subscribers: list[Callable[[], None]] = []
         self.staged_snapshots = StagedSnapshots(store)
         self._soft = SoftState()
         self._term = 0
@@ -360,8 +359,6 @@ class Node:
         self._refresh_conf()
         if self.is_leader():
             self.lessor.promote(self._lease_ttls(), time.monotonic(), self.cfg.election_ms / 1000)
-        for callback in list(self._resync_subscribers):
-            callback()
         log.info("%s: installed a snapshot at index %d", self.cfg.name, self._snapshot_index)
 
     def _maybe_snapshot(self) -> None:
@@ -538,10 +535,6 @@ class Node:
             RevisionEvents(revision, tuple(events))
             for revision, events in self.store.events_since(start_revision, key, range_end)
         ]
-
-    def subscribe_resync(self, callback: Callable[[], None]) -> None:
-        """Called after a snapshot replaced the state machine wholesale (watchers must re-read history)."""
-        self._resync_subscribers.append(callback)
 
     def subscribe_applied(self, callback: APPLIED_CALLBACK) -> Callable[[], None]:
         self._subscribers.append(callback)
