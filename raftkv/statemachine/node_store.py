@@ -1,9 +1,10 @@
 """Everything a node keeps on disk, behind one facade: the node driver talks to nothing else.
 
-One Raft ``Ready`` = one LMDB write transaction on the writer thread (``save_and_apply``): install a
-snapshot, append entries, set the hard state, apply committed entries, record the applied index and
-membership — then a single commit, which is the single durability point. Reads (ranges, watch catch-up,
-hashes, snapshots) use read transactions from any thread and never wait for the writer.
+Writes are two stages, each a job on the single writer thread: ``save`` persists a Ready (install a snapshot,
+append entries, set the hard state) in one fsynced transaction, and ``apply`` applies committed entries and
+records the applied index and membership in the same transaction as the state they describe. Jobs run in
+submission order, so an apply always sees what was saved before it. Reads (ranges, watch catch-up, hashes,
+snapshots) use read transactions from any thread and never wait for the writer.
 """
 
 from __future__ import annotations
@@ -101,28 +102,6 @@ class NodeStore:
         self.log.check_identity(cluster_id, member_id)
 
     # --- the write path ---------------------------------------------------------------------------------------
-
-    def save_and_apply(
-        self,
-        snapshot_install: SnapshotInstaller | None,
-        entries: Sequence[Entry],
-        hard_state: HardState | None,
-        committed_entries: Sequence[Entry],
-        must_sync: bool = True,
-    ) -> concurrent.futures.Future[list[AppliedEntry]]:
-        """Persist and apply one Ready in one transaction; await with ``asyncio.wrap_future``.
-
-        Every commit is fsynced (``sync=True``), so ``must_sync`` needs no special handling: durability is
-        never weaker than Raft asks for. Committed entries at or below the applied index (already contained
-        in an installed snapshot) are skipped.
-        """
-        del must_sync
-
-        def job(w: WriteTxn) -> list[AppliedEntry]:
-            self._save_in(w, snapshot_install, entries, hard_state)
-            return self._apply_in(w, committed_entries)
-
-        return self.writer.submit(job)
 
     def save(
         self, snapshot_install: SnapshotInstaller | None, entries: Sequence[Entry], hard_state: HardState | None
@@ -370,10 +349,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 class SnapshotInstaller:
-    """Receives a snapshot stream into a temporary file; ``NodeStore.save_and_apply`` then installs it.
+    """Receives a snapshot stream into a temporary file; ``NodeStore.save`` then installs it.
 
     Staging on disk keeps memory flat for large states; the install itself replaces the whole state machine
-    and resets the log in the same transaction as the rest of the Ready, so it is atomic.
+    and resets the log in the same transaction as the rest of the Ready's save, so it is atomic.
     """
 
     def __init__(self, meta: SnapshotMeta, data_dir: Path) -> None:

@@ -28,7 +28,8 @@ class Harness:
 
     def apply_many(self, *requests: internal_pb2.InternalRequest) -> list[AppliedEntry]:
         ents = self.entries(*requests)
-        return self.store.save_and_apply(None, ents, HardState(1, 1, self.index), ents).result()
+        self.store.save(None, ents, HardState(1, 1, self.index)).result()
+        return self.store.apply(ents).result()
 
     def apply(self, client_id: int = 0, seq: int = 0, **request: object) -> AppliedEntry:
         req = internal_pb2.InternalRequest(**request)  # type: ignore[arg-type]
