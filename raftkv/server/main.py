@@ -114,7 +114,8 @@ async def serve(cfg: ServerConfig) -> int:
         store.close()
         raise _bind_error("peer", cfg.listen_peer_urls[0], exc) from None
     node.attach_transport(transport)
-    node.lease_forwarder = LeaderLeaseForwarder(node, cfg.peer_tls)
+    forwarder = LeaderLeaseForwarder(node, cfg.peer_tls)
+    node.lease_forwarder = forwarder
 
     hub = WatchHub(node)
     try:
@@ -164,6 +165,7 @@ async def serve(cfg: ServerConfig) -> int:
     log.info("shutting down")
     await client_server.stop(grace=1.0)
     await node.stop()
+    await forwarder.close()
     await transport.stop()
     await metrics.stop()
     store.close()
