@@ -67,7 +67,17 @@ class RawNode:
         self.raft.step(Message(MessageType.HUP))
 
     def propose(self, data: bytes) -> None:
-        self.raft.step(Message(MessageType.PROPOSE, entries=(Entry(term=0, index=0, data=data),)))
+        self.propose_batch((data,))
+
+    def propose_batch(self, batch: Sequence[bytes]) -> None:
+        """Propose several entries as one message: all are appended, or none (``ProposalDropped``).
+
+        A driver that queues proposals while it persists should hand them over together: the leader then
+        appends them in one go and sends each follower one append carrying all of them, instead of one
+        append per proposal per follower."""
+        assert batch, "empty proposal batch"
+        entries = tuple(Entry(term=0, index=0, data=data) for data in batch)
+        self.raft.step(Message(MessageType.PROPOSE, entries=entries))
 
     def propose_conf_change(self, cc: ConfChange) -> None:
         entry = Entry(term=0, index=0, type=EntryType.CONF_CHANGE, data=cc.encode())

@@ -210,8 +210,8 @@ class Node:
                 self.raw.step(msg)
         if not stalled:
             proposals, self._proposals = self._proposals, []
-            for data in proposals:
-                self._propose_one(data)
+            if proposals:
+                self._propose(proposals)
             conf, self._conf_proposals = self._conf_proposals, []
             for cc in conf:
                 try:
@@ -233,12 +233,26 @@ class Node:
                 except ProposalDropped as exc:
                     self._reads.fail_round(ctx, _dropped_error(str(exc)))
 
-    def _propose_one(self, data: bytes) -> None:
+    def _propose(self, proposals: list[bytes]) -> None:
+        """All queued proposals as one batch. If the batch as a whole is refused for its size (the bound on
+        uncommitted bytes), each is offered alone, so those that still fit go in as they would have singly."""
         try:
-            self.raw.propose(data)
+            self.raw.propose_batch(proposals)
+            return
         except ProposalDropped as exc:
-            request = internal_pb2.InternalRequest.FromString(data)
-            self._waiters.fail(request.header.id, _dropped_error(str(exc)))
+            if len(proposals) == 1 or "uncommitted" not in str(exc):
+                for data in proposals:
+                    self._fail_proposal(data, exc)
+                return
+        for data in proposals:
+            try:
+                self.raw.propose(data)
+            except ProposalDropped as exc:
+                self._fail_proposal(data, exc)
+
+    def _fail_proposal(self, data: bytes, exc: ProposalDropped) -> None:
+        request = internal_pb2.InternalRequest.FromString(data)
+        self._waiters.fail(request.header.id, _dropped_error(str(exc)))
 
     async def _handle_ready(self, rd: Ready) -> None:
         self.ready_turns += 1

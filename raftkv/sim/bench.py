@@ -64,8 +64,7 @@ def bench(entries: int = 20000, batch: int = 64, size: int = 100) -> dict[str, f
     readies = applied = 0
     start = time.perf_counter()
     for _ in range(entries // batch):
-        for _ in range(batch):
-            leader.propose(payload)
+        leader.propose_batch([payload] * batch)
         r, a = _drain(nodes, mailbox)
         readies += r
         applied += a

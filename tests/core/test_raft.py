@@ -93,6 +93,31 @@ def test_uncommitted_bytes_bound() -> None:
     rn.propose(b"y" * 60)
 
 
+def test_a_proposal_batch_goes_out_as_one_append_per_follower() -> None:
+    rn = node(1, pre_vote=False)
+    rn.campaign()
+    rn.step(Message(MT.VOTE_RESP, to=1, sender=2, term=2))
+    drain(rn)
+    for follower in (2, 3):  # both followers are now replicating
+        rn.step(Message(MT.APP_RESP, to=1, sender=follower, term=2, index=4))
+    drain(rn)
+    rn.propose_batch([b"a", b"b", b"c"])
+    apps = [m for m in drain(rn) if m.type == MT.APP and m.entries]
+    assert sorted(m.to for m in apps) == [2, 3]
+    assert all([e.data for e in m.entries] == [b"a", b"b", b"c"] for m in apps)
+
+
+def test_a_proposal_batch_is_appended_whole_or_not_at_all() -> None:
+    rn = node(1, max_uncommitted_bytes=100, pre_vote=False)
+    rn.campaign()
+    rn.step(Message(MT.VOTE_RESP, to=1, sender=2, term=2))
+    rn.propose(b"x" * 60)
+    last = rn.raft.log.last_index()
+    with pytest.raises(ProposalDropped, match="too many uncommitted entries"):
+        rn.propose_batch([b"y" * 20, b"z" * 30])
+    assert rn.raft.log.last_index() == last
+
+
 def test_hard_state_only_when_changed_and_must_sync() -> None:
     rn = node(1, pre_vote=False)
     rn.campaign()
