@@ -107,7 +107,7 @@ class Node:
         self._wake = asyncio.Event()
         self._stopping = False
         self._waiters = ProposalWaiters(self._rng.getrandbits(62))
-        self._reads = ReadWaiters()
+        self._reads = ReadWaiters(member_id, self._rng.getrandbits(62))
         self._conf_waiters: dict[tuple[int, int], asyncio.Future[None]] = {}
         self._subscribers: list[APPLIED_CALLBACK] = []
         self.staged_snapshots = StagedSnapshots(store)

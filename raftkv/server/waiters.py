@@ -61,11 +61,16 @@ class ReadWaiters:
     changed, message lost) is retried under a new context, never reusing the old one (etcd #20418).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, member_id: int, base: int) -> None:
+        """Contexts are ``member_id`` then a counter from ``base``. A follower's round is answered by the
+        leader, which ignores a context it already has pending: two followers counting from the same number
+        would collide there, and one of them would wait out ``requeue_stale``. A random ``base`` keeps a
+        restarted member clear of its previous run's rounds."""
         self._queued: list[asyncio.Future[None]] = []
         self._rounds: dict[bytes, tuple[float, list[asyncio.Future[None]]]] = {}
         self._by_index: list[_AppliedWait] = []
-        self._ctx = itertools.count(1)
+        self._prefix = member_id.to_bytes(8, "big")
+        self._ctx = itertools.count(base)
         self._seq = itertools.count()
 
     def enqueue(self) -> asyncio.Future[None]:
@@ -84,7 +89,7 @@ class ReadWaiters:
         self._queued.clear()
         if not waiting:
             return None
-        ctx = next(self._ctx).to_bytes(8, "big")
+        ctx = self._prefix + (next(self._ctx) & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big")
         self._rounds[ctx] = (now, waiting)
         return ctx, waiting
 

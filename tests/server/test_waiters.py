@@ -1,4 +1,5 @@
-"""Read waiters: a ReadIndex round the core refuses must fail its reads, never let them through."""
+"""Read waiters: a ReadIndex round the core refuses must fail its reads, never let them through; rounds
+of different members never share a context (the leader would answer only one of them)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from raftkv.server.waiters import ReadWaiters
 
 def test_refused_round_fails_its_reads_and_spares_other_rounds() -> None:
     async def scenario() -> None:
-        reads = ReadWaiters()
+        reads = ReadWaiters(member_id=1, base=1)
         earlier = reads.enqueue()
         first = reads.take_queued(now=0.0)
         assert first is not None
@@ -30,5 +31,21 @@ def test_refused_round_fails_its_reads_and_spares_other_rounds() -> None:
         assert not earlier.done()  # its leadership was confirmed; it only waits for the apply
         reads.applied(10)
         assert earlier.done() and earlier.exception() is None
+
+    asyncio.run(scenario())
+
+
+def test_rounds_of_different_members_never_share_a_context() -> None:
+    async def scenario() -> None:
+        contexts = set()
+        for member_id in (1, 2, 3):
+            reads = ReadWaiters(member_id, base=1)  # the same counter start: only the member id tells them apart
+            for _ in range(3):
+                reads.enqueue()
+                taken = reads.take_queued(now=0.0)
+                assert taken is not None
+                contexts.add(taken[0])
+                reads.answered(taken[0], index=1, applied=1)
+        assert len(contexts) == 9
 
     asyncio.run(scenario())
