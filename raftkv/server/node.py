@@ -108,6 +108,7 @@ class Node:
         self._stopping = False
         self._waiters = ProposalWaiters(self._rng.getrandbits(62))
         self._reads = ReadWaiters(member_id, self._rng.getrandbits(62))
+        self._read_round_timer: asyncio.TimerHandle | None = None
         self._conf_waiters: dict[tuple[int, int], asyncio.Future[None]] = {}
         self._subscribers: list[APPLIED_CALLBACK] = []
         self.staged_snapshots = StagedSnapshots(store)
@@ -232,6 +233,12 @@ class Node:
                     self.raw.read_index(ctx)
                 except ProposalDropped as exc:
                     self._reads.fail_round(ctx, _dropped_error(str(exc)))
+            elif (due := self._reads.round_due(now)) is not None and self._read_round_timer is None:
+                self._read_round_timer = asyncio.get_running_loop().call_later(due - now, self._start_due_round)
+
+    def _start_due_round(self) -> None:
+        self._read_round_timer = None
+        self._wake.set()
 
     def _propose(self, proposals: list[bytes]) -> None:
         """All queued proposals as one batch. If the batch as a whole is refused for its size (the bound on

@@ -46,6 +46,15 @@ class ProposalWaiters:
         return len(self._futures)
 
 
+#: Least time between the starts of two ReadIndex rounds under load. Every round costs a heartbeat to and an
+#: answer from each follower plus a Ready turn on every member, whatever the number of reads it carries.
+#: Rounds that follow each other back to back under load carry only the few reads that arrived during the
+#: last one (~1 ms); spacing them lets each carry many more for the same cost (get-l c=64: +40%). "Under
+#: load" means reads were already waiting when the previous round ended; otherwise a read starts its round
+#: at once, so a lone client's reads wait no longer than before.
+READ_ROUND_MIN_GAP = 0.002
+
+
 @dataclass(order=True)
 class _AppliedWait:
     index: int
@@ -61,7 +70,7 @@ class ReadWaiters:
     changed, message lost) is retried under a new context, never reusing the old one (etcd #20418).
     """
 
-    def __init__(self, member_id: int, base: int) -> None:
+    def __init__(self, member_id: int, base: int, min_gap: float = READ_ROUND_MIN_GAP) -> None:
         """Contexts are ``member_id`` then a counter from ``base``. A follower's round is answered by the
         leader, which ignores a context it already has pending: two followers counting from the same number
         would collide there, and one of them would wait out ``requeue_stale``. A random ``base`` keeps a
@@ -70,6 +79,9 @@ class ReadWaiters:
         self._rounds: dict[bytes, tuple[float, list[asyncio.Future[None]]]] = {}
         self._by_index: list[_AppliedWait] = []
         self._prefix = member_id.to_bytes(8, "big")
+        self._min_gap = min_gap
+        self._last_start = float("-inf")
+        self._loaded = False  # reads were waiting when the last round ended
         self._ctx = itertools.count(base)
         self._seq = itertools.count()
 
@@ -79,11 +91,12 @@ class ReadWaiters:
         return future
 
     def take_queued(self, now: float) -> tuple[bytes, list[asyncio.Future[None]]] | None:
-        """Start a round for every queued read: returns its context, or None if nothing is queued or a
-        round is still in flight. One round at a time (as etcd's read loop): under load every round then
-        carries all reads that arrived during the previous one, instead of each Ready turn paying for a
-        heartbeat broadcast and its acknowledgements. A lost round is retried by ``requeue_stale``."""
-        if self._rounds:
+        """Start a round for every queued read: returns its context, or None if nothing is queued, a round
+        is still in flight, or the last one started less than the minimum gap ago (``round_due`` says when
+        to ask again). One round at a time (as etcd's read loop): under load every round then carries all
+        reads that arrived during the previous one, instead of each Ready turn paying for a heartbeat
+        broadcast and its acknowledgements. A lost round is retried by ``requeue_stale``."""
+        if self._rounds or (self._loaded and now < self._last_start + self._min_gap):
             return None
         waiting = [f for f in self._queued if not f.done()]
         self._queued.clear()
@@ -91,7 +104,14 @@ class ReadWaiters:
             return None
         ctx = self._prefix + (next(self._ctx) & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big")
         self._rounds[ctx] = (now, waiting)
+        self._last_start = now
         return ctx, waiting
+
+    def round_due(self, now: float) -> float | None:
+        """When queued reads wait only for the minimum gap: the time their round may start; else None."""
+        if self._queued and self._loaded and not self._rounds and now < self._last_start + self._min_gap:
+            return self._last_start + self._min_gap
+        return None
 
     def requeue_stale(self, now: float, max_age: float) -> None:
         """Rounds older than ``max_age`` lost their answer: put their reads back in the queue."""
@@ -104,6 +124,7 @@ class ReadWaiters:
         started_futures = self._rounds.pop(ctx, None)
         if started_futures is None:
             return
+        self._loaded = bool(self._queued)
         for future in started_futures[1]:
             if index <= applied:
                 if not future.done():

@@ -252,20 +252,20 @@ class PeerTransport:
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _pump(self, peer: _Peer, call: grpc.aio.StreamUnaryCall) -> AsyncIterator[None]:  # type: ignore[type-arg]
-        """Write batches while the call lives; yields after each successful write. Raises when it ends."""
+        """Write batches while the call lives; yields after each successful write. Raises when it ends.
+
+        The end of the call wakes the pump like new messages do, so waiting for either is one plain
+        ``Event.wait`` — this runs once per message on a lightly loaded link, so it must stay cheap."""
         ended: asyncio.Future[object] = asyncio.ensure_future(call)
+        ended.add_done_callback(lambda _: peer.wakeup.set())
         try:
             while True:
+                if ended.done():
+                    ended.result()  # raises the call's error, if it has one
+                    raise _StreamEnded("receiver closed the stream")
                 if not peer.queue:
                     peer.wakeup.clear()
-                    woken = asyncio.ensure_future(peer.wakeup.wait())
-                    try:
-                        await asyncio.wait({woken, ended}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        woken.cancel()
-                    if ended.done():
-                        ended.result()  # raises the call's error, if it has one
-                        raise _StreamEnded("receiver closed the stream")
+                    await peer.wakeup.wait()
                     continue
                 await call.write(self._next_batch(peer))
                 yield

@@ -49,3 +49,25 @@ def test_rounds_of_different_members_never_share_a_context() -> None:
         assert len(contexts) == 9
 
     asyncio.run(scenario())
+
+
+def test_rounds_are_spaced_only_under_load() -> None:
+    async def scenario() -> None:
+        reads = ReadWaiters(member_id=1, base=1, min_gap=0.002)
+        reads.enqueue()
+        first = reads.take_queued(now=10.0)
+        assert first is not None
+        reads.answered(first[0], index=1, applied=1)  # nothing was waiting meanwhile: no load
+        reads.enqueue()
+        second = reads.take_queued(now=10.0005)  # a lone read starts its round at once
+        assert second is not None
+
+        reads.enqueue()  # arrives while the second round is in flight
+        assert reads.take_queued(now=10.001) is None
+        reads.answered(second[0], index=1, applied=1)  # ends with a read waiting: load
+        assert reads.take_queued(now=10.001) is None
+        assert reads.round_due(now=10.001) == pytest.approx(10.0025)
+        third = reads.take_queued(now=10.003)
+        assert third is not None and len(third[1]) == 1
+
+    asyncio.run(scenario())
