@@ -143,6 +143,8 @@ async def serve(cfg: ServerConfig) -> int:
             ("raftkv_leader_changes_seen_total", "Leader changes seen.", lambda: float(node.leader_changes)),
             ("raftkv_ready_turns_total", "Ready batches handled.", lambda: float(node.ready_turns)),
             ("raftkv_fsyncs_total", "LMDB write commits, each one fsync.", lambda: float(node.store.writer.commits)),
+            ("raftkv_disk_writer_busy_seconds_total", "Seconds the LMDB writer thread spent on transactions.",
+             lambda: node.store.writer.busy_seconds),
             ("raftkv_db_size_bytes", "Database size in bytes.", lambda: float(node.store.db_size())),
         ],
         healthy=node.has_leader,

@@ -7,9 +7,11 @@ core's ``Ready``s, each handled in the order the persistence contract demands:
 1. persist the Ready's snapshot, entries and hard state in one LMDB write transaction on the writer thread,
    and wait for it when anything must be durable first (entries, snapshot, term or vote);
 2. only then send its messages (they may refer to those entries and that vote);
-3. queue the apply of its committed entries as the next writer job, *without* waiting for it: the applied
-   index is committed in the same transaction as the state it describes, and when the job completes the
-   waiting RPCs are answered, watchers get their events and the core is told (``RawNode.applied_to``);
+3. apply its committed entries, recording the applied index in the same transaction as the state it
+   describes; when that commits, the waiting RPCs are answered, watchers get their events and the core is
+   told (``RawNode.applied_to``). An apply of bounded cost (puts, single-key deletes, small txns) rides in
+   step 1's transaction, so a Ready costs one fsync; one that may run long (a range delete, a compaction,
+   a lease revoke) is queued as the next writer job and the loop does *not* wait for it;
 4. ``advance`` (with ``applied=False``).
 
 So a long apply (a DeleteRange of many keys) never stops ticks and heartbeats: while the writer is busy for
@@ -51,7 +53,7 @@ from raftkv.proto import internal_pb2, rpc_pb2
 from raftkv.server.config import ServerConfig, host_port, member_id_for
 from raftkv.server.lessor import Lessor, revoke_limit
 from raftkv.server.waiters import ProposalWaiters, ReadWaiters
-from raftkv.statemachine.applier import AppliedEntry
+from raftkv.statemachine.applier import AppliedEntry, apply_is_bounded
 from raftkv.statemachine.node_store import NodeStore, SnapshotInstaller
 from raftkv.transport.peer import PeerTransport
 
@@ -268,13 +270,23 @@ class Node:
         if rd.hard_state is not None:
             self._term = rd.hard_state.term
         installer = self.staged_snapshots.take(rd.snapshot) if rd.snapshot is not None else None
+        committed = rd.committed_entries
+        # A cheap apply rides in this Ready's own transaction (one fsync, not two); one that may run long (a
+        # range delete, a compaction) gets a job of its own that the loop does not wait for (see below).
+        apply_with_save = bool(committed) and installer is None and apply_is_bounded(committed)
+        applied_now: list[AppliedEntry] | None = None
         if installer is not None or rd.must_sync:
-            await asyncio.wrap_future(self.store.save(installer, rd.entries, rd.hard_state))
-        elif rd.hard_state is not None:
+            applied_now = await asyncio.wrap_future(
+                self.store.save(installer, rd.entries, rd.hard_state, committed if apply_with_save else ())
+            )
+        elif rd.hard_state is not None or apply_with_save:
             # Only the commit index moved: no message depends on it being durable (a lost commit index is
             # learned again from the leader). The job is queued before this Ready's apply job, so the commit
             # index is durable no later than the entries applied up to it, as a restart requires.
-            self._in_background(self.store.save(None, (), rd.hard_state))
+            self._in_background(
+                self.store.save(None, (), rd.hard_state, committed if apply_with_save else ()),
+                (lambda done: self._on_applied(committed[-1].index, done)) if apply_with_save else None,
+            )
         # else: nothing to persist (e.g. the heartbeats of a ReadIndex round).
         if self.cfg.planted_bug == "ack-before-commit" and rd.entries and self.is_leader():
             self._ack_before_commit(rd.entries)
@@ -284,9 +296,11 @@ class Node:
             self._applied = self.store.applied_index()
             self._revision = self.store.revision()
             self._after_snapshot_install()
-        if rd.committed_entries:
-            last = rd.committed_entries[-1].index
-            self._in_background(self.store.apply(rd.committed_entries), lambda done: self._on_applied(last, done))
+        if applied_now is not None and apply_with_save:
+            self._on_applied(committed[-1].index, applied_now)
+        elif committed and not apply_with_save:
+            last = committed[-1].index
+            self._in_background(self.store.apply(committed), lambda done: self._on_applied(last, done))
         for rs in rd.read_states:
             self._reads.answered(rs.request_ctx, rs.index, self._applied)
         self._reads.applied(self._applied)

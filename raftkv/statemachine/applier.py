@@ -50,6 +50,46 @@ class ApplyConfig:
     dedup_window: int = 64  # remembered results per client
 
 
+#: Requests whose apply touches a handful of keys whatever the data: safe to run inside a transaction the
+#: Raft loop waits for. Deleting a range, compacting, revoking a lease (its keys) or a txn with such an
+#: operation can take seconds on a big store, so those are applied in a job of their own.
+_BOUNDED_REQUESTS = frozenset({"put", "lease_grant", "alarm", "publish_member", "lease_checkpoint"})
+
+
+def apply_is_bounded(entries: Sequence[Entry]) -> bool:
+    """Whether applying ``entries`` costs a bounded amount per entry (no range deletes, compactions or lease
+    revokes), so it may share the transaction that persists a Ready without stalling the Raft loop."""
+    for entry in entries:
+        if entry.type != EntryType.NORMAL or not entry.data:
+            continue  # the leader's empty entry; a conf change touches one member record
+        request = internal_pb2.InternalRequest.FromString(entry.data)
+        kind = request.WhichOneof("request")
+        if kind == "txn":
+            if not _txn_is_bounded(request.txn):
+                return False
+        elif kind == "delete_range":
+            if request.delete_range.range_end:
+                return False
+        elif kind not in _BOUNDED_REQUESTS:
+            return False
+    return True
+
+
+def _txn_is_bounded(txn: rpc_pb2.TxnRequest) -> bool:
+    for op in (*txn.success, *txn.failure):
+        kind = op.WhichOneof("request")
+        if kind == "request_txn":
+            if not _txn_is_bounded(op.request_txn):
+                return False
+        elif kind == "request_range":
+            if op.request_range.range_end:
+                return False
+        elif kind == "request_delete_range":
+            if op.request_delete_range.range_end:
+                return False
+    return True
+
+
 def _member_key(member_id: int) -> bytes:
     return member_id.to_bytes(8, "big")
 

@@ -215,6 +215,9 @@ class Writer:
         #: Write transactions committed so far. Each commit is one durability point (fsync of data and
         #: meta page when the env syncs), so this is the node's fsync count; only this thread writes it.
         self.commits = 0
+        #: Seconds spent running jobs (building transactions and committing them), also only written here:
+        #: its rate is how busy the disk path is (1.0 = saturated).
+        self.busy_seconds = 0.0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._busy_since: float | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -268,11 +271,12 @@ class Writer:
                     break
                 group.append(item)
             live = [(job, future) for job, future in group if future.set_running_or_notify_cancel()]
-            self._busy_since = time.monotonic()
+            self._busy_since = started = time.monotonic()
             try:
                 self._run_group(live)
             finally:
                 self._busy_since = None
+                self.busy_seconds += time.monotonic() - started
 
     def _run_group(self, group: list[tuple[_Job, concurrent.futures.Future[Any]]]) -> None:
         if len(group) > 1:
