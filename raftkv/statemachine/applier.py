@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import lmdb
 
@@ -53,7 +54,7 @@ class ApplyConfig:
 #: Requests whose apply touches a handful of keys whatever the data: safe to run inside a transaction the
 #: Raft loop waits for. Deleting a range, compacting, revoking a lease (its keys) or a txn with such an
 #: operation can take seconds on a big store, so those are applied in a job of their own.
-_BOUNDED_REQUESTS = frozenset({"put", "lease_grant", "alarm", "publish_member", "lease_checkpoint"})
+_BOUNDED_REQUESTS = frozenset({"put", "request_put", "lease_grant", "alarm", "publish_member", "lease_checkpoint"})
 
 
 def apply_is_bounded(entries: Sequence[Entry]) -> bool:
@@ -64,30 +65,23 @@ def apply_is_bounded(entries: Sequence[Entry]) -> bool:
             continue  # the leader's empty entry; a conf change touches one member record
         request = internal_pb2.InternalRequest.FromString(entry.data)
         kind = request.WhichOneof("request")
-        if kind == "txn":
-            if not _txn_is_bounded(request.txn):
-                return False
-        elif kind == "delete_range":
-            if request.delete_range.range_end:
-                return False
-        elif kind not in _BOUNDED_REQUESTS:
+        if kind is None or not _is_bounded(kind, getattr(request, kind)):
             return False
     return True
 
 
-def _txn_is_bounded(txn: rpc_pb2.TxnRequest) -> bool:
-    for op in (*txn.success, *txn.failure):
-        kind = op.WhichOneof("request")
-        if kind == "request_txn":
-            if not _txn_is_bounded(op.request_txn):
-                return False
-        elif kind == "request_range":
-            if op.request_range.range_end:
-                return False
-        elif kind == "request_delete_range":
-            if op.request_delete_range.range_end:
-                return False
-    return True
+def _is_bounded(kind: str, body: Any) -> bool:
+    """``kind`` names the request, as an ``InternalRequest`` or a txn's ``RequestOp`` field does."""
+    if kind in ("txn", "request_txn"):
+        return all(_op_is_bounded(op) for op in (*body.success, *body.failure))
+    if kind in ("delete_range", "request_delete_range", "request_range"):
+        return not body.range_end
+    return kind in _BOUNDED_REQUESTS
+
+
+def _op_is_bounded(op: rpc_pb2.RequestOp) -> bool:
+    kind = op.WhichOneof("request")
+    return kind is None or _is_bounded(kind, getattr(op, kind))
 
 
 def _member_key(member_id: int) -> bytes:
