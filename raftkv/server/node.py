@@ -273,19 +273,19 @@ class Node:
         committed = rd.committed_entries
         # A cheap apply rides in this Ready's own transaction (one fsync, not two); one that may run long (a
         # range delete, a compaction) gets a job of its own that the loop does not wait for (see below).
-        apply_with_save = bool(committed) and installer is None and apply_is_bounded(committed)
-        applied_now: list[AppliedEntry] | None = None
+        with_save = committed if committed and installer is None and apply_is_bounded(committed) else []
+        applied_with_save: list[AppliedEntry] | None = None  # set when the loop waited for that transaction
         if installer is not None or rd.must_sync:
-            applied_now = await asyncio.wrap_future(
-                self.store.save(installer, rd.entries, rd.hard_state, committed if apply_with_save else ())
+            applied_with_save = await asyncio.wrap_future(
+                self.store.save(installer, rd.entries, rd.hard_state, with_save)
             )
-        elif rd.hard_state is not None or apply_with_save:
+        elif rd.hard_state is not None or with_save:
             # Only the commit index moved: no message depends on it being durable (a lost commit index is
-            # learned again from the leader). The job is queued before this Ready's apply job, so the commit
-            # index is durable no later than the entries applied up to it, as a restart requires.
+            # learned again from the leader). It is saved no later than the entries applied up to it (in the
+            # same transaction, or in a job queued before theirs), as a restart requires.
             self._in_background(
-                self.store.save(None, (), rd.hard_state, committed if apply_with_save else ()),
-                (lambda done: self._on_applied(committed[-1].index, done)) if apply_with_save else None,
+                self.store.save(None, (), rd.hard_state, with_save),
+                (lambda done: self._on_applied(with_save[-1].index, done)) if with_save else None,
             )
         # else: nothing to persist (e.g. the heartbeats of a ReadIndex round).
         if self.cfg.planted_bug == "ack-before-commit" and rd.entries and self.is_leader():
@@ -296,9 +296,9 @@ class Node:
             self._applied = self.store.applied_index()
             self._revision = self.store.revision()
             self._after_snapshot_install()
-        if applied_now is not None and apply_with_save:
-            self._on_applied(committed[-1].index, applied_now)
-        elif committed and not apply_with_save:
+        if with_save and applied_with_save is not None:
+            self._on_applied(with_save[-1].index, applied_with_save)
+        elif committed and not with_save:
             last = committed[-1].index
             self._in_background(self.store.apply(committed), lambda done: self._on_applied(last, done))
         for rs in rd.read_states:
