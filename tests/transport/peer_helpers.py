@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from raftkv.core.types import Entry, Message, MessageType, SnapshotMeta
 from raftkv.security.tls import TLSFiles, channel_credentials, server_credentials
 from raftkv.transport.peer import PeerTransport
+
+
+@contextlib.asynccontextmanager
+async def running(*transports: PeerTransport) -> AsyncIterator[None]:
+    """Start ``transports`` in order for the block, and stop every one that started, whatever happens."""
+    started: list[PeerTransport] = []
+    try:
+        for transport in transports:
+            await transport.start()
+            started.append(transport)
+        yield
+    finally:
+        for transport in started:
+            await transport.stop()
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from peer_helpers import FileSnapshots, Inbox, app, eventually, make_transport
+from peer_helpers import FileSnapshots, Inbox, app, eventually, make_transport, running
 
 from raftkv.core.types import ConfState, Message, MessageType, SnapshotMeta
 from raftkv.proto import raft_pb2, raft_pb2_grpc
@@ -24,9 +24,7 @@ def test_batches_delivered_in_order(certs: ClusterCerts, tmp_path: Path) -> None
         inbox1, inbox2 = Inbox(), Inbox()
         t1 = make_transport(1, certs.nodes["n1"], inbox1, FileSnapshots(tmp_path))
         t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
-        await t1.start()
-        await t2.start()
-        try:
+        async with running(t1, t2):
             t1.set_peer(2, f"127.0.0.1:{t2.port}")
             t2.set_peer(1, f"127.0.0.1:{t1.port}")
             total = 3000
@@ -39,9 +37,6 @@ def test_batches_delivered_in_order(certs: ClusterCerts, tmp_path: Path) -> None
             await eventually(lambda: len(inbox1.messages) == 1, what="the reply")
             assert inbox1.messages[0].type == MessageType.APP_RESP
             assert t1.dropped(2) == 0 and not inbox1.unreachable
-        finally:
-            await t1.stop()
-            await t2.stop()
 
     asyncio.run(scenario())
 
@@ -102,9 +97,7 @@ def test_peer_with_certificate_from_another_ca_is_refused(
         inbox2, inbox3 = Inbox(), Inbox()
         t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
         t3 = make_transport(3, foreign_certs.nodes["n3"], inbox3, FileSnapshots(tmp_path))
-        await t2.start()
-        await t3.start()
-        try:
+        async with running(t2, t3):
             t3.set_peer(2, f"127.0.0.1:{t2.port}")
             t3.send([app(2, 3, 1)])
             await eventually(lambda: 2 in inbox3.unreachable, what="the stranger's send to fail")
@@ -112,9 +105,6 @@ def test_peer_with_certificate_from_another_ca_is_refused(
             t2.send([app(3, 2, 1)])
             await eventually(lambda: 3 in inbox2.unreachable, what="our send to the stranger to fail")
             assert not inbox2.messages and not inbox3.messages
-        finally:
-            await t2.stop()
-            await t3.stop()
 
     asyncio.run(scenario())
 
@@ -125,19 +115,13 @@ def test_plaintext_and_wrong_cluster_are_refused(certs: ClusterCerts, tmp_path: 
         t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
         plain = make_transport(1, None, plain_inbox, FileSnapshots(tmp_path))
         other = make_transport(3, certs.nodes["n3"], other_inbox, FileSnapshots(tmp_path), cluster_id=0xBAD)
-        await t2.start()
-        await plain.start()
-        await other.start()
-        try:
+        async with running(t2, plain, other):
             for sender in (plain, other):
                 sender.set_peer(2, f"127.0.0.1:{t2.port}")
                 sender.send([app(2, sender.node_id, 1)])
             await eventually(lambda: 2 in plain_inbox.unreachable, what="the plaintext send to fail")
             await eventually(lambda: 2 in other_inbox.unreachable, what="the other cluster's send to fail")
             assert not inbox2.messages
-        finally:
-            for t in (t2, plain, other):
-                await t.stop()
 
     asyncio.run(scenario())
 
@@ -146,8 +130,7 @@ def test_messages_for_another_member_are_dropped(certs: ClusterCerts, tmp_path: 
     async def scenario() -> None:
         inbox2 = Inbox()
         t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
-        await t2.start()
-        try:
+        async with running(t2):
             creds = channel_credentials(certs.nodes["n1"])
             async with grpc.aio.secure_channel(f"127.0.0.1:{t2.port}", creds) as channel:
                 call = raft_pb2_grpc.RaftPeerStub(channel).Stream()
@@ -158,8 +141,6 @@ def test_messages_for_another_member_are_dropped(certs: ClusterCerts, tmp_path: 
                 await call.done_writing()
                 await call
             assert [m.entries[0].index for m in inbox2.messages] == [2]
-        finally:
-            await t2.stop()
 
     asyncio.run(scenario())
 
@@ -169,9 +150,7 @@ def test_garbage_on_the_port_leaves_the_server_serving(certs: ClusterCerts, tmp_
         inbox1, inbox2 = Inbox(), Inbox()
         t1 = make_transport(1, certs.nodes["n1"], inbox1, FileSnapshots(tmp_path))
         t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
-        await t1.start()
-        await t2.start()
-        try:
+        async with running(t1, t2):
             for junk in (os.urandom(4096), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(64)):
                 reader, writer = await asyncio.open_connection("127.0.0.1", t2.port)
                 writer.write(junk)
@@ -181,9 +160,6 @@ def test_garbage_on_the_port_leaves_the_server_serving(certs: ClusterCerts, tmp_
             t1.set_peer(2, f"127.0.0.1:{t2.port}")
             t1.send([app(2, 1, 1)])
             await eventually(lambda: len(inbox2.messages) == 1, what="delivery after garbage")
-        finally:
-            await t1.stop()
-            await t2.stop()
 
     asyncio.run(scenario())
 
@@ -199,9 +175,7 @@ def test_snapshot_streams_in_chunks(certs: ClusterCerts, tmp_path: Path) -> None
         inbox1, inbox2 = Inbox(), Inbox()
         t1 = make_transport(1, certs.nodes["n1"], inbox1, source)
         t2 = make_transport(2, certs.nodes["n2"], inbox2, sink)
-        await t1.start()
-        await t2.start()
-        try:
+        async with running(t1, t2):
             t1.set_peer(2, f"127.0.0.1:{t2.port}")
             meta = SnapshotMeta(index=42, term=3, conf_state=ConfState(voters=frozenset({1, 2}), learners=frozenset({5})))
             snap = Message(MessageType.SNAP, to=2, sender=1, term=3, snapshot=meta)
@@ -211,9 +185,6 @@ def test_snapshot_streams_in_chunks(certs: ClusterCerts, tmp_path: Path) -> None
             assert (sink.root / "snap-42").read_bytes() == data
             assert sink.committed == [meta] and not sink.aborted
             assert max(sink.write_sizes) <= 1 << 20 and len(sink.write_sizes) >= 6
-        finally:
-            await t1.stop()
-            await t2.stop()
 
     asyncio.run(scenario())
 
@@ -233,17 +204,12 @@ def test_failed_snapshot_is_reported_and_not_delivered(certs: ClusterCerts, tmp_
         inbox1, inbox2 = Inbox(), Inbox()
         t1 = make_transport(1, certs.nodes["n1"], inbox1, Failing(tmp_path))
         t2 = make_transport(2, certs.nodes["n2"], inbox2, sink)
-        await t1.start()
-        await t2.start()
-        try:
+        async with running(t1, t2):
             t1.set_peer(2, f"127.0.0.1:{t2.port}")
             t1.send([Message(MessageType.SNAP, to=2, sender=1, term=1, snapshot=SnapshotMeta(index=7, term=1))])
             await eventually(lambda: inbox1.snapshot_status == [(2, False)], what="failure status")
             await eventually(lambda: len(sink.aborted) == 1, what="receiver to abort")
             assert not inbox2.messages and not sink.committed
-        finally:
-            await t1.stop()
-            await t2.stop()
 
     asyncio.run(scenario())
 
@@ -253,10 +219,8 @@ def test_address_change_and_removal(certs: ClusterCerts, tmp_path: Path) -> None
         inbox1, inbox2 = Inbox(), Inbox()
         t1 = make_transport(1, certs.nodes["n1"], inbox1, FileSnapshots(tmp_path))
         t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
-        await t2.start()
-        t1.set_peer(2, "127.0.0.1:1")  # nothing listens there
-        await t1.start()
-        try:
+        t1.set_peer(2, "127.0.0.1:1")  # nothing listens there (set before t1 starts)
+        async with running(t2, t1):
             t1.send([app(2, 1, 1)])
             await eventually(lambda: 2 in inbox1.unreachable, what="the wrong address to fail")
             t1.set_peer(2, f"127.0.0.1:{t2.port}")
@@ -265,8 +229,5 @@ def test_address_change_and_removal(certs: ClusterCerts, tmp_path: Path) -> None
             t1.remove_peer(2)
             t1.send([app(2, 1, 3)])
             assert t1.dropped_unknown_peer == 1
-        finally:
-            await t1.stop()
-            await t2.stop()
 
     asyncio.run(scenario())
