@@ -10,9 +10,10 @@ once its removal is applied).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from raftkv.core.rawnode import bootstrap_entries
+from raftkv.core.rawnode import RawNode, bootstrap_entries
 from raftkv.core.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType, ProposalDropped, SnapshotMeta
 from raftkv.sim.clock import EventQueue
 from raftkv.sim.invariants import Checker
@@ -189,14 +190,7 @@ class Cluster:
                 node.removed = True
 
     def _propose_conf(self, cc: ConfChange) -> bool:
-        leader = self.leader()
-        if leader is None:
-            return False
-        try:
-            leader.call(lambda raw: raw.propose_conf_change(cc))
-        except ProposalDropped:
-            return False
-        return True
+        return self._on_leader(lambda raw: raw.propose_conf_change(cc))
 
     def _add_member(self, kind: ConfChangeType) -> None:
         if len(self.conf.members()) >= 6:
@@ -267,11 +261,15 @@ class Cluster:
             self._start(n)
 
     def propose_on_leader(self, data: bytes) -> bool:
+        return self._on_leader(lambda raw: raw.propose(data))
+
+    def _on_leader(self, request: Callable[[RawNode], None]) -> bool:
+        """Run a local request on the current leader; False if there is none or it refused."""
         leader = self.leader()
         if leader is None:
             return False
         try:
-            leader.call(lambda raw: raw.propose(data))
+            leader.call(request)
         except ProposalDropped:
             return False
         return True
