@@ -60,6 +60,15 @@ class Members:
     def hash_at(self, name: str, revision: int) -> int:
         return self.maintenance(name).HashKV(rpc_pb2.HashKVRequest(revision=revision), timeout=5).hash
 
+    def missing(self, name: str, prefix: bytes, keys: list[bytes]) -> list[bytes]:
+        """Those of ``keys`` (all under ``prefix``) that member ``name`` does not hold, read locally."""
+        range_end = prefix[:-1] + bytes([prefix[-1] + 1])
+        got = self.kv(name).Range(
+            rpc_pb2.RangeRequest(key=prefix, range_end=range_end, keys_only=True, serializable=True), timeout=10
+        )
+        present = {kv.key for kv in got.kvs}
+        return [k for k in keys if k not in present]
+
     def revision(self, name: str) -> int:
         """The member's applied revision, or -1 while it does not answer (e.g. still starting)."""
         try:

@@ -63,10 +63,5 @@ def test_repeated_kill9_loses_no_acknowledged_write(cluster: LocalCluster, membe
     hashes = {name: members.hash_at(name, revision) for name in cluster.names}
     assert len(set(hashes.values())) == 1, f"state machines diverged: {hashes}"
     for name in cluster.names:
-        got = members.kv(name).Range(
-            rpc_pb2.RangeRequest(key=b"/durable/", range_end=b"/durable0", keys_only=True, serializable=True),
-            timeout=10,
-        )
-        present = {kv.key for kv in got.kvs}
-        missing = [k for k in acked if k not in present]
+        missing = members.missing(name, b"/durable/", acked)
         assert not missing, f"{name}: {len(missing)} acknowledged writes lost, first {missing[:3]}"

@@ -60,10 +60,5 @@ def test_leader_kill_elects_new_leader_and_restarted_member_converges(
     wait_for(lambda: members.revision(leader) >= revision, 30, f"{leader} to catch up")
     hashes = {name: members.hash_at(name, revision) for name in cluster.names}
     assert len(set(hashes.values())) == 1, hashes
-    got = members.kv(leader).Range(
-        rpc_pb2.RangeRequest(key=b"/failover/", range_end=b"/failover0", keys_only=True, serializable=True),
-        timeout=5,
-    )
-    present = {kv.key for kv in got.kvs}
-    missing = [k for k in acked if k not in present]
+    missing = members.missing(leader, b"/failover/", acked)
     assert not missing, f"{len(missing)} acknowledged writes missing, first {missing[:3]}"
