@@ -139,7 +139,10 @@ def classify(error: grpc.RpcError) -> Failure:
         if any(text.lower() in details for text in _NOT_CONNECTED):
             return Failure.NOT_APPLIED
         return Failure.AMBIGUOUS
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+    if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+        # This client never cancels a unary call (a cancelled caller gets CancelledError, not an RpcError),
+        # so CANCELLED means the other end reset the stream: a server whose own deadline timer fired first,
+        # seen under bursts of calls at startup. The request may or may not have been applied.
         return Failure.AMBIGUOUS
     return Failure.FATAL
 

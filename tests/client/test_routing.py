@@ -72,6 +72,20 @@ def test_not_applied_failures_are_retried_even_without_deduplication(error: Stat
     assert isinstance(plan.send(error), r.Sleep)
 
 
+@pytest.mark.parametrize("code", [grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED])
+def test_a_call_the_server_cut_short_is_ambiguous_and_retried_when_safe(code: grpc.StatusCode) -> None:
+    """A stream reset by the server (CANCELLED; this client never cancels a unary call itself) may or may not
+    have been applied, like an expired deadline: a deduplicated write is retried, else it is raised."""
+    cut = Status(code, code.name)
+    plan = leader_known(dedupes=True).run(write(), timeout=5)
+    plan.send(None)
+    assert isinstance(plan.send(cut), r.Sleep)
+    plan = leader_known(dedupes=False).run(write(), timeout=5)
+    plan.send(None)
+    with pytest.raises(r.ClientError):
+        plan.send(cut)
+
+
 def test_definite_errors_are_raised_typed_at_once() -> None:
     plan = leader_known(dedupes=True).run(write(), timeout=5)
     plan.send(None)
