@@ -244,9 +244,6 @@ class Writer:
         """Synchronous convenience for code not running on an event loop."""
         return self.submit(fn).result()
 
-    def in_writer_thread(self) -> bool:
-        return threading.current_thread() is self._thread
-
     def busy_for(self) -> float:
         """Seconds the job now running has taken so far (0 when idle). Lets the driver notice a long apply
         and hold back work that would queue behind it."""
