@@ -141,8 +141,8 @@ def classify(error: grpc.RpcError) -> Failure:
         return Failure.AMBIGUOUS
     if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
         # This client never cancels a unary call (a cancelled caller gets CancelledError, not an RpcError),
-        # so CANCELLED means the other end reset the stream: a server whose own deadline timer fired first,
-        # seen under bursts of calls at startup. The request may or may not have been applied.
+        # so CANCELLED means the server reset the stream, seen under bursts of calls (most likely its own
+        # deadline timer firing before ours). The request may or may not have been applied.
         return Failure.AMBIGUOUS
     return Failure.FATAL
 
