@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from raftkv.core.coalesce import coalesce
 from raftkv.core.config import Config
 from raftkv.core.raft import Raft
 from raftkv.core.storage import Storage
@@ -137,7 +138,7 @@ class RawNode:
         rd.entries = list(r.log.unstable.entries)
         rd.snapshot = r.log.unstable.snapshot
         rd.committed_entries = r.log.next_committed_entries(r.cfg.max_committed_size_per_ready)
-        rd.messages, r.msgs = r.msgs, []
+        rd.messages, r.msgs = coalesce(r.msgs, r.cfg.max_entries_per_msg, r.cfg.max_size_per_msg), []
         rd.read_states, r.read_states = r.read_states, []
         rd.must_sync = bool(rd.entries) or rd.snapshot is not None or (hard.term, hard.vote) != (
             self._prev_hard.term,
