@@ -27,6 +27,7 @@ from raftkv.core.types import (
     UnavailableError,
 )
 from raftkv.storage.env import Env, WriteTxn
+from raftkv.storage.term_runs import TermRuns
 
 _U64 = struct.Struct(">Q")
 _ENTRY_HEAD = struct.Struct(">QB")
@@ -106,8 +107,9 @@ def write_applied(w: WriteTxn, index: int, conf_state: ConfState) -> None:
 class LmdbRaftStorage:
     """The durable Raft log as the core sees it, with the write helpers the node store calls.
 
-    ``first_index``/``last_index`` are cached in memory and updated by commit hooks, so they always describe
-    what is durable (the core calls them very often; they must not open a transaction each time).
+    ``first_index``/``last_index`` and the terms of the newest entries are cached in memory and updated by
+    commit hooks, so they always describe what is durable (the core calls them very often; they must not
+    open a transaction each time).
     """
 
     def __init__(self, env: Env) -> None:
@@ -117,6 +119,7 @@ class LmdbRaftStorage:
             self._start = self._read_start(txn)
             cur = txn.cursor(db=env.db("log"))
             self._last = read_u64(cur.key()) if cur.last() else self._start[0]
+        self._terms = TermRuns.empty_after(self._last)
 
     # --- Storage protocol ------------------------------------------------------------------------------------
 
@@ -159,6 +162,8 @@ class LmdbRaftStorage:
             raise CompactedError(f"term({index}): compacted (log starts after {start_index})")
         if index > self.last_index():
             raise UnavailableError(f"term({index}): last index is {self.last_index()}")
+        if (cached := self._terms.term(index)) is not None:
+            return cached
         with self.env.read() as txn:
             raw = txn.get(u64(index), db=self.env.db("log"))
         if raw is None:
@@ -195,8 +200,7 @@ class LmdbRaftStorage:
         for expected, entry in enumerate(entries, start=first_new):
             assert entry.index == expected, f"non-contiguous entries: {entry.index} != {expected}"
             w.txn.put(u64(entry.index), encode_entry(entry), db=log)
-        new_last = entries[-1].index
-        w.on_commit(lambda: self._set_last(new_last))
+        w.on_commit(lambda: self._publish_append(entries))
 
     def set_hard_state(self, w: WriteTxn, hs: HardState) -> None:
         w.txn.put(K_HARD_STATE, _HARD_STATE.pack(hs.term, hs.vote, hs.commit), db=w.db("meta"))
@@ -225,7 +229,7 @@ class LmdbRaftStorage:
         w.txn.drop(w.db("log"), delete=False)
         self.set_snapshot_meta(w, meta)
         self._write_start(w, meta.index, meta.term)
-        w.on_commit(lambda: self._set_last(meta.index))
+        w.on_commit(lambda: self._publish_reset(meta.index))
 
     def bootstrap(
         self, w: WriteTxn, cluster_id: int, member_id: int, entries: Sequence[Entry]
@@ -299,6 +303,12 @@ class LmdbRaftStorage:
 
         w.on_commit(publish)
 
-    def _set_last(self, index: int) -> None:
+    def _publish_append(self, entries: Sequence[Entry]) -> None:
+        with self._lock:
+            self._last = entries[-1].index
+            self._terms = self._terms.after_append(entries)
+
+    def _publish_reset(self, index: int) -> None:
         with self._lock:
             self._last = index
+            self._terms = TermRuns.empty_after(index)
