@@ -7,14 +7,14 @@ Raft; clients such as etcdctl match the error *text*, so the rules and messages 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from google.protobuf.message import Message
 
 from raftkv import errors
 from raftkv.proto import rpc_pb2
+from raftkv.statemachine.requests import check_written_keys
 
 #: etcd's largest lease TTL in seconds (``lease.MaxLeaseTTL``).
 MAX_LEASE_TTL = 9_000_000_000
@@ -48,9 +48,9 @@ def check_delete_range(request: rpc_pb2.DeleteRangeRequest) -> None:
 def check_txn(request: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
     """Size and shape of a transaction, then etcd's rule that no key is written twice in one branch."""
     _check_txn_shape(request, max_txn_ops)
-    # Overlaps are checked only after the shape check, so a huge request cannot make this quadratic.
-    _written_keys(request.success)
-    _written_keys(request.failure)
+    # Overlaps are checked only after the shape check, so a huge request cannot make this quadratic. The
+    # rule is the applier's own, so a request refused here is exactly one every replica would refuse.
+    check_written_keys(request)
 
 
 def check_lease_grant(request: rpc_pb2.LeaseGrantRequest) -> None:
@@ -101,58 +101,3 @@ def _check_request_op(op: rpc_pb2.RequestOp, max_txn_ops: int) -> None:
     else:
         # An empty RequestOp: etcd answers with its "key not found" error.
         raise errors.KEY_NOT_FOUND.exception()
-
-
-@dataclass
-class _Deletes:
-    """The key ranges a branch deletes: half-open [start, end) with ``None`` meaning "to the end of keys"."""
-
-    ranges: list[tuple[bytes, bytes | None]] = field(default_factory=list)
-
-    def add(self, key: bytes, range_end: bytes) -> None:
-        if not range_end:
-            self.ranges.append((key, key + b"\x00"))
-        else:
-            self.ranges.append((key, None if range_end == b"\x00" else range_end))
-
-    def covers(self, key: bytes) -> bool:
-        return any(start <= key and (end is None or key < end) for start, end in self.ranges)
-
-
-def _written_keys(ops: Iterable[rpc_pb2.RequestOp]) -> tuple[set[bytes], _Deletes]:
-    """etcd's ``checkIntervals``: the keys put and ranges deleted by ``ops`` (nested transactions
-    included), raising DUPLICATE_KEY if a key is put twice or put inside a range deleted at the same level
-    or above. The then/else branches of a nested transaction may put the same key: only one of them runs.
-    """
-    ops = list(ops)
-    deletes = _Deletes()
-    for op in ops:
-        if op.WhichOneof("request") == "request_delete_range":
-            deletes.add(op.request_delete_range.key, op.request_delete_range.range_end)
-
-    puts: set[bytes] = set()
-    for op in ops:
-        if op.WhichOneof("request") != "request_txn":
-            continue
-        puts_then, deletes_then = _written_keys(op.request_txn.success)
-        puts_else, deletes_else = _written_keys(op.request_txn.failure)
-        for key in puts_then:
-            _claim(key, puts, deletes)
-        for key in puts_else:
-            if key in puts and key not in puts_then:
-                raise errors.DUPLICATE_KEY.exception()
-            if deletes.covers(key):
-                raise errors.DUPLICATE_KEY.exception()
-            puts.add(key)
-        deletes.ranges += deletes_then.ranges + deletes_else.ranges
-
-    for op in ops:
-        if op.WhichOneof("request") == "request_put":
-            _claim(op.request_put.key, puts, deletes)
-    return puts, deletes
-
-
-def _claim(key: bytes, puts: set[bytes], deletes: _Deletes) -> None:
-    if key in puts or deletes.covers(key):
-        raise errors.DUPLICATE_KEY.exception()
-    puts.add(key)

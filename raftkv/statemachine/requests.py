@@ -21,6 +21,12 @@ _LEASES_DB = "leases"
 def validate_txn(req: rpc_pb2.TxnRequest, max_ops: int = DEFAULT_MAX_TXN_OPS) -> None:
     """etcd's ``checkTxnRequest`` + ``checkIntervals``: op count per level, and no key written twice per branch."""
     _check_ops(req, max_ops)
+    check_written_keys(req)
+
+
+def check_written_keys(req: rpc_pb2.TxnRequest) -> None:
+    """etcd's ``checkIntervals`` on both branches: DUPLICATE_KEY if a branch puts a key twice, or puts a key
+    inside a range it deletes (nested transactions included; their then/else may share a key)."""
     _check_intervals(req.success)
     _check_intervals(req.failure)
 
