@@ -2,7 +2,10 @@
 
 Without ``--endpoints`` a fresh three-member cluster with mutual TLS is started in a temporary directory
 (``raftkv.localcluster``) and stopped afterwards; with ``--endpoints`` (plus the TLS flags, and
-``--metrics-urls`` for fsync figures) an already running cluster is measured instead.
+``--metrics-urls`` for fsync and CPU figures) an already running cluster is measured instead.
+
+``cpu-us/op`` is CPU microseconds per successful request, scraped from ``process_cpu_seconds_total``:
+first the busiest member's (normally the leader, the bottleneck), then all members' together.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 import grpc
 
 from raftkv.bench.load import STANDARD, LoadGenerator, Workload
-from raftkv.bench.scrape import cluster_fsyncs
+from raftkv.bench.scrape import cluster_counters, usage
 from raftkv.bench.stats import Result
 from raftkv.client.config import ClientConfig
 from raftkv.localcluster import Kind, LocalCluster
@@ -57,7 +60,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     attach.add_argument("--cacert")
     attach.add_argument("--cert")
     attach.add_argument("--key")
-    attach.add_argument("--metrics-urls", default="", help="comma-separated metrics URLs, for fsyncs/s")
+    attach.add_argument("--metrics-urls", default="", help="comma-separated metrics URLs, for fsyncs/s and CPU")
     args = parser.parse_args(argv)
     try:
         args.workloads = [names[n] for n in args.workloads.split(",") if n]
@@ -123,24 +126,23 @@ async def _measure(target: Target, args: argparse.Namespace) -> list[Result]:
 
 
 async def _one(generator: LoadGenerator, workload: Workload, target: Target, duration: float) -> Result:
-    before = cluster_fsyncs(target.metrics_urls) if target.metrics_urls else None
+    before = cluster_counters(target.metrics_urls) if target.metrics_urls else None
     tally, latencies, elapsed = await generator.run(workload, duration)
-    fsyncs = None if before is None else (cluster_fsyncs(target.metrics_urls) - before) / elapsed
+    spent = None if before is None else usage(before, cluster_counters(target.metrics_urls), elapsed, tally.ok)
     if tally.errors:
         print(f"  {workload.name}: {tally.errors} errors, first: {tally.first_error}", file=sys.stderr)
-    return Result(workload.name, target.name, tally.ok, tally.errors, elapsed, tuple(latencies), fsyncs)
+    return Result(workload.name, target.name, tally.ok, tally.errors, elapsed, tuple(latencies), spent)
 
 
 def side_by_side(etcd: Sequence[Result], raftkv: Sequence[Result]) -> str:
-    """One line per workload: both throughputs and p99s, and raftkv's throughput as a fraction of etcd's."""
+    """One line per workload: both throughputs, p99s, fsync rates and CPU per request, and the throughput ratio."""
     lines = [f"{'workload':<16} {'etcd/s':>9} {'raftkv/s':>9} {'ratio':>6}  {'etcd p99':>9} {'raftkv p99':>10}"
-             f"  {'etcd fsync/s':>12} {'raftkv fsync/s':>14}"]
+             f"  {'etcd fsync/s':>12} {'raftkv fsync/s':>14}  {'etcd cpu-us/op':>14} {'raftkv cpu-us/op':>16}"]
     for e, r in zip(etcd, raftkv, strict=True):
         ratio = r.throughput / e.throughput if e.throughput else float("nan")
-        ef = "n/a" if e.fsyncs_per_s is None else f"{e.fsyncs_per_s:,.0f}"
-        rf = "n/a" if r.fsyncs_per_s is None else f"{r.fsyncs_per_s:,.0f}"
         lines.append(f"{e.workload:<16} {e.throughput:>9,.0f} {r.throughput:>9,.0f} {ratio:>6.2f}  "
-                     f"{1000 * e.latency(0.99):>7.1f}ms {1000 * r.latency(0.99):>8.1f}ms  {ef:>12} {rf:>14}")
+                     f"{1000 * e.latency(0.99):>7.1f}ms {1000 * r.latency(0.99):>8.1f}ms  "
+                     f"{e.fsyncs_text():>12} {r.fsyncs_text():>14}  {e.cpu_text():>14} {r.cpu_text():>16}")
     return "\n".join(lines)
 
 

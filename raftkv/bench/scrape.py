@@ -1,29 +1,54 @@
-"""Reads each member's fsync counter from its Prometheus metrics endpoint (``--listen-metrics-urls``).
+"""Reads each member's fsync and CPU counters from its Prometheus metrics endpoint (``--listen-metrics-urls``).
 
 raftkv counts LMDB write commits (``raftkv_fsyncs_total``: every commit is one durability point). etcd
 has no single counter; its closest equivalent is the number of WAL fsyncs (one per Raft ``Ready`` that
 carries entries or a hard state), the histogram count ``etcd_disk_wal_fsync_duration_seconds_count``.
+Both export the standard ``process_cpu_seconds_total``. CPU per request is the figure that stays steady
+when a shared machine's throughput drifts from run to run, so it is what shows whether a change saved work.
 """
 
 from __future__ import annotations
 
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 FSYNC_METRICS = ("raftkv_fsyncs_total", "etcd_disk_wal_fsync_duration_seconds_count")
+CPU_METRIC = "process_cpu_seconds_total"
 
 
-def fsync_count(metrics_url: str, timeout: float = 2.0) -> float:
-    """The member's fsync counter; raises ``LookupError`` if the endpoint exports none."""
+@dataclass(frozen=True)
+class MemberCounters:
+    fsyncs: float
+    cpu_seconds: float
+
+
+def member_counters(metrics_url: str, timeout: float = 2.0) -> MemberCounters:
+    """The member's counters; raises ``LookupError`` if the endpoint does not export them."""
     with urllib.request.urlopen(f"{metrics_url.rstrip('/')}/metrics", timeout=timeout) as answer:
         text = answer.read().decode()
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in FSYNC_METRICS:
-            return float(value)
-    raise LookupError(f"{metrics_url} exports none of {', '.join(FSYNC_METRICS)}")
+    values = dict(line.partition(" ")[::2] for line in text.splitlines() if not line.startswith("#"))
+    fsyncs = next((values[name] for name in FSYNC_METRICS if name in values), None)
+    if fsyncs is None or CPU_METRIC not in values:
+        raise LookupError(f"{metrics_url} does not export {CPU_METRIC} and one of {', '.join(FSYNC_METRICS)}")
+    return MemberCounters(float(fsyncs), float(values[CPU_METRIC]))
 
 
-def cluster_fsyncs(metrics_urls: Sequence[str]) -> float:
-    """Sum of every member's counter: the whole cluster's fsyncs."""
-    return sum(fsync_count(url) for url in metrics_urls)
+@dataclass(frozen=True)
+class ClusterUsage:
+    """What the cluster spent during one run, per second of it and per successful request."""
+
+    fsyncs_per_s: float
+    busiest_cpu_us_per_op: float  # the member that spent most, normally the leader
+    total_cpu_us_per_op: float  # every member together
+
+
+def cluster_counters(metrics_urls: Sequence[str]) -> list[MemberCounters]:
+    return [member_counters(url) for url in metrics_urls]
+
+
+def usage(before: Sequence[MemberCounters], after: Sequence[MemberCounters], elapsed: float, ops: int) -> ClusterUsage:
+    cpu = [b.cpu_seconds - a.cpu_seconds for a, b in zip(before, after, strict=True)]
+    per_op = 1e6 / max(ops, 1)
+    fsyncs = sum(b.fsyncs - a.fsyncs for a, b in zip(before, after, strict=True))
+    return ClusterUsage(fsyncs / elapsed, max(cpu) * per_op, sum(cpu) * per_op)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from raftkv.bench.scrape import ClusterUsage
+
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of already sorted values (0.0 when there are none)."""
@@ -16,7 +18,7 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 @dataclass(frozen=True)
 class Result:
-    """One workload on one cluster. Latencies are in seconds; ``fsyncs_per_s`` is None when unknown."""
+    """One workload on one cluster. Latencies are in seconds; ``usage`` is None without metrics URLs."""
 
     workload: str
     target: str
@@ -24,7 +26,7 @@ class Result:
     errors: int
     elapsed: float
     latencies: tuple[float, ...]
-    fsyncs_per_s: float | None
+    usage: ClusterUsage | None
 
     @property
     def throughput(self) -> float:
@@ -33,11 +35,19 @@ class Result:
     def latency(self, fraction: float) -> float:
         return percentile(sorted(self.latencies), fraction)
 
+    def fsyncs_text(self) -> str:
+        return "n/a" if self.usage is None else f"{self.usage.fsyncs_per_s:,.0f}"
+
+    def cpu_text(self) -> str:
+        """Busiest member's and all members' CPU microseconds per request, as ``busiest/all``."""
+        u = self.usage
+        return "n/a" if u is None else f"{u.busiest_cpu_us_per_op:,.0f}/{u.total_cpu_us_per_op:,.0f}"
+
     def row(self) -> str:
         ordered = sorted(self.latencies)
         ms = [1000 * percentile(ordered, f) for f in (0.5, 0.9, 0.99, 1.0)]
-        fsyncs = "n/a" if self.fsyncs_per_s is None else f"{self.fsyncs_per_s:,.0f}"
+        fsyncs, cpu = self.fsyncs_text(), self.cpu_text()
         return (
             f"{self.target:<7} {self.workload:<16} {self.throughput:>9,.0f}/s  p50 {ms[0]:6.1f}  p90 {ms[1]:6.1f}  "
-            f"p99 {ms[2]:6.1f}  max {ms[3]:7.1f} ms  fsyncs/s {fsyncs:>6}  errors {self.errors}"
+            f"p99 {ms[2]:6.1f}  max {ms[3]:7.1f} ms  fsyncs/s {fsyncs:>6}  cpu-us/op {cpu:>9}  errors {self.errors}"
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import time
 from collections.abc import Callable
 
 log = logging.getLogger("raftkv.metrics")
@@ -27,6 +28,8 @@ class MetricsServer:
                 "Peak resident memory of the process in bytes.",
                 lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             ),
+            # The standard process collector's name, which etcd exports too, so one scrape compares both.
+            ("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", time.process_time),
         ]
         self._healthy = healthy
         self._servers: list[asyncio.Server] = []

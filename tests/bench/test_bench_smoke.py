@@ -1,6 +1,6 @@
 """The benchmark command runs end to end against a real cluster (a 1 s run of two workloads).
 
-Benchmarks are not tests: this only proves the command, its cluster handling and its fsync scrape work.
+Benchmarks are not tests: this only proves the command, its cluster handling and its fsync and CPU scrape work.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def test_bench_runs_for_one_second(tmp_path: Path) -> None:
         fields = line.split()
         assert int(fields[3].rstrip("/s").replace(",", "")) > 0, line
         assert fields[fields.index("fsyncs/s") + 1] != "n/a", line
+        busiest, total = fields[fields.index("cpu-us/op") + 1].replace(",", "").split("/")
+        assert 0 < float(busiest) <= float(total), line
         assert fields[-1] == "0", line  # no errors
     put_fsyncs = float(lines[0].split()[lines[0].split().index("fsyncs/s") + 1].replace(",", ""))
     assert put_fsyncs > 0
