@@ -11,6 +11,7 @@ import hashlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from raftkv.security.tls import ConfigError, TLSFiles
@@ -18,7 +19,11 @@ from raftkv.security.tls import ConfigError, TLSFiles
 __all__ = ["ConfigError", "ServerConfig", "parse_config", "host_port", "member_id_for"]
 
 DEFAULT_MAX_REQUEST_BYTES = 1572864  # 1.5 MiB, etcd's default
+#: See raftkv/server/batching.py for why and for what these were measured on.
+DEFAULT_BATCH_DELAY_MS = 3.0
+DEFAULT_BATCH_MIN_PENDING = 16
 DEFAULT_QUOTA_BYTES = 2 * 1024**3  # 2 GiB, etcd's default
+N = TypeVar("N", int, float)
 PLANTED_BUGS = ("stale-reads", "drop-watch-event", "skip-fsync", "ack-before-commit")
 
 
@@ -42,6 +47,8 @@ class ServerConfig:
     snapshot_catchup_entries: int = 5000
     quota_backend_bytes: int = DEFAULT_QUOTA_BYTES
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    batch_delay_ms: float = DEFAULT_BATCH_DELAY_MS
+    batch_min_pending: int = DEFAULT_BATCH_MIN_PENDING
     listen_metrics_urls: tuple[str, ...] = ()
     peer_dial_overrides: dict[str, str] = field(default_factory=dict)
     log_level: str = "info"
@@ -123,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quota-backend-bytes", type=int, help="database size that raises the NOSPACE alarm (default 2 GiB)")
     p.add_argument("--max-request-bytes", type=int, help="largest client request accepted (default 1.5 MiB)")
+    p.add_argument(
+        "--batch-delay-ms",
+        type=float,
+        help=f"pause before a Raft turn while many proposals are in flight, so one turn carries more of them "
+        f"(default {DEFAULT_BATCH_DELAY_MS:g}; 0 disables)",
+    )
+    p.add_argument(
+        "--batch-min-pending",
+        type=int,
+        help=f"proposals in flight before --batch-delay-ms applies (default {DEFAULT_BATCH_MIN_PENDING})",
+    )
     p.add_argument("--listen-metrics-urls", help="plain-HTTP URLs serving /metrics (Prometheus) and /health")
     p.add_argument(
         "--peer-dial-override",
@@ -135,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _or_default(value: int | None, default: int) -> int:
+def _or_default(value: N | None, default: N) -> N:
     return default if value is None else value
 
 
@@ -228,6 +246,15 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
     election = args.get("election_timeout") or 1000
     if heartbeat <= 0 or election < 2 * heartbeat:
         raise ConfigError("--election-timeout must be at least twice --heartbeat-interval (etcd suggests 10x)")
+    # The default shrinks with a short heartbeat; a value given explicitly is checked instead.
+    batch_delay_ms = _or_default(args.get("batch_delay_ms"), min(DEFAULT_BATCH_DELAY_MS, heartbeat / 4))
+    batch_min_pending = _or_default(args.get("batch_min_pending"), DEFAULT_BATCH_MIN_PENDING)
+    if not 0 <= batch_delay_ms <= heartbeat / 4:
+        raise ConfigError(
+            f"--batch-delay-ms must be between 0 and a quarter of --heartbeat-interval ({heartbeat / 4:g})"
+        )
+    if batch_min_pending < 1:
+        raise ConfigError("--batch-min-pending must be at least 1")
 
     client_tls = peer_tls = None
     if not insecure:
@@ -257,6 +284,8 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         snapshot_catchup_entries=_or_default(args.get("snapshot_catchup_entries"), 5000),
         quota_backend_bytes=args.get("quota_backend_bytes") or DEFAULT_QUOTA_BYTES,
         max_request_bytes=args.get("max_request_bytes") or DEFAULT_MAX_REQUEST_BYTES,
+        batch_delay_ms=batch_delay_ms,
+        batch_min_pending=batch_min_pending,
         listen_metrics_urls=_split(args.get("listen_metrics_urls")),
         peer_dial_overrides=overrides,
         log_level=args.get("log_level") or "info",

@@ -17,7 +17,8 @@ core's ``Ready``s, each handled in the order the persistence contract demands:
 So a long apply (a DeleteRange of many keys) never stops ticks and heartbeats: while the writer is busy for
 longer than a heartbeat, only work that needs no fsync enters the core (see ``_feed_core``). Snapshots and
 log compaction run as background writer jobs too. Batching falls out of this shape: while one Ready is being
-written, new proposals queue up and the next turn appends them all at once.
+written, new proposals queue up and the next turn appends them all at once; under load a short pause before
+each turn (``batching.BatchWindow``) lets a turn gather more.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from raftkv.core.types import (
     SoftState,
 )
 from raftkv.proto import internal_pb2, rpc_pb2
+from raftkv.server.batching import BatchWindow
 from raftkv.server.config import ServerConfig, host_port, member_id_for
 from raftkv.server.lessor import Lessor, revoke_limit
 from raftkv.server.waiters import ProposalWaiters, ReadWaiters
@@ -109,6 +111,7 @@ class Node:
         self._wake = asyncio.Event()
         self._stopping = False
         self._waiters = ProposalWaiters(self._rng.getrandbits(62))
+        self._batch_window = BatchWindow(cfg.batch_delay_ms / 1000, cfg.batch_min_pending)
         self._reads = ReadWaiters(member_id, self._rng.getrandbits(62))
         self._read_round_timer: asyncio.TimerHandle | None = None
         self._conf_waiters: dict[tuple[int, int], asyncio.Future[None]] = {}
@@ -179,6 +182,8 @@ class Node:
         try:
             while not self._stopping:
                 await self._wake.wait()
+                if (pause := self._batch_window.pause_before_turn(len(self._waiters))) > 0:
+                    await asyncio.sleep(pause)
                 self._wake.clear()
                 self._feed_core()
                 while self.raw.has_ready():
