@@ -20,6 +20,7 @@ from raftkv.api.cluster import ClusterService
 from raftkv.api.kv import KVService
 from raftkv.api.maintenance import MaintenanceService
 from raftkv.api.metadata import AdmissionInterceptor, Context
+from raftkv.grpc_registration import add_service
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
 from raftkv.security.grpc_options import server_options
 
@@ -52,15 +53,15 @@ def build_client_server(
             max_receive_bytes=max_request_bytes + RECEIVE_SLACK_BYTES, max_send_bytes=MAX_SEND_BYTES
         ),
     )
-    rpc_pb2_grpc.add_KVServicer_to_server(KVService(backend), server)
-    rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(backend), server)
-    rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(backend), server)
-    rpc_pb2_grpc.add_AuthServicer_to_server(AuthDisabledService(), server)
+    add_service(rpc_pb2_grpc.add_KVServicer_to_server, KVService(backend), server)
+    add_service(rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterService(backend), server)
+    add_service(rpc_pb2_grpc.add_MaintenanceServicer_to_server, MaintenanceService(backend), server)
+    add_service(rpc_pb2_grpc.add_AuthServicer_to_server, AuthDisabledService(), server)
     if watch_servicer is not None:
-        rpc_pb2_grpc.add_WatchServicer_to_server(watch_servicer, server)
+        add_service(rpc_pb2_grpc.add_WatchServicer_to_server, watch_servicer, server)
     if lease_servicer is not None:
-        rpc_pb2_grpc.add_LeaseServicer_to_server(lease_servicer, server)
-    health_pb2_grpc.add_HealthServicer_to_server(LeaderHealthService(backend), server)
+        add_service(rpc_pb2_grpc.add_LeaseServicer_to_server, lease_servicer, server)
+    add_service(health_pb2_grpc.add_HealthServicer_to_server, LeaderHealthService(backend), server)
     for address in listen_addresses:
         if server_credentials is None:
             server.add_insecure_port(address)

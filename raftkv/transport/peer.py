@@ -37,6 +37,7 @@ from typing import Protocol
 import grpc
 
 from raftkv.core.types import Message, MessageType, SnapshotMeta
+from raftkv.grpc_registration import add_service
 from raftkv.proto import raft_pb2, raft_pb2_grpc
 from raftkv.security.grpc_options import channel_options, server_options
 from raftkv.transport.codec import CodecError, encoded_size, message_from_pb, message_to_pb
@@ -143,7 +144,7 @@ class PeerTransport:
         server = grpc.aio.server(
             options=server_options(self._max_message_bytes, self._max_message_bytes)
         )
-        raft_pb2_grpc.add_RaftPeerServicer_to_server(_Receiver(self), server)
+        add_service(raft_pb2_grpc.add_RaftPeerServicer_to_server, _Receiver(self), server)
         if self._server_credentials is None:
             self.port = server.add_insecure_port(self.listen_addr)
         else:
