@@ -64,8 +64,9 @@ class MalformedMetadata(Exception):
 
 
 def require_leader(context: Context, backend: Backend) -> None:
-    """Honour ``hasleader: true``: etcd refuses such calls outright while the member knows no leader."""
-    if _metadata(context).get(REQUIRE_LEADER_KEY) == "true" and not backend.has_leader():
+    """Honour ``hasleader: true``: etcd refuses such calls outright while the member knows no leader.
+    The metadata is only read when there is no leader: grpc.aio converts it anew on every read."""
+    if not backend.has_leader() and _metadata(context).get(REQUIRE_LEADER_KEY) == "true":
         raise errors.NO_LEADER.exception()
 
 
@@ -102,6 +103,8 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
+        #: method -> (the service's handler, its guarded version), built on the method's first call.
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -109,8 +112,15 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(GUARDED_PREFIX):  # type: ignore[attr-defined]
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or not method.startswith(GUARDED_PREFIX):
             return handler
+        cached = self._guarded.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._guarded[method] = (handler, self._guard(handler))
+        return cached[1]
+
+    def _guard(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=self._unary(handler.unary_unary))  # type: ignore[attr-defined]
         if handler.unary_stream is not None:

@@ -762,7 +762,7 @@ async def _within(future: asyncio.Future[T], timeout: float) -> T:
         if not future.done():
             future.set_exception(TimeoutError())
 
-    timer = asyncio.get_running_loop().call_later(timeout, expire)
+    timer = future.get_loop().call_later(timeout, expire)
     try:
         return await future
     finally:

@@ -22,10 +22,13 @@ class ProposalWaiters:
     def __init__(self, base: int) -> None:
         self._ids = itertools.count(base)
         self._futures: dict[int, asyncio.Future[internal_pb2.ApplyResult]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def register(self) -> tuple[int, asyncio.Future[internal_pb2.ApplyResult]]:
         request_id = next(self._ids) & 0xFFFF_FFFF_FFFF_FFFF
-        future: asyncio.Future[internal_pb2.ApplyResult] = asyncio.get_running_loop().create_future()
+        if self._loop is None:  # asyncio.get_running_loop() makes a getpid system call each time
+            self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[internal_pb2.ApplyResult] = self._loop.create_future()
         self._futures[request_id] = future
         return request_id, future
 
