@@ -69,9 +69,7 @@ class AsyncClient(Surface):
         if endpoint not in self._connected:
             wait = min(self.config.dial_timeout, timeout)
             try:
-                await channel.unary_unary(r.STATUS.path, request_serializer=rpc_pb2.StatusRequest.SerializeToString,
-                                          response_deserializer=rpc_pb2.StatusResponse.FromString)(
-                    rpc_pb2.StatusRequest(), timeout=wait)
+                await r.STATUS.on(channel, rpc_pb2.StatusRequest)(rpc_pb2.StatusRequest(), timeout=wait)
             except grpc.RpcError as exc:
                 dial_failure(exc, endpoint, wait)
             self._connected.add(endpoint)
@@ -93,12 +91,10 @@ class AsyncClient(Surface):
     async def _call(self, step: r.Attempt) -> Message:
         method = step.method
         channel = await self._dial(step.endpoint, step.timeout)
-        kwargs: dict[str, Any] = {"request_serializer": type(step.message).SerializeToString,
-                                  "response_deserializer": method.response.FromString}
+        stub = method.on(channel, type(step.message))
         if not method.streaming:
-            return await channel.unary_unary(method.path, **kwargs)(
-                step.message, timeout=step.timeout, metadata=step.metadata)
-        call = channel.stream_stream(method.path, **kwargs)(timeout=step.timeout, metadata=step.metadata)
+            return await stub(step.message, timeout=step.timeout, metadata=step.metadata)
+        call = stub(timeout=step.timeout, metadata=step.metadata)
         try:
             await call.write(step.message)
             response = await call.read()
@@ -181,9 +177,8 @@ class AsyncWatch:
     async def _receive(self) -> list[rpc_pb2.WatchResponse]:
         try:
             if self._call is None:
-                self._call = self._client.channel(self._state.endpoint).stream_stream(
-                    r.WATCH.path, request_serializer=rpc_pb2.WatchRequest.SerializeToString,
-                    response_deserializer=rpc_pb2.WatchResponse.FromString)(metadata=WATCH_METADATA)
+                channel = self._client.channel(self._state.endpoint)
+                self._call = r.WATCH.on(channel, rpc_pb2.WatchRequest)(metadata=WATCH_METADATA)
                 await self._call.write(self._state.create_request())
             response = await self._call.read()
             if response is grpc.aio.EOF:

@@ -19,9 +19,10 @@ import random
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+import grpc.aio
 from google.protobuf.message import Message
 
 from raftkv import errors as etcd
@@ -38,7 +39,13 @@ class Method:
 
     path: str
     response: type[Message]
-    streaming: bool = False  # bidi or server stream: the driver sends one request and takes one answer
+    streaming: bool = False  # bidi stream (the driver sends one request and takes one answer)
+
+    def on(self, channel: grpc.Channel | grpc.aio.Channel, request_type: type[Message]) -> Any:
+        """This method's callable on a blocking or asyncio channel: unary, or bidi if ``streaming``."""
+        make = channel.stream_stream if self.streaming else channel.unary_unary
+        return make(self.path, request_serializer=request_type.SerializeToString,
+                    response_deserializer=self.response.FromString)
 
 
 def _m(service: str, name: str, response: type[Message], streaming: bool = False) -> Method:
@@ -65,7 +72,7 @@ DEFRAGMENT = _m("Maintenance", "Defragment", rpc_pb2.DefragmentResponse)
 HASH_KV = _m("Maintenance", "HashKV", rpc_pb2.HashKVResponse)
 MOVE_LEADER = _m("Maintenance", "MoveLeader", rpc_pb2.MoveLeaderResponse)
 SNAPSHOT = _m("Maintenance", "Snapshot", rpc_pb2.SnapshotResponse)
-WATCH = _m("Watch", "Watch", rpc_pb2.WatchResponse)
+WATCH = _m("Watch", "Watch", rpc_pb2.WatchResponse, streaming=True)
 
 
 class Route(enum.Enum):

@@ -72,9 +72,7 @@ class Client(Surface):
         if endpoint not in self._connected:
             wait = min(self.config.dial_timeout, timeout)
             try:
-                channel.unary_unary(r.STATUS.path, request_serializer=rpc_pb2.StatusRequest.SerializeToString,
-                                    response_deserializer=rpc_pb2.StatusResponse.FromString)(
-                    rpc_pb2.StatusRequest(), timeout=wait)
+                r.STATUS.on(channel, rpc_pb2.StatusRequest)(rpc_pb2.StatusRequest(), timeout=wait)
             except grpc.RpcError as exc:
                 dial_failure(exc, endpoint, wait)
             self._connected.add(endpoint)
@@ -97,13 +95,10 @@ class Client(Surface):
     def _call(self, step: r.Attempt) -> Message:
         method = step.method
         channel = self._dial(step.endpoint, step.timeout)
-        kwargs: dict[str, Any] = {"request_serializer": type(step.message).SerializeToString,
-                                  "response_deserializer": method.response.FromString}
+        stub = method.on(channel, type(step.message))
         if not method.streaming:
-            return channel.unary_unary(method.path, **kwargs)(
-                step.message, timeout=step.timeout, metadata=step.metadata)
-        responses = channel.stream_stream(method.path, **kwargs)(
-            iter([step.message]), timeout=step.timeout, metadata=step.metadata)
+            return stub(step.message, timeout=step.timeout, metadata=step.metadata)
+        responses = stub(iter([step.message]), timeout=step.timeout, metadata=step.metadata)
         try:
             return next(responses)
         except StopIteration:
@@ -199,9 +194,7 @@ class Watch:
                 assert isinstance(item, rpc_pb2.WatchRequest)
                 yield item
 
-        call = self._client.channel(self._state.endpoint).stream_stream(
-            r.WATCH.path, request_serializer=rpc_pb2.WatchRequest.SerializeToString,
-            response_deserializer=rpc_pb2.WatchResponse.FromString)
+        call = r.WATCH.on(self._client.channel(self._state.endpoint), rpc_pb2.WatchRequest)
         self._requests, self._responses = requests, call(request_iterator(), metadata=WATCH_METADATA)
 
     def _receive(self) -> list[rpc_pb2.WatchResponse]:
