@@ -77,8 +77,8 @@ class Members:
             return -1
 
 
-def start_cluster(base: Path, **kwargs: object) -> LocalCluster:
-    cluster = LocalCluster(base, size=3, kind="raftkv", tls=True, election_ms=ELECTION_MS, **kwargs)  # type: ignore[arg-type]
+def start_cluster(base: Path, election_ms: int = ELECTION_MS, **kwargs: object) -> LocalCluster:
+    cluster = LocalCluster(base, size=3, kind="raftkv", tls=True, election_ms=election_ms, **kwargs)  # type: ignore[arg-type]
     cluster.start()
     cluster.wait_ready(timeout=30, all_members=True)
     return cluster

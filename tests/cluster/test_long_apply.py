@@ -16,7 +16,7 @@ import pytest
 
 from raftkv.localcluster import LocalCluster
 from raftkv.proto import rpc_pb2
-from tests.cluster.conftest import Members, wait_for
+from tests.cluster.conftest import Members, start_cluster, wait_for
 
 KEYS = 120_000  # twice what `etcdctl check perf --load=m` deletes at its end: outlasts 2 election timeouts
 OPS_PER_TXN = 128  # the server's max_txn_ops
@@ -26,20 +26,10 @@ HEARTBEAT_MS, ELECTION_MS = 50, 250
 
 
 @pytest.fixture
-def short_timeout_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(
-        tmp_path / "cluster", size=3, kind="raftkv", tls=True, heartbeat_ms=HEARTBEAT_MS, election_ms=ELECTION_MS
-    ) as cluster:
-        cluster.start()
-        cluster.wait_ready(timeout=30, all_members=True)
-        yield cluster
-
-
-@pytest.fixture
-def short_members(short_timeout_cluster: LocalCluster) -> Iterator[Members]:
-    members = Members(short_timeout_cluster)
-    yield members
-    members.close()
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """This module's clusters use the short timeouts (the package's ``members`` fixture picks this up)."""
+    with start_cluster(tmp_path / "cluster", heartbeat_ms=HEARTBEAT_MS, election_ms=ELECTION_MS) as c:
+        yield c
 
 
 def _fill(members: Members, name: str, start: int) -> None:
@@ -60,9 +50,8 @@ def _terms(cluster: LocalCluster, members: Members) -> dict[str, tuple[int, int]
 
 
 def test_deleting_many_keys_in_one_request_keeps_the_leader(
-    short_timeout_cluster: LocalCluster, short_members: Members
+    cluster: LocalCluster, members: Members
 ) -> None:
-    cluster, members = short_timeout_cluster, short_members
     leader = cluster.wait_ready()
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda start: _fill(members, leader, start), range(0, KEYS, OPS_PER_TXN)))
