@@ -258,14 +258,13 @@ class NodeStore:
 
     # --- snapshots --------------------------------------------------------------------------------------------
 
-    def create_snapshot(self, index: int | None = None) -> concurrent.futures.Future[SnapshotMeta]:
+    def create_snapshot(self) -> concurrent.futures.Future[SnapshotMeta]:
         """Record a snapshot at the applied index (as of the job's transaction, so applies queued earlier
-        count; ``index``, if given, must equal it) and compact the log, keeping ``snapshot_catchup_entries``
-        entries before it so that slightly lagging followers still catch up from the log."""
+        count) and compact the log, keeping ``snapshot_catchup_entries`` entries before it so that slightly
+        lagging followers still catch up from the log."""
 
         def job(w: WriteTxn) -> SnapshotMeta:
             applied = read_applied(w.txn, w.env)
-            assert index in (None, applied), f"snapshot at {index} but applied is {applied}"
             meta = SnapshotMeta(index=applied, term=self._term_in(w, applied), conf_state=read_conf_state(w.txn, w.env))
             self.log.set_snapshot_meta(w, meta)
             self.log.compact(w, applied - self.snapshot_catchup_entries)

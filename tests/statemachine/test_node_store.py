@@ -43,7 +43,8 @@ def test_snapshot_stream_install_reproduces_the_state(h: Harness, tmp_path: Path
     for i in range(300):
         h.put(b"key/%04d" % i, os.urandom(900), lease=grant.ID if i % 10 == 0 else 0)
     h.apply(compaction=rpc_pb2.CompactionRequest(revision=100))
-    meta = h.store.create_snapshot(h.index).result()
+    meta = h.store.create_snapshot().result()
+    assert meta.index == h.index
     chunks = list(h.store.open_snapshot(meta))
     assert len(chunks) > 1  # streamed, not one blob
     other = NodeStore(tmp_path / "other")
@@ -67,7 +68,8 @@ def test_snapshot_keeps_catch_up_entries(tmp_path: Path) -> None:
     h = Harness(tmp_path / "n", snapshot_catchup_entries=5)
     for i in range(20):
         h.put(b"k%d" % i)
-    meta = h.store.create_snapshot(h.index).result()
+    meta = h.store.create_snapshot().result()
+    assert meta.index == h.index
     assert h.store.log.first_index() == meta.index - 5 + 1
     h.store.close()
 
