@@ -47,7 +47,8 @@ def coalesce(messages: list[Message], max_entries: int, max_bytes: int) -> list[
 
 def _fold(first: Message, second: Message, max_entries: int, max_bytes: int) -> Message | None:
     """One message saying what ``first`` then ``second`` say to the same peer, or None if there is none."""
-    if first.type != second.type or first.term != second.term or first.sender != second.sender:
+    assert first.sender == second.sender, "one Ready's messages all come from its own node"
+    if first.type != second.type or first.term != second.term:
         return None
     if first.type == MT.APP:
         return _fold_appends(first, second, max_entries, max_bytes)
