@@ -290,7 +290,7 @@ class Node:
             # same transaction, or in a job queued before theirs), as a restart requires.
             self._in_background(
                 self.store.save(None, (), rd.hard_state, with_save),
-                (lambda done: self._on_applied(with_save[-1].index, done)) if with_save else None,
+                self._applied_in_background(with_save[-1].index) if with_save else None,
             )
         # else: nothing to persist (e.g. the heartbeats of a ReadIndex round).
         if self.cfg.planted_bug == "ack-before-commit" and rd.entries and self.is_leader():
@@ -305,7 +305,7 @@ class Node:
             self._on_applied(with_save[-1].index, applied_with_save)
         elif committed and not with_save:
             last = committed[-1].index
-            self._in_background(self.store.apply(committed), lambda done: self._on_applied(last, done))
+            self._in_background(self.store.apply(committed), self._applied_in_background(last))
         for rs in rd.read_states:
             self._reads.answered(rs.request_ctx, rs.index, self._applied)
         self._reads.applied(self._applied)
@@ -353,7 +353,17 @@ class Node:
             core_view, stored = self.raw.status().conf_state, self.store.conf_state()
             assert core_view == stored, f"membership diverged: core {core_view}, state machine {stored}"
         self._reads.applied(self._applied)
-        self._wake.set()  # a conf change, or a snapshot, may have been waiting for this
+
+    def _applied_in_background(self, last: int) -> Callable[[list[AppliedEntry]], None]:
+        """``_on_applied`` for an apply the loop did not wait for, then a wake-up: the core may hold a Ready
+        that waited for it (a conf change, a snapshot). An apply the loop waited for needs none: the loop
+        drains the core's Readys right after it."""
+
+        def done(applied: list[AppliedEntry]) -> None:
+            self._on_applied(last, applied)
+            self._wake.set()
+
+        return done
 
     def _without_unusable_snapshots(self, messages: list[Message]) -> list[Message]:
         """Hold back a snapshot its receiver would refuse: one taken before the receiver joined does not list
