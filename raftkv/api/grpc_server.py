@@ -15,7 +15,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from raftkv import errors
-from raftkv.api.backend import Backend
+from raftkv.server.backend import Backend
 from raftkv.api.cluster import ClusterService
 from raftkv.api.kv import KVService
 from raftkv.api.maintenance import MaintenanceService

@@ -11,7 +11,7 @@ import grpc
 
 from raftkv import errors
 from raftkv.api import validation
-from raftkv.api.backend import Backend
+from raftkv.server.backend import Backend
 from raftkv.api.metadata import Context, call_timeout, client_session, with_header
 from raftkv.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 

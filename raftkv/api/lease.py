@@ -10,7 +10,7 @@ import math
 from collections.abc import AsyncIterator
 
 from raftkv.api import validation
-from raftkv.api.backend import Backend
+from raftkv.server.backend import Backend
 from raftkv.api.kv import DEFAULT_REQUEST_TIMEOUT, propose
 from raftkv.api.metadata import Context, call_timeout, with_header
 from raftkv.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc

@@ -22,7 +22,7 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from raftkv import errors
-from raftkv.api.backend import Backend, ClientSession
+from raftkv.server.backend import Backend, ClientSession
 from raftkv.proto import rpc_pb2
 
 CLIENT_ID_KEY = "raftkv-client-id"

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 
 from raftkv import errors
-from raftkv.api.backend import Backend
+from raftkv.server.backend import Backend
 from raftkv.api.metadata import REQUIRE_LEADER_KEY, Context
 from raftkv.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from raftkv.server.watch_hub import Delivery, StreamClosed, WatchHub, WatchSpec, WatchStream

@@ -8,6 +8,8 @@ client-auth usage) and asks the same etcd Lease RPC; the leader answers from its
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import grpc
 
 from raftkv import errors
@@ -17,10 +19,14 @@ from raftkv.security.tls import TLSFiles, channel_credentials
 from raftkv.server.config import host_port
 
 
+class MemberDirectory(Protocol):
+    def members(self) -> list[rpc_pb2.Member]: ...
+
+
 class LeaderLeaseForwarder:
     """Callable ``(leader_id, what, lease_id, timeout) -> TTL`` used by ``Node`` when it is not the leader."""
 
-    def __init__(self, node: "Node", tls: TLSFiles | None) -> None:  # type: ignore[name-defined]  # noqa: F821
+    def __init__(self, node: MemberDirectory, tls: TLSFiles | None) -> None:
         self._node = node
         self._credentials = channel_credentials(tls) if tls is not None else None
         self._channels: dict[str, grpc.aio.Channel] = {}

@@ -115,7 +115,7 @@ async def serve(cfg: ServerConfig) -> int:
         raise _bind_error("peer", cfg.listen_peer_urls[0], exc) from None
     node.attach_transport(transport)
     forwarder = LeaderLeaseForwarder(node, cfg.peer_tls)
-    node.lease_forwarder = forwarder
+    node.leases.forwarder = forwarder
 
     hub = WatchHub(node)
     try:
@@ -137,11 +137,11 @@ async def serve(cfg: ServerConfig) -> int:
         [
             ("raftkv_is_leader", "1 if this member is the leader.", lambda: float(node.is_leader())),
             ("raftkv_has_leader", "1 if this member knows a leader.", lambda: float(node.has_leader())),
-            ("raftkv_term", "Current Raft term.", lambda: float(node.raw.status().hard_state.term)),
+            ("raftkv_term", "Current Raft term.", lambda: float(node.loop.raw.status().hard_state.term)),
             ("raftkv_applied_index", "Last applied log index.", lambda: float(node.store.applied_index())),
             ("raftkv_mvcc_revision", "Current MVCC revision.", lambda: float(node.current_revision())),
-            ("raftkv_leader_changes_seen_total", "Leader changes seen.", lambda: float(node.leader_changes)),
-            ("raftkv_ready_turns_total", "Ready batches handled.", lambda: float(node.ready_turns)),
+            ("raftkv_leader_changes_seen_total", "Leader changes seen.", lambda: float(node.loop.leader_changes)),
+            ("raftkv_ready_turns_total", "Ready batches handled.", lambda: float(node.loop.ready_turns)),
             ("raftkv_fsyncs_total", "LMDB write commits, each one fsync.", lambda: float(node.store.writer.commits)),
             ("raftkv_disk_writer_busy_seconds_total", "Seconds the LMDB writer thread spent on transactions.",
              lambda: node.store.writer.busy_seconds),

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from raftkv import errors
-from raftkv.api.backend import Backend, RevisionEvents
+from raftkv.server.backend import Backend, RevisionEvents
 from raftkv.proto import kv_pb2
 
 #: ``watch_id`` of stream-wide progress replies (answers to ``progress_request``), as in etcd.

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftkv import errors
-from raftkv.api.backend import RevisionEvents
+from raftkv.server.backend import RevisionEvents
 from raftkv.proto import kv_pb2
 from raftkv.server.watch_hub import (
     PROGRESS_WATCH_ID,

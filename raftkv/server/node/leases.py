@@ -1,0 +1,137 @@
+"""Leases on a member: the leader's expiry clock, keep-alives and time-to-live, and revoking what expired.
+
+Which leases exist is replicated state (granted and revoked through the log); when one expires is decided
+by the leader alone (``raftkv.server.lessor``), so a keep-alive or time-to-live query is answered from the
+leader's clock, forwarded there when it reaches a follower. The leader checks its clock every
+``LEASE_CHECK_INTERVAL`` and proposes a revoke for each expired lease, at most etcd's rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from raftkv import errors
+from raftkv.proto import internal_pb2, rpc_pb2
+from raftkv.server.backend import ClientSession
+from raftkv.server.config import ServerConfig
+from raftkv.server.lessor import Lessor, revoke_limit
+from raftkv.server.node.raft_loop import RaftLoop
+from raftkv.server.node.world import Clock, LeaseForwarder, Store
+from raftkv.statemachine.applier import AppliedEntry
+
+log = logging.getLogger("raftkv.node")
+
+LEASE_CHECK_INTERVAL = 0.5  # seconds, as etcd's lessor
+MAX_LEASE_REVOKES_PER_CHECK = revoke_limit(LEASE_CHECK_INTERVAL)
+Spawn = Callable[[Coroutine[Any, Any, None], str], None]
+
+
+class NodeLeases:
+    def __init__(
+        self,
+        cfg: ServerConfig,
+        store: Store[Any],
+        clock: Clock,
+        loop: RaftLoop,
+        header: Callable[[], rpc_pb2.ResponseHeader],
+        spawn: Spawn,
+    ) -> None:
+        self._cfg = cfg
+        self._store = store
+        self._clock = clock
+        self._loop = loop
+        self._header = header
+        self._spawn = spawn
+        self.lessor = Lessor()
+        self.forwarder: LeaseForwarder | None = None
+
+    # ------------------------------------------------------------------ queries (Backend)
+    async def keep_alive(self, lease_id: int, timeout: float) -> int:
+        if self._loop.is_leader():
+            return await self.local_query("keep_alive", lease_id)
+        return await self._forward_to_leader("keep_alive", lease_id, timeout)
+
+    async def time_to_live(self, lease_id: int, keys: bool, timeout: float) -> rpc_pb2.LeaseTimeToLiveResponse:
+        response = rpc_pb2.LeaseTimeToLiveResponse(header=self._header(), ID=lease_id, TTL=-1)
+        found = self._store.lease(lease_id)
+        if found is None:
+            return response
+        lease, attached = found
+        response.grantedTTL = lease.granted_ttl
+        if keys:
+            response.keys.extend(attached)
+        if self._loop.is_leader():
+            response.TTL = await self.local_query("time_to_live", lease_id)
+        else:
+            response.TTL = await self._forward_to_leader("time_to_live", lease_id, timeout)
+        return response
+
+    def lease_ids(self) -> list[int]:
+        return [lease.id for lease in self._store.leases()]
+
+    async def _forward_to_leader(self, what: str, lease_id: int, timeout: float) -> int:
+        leader = self._loop.soft.leader
+        if leader == 0:
+            raise errors.NO_LEADER.exception()
+        if self.forwarder is None:
+            raise errors.NOT_CAPABLE.exception()
+        return await self.forwarder(leader, what, lease_id, timeout)
+
+    async def local_query(self, what: str, lease_id: int) -> int:
+        """What a follower asks the leader: ``keep_alive`` renews; ``time_to_live`` reads the remaining TTL."""
+        if not self._loop.is_leader():
+            raise errors.NOT_LEADER.exception()
+        now = self._clock.now()
+        if self._store.lease(lease_id) is None:
+            self.lessor.revoke(lease_id)
+            return 0 if what == "keep_alive" else -1
+        if what == "keep_alive":
+            return self.lessor.renew(lease_id, now)
+        remaining = self.lessor.remaining(lease_id, now)
+        return -1 if remaining is None else math.ceil(remaining)
+
+    # ------------------------------------------------------------------ what the loop tells
+    def entry_applied(self, result: AppliedEntry) -> None:
+        assert result.result is not None
+        if result.result.WhichOneof("response") == "lease_grant" and not result.result.error:
+            grant = result.result.lease_grant
+            self.lessor.grant(grant.ID, grant.TTL, self._clock.now())
+
+    def leadership_changed(self, is_leader: bool) -> None:
+        if is_leader:
+            extend = self._cfg.election_ms / 1000
+            self._promote(extend)
+            log.info("%s: became leader; leases extended by %.1fs", self._cfg.name, extend)
+        else:
+            self.lessor.demote()
+
+    def snapshot_installed(self) -> None:
+        if self._loop.is_leader():
+            self._promote(self._cfg.election_ms / 1000)
+
+    def _promote(self, extend: float) -> None:
+        ttls = {lease.id: lease.granted_ttl for lease in self._store.leases()}
+        self.lessor.promote(ttls, self._clock.now(), extend)
+
+    # ------------------------------------------------------------------ expiry (leader side)
+    async def expiry_loop(self) -> None:
+        while True:
+            await self._clock.sleep(LEASE_CHECK_INTERVAL)
+            if not self._loop.is_leader():
+                continue
+            for lease_id in self.lessor.expired(self._clock.now(), MAX_LEASE_REVOKES_PER_CHECK):
+                request = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id))
+                self._spawn(self._revoke_expired(request, lease_id), f"revoke-lease-{lease_id:x}")
+
+    async def _revoke_expired(self, request: internal_pb2.InternalRequest, lease_id: int) -> None:
+        try:
+            await self._loop.propose(request, ClientSession(), timeout=self._cfg.election_ms / 1000 * 2)
+        except errors.EtcdException as exc:
+            if exc.error == errors.LEASE_NOT_FOUND:
+                self.lessor.revoke(lease_id)  # revoked meanwhile by a client
+                return
+            # The lessor offers the lease again after its retry interval.
+            log.info("%s: revoking expired lease %x failed (%s); will retry", self._cfg.name, lease_id, exc)

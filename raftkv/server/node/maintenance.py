@@ -1,0 +1,111 @@
+"""Maintenance on a member: status, alarms and the space quota, leader transfer, defragmentation, hashes
+and whole-database snapshots for backup."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from raftkv import errors
+from raftkv.core.types import SnapshotMeta
+from raftkv.proto import internal_pb2, rpc_pb2
+from raftkv.server.backend import ClientSession
+from raftkv.server.config import ServerConfig
+from raftkv.server.node.raft_loop import RaftLoop
+from raftkv.server.node.world import Clock, Store
+
+log = logging.getLogger("raftkv.node")
+
+API_VERSION = "3.4.0"  # the etcd API level raftkv serves; etcdctl prints it in `endpoint status`
+QUOTA_CHECK_INTERVAL = 1.0  # seconds
+
+
+class Maintenance:
+    def __init__(
+        self,
+        cfg: ServerConfig,
+        store: Store[Any],
+        member_id: int,
+        loop: RaftLoop,
+        clock: Clock,
+        header: Callable[[], rpc_pb2.ResponseHeader],
+        is_learner: Callable[[], bool],
+    ) -> None:
+        self._cfg = cfg
+        self._store = store
+        self._member_id = member_id
+        self._loop = loop
+        self._clock = clock
+        self._header = header
+        self._is_learner = is_learner
+
+    def status(self) -> rpc_pb2.StatusResponse:
+        status = self._loop.raw.status()
+        return rpc_pb2.StatusResponse(
+            header=self._header(),
+            version=API_VERSION,
+            dbSize=self._store.db_size(),
+            dbSizeInUse=self._store.db_size_in_use(),
+            leader=self._loop.soft.leader,
+            raftIndex=self._store.log.last_index(),
+            raftTerm=status.hard_state.term,
+            raftAppliedIndex=self._loop.applied,
+            errors=[f"memberID:{a.memberID} alarm:{rpc_pb2.AlarmType.Name(a.alarm)} " for a in self.alarms()],
+            isLearner=self._is_learner(),
+        )
+
+    def alarms(self) -> list[rpc_pb2.AlarmMember]:
+        return self._store.alarms()
+
+    async def move_leader(self, target_id: int, timeout: float) -> None:
+        if not self._loop.is_leader():
+            raise errors.NOT_LEADER.exception()
+        if target_id not in self._loop.raw.status().conf_state.voters or target_id == self._member_id:
+            raise errors.BAD_LEADER_TRANSFEREE.exception()
+        self._loop.transfer_leader(target_id)
+        deadline = self._clock.now() + timeout
+        while self._loop.soft.leader != target_id:
+            if self._clock.now() >= deadline:
+                raise errors.TIMEOUT.exception()
+            await self._clock.sleep(self._cfg.heartbeat_ms / 1000)
+
+    async def defragment(self) -> None:
+        await asyncio.wrap_future(self._store.defragment())
+
+    def hash_kv(self, revision: int) -> rpc_pb2.HashKVResponse:
+        hash_value, compact, _ = self._store.hash_kv(revision)
+        return rpc_pb2.HashKVResponse(header=self._header(), hash=hash_value & 0xFFFFFFFF, compact_revision=compact)
+
+    async def snapshot_chunks(self) -> AsyncIterator[bytes]:
+        """The state machine as of the last applied index, in the snapshot format, from one read view."""
+        meta = SnapshotMeta(index=self._loop.applied, term=self._loop.term, conf_state=self._store.conf_state())
+        chunks = self._store.open_snapshot(meta)
+        while True:
+            chunk = await asyncio.to_thread(next, chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    async def quota_loop(self) -> None:
+        """Raise the NOSPACE alarm (through the log, so every member refuses writes alike) once this
+        member's database passes the quota; like etcd, only `alarm disarm` after compaction clears it."""
+        while True:
+            await self._clock.sleep(QUOTA_CHECK_INTERVAL)
+            if not self._store.over_quota() or not self._loop.has_leader():
+                continue
+            if any(a.memberID == self._member_id and a.alarm == rpc_pb2.NOSPACE for a in self.alarms()):
+                continue
+            log.warning(
+                "%s: database size %d passed the quota; raising the NOSPACE alarm",
+                self._cfg.name,
+                self._store.db_size_in_use(),
+            )
+            alarm = rpc_pb2.AlarmRequest(
+                action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self._member_id, alarm=rpc_pb2.NOSPACE
+            )
+            try:
+                await self._loop.propose(internal_pb2.InternalRequest(alarm=alarm), ClientSession(), timeout=5)
+            except errors.EtcdException as exc:
+                log.info("%s: raising the NOSPACE alarm failed (%s); will retry", self._cfg.name, exc)

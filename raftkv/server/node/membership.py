@@ -1,0 +1,176 @@
+"""Membership on a member: the member list, changes to it, and who the transport dials.
+
+A change (add, remove, promote) is a Raft conf change: proposed through the loop, effective once applied
+(the applier records the member, the core updates its configuration), and answered to the caller then. The
+member records themselves (names, URLs) are replicated state; ``member update`` and a member announcing its
+own name and client URLs (``publish_self``) are ordinary proposals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from raftkv import errors
+from raftkv.core.types import ConfChange, ConfChangeType
+from raftkv.proto import internal_pb2, rpc_pb2
+from raftkv.server.backend import ClientSession
+from raftkv.server.config import ServerConfig, host_port, member_id_for
+from raftkv.server.node.raft_loop import RaftLoop
+from raftkv.server.node.world import Clock, Store
+
+log = logging.getLogger("raftkv.node")
+
+
+class Membership:
+    def __init__(self, cfg: ServerConfig, store: Store[Any], member_id: int, loop: RaftLoop, clock: Clock) -> None:
+        self._cfg = cfg
+        self._store = store
+        self._member_id = member_id
+        self._loop = loop
+        self._clock = clock
+        self._peer_ids: set[int] = set()
+        self._conf_waiters: dict[tuple[int, int], asyncio.Future[None]] = {}
+        self._is_learner = False
+        self._refresh_conf()
+
+    def is_learner(self) -> bool:
+        return self._is_learner
+
+    def members(self) -> list[rpc_pb2.Member]:
+        learners = self._loop.raw.status().conf_state.learners
+        out = []
+        for member in self._store.members():
+            m = rpc_pb2.Member()
+            m.CopyFrom(member)
+            m.isLearner = member.ID in learners
+            out.append(m)
+        return out
+
+    # ------------------------------------------------------------------ changes (Backend)
+    async def add(self, peer_urls: list[str], is_learner: bool, timeout: float) -> rpc_pb2.Member:
+        existing = self._store.members()
+        for member in existing:
+            if set(member.peerURLs) & set(peer_urls):
+                raise errors.PEER_URL_EXISTS.exception()
+        member_id = member_id_for(self._cfg.cluster_token, peer_urls[0])
+        if any(m.ID == member_id for m in existing):
+            raise errors.MEMBER_EXISTS.exception()
+        member = rpc_pb2.Member(ID=member_id, peerURLs=peer_urls, isLearner=is_learner)
+        context = internal_pb2.MemberContext(member=member).SerializeToString()
+        kind = ConfChangeType.ADD_LEARNER if is_learner else ConfChangeType.ADD_VOTER
+        await self._change(ConfChange(kind, member_id, context), timeout)
+        return member
+
+    async def remove(self, member_id: int, timeout: float) -> None:
+        if not any(m.ID == member_id for m in self._store.members()):
+            raise errors.MEMBER_NOT_FOUND.exception()
+        await self._change(ConfChange(ConfChangeType.REMOVE_NODE, member_id), timeout)
+
+    async def update(self, member_id: int, peer_urls: list[str], timeout: float) -> None:
+        current = {m.ID: m for m in self._store.members()}.get(member_id)
+        if current is None:
+            raise errors.MEMBER_NOT_FOUND.exception()
+        member = rpc_pb2.Member()
+        member.CopyFrom(current)
+        del member.peerURLs[:]
+        member.peerURLs.extend(peer_urls)
+        await self._loop.propose(internal_pb2.InternalRequest(publish_member=member), ClientSession(), timeout)
+
+    async def promote(self, member_id: int, timeout: float) -> None:
+        status = self._loop.raw.status()
+        if member_id not in status.conf_state.learners:
+            if member_id in status.conf_state.voters:
+                raise errors.MEMBER_NOT_LEARNER.exception()
+            raise errors.MEMBER_NOT_FOUND.exception()
+        if self._loop.is_leader():
+            progress = status.progress.get(member_id)
+            if progress is None or progress.match < status.hard_state.commit * 9 // 10:
+                raise errors.LEARNER_NOT_READY.exception()
+        current = {m.ID: m for m in self._store.members()}[member_id]
+        context = internal_pb2.MemberContext(member=current).SerializeToString()
+        await self._change(ConfChange(ConfChangeType.ADD_VOTER, member_id, context), timeout)
+
+    async def _change(self, cc: ConfChange, timeout: float) -> None:
+        if not self._loop.has_leader():
+            raise errors.NO_LEADER.exception()
+        key = (cc.node_id, int(cc.type))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._conf_waiters[key] = future
+        self._loop.propose_conf_change(cc, self._refused)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self._conf_waiters.pop(key, None)
+            raise errors.TIMEOUT.exception() from None
+
+    def _refused(self, cc: ConfChange, error: errors.EtcdError) -> None:
+        future = self._conf_waiters.pop((cc.node_id, int(cc.type)), None)
+        if future is not None and not future.done():
+            future.set_exception(error.exception())
+
+    # ------------------------------------------------------------------ what the loop tells
+    def conf_change_applied(self, cc: ConfChange) -> None:
+        self.refresh_peers()
+        self._refresh_conf()
+        future = self._conf_waiters.pop((cc.node_id, int(cc.type)), None)
+        if future is not None and not future.done():
+            future.set_result(None)
+        if cc.type == ConfChangeType.REMOVE_NODE and cc.node_id == self._member_id:
+            log.warning("%s: this member was removed from the cluster", self._cfg.name)
+
+    def snapshot_installed(self) -> None:
+        self.refresh_peers()
+        self._refresh_conf()
+
+    def _refresh_conf(self) -> None:
+        """Cache what admission asks on every RPC; the configuration only changes on apply or snapshot."""
+        self._is_learner = self._member_id in self._loop.raw.status().conf_state.learners
+
+    def refresh_peers(self) -> None:
+        """Point the transport at every other member (their first peer URL, or a dial override)."""
+        transport = self._loop.transport
+        if transport is None:
+            return
+        known = [(m.ID, m.name, m.peerURLs[0]) for m in self._store.members() if m.peerURLs]
+        if not known:
+            # A member that joined an existing cluster knows nobody until the leader's snapshot or log
+            # arrives, yet must answer the leader: dial the peers named in --initial-cluster meanwhile.
+            token = self._cfg.cluster_token
+            known = [(member_id_for(token, url), name, url) for name, url in self._cfg.initial_cluster]
+        wanted: dict[int, str] = {}
+        for member_id, name, url in known:
+            if member_id != self._member_id:
+                wanted[member_id] = self._cfg.peer_dial_overrides.get(name) or host_port(url)
+        for node_id in self._peer_ids - wanted.keys():
+            transport.remove_peer(node_id)
+        for node_id, address in wanted.items():
+            transport.set_peer(node_id, address)
+        self._peer_ids = set(wanted)
+
+    # ------------------------------------------------------------------ housekeeping
+    async def publish_self(self) -> None:
+        """Announce name and client URLs through the log once, so MemberList shows them everywhere."""
+        member = rpc_pb2.Member(
+            ID=self._member_id,
+            name=self._cfg.name,
+            peerURLs=list(self._cfg.advertise_peer_urls),
+            clientURLs=list(self._cfg.advertise_client_urls),
+        )
+        while True:
+            current = {m.ID: m for m in self._store.members()}.get(self._member_id)
+            if current is not None and _published(current, member):
+                return
+            if self._loop.has_leader():
+                try:
+                    request = internal_pb2.InternalRequest(publish_member=member)
+                    await self._loop.propose(request, ClientSession(), timeout=5)
+                    return
+                except errors.EtcdException:
+                    pass
+            await self._clock.sleep(self._cfg.election_ms / 1000 / 2)
+
+
+def _published(current: rpc_pb2.Member, wanted: rpc_pb2.Member) -> bool:
+    return current.name == wanted.name and list(current.clientURLs) == list(wanted.clientURLs)

@@ -1,0 +1,228 @@
+"""A raftkv member: the pieces of the node wired together, behind the ``Backend`` the API layer calls.
+
+Each job lives in a module of its own and this class only composes them:
+
+- ``raft_loop``   the Ready loop (persist, send, apply), proposals and the core's inputs;
+- ``reads``       linearizable reads (ReadIndex rounds);
+- ``leases``      the leader's lease clock, keep-alives, time-to-live, revoking what expired;
+- ``membership``  member list and changes, who the transport dials, announcing this member;
+- ``maintenance`` status, alarms and quota, leader transfer, defragmentation, hashes, backups;
+- ``snapshots``   when to snapshot, and snapshots staged from the leader;
+- ``world``       what the node is given: clock, transport, store, randomness, the fatal-error hook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from raftkv import errors
+from raftkv.core.types import ConfChange, Message
+from raftkv.proto import internal_pb2, rpc_pb2
+from raftkv.server.backend import ClientSession, RevisionEvents
+from raftkv.server.config import ServerConfig
+from raftkv.server.node.leases import NodeLeases
+from raftkv.server.node.maintenance import Maintenance
+from raftkv.server.node.membership import Membership
+from raftkv.server.node.raft_loop import RaftLoop
+from raftkv.server.node.snapshots import StagedSnapshots
+from raftkv.server.node.world import (
+    Clock,
+    Fatal,
+    LoopClock,
+    Store,
+    Transport,
+    exit_process,
+    fresh_rng,
+)
+from raftkv.statemachine.applier import AppliedEntry
+
+APPLIED_CALLBACK = Callable[[RevisionEvents], None]
+
+
+class Node:
+    """A raftkv member. Implements ``raftkv.server.backend.Backend`` for the client-facing services."""
+
+    def __init__(
+        self,
+        cfg: ServerConfig,
+        store: Store[Any],
+        member_id: int,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        fatal: Fatal = exit_process,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.member_id = member_id
+        self.cluster_id = cfg.cluster_id
+        self.max_request_bytes = cfg.max_request_bytes
+        self.max_txn_ops = 128
+        clock = clock or LoopClock()
+        self.loop = RaftLoop(cfg, store, member_id, clock, rng or fresh_rng(), fatal, events=self)
+        self.leases = NodeLeases(cfg, store, clock, self.loop, self.header, self._spawn)
+        self.membership = Membership(cfg, store, member_id, self.loop, clock)
+        self.maintenance = Maintenance(cfg, store, member_id, self.loop, clock, self.header, self.is_learner)
+        self._subscribers: list[APPLIED_CALLBACK] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def staged_snapshots(self) -> StagedSnapshots:
+        """The transport's snapshot sink and source."""
+        return self.loop.staged_snapshots
+
+    def attach_transport(self, transport: Transport) -> None:
+        self.loop.transport = transport
+        self.membership.refresh_peers()
+
+    async def start(self) -> None:
+        self._spawn(self.loop.run(), "ready-loop")
+        self._spawn(self.loop.ticker(), "ticker")
+        self._spawn(self.leases.expiry_loop(), "lease-expiry")
+        self._spawn(self.membership.publish_self(), "publish-member")
+        self._spawn(self.maintenance.quota_loop(), "quota")
+
+    async def stop(self) -> None:
+        self.loop.stop()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.loop.reads.fail_all(errors.STOPPED)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Start a task the node keeps (so ``stop`` ends it, and it is never collected while running)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def on_peer_messages(self, messages: list[Message]) -> None:
+        self.loop.on_peer_messages(messages)
+
+    def on_unreachable(self, node_id: int) -> None:
+        self.loop.on_unreachable(node_id)
+
+    def on_snapshot_status(self, node_id: int, ok: bool) -> None:
+        self.loop.on_snapshot_status(node_id, ok)
+
+    # ------------------------------------------------------------------ what the loop tells (LoopEvents)
+    def entry_applied(self, result: AppliedEntry) -> None:
+        if result.events:
+            batch = RevisionEvents(result.revision, result.events)
+            for callback in list(self._subscribers):
+                callback(batch)
+        self.leases.entry_applied(result)
+
+    def conf_change_applied(self, cc: ConfChange) -> None:
+        self.membership.conf_change_applied(cc)
+
+    def leadership_changed(self, is_leader: bool) -> None:
+        self.leases.leadership_changed(is_leader)
+
+    def snapshot_installed(self) -> None:
+        self.membership.snapshot_installed()
+        self.leases.snapshot_installed()
+
+    # ------------------------------------------------------------------ Backend: consensus
+    def header(self) -> rpc_pb2.ResponseHeader:
+        return rpc_pb2.ResponseHeader(
+            cluster_id=self.cluster_id,
+            member_id=self.member_id,
+            revision=self.loop.revision,
+            raft_term=self.loop.term,
+        )
+
+    async def propose(
+        self, request: internal_pb2.InternalRequest, session: ClientSession, timeout: float
+    ) -> internal_pb2.ApplyResult:
+        return await self.loop.propose(request, session, timeout)
+
+    async def read_barrier(self, timeout: float) -> None:
+        if not self.has_leader():
+            raise errors.NO_LEADER.exception()
+        await self.loop.reads.barrier(timeout)
+
+    def has_leader(self) -> bool:
+        return self.loop.has_leader()
+
+    def is_leader(self) -> bool:
+        return self.loop.is_leader()
+
+    def is_learner(self) -> bool:
+        return self.membership.is_learner()
+
+    # ------------------------------------------------------------------ Backend: local reads
+    def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        response = self.store.range(request)  # its header revision is read in the same view as its data
+        header = response.header
+        header.cluster_id, header.member_id, header.raft_term = self.cluster_id, self.member_id, self.loop.term
+        return response
+
+    def current_revision(self) -> int:
+        return self.store.revision()
+
+    def compact_revision(self) -> int:
+        return self.store.compact_revision()
+
+    def events_since(self, start_revision: int, key: bytes, range_end: bytes) -> list[RevisionEvents]:
+        return [
+            RevisionEvents(revision, tuple(events))
+            for revision, events in self.store.events_since(start_revision, key, range_end)
+        ]
+
+    def subscribe_applied(self, callback: APPLIED_CALLBACK) -> Callable[[], None]:
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    # ------------------------------------------------------------------ Backend: leases
+    async def lease_keep_alive(self, lease_id: int, timeout: float) -> int:
+        return await self.leases.keep_alive(lease_id, timeout)
+
+    async def lease_time_to_live(self, lease_id: int, keys: bool, timeout: float) -> rpc_pb2.LeaseTimeToLiveResponse:
+        return await self.leases.time_to_live(lease_id, keys, timeout)
+
+    def lease_ids(self) -> list[int]:
+        return self.leases.lease_ids()
+
+    async def local_lease_query(self, what: str, lease_id: int) -> int:
+        """A follower's keep-alive or time-to-live, answered here on the leader."""
+        return await self.leases.local_query(what, lease_id)
+
+    # ------------------------------------------------------------------ Backend: membership
+    def members(self) -> list[rpc_pb2.Member]:
+        return self.membership.members()
+
+    async def member_add(self, peer_urls: list[str], is_learner: bool, timeout: float) -> rpc_pb2.Member:
+        return await self.membership.add(peer_urls, is_learner, timeout)
+
+    async def member_remove(self, member_id: int, timeout: float) -> None:
+        await self.membership.remove(member_id, timeout)
+
+    async def member_update(self, member_id: int, peer_urls: list[str], timeout: float) -> None:
+        await self.membership.update(member_id, peer_urls, timeout)
+
+    async def member_promote(self, member_id: int, timeout: float) -> None:
+        await self.membership.promote(member_id, timeout)
+
+    # ------------------------------------------------------------------ Backend: maintenance
+    def status(self) -> rpc_pb2.StatusResponse:
+        return self.maintenance.status()
+
+    def alarms(self) -> list[rpc_pb2.AlarmMember]:
+        return self.maintenance.alarms()
+
+    async def move_leader(self, target_id: int, timeout: float) -> None:
+        await self.maintenance.move_leader(target_id, timeout)
+
+    async def defragment(self) -> None:
+        await self.maintenance.defragment()
+
+    def hash_kv(self, revision: int) -> rpc_pb2.HashKVResponse:
+        return self.maintenance.hash_kv(revision)
+
+    def snapshot_chunks(self) -> AsyncIterator[bytes]:
+        return self.maintenance.snapshot_chunks()

@@ -1,0 +1,391 @@
+"""The Ready loop: runs the pure Raft core against the node's store and transport, in the contract's order.
+
+One loop owns the core. Each turn it feeds the core everything that arrived since the last turn — ticks,
+peer messages, *all* queued proposals, one ReadIndex round for *all* queued reads — and then drains the
+core's ``Ready``s, each handled in the order the persistence contract demands:
+
+1. persist the Ready's snapshot, entries and hard state in one store transaction, and wait for it when
+   anything must be durable first (entries, snapshot, term or vote);
+2. only then send its messages (they may refer to those entries and that vote);
+3. apply its committed entries, recording the applied index in the same transaction as the state it
+   describes; when that commits, the waiting RPCs are answered, watchers get their events and the core is
+   told (``RawNode.applied_to``). An apply of bounded cost (puts, single-key deletes, small txns) rides in
+   step 1's transaction, so a Ready costs one fsync; one that may run long (a range delete, a compaction,
+   a lease revoke) is queued as the next writer job and the loop does *not* wait for it;
+4. ``advance`` (with ``applied=False``).
+
+So a long apply (a DeleteRange of many keys) never stops ticks and heartbeats: while the writer is busy for
+longer than a heartbeat, only work that needs no fsync enters the core (see ``_feed_core``). Snapshots and
+log compaction run as background writer jobs too. Batching falls out of this shape: while one Ready is being
+written, new proposals queue up and the next turn appends them all at once; under load a short pause before
+each turn (``batching.BatchWindow``) lets a turn gather more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from raftkv import errors
+from raftkv.core.config import Config as RaftConfig
+from raftkv.core.rawnode import RawNode
+from raftkv.core.types import (
+    ConfChange,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    ProposalDropped,
+    Ready,
+    Role,
+    SoftState,
+)
+from raftkv.proto import internal_pb2, rpc_pb2
+from raftkv.server.backend import ClientSession
+from raftkv.server.batching import BatchWindow
+from raftkv.server.config import ServerConfig
+from raftkv.server.node.reads import LinearizableReads
+from raftkv.server.node.refusals import dropped_error, result_error
+from raftkv.server.node.snapshots import SnapshotScheduler, StagedSnapshots
+from raftkv.server.node.world import Clock, Fatal, Store, Transport
+from raftkv.server.waiters import ProposalWaiters, within
+from raftkv.statemachine.applier import AppliedEntry, apply_is_bounded
+
+log = logging.getLogger("raftkv.node")
+T = TypeVar("T")
+ConfRefused = Callable[[ConfChange, errors.EtcdError], None]
+
+
+class LoopEvents(Protocol):
+    """What the rest of the node hears from the loop, always on the loop, in log order."""
+
+    def entry_applied(self, result: AppliedEntry) -> None:
+        """A normal entry was applied; called before its proposer is answered."""
+        ...
+
+    def conf_change_applied(self, cc: ConfChange) -> None:
+        """A membership change took effect (the core already knows)."""
+        ...
+
+    def leadership_changed(self, is_leader: bool) -> None: ...
+
+    def snapshot_installed(self) -> None:
+        """The state machine was replaced by a snapshot from the leader."""
+        ...
+
+
+class RaftLoop:
+    def __init__(
+        self,
+        cfg: ServerConfig,
+        store: Store[Any],
+        member_id: int,
+        clock: Clock,
+        rng: random.Random,
+        fatal: Fatal,
+        events: LoopEvents,
+    ) -> None:
+        self._cfg = cfg
+        self._store = store
+        self._member_id = member_id
+        self._clock = clock
+        self._fatal = fatal
+        self._events = events
+        self.raw = RawNode(
+            RaftConfig(
+                id=member_id,
+                election_tick=cfg.election_ticks,
+                heartbeat_tick=1,
+                applied=store.applied_index(),
+                pre_vote=True,
+                check_quorum=True,
+                logger=self._core_log if log.isEnabledFor(logging.DEBUG) else None,
+            ),
+            store.log,
+            rng,
+        )
+        self.transport: Transport | None = None
+        self._proposals: list[bytes] = []
+        self._conf_proposals: list[tuple[ConfChange, ConfRefused]] = []
+        self._inbox: list[Message] = []
+        self._unreachable: set[int] = set()
+        self._ticks = 0
+        self._wake = asyncio.Event()
+        self.stopping = False
+        self._waiters = ProposalWaiters(rng.getrandbits(62))
+        self._batch_window = BatchWindow(cfg.batch_delay_ms / 1000, cfg.batch_min_pending)
+        self.reads = LinearizableReads(
+            member_id,
+            rng.getrandbits(62),
+            clock,
+            cfg.election_ms / 1000,
+            self.wake,
+            stale_reads_bug=cfg.planted_bug == "stale-reads",
+        )
+        self.staged_snapshots = StagedSnapshots(store)
+        self.snapshots = SnapshotScheduler(cfg.name, cfg.snapshot_count, store.log.snapshot_meta().index)
+        self.soft = SoftState()
+        self.term = 0
+        self.applied = store.applied_index()
+        # Read once per Ready rather than once per response: every RPC's header carries it.
+        self.revision = store.revision()
+        self.ready_turns = 0
+        self.leader_changes = 0
+
+    def _core_log(self, line: str) -> None:
+        log.debug("%s: raft: %s", self._cfg.name, line)
+
+    # ------------------------------------------------------------------ inputs (all on the loop)
+    def wake(self) -> None:
+        self._wake.set()
+
+    def on_peer_messages(self, messages: list[Message]) -> None:
+        """Transport callback: queue for the next turn."""
+        self._inbox.extend(messages)
+        self._wake.set()
+
+    def on_unreachable(self, node_id: int) -> None:
+        self._unreachable.add(node_id)
+        self._wake.set()
+
+    def on_snapshot_status(self, node_id: int, ok: bool) -> None:
+        self.raw.report_snapshot(node_id, ok)
+        self._wake.set()
+
+    def is_leader(self) -> bool:
+        return self.soft.role == Role.LEADER
+
+    def has_leader(self) -> bool:
+        return self.soft.leader != 0
+
+    async def propose(
+        self, request: internal_pb2.InternalRequest, session: ClientSession, timeout: float
+    ) -> internal_pb2.ApplyResult:
+        """Replicate ``request`` and return its result once this member applied it."""
+        if self.stopping:
+            raise errors.STOPPED.exception()
+        if not self.has_leader():
+            raise errors.NO_LEADER.exception()
+        request_id, future = self._waiters.register()
+        request.header.id = request_id
+        request.header.client_id = session.client_id
+        request.header.seq = session.seq
+        self._proposals.append(request.SerializeToString())
+        self._wake.set()
+        try:
+            result = await within(future, timeout)
+        except TimeoutError:
+            self._waiters.forget(request_id)
+            raise errors.TIMEOUT.exception() from None
+        if result.error:
+            raise result_error(result.error).exception()
+        return result
+
+    def propose_conf_change(self, cc: ConfChange, refused: ConfRefused) -> None:
+        """Queue a membership change for the next turn; ``refused`` hears if the core drops it."""
+        self._conf_proposals.append((cc, refused))
+        self._wake.set()
+
+    def transfer_leader(self, target_id: int) -> None:
+        self.raw.transfer_leader(target_id)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self._wake.set()
+
+    # ------------------------------------------------------------------ the loop
+    async def ticker(self) -> None:
+        interval = self._cfg.heartbeat_ms / 1000
+        while True:
+            await self._clock.sleep(interval)
+            self._ticks += 1
+            self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while not self.stopping:
+                await self._wake.wait()
+                if (pause := self._batch_window.pause_before_turn(len(self._waiters))) > 0:
+                    await self._clock.sleep(pause)
+                self._wake.clear()
+                self._feed_core()
+                while self.raw.has_ready():
+                    await self._handle_ready(self.raw.ready())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: the Raft loop failed", self._cfg.name)
+            self._fatal(f"{self._cfg.name}: the Raft loop failed")
+
+    def _feed_core(self) -> None:
+        for _ in range(self._ticks):
+            self.raw.tick()
+        self._ticks = 0
+        for node_id in self.snapshots.take_failed_sends():
+            self.raw.report_snapshot(node_id, False)
+        for node_id in sorted(self._unreachable):
+            self.raw.report_unreachable(node_id)
+        self._unreachable.clear()
+        # A long job on the writer (a huge DeleteRange, a compaction) would hold up any Ready that must be
+        # persisted, and with it the heartbeats and answers that keep the leader in office. Until it ends,
+        # only work that needs no fsync enters the core: ticks, heartbeats, votes' pre-rounds, ReadIndex.
+        # Proposals stay queued (and then go in as one batch); appends and snapshots from the leader wait,
+        # as if the network had delayed them.
+        stalled = self._store.writer.busy_for() > self._cfg.heartbeat_ms / 1000
+        inbox, self._inbox = self._inbox, []
+        for msg in inbox:
+            if stalled and (msg.type == MessageType.SNAP or (msg.type == MessageType.APP and msg.entries)):
+                self._inbox.append(msg)
+            else:
+                self.raw.step(msg)
+        if not stalled:
+            proposals, self._proposals = self._proposals, []
+            if proposals:
+                self._propose(proposals)
+            conf, self._conf_proposals = self._conf_proposals, []
+            for cc, refused in conf:
+                try:
+                    self.raw.propose_conf_change(cc)
+                except ProposalDropped as exc:
+                    refused(cc, dropped_error(str(exc)))
+        self.reads.feed(self.raw, self.applied)
+
+    def _propose(self, proposals: list[bytes]) -> None:
+        """All queued proposals as one batch. If the batch as a whole is refused for its size (the bound on
+        uncommitted bytes), each is offered alone, so those that still fit go in as they would have singly."""
+        try:
+            self.raw.propose_batch(proposals)
+            return
+        except ProposalDropped as exc:
+            if len(proposals) == 1 or "uncommitted" not in str(exc):
+                for data in proposals:
+                    self._fail_proposal(data, exc)
+                return
+        for data in proposals:
+            try:
+                self.raw.propose(data)
+            except ProposalDropped as exc:
+                self._fail_proposal(data, exc)
+
+    def _fail_proposal(self, data: bytes, exc: ProposalDropped) -> None:
+        request = internal_pb2.InternalRequest.FromString(data)
+        self._waiters.fail(request.header.id, dropped_error(str(exc)))
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        self.ready_turns += 1
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state)
+        if rd.hard_state is not None:
+            self.term = rd.hard_state.term
+        installer = self.staged_snapshots.take(rd.snapshot) if rd.snapshot is not None else None
+        committed = rd.committed_entries
+        # A cheap apply rides in this Ready's own transaction (one fsync, not two); one that may run long (a
+        # range delete, a compaction) gets a job of its own that the loop does not wait for (see below).
+        with_save = committed if committed and installer is None and apply_is_bounded(committed) else []
+        applied_with_save: list[AppliedEntry] | None = None  # set when the loop waited for that transaction
+        if installer is not None or rd.must_sync:
+            applied_with_save = await asyncio.wrap_future(
+                self._store.save(installer, rd.entries, rd.hard_state, with_save)
+            )
+        elif rd.hard_state is not None or with_save:
+            # Only the commit index moved: no message depends on it being durable (a lost commit index is
+            # learned again from the leader). It is saved no later than the entries applied up to it (in the
+            # same transaction, or in a job queued before theirs), as a restart requires.
+            self._in_background(
+                self._store.save(None, (), rd.hard_state, with_save),
+                self._applied_in_background(with_save[-1].index) if with_save else None,
+            )
+        # else: nothing to persist (e.g. the heartbeats of a ReadIndex round).
+        if self._cfg.planted_bug == "ack-before-commit" and rd.entries and self.is_leader():
+            self._ack_before_commit(rd.entries)
+        if rd.messages and self.transport is not None:
+            self.transport.send(self.snapshots.usable(rd.messages))
+        if rd.snapshot is not None:
+            self.applied = self._store.applied_index()
+            self.revision = self._store.revision()
+            self.snapshots.installed(self._store.log.snapshot_meta().index)
+            self._events.snapshot_installed()
+        if with_save and applied_with_save is not None:
+            self._on_applied(with_save[-1].index, applied_with_save)
+        elif committed and not with_save:
+            last = committed[-1].index
+            self._in_background(self._store.apply(committed), self._applied_in_background(last))
+        self.reads.answered(rd.read_states, self.applied)
+        self.raw.advance(rd, applied=False)
+        if self.snapshots.due(self.applied):
+            self._in_background(self._store.create_snapshot(), self.snapshots.taken)
+
+    def _ack_before_commit(self, entries: list[Entry]) -> None:
+        """PLANTED BUG (fault-injection self-test only): answer puts once the leader's own copy is durable,
+        before a quorum has it, so a leader lost right after loses acknowledged writes."""
+        for entry in entries:
+            if entry.type != EntryType.NORMAL or not entry.data:
+                continue
+            request = internal_pb2.InternalRequest.FromString(entry.data)
+            if request.WhichOneof("request") == "put":
+                self._waiters.resolve(request.header.id, internal_pb2.ApplyResult(put=rpc_pb2.PutResponse()))
+
+    def _in_background(
+        self,
+        job: concurrent.futures.Future[T],
+        on_done: Callable[[T], None] | None = None,
+    ) -> None:
+        """Run a writer job the loop does not wait for. Writer jobs run in submission order, so background
+        jobs keep their place relative to awaited ones; a failed one stops the member (as a failed Ready
+        would), since the state on disk no longer matches what the core was told."""
+
+        def done(future: asyncio.Future[T]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                log.error("%s: a background write failed", self._cfg.name,
+                          exc_info=None if future.cancelled() else future.exception())
+                self._fatal(f"{self._cfg.name}: a background write failed")
+            if on_done is not None:
+                on_done(future.result())
+
+        asyncio.wrap_future(job).add_done_callback(done)
+
+    def _on_applied(self, last: int, applied: list[AppliedEntry]) -> None:
+        """An apply job finished (they finish in log order): answer its clients, then tell the core."""
+        self.applied = max(self.applied, last)
+        self.revision = applied[-1].revision if applied else self._store.revision()
+        self.raw.applied_to(last)
+        for result in applied:
+            if result.conf_change is not None:
+                self.raw.apply_conf_change(result.conf_change)
+                self._events.conf_change_applied(result.conf_change)
+                continue
+            if result.result is None:
+                continue
+            self._events.entry_applied(result)
+            if result.request_id:
+                self._waiters.resolve(result.request_id, result.result)
+        if any(r.conf_change is not None for r in applied):
+            # The core and the state machine each compute the membership; they must agree (same log).
+            core_view, stored = self.raw.status().conf_state, self._store.conf_state()
+            assert core_view == stored, f"membership diverged: core {core_view}, state machine {stored}"
+        self.reads.applied(self.applied)
+
+    def _applied_in_background(self, last: int) -> Callable[[list[AppliedEntry]], None]:
+        """``_on_applied`` for an apply the loop did not wait for, then a wake-up: the core may hold a Ready
+        that waited for it (a conf change, a snapshot). An apply the loop waited for needs none: the loop
+        drains the core's Readys right after it."""
+
+        def done(applied: list[AppliedEntry]) -> None:
+            self._on_applied(last, applied)
+            self._wake.set()
+
+        return done
+
+    def _on_soft_state(self, soft: SoftState) -> None:
+        was_leader = self.soft.role == Role.LEADER
+        if soft.leader != self.soft.leader:
+            self.leader_changes += 1
+            log.info("%s: leader is now %x (term %d)", self._cfg.name, soft.leader, self.raw.status().hard_state.term)
+        self.soft = soft
+        if (soft.role == Role.LEADER) != was_leader:
+            self._events.leadership_changed(soft.role == Role.LEADER)

@@ -1,0 +1,81 @@
+"""Linearizable reads: queued reads become ReadIndex rounds, answered once the applied index reaches them.
+
+A read waits for a round that *started after it arrived* (``ReadWaiters``), and is released only when this
+member has applied everything up to the round's read index. The Raft loop feeds the rounds into the core
+(``feed``, once per turn) and reports the core's read states and every advance of the applied index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from raftkv import errors
+from raftkv.core.rawnode import RawNode
+from raftkv.core.types import ProposalDropped, ReadState
+from raftkv.server.node.refusals import dropped_error
+from raftkv.server.node.world import Clock, Timer
+from raftkv.server.waiters import ReadWaiters, within
+
+
+class LinearizableReads:
+    def __init__(
+        self,
+        member_id: int,
+        base: int,
+        clock: Clock,
+        round_timeout: float,
+        wake: Callable[[], None],
+        stale_reads_bug: bool = False,
+    ) -> None:
+        self._waiters = ReadWaiters(member_id, base)
+        self._clock = clock
+        self._round_timeout = round_timeout
+        self._wake = wake
+        self._stale_reads_bug = stale_reads_bug
+        self._round_timer: Timer | None = None
+
+    async def barrier(self, timeout: float) -> None:
+        """Return once this member applied everything committed before the call (raises TIMEOUT)."""
+        future = self._waiters.enqueue()
+        self._wake()
+        try:
+            await within(future, timeout)
+        except TimeoutError:
+            raise errors.TIMEOUT.exception() from None
+
+    def feed(self, raw: RawNode, applied: int) -> None:
+        """Start the next ReadIndex round if reads are queued and none is in flight (one turn of the loop)."""
+        now = self._clock.now()
+        self._waiters.requeue_stale(now, self._round_timeout)
+        if not self._waiters.has_queued():
+            return
+        if self._stale_reads_bug:
+            # PLANTED BUG (fault-injection self-test only): serve at once, without asking anybody.
+            if (taken := self._waiters.take_queued(now)) is not None:
+                self._waiters.answered(taken[0], 0, applied)
+            return
+        taken = self._waiters.take_queued(now)
+        if taken is not None:
+            ctx, _ = taken
+            try:
+                raw.read_index(ctx)
+            except ProposalDropped as exc:
+                self._waiters.fail_round(ctx, dropped_error(str(exc)))
+        elif (due := self._waiters.round_due(now)) is not None and self._round_timer is None:
+            self._round_timer = self._clock.call_later(due - now, self._start_due_round)
+
+    def _start_due_round(self) -> None:
+        self._round_timer = None
+        self._wake()
+
+    def answered(self, read_states: list[ReadState], applied: int) -> None:
+        for rs in read_states:
+            self._waiters.answered(rs.request_ctx, rs.index, applied)
+        self._waiters.applied(applied)
+
+    def applied(self, applied: int) -> None:
+        self._waiters.applied(applied)
+
+    def fail_all(self, error: errors.EtcdError) -> None:
+        self._waiters.fail_all(error)
+
