@@ -550,13 +550,16 @@ class LocalCluster:
     @classmethod
     def _reconfigure(cls, config: ClientConfig, call: Callable[[grpc.Channel], T], timeout: float) -> T:
         """A membership change through any member. etcd refuses them ("unhealthy cluster") until every
-        member has been connected for a few seconds, e.g. just after a start; that is worth waiting for."""
+        member has been connected for a few seconds, e.g. just after a start, and both refuse them while
+        no leader is known (a two-member cluster whose new member is still starting loses its leader to
+        check-quorum); both are worth waiting for, and neither change entered the log."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 return cls._call_any(config, call)
             except ClusterError as exc:
-                if "unhealthy cluster" not in str(exc) or time.monotonic() > deadline:
+                transient = "unhealthy cluster" in str(exc) or "no leader" in str(exc)
+                if not transient or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
 
