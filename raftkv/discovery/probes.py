@@ -1,0 +1,139 @@
+"""Health probes a registration can be gated on: the instance's own ``grpc.health.v1`` status, or a TCP
+connect. Each probe answers one question, "is the instance healthy right now?", with a bool, and never
+raises: an unreachable instance is simply unhealthy.
+
+``health=`` accepts ``None`` (no gating), ``"grpc"`` (overall status, service ``""``), ``"grpc:NAME"`` (the
+status of service NAME), ``"tcp"``, or a callable returning a bool (an awaitable in the asyncio twin).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from raftkv.discovery.record import check_addr
+
+SyncProbe = Callable[[], bool]
+AsyncProbe = Callable[[], Awaitable[bool]]
+SERVING = health_pb2.HealthCheckResponse.SERVING
+CHECK_PATH = "/grpc.health.v1.Health/Check"
+
+
+def _split(addr: str) -> tuple[str, int]:
+    host, _, port = check_addr(addr).rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def parse_spec(health: object) -> tuple[str, str] | None:
+    """(kind, grpc service name) for a string spec, None for no gating; raises for a spec it cannot use."""
+    if health is None or health == "none":
+        return None
+    if isinstance(health, str):
+        kind, _, name = health.partition(":")
+        if kind == "grpc":
+            return ("grpc", name)
+        if kind == "tcp" and not name:
+            return ("tcp", "")
+    raise ValueError(f"health check {health!r}: expected none, grpc, grpc:SERVICE, tcp or a callable")
+
+
+class GrpcProbe:
+    """``Health/Check`` on a channel of its own (kept between probes, so a probe is one RPC, not a handshake)."""
+
+    def __init__(self, addr: str, service: str = "", timeout: float = 1.0,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        self._request = health_pb2.HealthCheckRequest(service=service)
+        self._timeout = timeout
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        self._channel = (grpc.insecure_channel(addr, options=options) if credentials is None
+                         else grpc.secure_channel(addr, credentials, options=options))
+        self._check = health_pb2_grpc.HealthStub(self._channel).Check
+
+    def __call__(self) -> bool:
+        try:
+            return bool(self._check(self._request, timeout=self._timeout).status == SERVING)
+        except grpc.RpcError:
+            return False  # UNIMPLEMENTED too: a check asked for but not offered is critical, as in Consul
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class AsyncGrpcProbe:
+    """asyncio twin of ``GrpcProbe`` (create it inside the running loop)."""
+
+    def __init__(self, addr: str, service: str = "", timeout: float = 1.0,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        self._request = health_pb2.HealthCheckRequest(service=service)
+        self._timeout = timeout
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        self._channel = (grpc.aio.insecure_channel(addr, options=options) if credentials is None
+                         else grpc.aio.secure_channel(addr, credentials, options=options))
+        self._check = health_pb2_grpc.HealthStub(self._channel).Check
+
+    async def __call__(self) -> bool:
+        try:
+            response = await self._check(self._request, timeout=self._timeout)
+            return bool(response.status == SERVING)
+        except grpc.RpcError:
+            return False
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def tcp_probe(addr: str, timeout: float = 1.0) -> SyncProbe:
+    host, port = _split(addr)
+
+    def probe() -> bool:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            return True
+        except OSError:
+            return False
+
+    return probe
+
+
+def async_tcp_probe(addr: str, timeout: float = 1.0) -> AsyncProbe:
+    host, port = _split(addr)
+
+    async def probe() -> bool:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        except (OSError, asyncio.TimeoutError):
+            return False
+        writer.close()
+        return True
+
+    return probe
+
+
+def _make(health: Any, addr: str, timeout: float, credentials: grpc.ChannelCredentials | None,
+          asynchronous: bool) -> Any:
+    if callable(health):
+        return health
+    spec = parse_spec(health)
+    if spec is None:
+        return None
+    kind, service = spec
+    if kind == "grpc":
+        return (AsyncGrpcProbe if asynchronous else GrpcProbe)(addr, service, timeout, credentials)
+    return (async_tcp_probe if asynchronous else tcp_probe)(addr, timeout)
+
+
+def sync_probe(health: Any, addr: str, timeout: float = 1.0,
+               credentials: grpc.ChannelCredentials | None = None) -> SyncProbe | None:
+    """The probe ``health=`` asks for, or None."""
+    return _make(health, addr, timeout, credentials, asynchronous=False)  # type: ignore[no-any-return]
+
+
+def async_probe(health: Any, addr: str, timeout: float = 1.0,
+                credentials: grpc.ChannelCredentials | None = None) -> AsyncProbe | None:
+    return _make(health, addr, timeout, credentials, asynchronous=True)  # type: ignore[no-any-return]
