@@ -37,8 +37,9 @@ WATCH_RECONNECT = 5.0
 
 
 class _Base:
-    def __init__(self, service: str, namespace: str) -> None:
+    def __init__(self, service: str, namespace: str, watch_reconnect: float) -> None:
         self.view = ServiceView(service, namespace)
+        self._watch_reconnect = watch_reconnect
         self._subscribers: list[Subscriber] = []
         #: ``time.monotonic()`` when raftkv stopped answering, None while in touch.
         self.stale_since: float | None = None
@@ -98,8 +99,8 @@ class Resolver(_Base):
     """Keeps ``instances`` of one service current from a daemon thread."""
 
     def __init__(self, service: str, *, client: Client | None = None,
-                 namespace: str = record.DEFAULT_NAMESPACE) -> None:
-        super().__init__(service, namespace)
+                 namespace: str = record.DEFAULT_NAMESPACE, watch_reconnect: float = WATCH_RECONNECT) -> None:
+        super().__init__(service, namespace, watch_reconnect)
         self._owns_client = client is None
         self.client = client if client is not None else Client()
         self._stop = threading.Event()
@@ -132,7 +133,7 @@ class Resolver(_Base):
                 self._synced.set()
                 backoff.reset()
                 watch = self.client.watch(prefix, prefix=True, start_revision=listing.revision + 1,
-                                          reconnect_timeout=WATCH_RECONNECT)
+                                          reconnect_timeout=self._watch_reconnect)
                 with self._lock:
                     self._watch = watch
                 if self._stop.is_set():
@@ -169,8 +170,8 @@ class AsyncResolver(_Base):
     """asyncio twin of ``Resolver`` (create and start it inside the running loop)."""
 
     def __init__(self, service: str, *, client: AsyncClient | None = None,
-                 namespace: str = record.DEFAULT_NAMESPACE) -> None:
-        super().__init__(service, namespace)
+                 namespace: str = record.DEFAULT_NAMESPACE, watch_reconnect: float = WATCH_RECONNECT) -> None:
+        super().__init__(service, namespace, watch_reconnect)
         self._owns_client = client is None
         self._client = client
         self._synced = asyncio.Event()
@@ -209,7 +210,7 @@ class AsyncResolver(_Base):
                 self._synced.set()
                 backoff.reset()
                 self._watch = await self.client.watch(prefix, prefix=True, start_revision=listing.revision + 1,
-                                                     reconnect_timeout=WATCH_RECONNECT)
+                                                     reconnect_timeout=self._watch_reconnect)
                 async for response in self._watch.responses():
                     self._apply([Event.from_pb(e) for e in response.events])
             except (CompactedError, WatchCanceled) as exc:

@@ -69,7 +69,7 @@ def test_health_gating_withdraws_and_restores_the_key(client: Client, service: s
         eventually(lambda: reg.registered, 10, "registration after two passing checks")
         control(addr, "not-serving")
         eventually(lambda: client.get(reg.key) is None, 10, "withdrawal while NOT_SERVING")
-        assert reg.state is State.WITHDRAWN and reg.lease  # the lease lives on; only the key went
+        assert reg.wait_for(State.WITHDRAWN, 10) and reg.lease  # the lease lives on; only the key went
         control(addr, "serving")
         eventually(lambda: client.get(reg.key) is not None, 10, "restoration once SERVING")
         instances.stop_local(addr)  # unreachable counts as failing too

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from raftkv.client import Client
+from raftkv.client import Client, CompactedError
 from raftkv.discovery import ChangeKind, Resolver, aio, instance_key, record, register, resolve
 from raftkv.testing import ClusterHandle
 from tests.discovery.conftest import eventually
@@ -42,29 +42,46 @@ def test_a_compacted_watch_lists_again_and_reports_only_the_differences(cluster:
                                                                        service: str) -> None:
     put_instance(client, service, "127.0.0.1:2001")
     put_instance(client, service, "127.0.0.1:2002")
-    watched = cluster.names[0]
+    url = cluster.cluster.client_url
     changes: list[tuple[ChangeKind, str]] = []
-    with cluster.client([cluster.cluster.client_url(watched)]) as rc:
-        rc_resolver = Resolver(service, client=rc).start()
+    with cluster.client() as rc:
+        resolver = Resolver(service, client=rc, watch_reconnect=120).start()
+        eventually(lambda: resolver._watch is not None, 10, "the resolver's watch")
+        on = resolver._watch._state.endpoint
+        stalled = next(n for n in cluster.names if url(n) == on)
         try:
-            rc_resolver.subscribe(lambda cs, _: changes.extend((c.kind, c.instance.addr) for c in cs))
+            resolver.subscribe(lambda cs, _: changes.extend((c.kind, c.instance.addr) for c in cs))
             changes.clear()
-            cluster.kill(watched)  # the resolver's only member: its watch is cut off and falls behind
-            others = [cluster.cluster.client_url(n) for n in cluster.names[1:]]
-            with cluster.client(others) as writer:
-                cluster.leader()
-                writer.delete(instance_key(service, "127.0.0.1:2001"))
-                put_instance(writer, service, "127.0.0.1:2003")
-                rev = writer.put(f"/{service}-filler", "x").revision
-                writer.compact(rev)
-            cluster.restart(watched)
-            eventually(lambda: rc_resolver.relists >= 1, 30, "a re-list after the compacted watch")
-            eventually(lambda: set(rc_resolver.instances) == {"127.0.0.1:2002", "127.0.0.1:2003"}, 10,
+            # Stall the member the watch is on, so the watch neither fails nor hears of what follows.
+            cluster.cluster.pause_member(stalled)
+            others = [url(n) for n in cluster.names if n != stalled]
+            try:
+                with cluster.client(others) as writer:
+                    writer.delete(instance_key(service, "127.0.0.1:2001"))
+                    put_instance(writer, service, "127.0.0.1:2003")
+                    rev = writer.put(f"/{service}-filler", "x").revision
+                    writer.compact(rev)
+                    for member in others:  # every member the watch may resume on has compacted
+                        with cluster.client([member]) as probe:
+                            eventually(lambda: compacted(probe, rev - 1), 20, f"compaction on {member}")
+            finally:
+                cluster.kill(stalled)  # the stream breaks; the watch resumes elsewhere, behind the compaction
+            eventually(lambda: resolver.relists >= 1, 30, "a re-list after the compacted watch")
+            eventually(lambda: set(resolver.instances) == {"127.0.0.1:2002", "127.0.0.1:2003"}, 10,
                        "the instances after the re-list")
             assert sorted(changes, key=lambda c: c[1]) == [(ChangeKind.REMOVED, "127.0.0.1:2001"),
                                                           (ChangeKind.ADDED, "127.0.0.1:2003")]
         finally:
-            rc_resolver.stop()
+            resolver.stop()
+            cluster.restart(stalled)
+
+
+def compacted(client: Client, revision: int) -> bool:
+    try:
+        client.get("/any", revision=revision, serializable=True)
+    except CompactedError:
+        return True
+    return False
 
 
 def test_static_stability_the_last_known_set_stays_while_raftkv_is_down(cluster: ClusterHandle, client: Client,
