@@ -134,6 +134,14 @@ _NOT_CONNECTED = ("failed to connect", "connection refused", "connections to all
                   "DNS resolution failed")
 
 
+def never_connected(error: grpc.RpcError) -> bool:
+    """True if gRPC says no connection was established for the call, so nothing of it was sent."""
+    if error.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+        return False
+    details = (error.details() or "").lower()  # type: ignore[attr-defined]
+    return any(text.lower() in details for text in _NOT_CONNECTED)
+
+
 def classify(error: grpc.RpcError) -> Failure:
     known = etcd.from_rpc_error(error)  # type: ignore[arg-type]
     if known in _NOT_APPLIED:
@@ -142,10 +150,7 @@ def classify(error: grpc.RpcError) -> Failure:
         return Failure.AMBIGUOUS
     code = error.code()  # type: ignore[attr-defined]
     if code == grpc.StatusCode.UNAVAILABLE and known is None:
-        details = (error.details() or "").lower()  # type: ignore[attr-defined]
-        if any(text.lower() in details for text in _NOT_CONNECTED):
-            return Failure.NOT_APPLIED
-        return Failure.AMBIGUOUS
+        return Failure.NOT_APPLIED if never_connected(error) else Failure.AMBIGUOUS
     if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
         # This client never cancels a unary call (a cancelled caller gets CancelledError, not an RpcError),
         # so CANCELLED means the server reset the stream, seen under bursts of calls (most likely its own

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from raftkv.discovery.balanced import BalancedChannel
+from raftkv.discovery.ejection import OutlierConfig
 from raftkv.discovery.lifecycle import HealthGate, State
+from raftkv.discovery.options import split
 from raftkv.discovery.record import DEFAULT_NAMESPACE, Instance, RecordError, instance_key, service_prefix
 from raftkv.discovery.registrar import Registration
 from raftkv.discovery.resolver import Resolver
@@ -40,6 +43,32 @@ def register(service: str, addr: str, *, instance_id: str | None = None, metadat
     return registration.start(wait)
 
 
+def channel(service: str, *, policy: str = "p2c", client: Any = None, namespace: str = DEFAULT_NAMESPACE,
+            credentials: Any = None, options: Any = (), health_check: bool = True, health_service: str = "",
+            timeout: float | None = None, wait: float | None = 5.0, **balancing: Any) -> BalancedChannel:
+    """A ``grpc.Channel`` over every instance of ``service``, balanced per call (see the README).
+
+    ``policy``: ``p2c`` (default; peak-EWMA power of two choices), ``round_robin`` or ``ring_hash``
+    (bounded loads; ``epsilon``, and the key from ``hash_header`` metadata or ``hash_key(request,
+    metadata)``). ``credentials``/``options``: for the connections to the instances (plaintext without
+    credentials). ``idempotent``: True, method or service names, or a predicate: such calls are retried
+    elsewhere after an ambiguous failure and may be hedged (``hedge_delay``). ``timeout``: the default
+    deadline of a call without one. Also: ``retry_codes``, ``max_attempts``, ``retry_budget``, ``outlier``
+    (an ``OutlierConfig``), ``panic_threshold``, ``tau``, ``error_penalty``.
+    The channel owns its resolver; ``wait`` bounds the first listing."""
+    config, rest = split({"policy": policy, **balancing})
+    if rest:
+        raise TypeError(f"unknown channel option(s): {', '.join(sorted(rest))}")
+    resolver = Resolver(service, client=client, namespace=namespace).start(wait)
+    try:
+        return BalancedChannel(resolver, config.pool(), config.rules(), credentials=credentials, options=options,
+                               health_check=health_check, health_service=health_service,
+                               retry_budget=config.budget(), default_timeout=timeout)
+    except BaseException:
+        resolver.stop()
+        raise
+
+
 def resolve(service: str, *, wait: float | None = 5.0, **options: Any) -> Resolver:
     """Follow ``service``'s instances (``client``, ``namespace`` as for ``register``); returns the running
     ``Resolver`` once the first listing arrived."""
@@ -47,6 +76,6 @@ def resolve(service: str, *, wait: float | None = 5.0, **options: Any) -> Resolv
 
 
 __all__ = [
-    "DEFAULT_NAMESPACE", "Change", "ChangeKind", "HealthGate", "Instance", "RecordError", "Registration",
+    "BalancedChannel", "OutlierConfig", "channel", "DEFAULT_NAMESPACE", "Change", "ChangeKind", "HealthGate", "Instance", "RecordError", "Registration",
     "Resolver", "State", "instance_key", "register", "resolve", "service_prefix",
 ]

@@ -1,0 +1,518 @@
+"""``BalancedChannel``: a ``grpc.Channel`` over every instance of a service, balanced in Python.
+
+Generated stubs take it unchanged (``OrdersStub(channel)``), and so does the generic
+``channel.unary_unary(path, request_serializer, response_deserializer)``; streams too. Each instance gets a
+channel of its own with a local subchannel pool (``grpc.use_local_subchannel_pool``): one connection per
+instance, never shared with another channel that happens to have equal arguments, so its health and load
+are its own. Under it:
+
+- a ``Resolver`` keeps the instances current (static stability included);
+- ``Pool`` picks with the policy (``p2c`` by default) among the usable, non-ejected instances;
+- one ``grpc.health.v1.Health/Watch`` stream per instance (``health_check=True``) tells NOT_SERVING and a
+  lost connection within milliseconds; an instance without the health service counts as healthy;
+- ``CallRules`` decides retries (elsewhere, within the budget and the caller's deadline) and hedging.
+
+Unary calls are balanced per call. A stream is balanced when it starts and stays on its instance; it is
+not retried (its messages may have been consumed), but its outcome feeds the instance's statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent import futures
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from raftkv.discovery import record
+from raftkv.discovery.budget import RetryBudget
+from raftkv.discovery.calls import CallRules, Metadata, NoInstance
+from raftkv.discovery.endpoint import Endpoint, Health
+from raftkv.discovery.pool import Outcome, Pool, outcome_of
+from raftkv.discovery.resolver import Resolver
+from raftkv.discovery.view import Change
+
+log = logging.getLogger("raftkv.discovery")
+
+#: Channel arguments every per-instance channel gets: its own subchannel pool (one connection per instance).
+INSTANCE_OPTIONS = (("grpc.use_local_subchannel_pool", 1),)
+HEALTH_BACKOFF = (0.05, 1.0)
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+class _Conn:
+    """One instance's channel and its health watcher."""
+
+    def __init__(self, owner: BalancedChannel, endpoint: Endpoint) -> None:
+        self.owner, self.endpoint = owner, endpoint
+        self.channel = owner._dial(endpoint.addr)
+        self.closed = threading.Event()
+        self._health_call: Any = None
+        if owner.health_check:
+            threading.Thread(target=self._watch_health, name=f"health-{endpoint.addr}", daemon=True).start()
+
+    def _watch_health(self) -> None:
+        watch = health_pb2_grpc.HealthStub(self.channel).Watch
+        request = health_pb2.HealthCheckRequest(service=self.owner.health_service)
+        delay = HEALTH_BACKOFF[0]
+        while not self.closed.is_set():
+            try:
+                self._health_call = watch(request)
+                if self.closed.is_set():
+                    self._health_call.cancel()
+                for response in self._health_call:
+                    self.owner._set_health(self.endpoint, Health.SERVING if response.status == _SERVING
+                                           else Health.NOT_SERVING)
+                    delay = HEALTH_BACKOFF[0]
+            except grpc.RpcError as exc:
+                if self.closed.is_set():
+                    return
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+                    self.owner._set_health(self.endpoint, Health.UNKNOWN)  # no health service: healthy
+                    return
+            if self.closed.is_set():
+                return
+            self.owner._set_health(self.endpoint, Health.UNREACHABLE)
+            self.closed.wait(delay)
+            delay = min(HEALTH_BACKOFF[1], delay * 2)
+
+    def close(self) -> None:
+        self.closed.set()
+        call = self._health_call
+        if call is not None:
+            call.cancel()
+        self.channel.close()
+
+
+class _Method:
+    """What every multi-callable of the channel shares: its method and a per-instance callable cache."""
+
+    kind = "unary_unary"
+
+    def __init__(self, owner: BalancedChannel, method: str, serializer: Any, deserializer: Any) -> None:
+        self._owner, self._method = owner, method
+        self._serializer, self._deserializer = serializer, deserializer
+        self._idempotent = owner.rules.idempotent(method)
+        self._callables: dict[_Conn, Any] = {}
+
+    def _callable(self, endpoint: Endpoint) -> Any:
+        conn: _Conn = endpoint.conn
+        made = self._callables.get(conn)
+        if made is None:
+            if len(self._callables) > 2 * len(self._owner._pool.endpoints) + 8:
+                self._callables = {c: m for c, m in self._callables.items() if not c.closed.is_set()}
+            make = getattr(conn.channel, self.kind)
+            made = self._callables[conn] = make(self._method, request_serializer=self._serializer,
+                                                response_deserializer=self._deserializer,
+                                                _registered_method=False)
+        return made
+
+
+class _UnaryUnary(_Method, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
+    def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata = None,
+                 credentials: grpc.CallCredentials | None = None, wait_for_ready: bool | None = None,
+                 compression: grpc.Compression | None = None) -> Any:
+        return self._invoke(request, timeout, metadata, credentials, wait_for_ready, compression, False)
+
+    def with_call(self, request: Any, timeout: float | None = None, metadata: Metadata = None,
+                  credentials: grpc.CallCredentials | None = None, wait_for_ready: bool | None = None,
+                  compression: grpc.Compression | None = None) -> tuple[Any, grpc.Call]:
+        return self._invoke(request, timeout, metadata, credentials, wait_for_ready,  # type: ignore[no-any-return]
+                            compression, True)
+
+    def future(self, request: Any, timeout: float | None = None, metadata: Metadata = None,
+               credentials: grpc.CallCredentials | None = None, wait_for_ready: bool | None = None,
+               compression: grpc.Compression | None = None) -> grpc.Future:
+        # The retry loop runs on a worker thread: balanced calls need it, a plain future is one attempt.
+        return _Future(self._owner._executor().submit(
+            self._invoke, request, timeout, metadata, credentials, wait_for_ready, compression, False))
+
+    def _invoke(self, request: Any, timeout: float | None, metadata: Metadata, credentials: Any,
+                wait_for_ready: bool | None, compression: Any, with_call: bool) -> Any:
+        owner = self._owner
+        rules, pool, lock = owner.rules, owner._pool, owner._lock
+        now = time.monotonic()
+        if timeout is None:
+            timeout = owner.default_timeout
+        deadline = None if timeout is None else now + timeout
+        key = rules.key(request, metadata) if owner._keyed else None
+        if rules.hedge_delay is not None and self._idempotent:
+            return owner._hedged(self, request, deadline, key, metadata, credentials, wait_for_ready,
+                                 compression, with_call)
+        tried: list[str] = []
+        error: grpc.RpcError | None = None
+        with lock:
+            owner._budget.deposit(now)
+        while True:
+            with lock:
+                endpoint = pool.pick(now, key, tried)
+                if endpoint is not None:
+                    pool.begin(endpoint)
+            if endpoint is None:
+                raise error or owner._no_instance()
+            call = self._callable(endpoint)
+            remaining = None if deadline is None else max(0.0, deadline - now)
+            try:
+                if with_call:
+                    result = call.with_call(request, timeout=remaining, metadata=metadata,
+                                            credentials=credentials, wait_for_ready=wait_for_ready,
+                                            compression=compression)
+                else:
+                    result = call(request, timeout=remaining, metadata=metadata, credentials=credentials,
+                                  wait_for_ready=wait_for_ready, compression=compression)
+            except grpc.RpcError as exc:
+                end = time.monotonic()
+                outcome = outcome_of(exc)
+                with lock:
+                    pool.end(endpoint, now, outcome, end)
+                    retry = rules.may_retry(exc, outcome, self._idempotent, len(tried) + 1,
+                                            len(pool.endpoints), deadline, end, owner._budget)
+                if not retry:
+                    raise
+                tried.append(endpoint.id)
+                error, now = exc, end
+                continue
+            end = time.monotonic()
+            with lock:
+                pool.end(endpoint, now, Outcome.OK, end)
+            return result
+
+
+class _StreamMethod(_Method):
+    """Streams: balanced when they start, then on their instance until they end."""
+
+    def _start(self, request: Any, timeout: float | None, metadata: Metadata, **kwargs: Any) -> Any:
+        owner = self._owner
+        now = time.monotonic()
+        key = owner.rules.key(None, metadata) if owner._keyed else None
+        with owner._lock:
+            endpoint = owner._pool.pick(now, key)
+            if endpoint is None:
+                raise owner._no_instance()
+            owner._pool.begin(endpoint)
+        call = self._callable(endpoint)(request, timeout=owner.default_timeout if timeout is None else timeout,
+                                        metadata=metadata, **kwargs)
+
+        def finished(done: Any) -> None:
+            code = done.code()
+            outcome = outcome_of(None if code == grpc.StatusCode.OK else done)
+            with owner._lock:
+                owner._pool.end(endpoint, now, outcome, time.monotonic())
+
+        if not call.add_callback(lambda: finished(call)):
+            finished(call)  # already over
+        return call
+
+
+class _UnaryStream(_StreamMethod, grpc.UnaryStreamMultiCallable):  # type: ignore[misc]
+    kind = "unary_stream"
+
+    def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata = None,
+                 **kwargs: Any) -> Any:
+        return self._start(request, timeout, metadata, **kwargs)
+
+
+class _StreamStream(_StreamMethod, grpc.StreamStreamMultiCallable):  # type: ignore[misc]
+    kind = "stream_stream"
+
+    def __call__(self, request_iterator: Iterator[Any], timeout: float | None = None, metadata: Metadata = None,
+                 **kwargs: Any) -> Any:
+        return self._start(request_iterator, timeout, metadata, **kwargs)
+
+
+class _StreamUnary(_StreamMethod, grpc.StreamUnaryMultiCallable):  # type: ignore[misc]
+    kind = "stream_unary"
+
+    def __call__(self, request_iterator: Iterator[Any], timeout: float | None = None, metadata: Metadata = None,
+                 **kwargs: Any) -> Any:
+        return self.future(request_iterator, timeout, metadata, **kwargs).result()
+
+    def with_call(self, request_iterator: Iterator[Any], timeout: float | None = None, metadata: Metadata = None,
+                  **kwargs: Any) -> tuple[Any, grpc.Call]:
+        call = self.future(request_iterator, timeout, metadata, **kwargs)
+        return call.result(), call
+
+    def future(self, request_iterator: Iterator[Any], timeout: float | None = None, metadata: Metadata = None,
+               **kwargs: Any) -> Any:
+        owner = self._owner
+        now = time.monotonic()
+        key = owner.rules.key(None, metadata) if owner._keyed else None
+        with owner._lock:
+            endpoint = owner._pool.pick(now, key)
+            if endpoint is None:
+                raise owner._no_instance()
+            owner._pool.begin(endpoint)
+        call = self._callable(endpoint).future(
+            request_iterator, timeout=owner.default_timeout if timeout is None else timeout, metadata=metadata,
+            **kwargs)
+
+        def finished(done: Any) -> None:
+            error = done.exception()
+            with owner._lock:
+                owner._pool.end(endpoint, now, outcome_of(error), time.monotonic())
+
+        call.add_done_callback(finished)
+        return call
+
+
+class _Future(grpc.Future):  # type: ignore[misc]
+    """A ``grpc.Future`` over a ``concurrent.futures.Future`` of a balanced unary call."""
+
+    def __init__(self, inner: futures.Future[Any]) -> None:
+        self._inner = inner
+
+    def cancel(self) -> bool:
+        return self._inner.cancel()
+
+    def cancelled(self) -> bool:
+        return self._inner.cancelled()
+
+    def running(self) -> bool:
+        return self._inner.running()
+
+    def done(self) -> bool:
+        return self._inner.done()
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._inner.result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self._inner.exception(timeout)
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        error = self._inner.exception(timeout)
+        return None if error is None else error.__traceback__
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        self._inner.add_done_callback(lambda _: fn(self))
+
+
+class BalancedChannel(grpc.Channel):  # type: ignore[misc]
+    """See the module docstring and ``raftkv.discovery.channel``."""
+
+    def __init__(self, resolver: Resolver, pool: Pool, rules: CallRules, *,
+                 credentials: grpc.ChannelCredentials | None = None,
+                 options: Sequence[tuple[str, Any]] = (), health_check: bool = True, health_service: str = "",
+                 retry_budget: RetryBudget | None = None, default_timeout: float | None = None,
+                 owns_resolver: bool = True) -> None:
+        self.resolver, self.rules = resolver, rules
+        self.service = resolver.service
+        self.health_check, self.health_service = health_check, health_service
+        self.default_timeout = default_timeout
+        self._credentials = credentials
+        self._options = [*INSTANCE_OPTIONS, *options]
+        self._pool = pool
+        self._lock = threading.Lock()
+        self._budget = retry_budget or RetryBudget()
+        self._keyed = rules.hash_key is not None or rules.hash_header is not None
+        self._owns_resolver = owns_resolver
+        self._closed = False
+        self._workers: futures.ThreadPoolExecutor | None = None
+        self._subscribers: dict[Callable[[grpc.ChannelConnectivity], None], grpc.ChannelConnectivity | None] = {}
+        resolver.subscribe(self._on_change)
+
+    # ----------------------------------------------------------------- instances
+
+    def _dial(self, addr: str) -> grpc.Channel:
+        if self._credentials is None:
+            return grpc.insecure_channel(addr, options=self._options)
+        return grpc.secure_channel(addr, self._credentials, options=self._options)
+
+    def _on_change(self, changes: list[Change], instances: Mapping[str, record.Instance]) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            added, removed = self._pool.update(instances)
+            for endpoint in added:  # before the lock is released: a pick may choose it at once
+                endpoint.conn = _Conn(self, endpoint)
+        for endpoint in removed:
+            if endpoint.conn is not None:
+                endpoint.conn.close()
+        self._notify_state()
+
+    def _set_health(self, endpoint: Endpoint, health: Health) -> None:
+        with self._lock:
+            if self._pool.endpoints.get(endpoint.id) is endpoint:
+                self._pool.set_health(endpoint.id, health, time.monotonic())
+        self._notify_state()
+
+    def _no_instance(self) -> NoInstance:
+        known = len(self._pool.endpoints)
+        why = (f"registry unreachable: {self.resolver.last_error}" if self.resolver.last_error
+               else "none registered" if not known else f"none of {known} usable")
+        return NoInstance(f"no instance of {self.service!r} to call ({why})")
+
+    def wait_for_instances(self, count: int = 1, timeout: float = 10.0) -> bool:
+        """Block until at least ``count`` instances are candidates (usable and not ejected)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                ready = sum(1 for e in self._pool.candidates(time.monotonic()) if e.usable(time.monotonic()))
+            if ready >= count:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
+    def instances(self) -> list[dict[str, Any]]:
+        """A snapshot of every instance as the balancer sees it (for tools and tests)."""
+        now = time.monotonic()
+        with self._lock:
+            candidates = {e.id for e in self._pool.candidates(now)}
+            return [{"id": e.id, "addr": e.addr, "weight": e.weight, "health": e.health.value,
+                     "outstanding": e.outstanding, "calls": e.calls, "failures": e.failures,
+                     "ejected": self._pool.detector.is_ejected(e.id), "candidate": e.id in candidates,
+                     "latency_ms": round(e.ewma.get(now) * 1000, 3)}
+                    for e in sorted(self._pool.endpoints.values(), key=lambda e: e.id)]
+
+    def _executor(self) -> futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._workers is None:
+                self._workers = futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="balanced")
+            return self._workers
+
+    # ----------------------------------------------------------------- hedging
+
+    def _hedged(self, method: _UnaryUnary, request: Any, deadline: float | None, key: bytes | None,
+                metadata: Metadata, credentials: Any, wait_for_ready: bool | None, compression: Any,
+                with_call: bool) -> Any:
+        """An idempotent call sent to a second instance when the first has not answered within
+        ``hedge_delay``; the first success wins and the others are cancelled. Hedges and retries come out
+        of the same budget and the same ``max_attempts``."""
+        rules, pool, lock = self.rules, self._pool, self._lock
+        done = threading.Condition()
+        running: list[tuple[Endpoint, Any, float]] = []
+        finished: list[tuple[Endpoint, Any, float]] = []
+        tried: list[str] = []
+        now = time.monotonic()
+        with lock:
+            self._budget.deposit(now)
+
+        def launch(at: float) -> bool:
+            with lock:
+                endpoint = pool.pick(at, key, tried)
+                if endpoint is None:
+                    return False
+                pool.begin(endpoint)
+            tried.append(endpoint.id)
+            remaining = None if deadline is None else max(0.0, deadline - at)
+            future = method._callable(endpoint).future(request, timeout=remaining, metadata=metadata,
+                                                       credentials=credentials, wait_for_ready=wait_for_ready,
+                                                       compression=compression)
+            entry = (endpoint, future, at)
+            running.append(entry)
+
+            def on_done(_: Any) -> None:
+                with done:
+                    finished.append(entry)
+                    done.notify_all()
+
+            future.add_done_callback(on_done)
+            return True
+
+        if not launch(now):
+            raise self._no_instance()
+        error: grpc.RpcError | None = None
+        handled = 0
+        while True:
+            with done:
+                hedge_at = time.monotonic() + rules.hedge_delay if rules.hedge_delay else None
+                done.wait_for(lambda: len(finished) > handled,
+                              None if hedge_at is None else max(0.0, hedge_at - time.monotonic()))
+                fresh = finished[handled:]
+                handled = len(finished)
+            now = time.monotonic()
+            for endpoint, future, started in fresh:
+                running.remove((endpoint, future, started))
+                exc = future.exception()
+                with lock:
+                    pool.end(endpoint, started, outcome_of(exc), now)
+                if exc is None:
+                    for other, other_future, other_started in running:
+                        other_future.cancel()
+                        with lock:
+                            pool.end(other, other_started, Outcome.ABANDONED, now)
+                    return (future.result(), future) if with_call else future.result()
+                error = exc
+                outcome = outcome_of(exc)
+                with lock:
+                    again = rules.may_retry(exc, outcome, True, len(tried), len(pool.endpoints), deadline, now,
+                                            self._budget)
+                if again:
+                    launch(now)
+            if not fresh and len(tried) < rules.max_attempts and (deadline is None or now < deadline):
+                with lock:
+                    allowed = self._budget.withdraw(now)
+                if allowed:
+                    launch(now)
+            if not running:
+                raise error or self._no_instance()
+
+    # ----------------------------------------------------------------- grpc.Channel
+
+    def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
+                    _registered_method: bool = False) -> _UnaryUnary:
+        return _UnaryUnary(self, method, request_serializer, response_deserializer)
+
+    def unary_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
+                     _registered_method: bool = False) -> _UnaryStream:
+        return _UnaryStream(self, method, request_serializer, response_deserializer)
+
+    def stream_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
+                     _registered_method: bool = False) -> _StreamUnary:
+        return _StreamUnary(self, method, request_serializer, response_deserializer)
+
+    def stream_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
+                      _registered_method: bool = False) -> _StreamStream:
+        return _StreamStream(self, method, request_serializer, response_deserializer)
+
+    def _state(self) -> grpc.ChannelConnectivity:
+        with self._lock:
+            if self._closed:
+                return grpc.ChannelConnectivity.SHUTDOWN
+            now = time.monotonic()
+            if any(e.usable(now) for e in self._pool.candidates(now)):
+                return grpc.ChannelConnectivity.READY
+            return (grpc.ChannelConnectivity.TRANSIENT_FAILURE if self._pool.endpoints
+                    else grpc.ChannelConnectivity.CONNECTING)
+
+    def _notify_state(self) -> None:
+        if not self._subscribers:
+            return
+        state = self._state()
+        for callback, last in list(self._subscribers.items()):
+            if last is not state:
+                self._subscribers[callback] = state
+                callback(state)
+
+    def subscribe(self, callback: Callable[[grpc.ChannelConnectivity], None], try_to_connect: bool = False) -> None:
+        """Connectivity of the service as a whole: READY while some instance can take calls."""
+        self._subscribers[callback] = None
+        self._notify_state()
+
+    def unsubscribe(self, callback: Callable[[grpc.ChannelConnectivity], None]) -> None:
+        self._subscribers.pop(callback, None)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            endpoints = list(self._pool.endpoints.values())
+        if self._owns_resolver:
+            self.resolver.stop()
+        for endpoint in endpoints:
+            if endpoint.conn is not None:
+                endpoint.conn.close()
+        if self._workers is not None:
+            self._workers.shutdown(wait=False)
+
+    def __enter__(self) -> BalancedChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

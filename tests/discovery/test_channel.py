@@ -1,0 +1,197 @@
+"""The balanced channel with real gRPC: stubs, generic calls, streams, health, ejection, retries, deadline."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from raftkv.client import Client
+from raftkv.discovery import OutlierConfig, channel, register
+from raftkv.discovery.budget import RetryBudget
+from raftkv.discovery.demo import CHAT, ECHO, STREAM, control
+from tests.discovery.conftest import Instances, eventually
+
+
+def names(ch: grpc.Channel, count: int, **kwargs: object) -> Counter[str]:
+    echo = ch.unary_unary(ECHO)
+    return Counter(echo(b"x", timeout=5, **kwargs).split(b":")[0].decode() for _ in range(count))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def three(client: Client, service: str, instances: Instances) -> Iterator[list[str]]:
+    addrs = [instances.local(f"i{n}")[1] for n in range(3)]
+    regs = [register(service, a, instance_id=f"i{n}", client=client) for n, a in enumerate(addrs)]
+    yield addrs
+    for reg in regs:
+        reg.stop()
+
+
+def test_round_robin_over_registered_instances_with_stubs_generic_calls_and_streams(
+        client: Client, service: str, three: list[str]) -> None:
+    with channel(service, policy="round_robin", client=client) as ch:
+        assert ch.wait_for_instances(3)
+        assert names(ch, 30) == {"i0": 10, "i1": 10, "i2": 10}
+        # A generated stub, unchanged: grpc.health.v1 through the balanced channel.
+        status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert status.status == health_pb2.HealthCheckResponse.SERVING
+        # with_call and future
+        response, call = ch.unary_unary(ECHO).with_call(b"w", timeout=5)
+        assert response.endswith(b":w") and call.code() == grpc.StatusCode.OK
+        assert ch.unary_unary(ECHO).future(b"f", timeout=5).result().endswith(b":f")
+        # streams: server streaming and bidi
+        assert len(list(ch.unary_stream(STREAM)(b"4", timeout=5))) == 4
+        assert [r.split(b":")[1] for r in ch.stream_stream(CHAT)(iter([b"a", b"b"]), timeout=5)] == [b"a", b"b"]
+        assert all(i["outstanding"] == 0 for i in ch.instances())
+
+
+def test_p2c_is_the_default_and_uses_every_instance(client: Client, service: str, three: list[str]) -> None:
+    with channel(service, client=client) as ch:
+        assert ch.wait_for_instances(3)
+        counts = names(ch, 90)
+        assert set(counts) == {"i0", "i1", "i2"}
+
+
+def test_a_not_serving_instance_leaves_rotation_at_once_and_comes_back(client: Client, service: str,
+                                                                      three: list[str]) -> None:
+    with channel(service, policy="round_robin", client=client) as ch:
+        assert ch.wait_for_instances(3)
+        control(three[1], "not-serving")
+        eventually(lambda: not next(i for i in ch.instances() if i["id"] == "i1")["candidate"], 2,
+                   "i1 out of rotation")
+        assert "i1" not in names(ch, 20)
+        control(three[1], "serving")
+        assert ch.wait_for_instances(3, 5)
+        assert "i1" in names(ch, 20)
+
+
+def test_a_killed_instance_gets_no_call_and_calls_do_not_fail(client: Client, service: str,
+                                                             instances: Instances) -> None:
+    procs = [instances.process("--register", service, "--name", f"p{n}", "--ttl", "10") for n in range(3)]
+    with channel(service, client=client) as ch:
+        assert ch.wait_for_instances(3)
+        victim, _ = procs[0]
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        eventually(lambda: not ch.instances()[0]["candidate"], 2, "the killed instance out of rotation")
+        killed_at = time.monotonic()
+        counts = names(ch, 60)
+        assert "p0" not in counts and sum(counts.values()) == 60
+        assert time.monotonic() - killed_at < 10  # well before its lease (10 s) expired
+
+
+def test_a_failing_instance_is_ejected_then_readmitted(client: Client, service: str, three: list[str]) -> None:
+    outlier = OutlierConfig(consecutive_failures=3, base_ejection=0.5, interval=60)
+    with channel(service, policy="round_robin", client=client, outlier=outlier, health_check=False) as ch:
+        assert ch.wait_for_instances(3)
+        control(three[2], "fail")
+        echo = ch.unary_unary(ECHO)
+        failures = 0
+        for _ in range(30):
+            try:
+                echo(b"x", timeout=5)
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                failures += 1
+        assert failures == 3  # then ejected: the other 27 went elsewhere
+        assert next(i for i in ch.instances() if i["id"] == "i2")["ejected"]
+        control(three[2], "ok")
+        eventually(lambda: not next(i for i in ch.instances() if i["id"] == "i2")["ejected"], 5, "readmission")
+        assert "i2" in names(ch, 30)
+
+
+def test_idempotent_calls_are_retried_elsewhere_within_the_budget(client: Client, service: str,
+                                                                 three: list[str], instances: Instances) -> None:
+    with channel(service, policy="round_robin", client=client, idempotent=["raftkv.demo.Echo"],
+                 outlier=OutlierConfig(consecutive_failures=1000), health_check=False,
+                 retry_budget=RetryBudget(ratio=0.0, min_per_second=0.5, window=10)) as ch:
+        assert ch.wait_for_instances(3)
+        control(three[0], "fail")
+        echo = ch.unary_unary(ECHO)
+        outcomes = []
+        for _ in range(30):
+            try:
+                echo(b"x", timeout=5)
+                outcomes.append("ok")
+            except grpc.RpcError:
+                outcomes.append("failed")
+        # Every call that hit i0 failed there; the budget (0.5/s over 10 s: 5 retries) saved five of them.
+        failing = instances.servers[0][1]
+        assert failing.calls - outcomes.count("failed") == 5 and outcomes.count("failed") >= 1
+
+
+def test_non_idempotent_calls_are_not_retried_after_reaching_an_instance(client: Client, service: str,
+                                                                        three: list[str]) -> None:
+    with channel(service, policy="round_robin", client=client, health_check=False,
+                 outlier=OutlierConfig(consecutive_failures=1000)) as ch:
+        assert ch.wait_for_instances(3)
+        control(three[0], "fail")
+        echo = ch.unary_unary(ECHO)
+        failed = 0
+        for _ in range(9):
+            try:
+                echo(b"x", timeout=5)
+            except grpc.RpcError:
+                failed += 1
+        assert failed == 3
+
+
+def test_calls_that_never_left_the_client_are_retried_on_another_instance(client: Client, service: str,
+                                                                         three: list[str]) -> None:
+    with register(service, "127.0.0.1:1", instance_id="dead", client=client), \
+            channel(service, policy="round_robin", client=client, health_check=False) as ch:
+        eventually(lambda: len(ch.instances()) == 4, 5, "four instances")
+        counts = names(ch, 40)  # none fails: refused connections are retried at once, at no budget cost
+        assert sum(counts.values()) == 40 and "dead" not in counts
+
+
+def test_retries_never_run_past_the_callers_deadline(client: Client, service: str, three: list[str]) -> None:
+    for addr in three:
+        control(addr, "slow:400")
+    with channel(service, client=client, idempotent=True, health_check=False) as ch:
+        assert ch.wait_for_instances(3)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            ch.unary_unary(ECHO)(b"x", timeout=0.2)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 0.35  # not 3 attempts × 0.2 s
+
+
+def test_hedging_answers_from_the_fast_instance(client: Client, service: str, three: list[str]) -> None:
+    control(three[0], "slow:2000")
+    with channel(service, policy="round_robin", client=client, idempotent=True, hedge_delay=0.05,
+                 health_check=False) as ch:
+        assert ch.wait_for_instances(3)
+        echo = ch.unary_unary(ECHO)
+        started = time.monotonic()
+        answers = [echo(b"x", timeout=5).split(b":")[0] for _ in range(6)]
+        assert b"i0" not in answers
+        assert time.monotonic() - started < 1.5  # no call waited for the slow one's 2 s
+
+
+def test_no_instance_is_a_clear_unavailable(client: Client, service: str) -> None:
+    with channel(service, client=client) as ch:
+        with pytest.raises(grpc.RpcError) as info:
+            ch.unary_unary(ECHO)(b"x", timeout=1)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert f"no instance of {service!r} to call (none registered)" in info.value.details()
+
+
+def test_ring_hash_keeps_a_key_on_one_instance(client: Client, service: str, three: list[str]) -> None:
+    with channel(service, policy="ring_hash", hash_header="x-user", client=client) as ch:
+        assert ch.wait_for_instances(3)
+        for user in ("ann", "bob", "cyd", "dan"):
+            assert len(names(ch, 10, metadata=(("x-user", user),))) == 1
+
+
+def test_each_instance_has_its_own_connection(client: Client, service: str, three: list[str]) -> None:
+    with channel(service, client=client) as a, channel(service, client=client) as b:
+        assert a.wait_for_instances(3) and b.wait_for_instances(3)
+        conns_a = {i["id"]: e.conn.channel for i, e in zip(a.instances(), sorted(a._pool.endpoints.values(), key=lambda e: e.id), strict=True)}
+        conns_b = {e.id: e.conn.channel for e in b._pool.endpoints.values()}
+        assert all(conns_a[k] is not conns_b[k] for k in conns_a)
