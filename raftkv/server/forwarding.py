@@ -24,7 +24,7 @@ class MemberDirectory(Protocol):
 
 
 class LeaderLeaseForwarder:
-    """Callable ``(leader_id, what, lease_id, timeout) -> TTL`` used by ``Node`` when it is not the leader."""
+    """The ``LeaseForwarder`` a follower's node uses: the leader's own Lease RPCs on its client URL."""
 
     def __init__(self, node: MemberDirectory, tls: TLSFiles | None) -> None:
         self._node = node
@@ -45,23 +45,37 @@ class LeaderLeaseForwarder:
             self._channels[target] = channel
         return rpc_pb2_grpc.LeaseStub(channel)
 
-    async def __call__(self, leader_id: int, what: str, lease_id: int, timeout: float) -> int:
-        stub = self._stub(leader_id)
+    async def keep_alive(self, leader_id: int, lease_id: int, timeout: float) -> int:
+        call = self._stub(leader_id).LeaseKeepAlive(timeout=timeout)
         try:
-            if what == "keep_alive":
-                call = stub.LeaseKeepAlive(timeout=timeout)
-                await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lease_id))
-                reply = await call.read()
-                call.cancel()
-                if reply is grpc.aio.EOF:
-                    raise errors.NO_LEADER.exception()
-                return int(reply.TTL)
-            response = await stub.LeaseTimeToLive(rpc_pb2.LeaseTimeToLiveRequest(ID=lease_id), timeout=timeout)
-            return int(response.TTL)
+            await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lease_id))
+            reply = await call.read()
         except grpc.aio.AioRpcError as exc:
-            known = errors.from_rpc_error(exc)
-            raise (known or errors.LEADER_CHANGED).exception() from None
+            raise _as_etcd_error(exc) from None
+        finally:
+            call.cancel()
+        if reply is grpc.aio.EOF:
+            raise errors.LEADER_CHANGED.exception()
+        return int(reply.TTL)
+
+    async def time_to_live(
+        self, leader_id: int, lease_id: int, keys: bool, timeout: float
+    ) -> rpc_pb2.LeaseTimeToLiveResponse:
+        request = rpc_pb2.LeaseTimeToLiveRequest(ID=lease_id, keys=keys)
+        try:
+            response: rpc_pb2.LeaseTimeToLiveResponse = await self._stub(leader_id).LeaseTimeToLive(
+                request, timeout=timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _as_etcd_error(exc) from None
+        return response
 
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()
+
+
+def _as_etcd_error(exc: grpc.aio.AioRpcError) -> errors.EtcdException:
+    """etcd's error if the leader answered with one; otherwise the leader is unreachable or went away."""
+    known = errors.from_rpc_error(exc)
+    return (known or errors.LEADER_CHANGED).exception()

@@ -61,3 +61,13 @@ def test_lease_errors(etcdctl: Etcdctl, member: str) -> None:
     assert etcdctl("lease", "timetolive", "1234abcd", member=member).ok().stdout == (
         "lease 000000001234abcd already expired\n"
     )
+
+
+def test_remaining_ttl_is_rounded_down(etcdctl: Etcdctl, member: str) -> None:
+    """etcd truncates the remaining time to whole seconds: right after `grant 10` it says 9, not 10."""
+    lease, _ = grant(etcdctl, 10, member)
+    alive = etcdctl("lease", "timetolive", lease, member=member).ok().stdout
+    found = re.match(rf"^lease {lease} granted with TTL\(10s\), remaining\((\d+)s\)$", alive.strip())
+    assert found, alive
+    assert 5 <= int(found[1]) <= 9
+    etcdctl("lease", "revoke", lease, member=member).ok()

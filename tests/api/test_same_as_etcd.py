@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from raftkv.localcluster import LocalCluster
+from raftkv.proto import rpc_pb2, rpc_pb2_grpc
 
 from .conftest import KINDS, start_cluster
 from .etcdctl import Etcdctl, normalise
@@ -102,3 +103,30 @@ def test_same_session_same_output(fresh_clusters: dict[str, LocalCluster]) -> No
         if want != got
     ]
     assert not differences, "\n".join(differences)
+
+
+LEASE_TRIES = 500
+
+
+def test_lease_granted_anywhere_is_known_everywhere_at_once(cluster: LocalCluster) -> None:
+    """Linearizable leases: a lease granted through one member is known to every other member as soon as
+    the grant is acknowledged. Each try grants on one member, then keeps the lease alive once on the next
+    and asks its time-to-live on the third (leader or not), with no pause in between."""
+    names = cluster.names
+    config = cluster.client_config()
+    channels = [config.channel(cluster.client_url(name)) for name in names]
+    try:
+        stubs = [rpc_pb2_grpc.LeaseStub(channel) for channel in channels]
+        misses = []
+        for attempt in range(LEASE_TRIES):
+            granter, keeper, asker = (stubs[(attempt + i) % len(stubs)] for i in range(3))
+            lease = granter.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=30), timeout=10).ID
+            (kept,) = keeper.LeaseKeepAlive(iter([rpc_pb2.LeaseKeepAliveRequest(ID=lease)]), timeout=10)
+            alive = asker.LeaseTimeToLive(rpc_pb2.LeaseTimeToLiveRequest(ID=lease), timeout=10)
+            if kept.TTL != 30 or not 0 < alive.TTL <= 30 or alive.grantedTTL != 30:
+                misses.append((attempt, lease, kept.TTL, alive.TTL, alive.grantedTTL))
+            granter.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=lease), timeout=10)
+        assert not misses, f"{len(misses)} of {LEASE_TRIES} tries missed the lease: {misses[:5]}"
+    finally:
+        for channel in channels:
+            channel.close()

@@ -2,15 +2,15 @@
 
 Which leases exist is replicated state (granted and revoked through the log); when one expires is decided
 by the leader alone (``raftkv.server.lessor``), so a keep-alive or time-to-live query is answered from the
-leader's clock, forwarded there when it reaches a follower. The leader checks its clock every
+leader's clock, forwarded there when it reaches a follower, and only after a read barrier: the answer
+is linearizable wherever the question was asked. The leader checks its clock every
 ``LEASE_CHECK_INTERVAL`` and proposes a revoke for each expired lease, at most etcd's rate.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from raftkv import errors
@@ -37,6 +37,7 @@ class NodeLeases:
         clock: Clock,
         loop: RaftLoop,
         header: Callable[[], rpc_pb2.ResponseHeader],
+        read_barrier: Callable[[float], Awaitable[None]],
         spawn: Spawn,
     ) -> None:
         self._cfg = cfg
@@ -44,17 +45,27 @@ class NodeLeases:
         self._clock = clock
         self._loop = loop
         self._header = header
+        self._read_barrier = read_barrier
         self._spawn = spawn
         self.lessor = Lessor()
         self.forwarder: LeaseForwarder | None = None
 
     # ------------------------------------------------------------------ queries (Backend)
     async def keep_alive(self, lease_id: int, timeout: float) -> int:
-        if self._loop.is_leader():
-            return await self.local_query("keep_alive", lease_id)
-        return await self._forward_to_leader("keep_alive", lease_id, timeout)
+        """Renew on the leader's clock; a follower forwards the request there."""
+        if not self._loop.is_leader():
+            leader = self._leader()
+            return await self._forwarder().keep_alive(leader, lease_id, timeout)
+        await self._caught_up(timeout)
+        return self._answer("keep_alive", lease_id)
 
     async def time_to_live(self, lease_id: int, keys: bool, timeout: float) -> rpc_pb2.LeaseTimeToLiveResponse:
+        """The lease as the leader sees it; a follower forwards the whole question there, so its own state,
+        which may not have applied the grant yet, never answers it."""
+        if not self._loop.is_leader():
+            leader = self._leader()
+            return await self._forwarder().time_to_live(leader, lease_id, keys, timeout)
+        await self._caught_up(timeout)
         response = rpc_pb2.LeaseTimeToLiveResponse(header=self._header(), ID=lease_id, TTL=-1)
         found = self._store.lease(lease_id)
         if found is None:
@@ -63,27 +74,36 @@ class NodeLeases:
         response.grantedTTL = lease.granted_ttl
         if keys:
             response.keys.extend(attached)
-        if self._loop.is_leader():
-            response.TTL = await self.local_query("time_to_live", lease_id)
-        else:
-            response.TTL = await self._forward_to_leader("time_to_live", lease_id, timeout)
+        response.TTL = self._answer("time_to_live", lease_id)
         return response
 
     def lease_ids(self) -> list[int]:
         return [lease.id for lease in self._store.leases()]
 
-    async def _forward_to_leader(self, what: str, lease_id: int, timeout: float) -> int:
+    async def _caught_up(self, timeout: float) -> None:
+        """Linearizability for lease answers: the leader answers only once it has applied everything
+        committed before the question reached it, so a lease granted through any member, and acknowledged
+        there, is known here (etcd's leader waits for its applied index in the same way). The barrier
+        also confirms that this member still leads."""
+        await self._read_barrier(timeout)
+        if not self._loop.is_leader():
+            raise errors.LEADER_CHANGED.exception()
+
+    def _leader(self) -> int:
         leader = self._loop.soft.leader
         if leader == 0:
             raise errors.NO_LEADER.exception()
+        return leader
+
+    def _forwarder(self) -> LeaseForwarder:
         if self.forwarder is None:
             raise errors.NOT_CAPABLE.exception()
-        return await self.forwarder(leader, what, lease_id, timeout)
+        return self.forwarder
 
-    async def local_query(self, what: str, lease_id: int) -> int:
-        """What a follower asks the leader: ``keep_alive`` renews; ``time_to_live`` reads the remaining TTL."""
-        if not self._loop.is_leader():
-            raise errors.NOT_LEADER.exception()
+    def _answer(self, what: str, lease_id: int) -> int:
+        """On the leader, once caught up: ``keep_alive`` renews (the granted TTL, 0 if the lease is gone);
+        ``time_to_live`` reads the remaining TTL in whole seconds, rounded down as etcd does (-1 if gone)."""
+        assert self._loop.is_leader(), "lease clocks run on the leader only"
         now = self._clock.now()
         if self._store.lease(lease_id) is None:
             self.lessor.revoke(lease_id)
@@ -91,7 +111,7 @@ class NodeLeases:
         if what == "keep_alive":
             return self.lessor.renew(lease_id, now)
         remaining = self.lessor.remaining(lease_id, now)
-        return -1 if remaining is None else math.ceil(remaining)
+        return -1 if remaining is None else max(0, int(remaining))
 
     # ------------------------------------------------------------------ what the loop tells
     def entry_applied(self, result: AppliedEntry) -> None:

@@ -63,7 +63,7 @@ class Node:
         self.max_txn_ops = 128
         clock = clock or LoopClock()
         self.loop = RaftLoop(cfg, store, member_id, clock, rng or fresh_rng(), fatal, events=self)
-        self.leases = NodeLeases(cfg, store, clock, self.loop, self.header, self._spawn)
+        self.leases = NodeLeases(cfg, store, clock, self.loop, self.header, self.read_barrier, self._spawn)
         self.membership = Membership(cfg, store, member_id, self.loop, clock)
         self.maintenance = Maintenance(cfg, store, member_id, self.loop, clock, self.header, self.is_learner)
         self._subscribers: list[APPLIED_CALLBACK] = []
@@ -187,10 +187,6 @@ class Node:
 
     def lease_ids(self) -> list[int]:
         return self.leases.lease_ids()
-
-    async def local_lease_query(self, what: str, lease_id: int) -> int:
-        """A follower's keep-alive or time-to-live, answered here on the leader."""
-        return await self.leases.local_query(what, lease_id)
 
     # ------------------------------------------------------------------ Backend: membership
     def members(self) -> list[rpc_pb2.Member]:

@@ -68,9 +68,13 @@ class Transport(Protocol):
 
 
 class LeaseForwarder(Protocol):
-    """Asks the leader (over the peer link) to renew a lease or report its remaining TTL."""
+    """Asks the leader to renew a lease or to report it (remaining TTL, granted TTL, attached keys)."""
 
-    async def __call__(self, leader_id: int, what: str, lease_id: int, timeout: float) -> int: ...
+    async def keep_alive(self, leader_id: int, lease_id: int, timeout: float) -> int: ...
+
+    async def time_to_live(
+        self, leader_id: int, lease_id: int, keys: bool, timeout: float
+    ) -> rpc_pb2.LeaseTimeToLiveResponse: ...
 
 
 class WriterStats(Protocol):
