@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test install sim-soak bench-core bench-node bench-etcd proto clean up down bench jepsen
+.PHONY: test install sim-soak bench-core bench-node bench-etcd proto clean up down bench jepsen chaos
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ down: $(STAMP)
 # Load against the local cluster (WORKLOAD=put|get|get-serializable|txn|watch-latency|mixed).
 bench: $(STAMP)
 	eval "$$($(VENV)/bin/kvctl cluster env)" && $(VENV)/bin/kvctl bench $${WORKLOAD:-put} --clients $${CLIENTS:-16} --duration $${DURATION:-10s}
+
+# raftkv.discovery, grpcio's xDS client, HAProxy and Nginx under the same load and faults (CHAOS_TIME s each).
+chaos: $(STAMP)
+	$(PY) -m raftkv.discovery.chaos --time $${CHAOS_TIME:-120} --out chaos-out
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

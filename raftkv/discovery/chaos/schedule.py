@@ -1,0 +1,93 @@
+"""The nemesis's plan: which fault hits what when, as a pure function of the run's length.
+
+Every 5 s an instance is SIGKILLed and restarted 3 s later (the instances take turns); every 20 s one
+instance is SIGSTOPped for 2.5 s and another turned NOT_SERVING (and failing its calls, as an instance
+whose own backend is down does) for 3 s; every 20 s the raftkv leader is SIGKILLed and restarted 5 s later;
+every 20 s a throwaway registration's process is SIGKILLed, to time how long its key outlives it.
+
+Faults on instances never overlap on the same instance and always leave one instance untouched: the
+benchmark measures how well each balancer routes around failures, not what it does with no instance
+left. The same plan drives every target in one run, since all of them share the instances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+
+class Fault(enum.Enum):
+    KILL = "kill"                  # SIGKILL an instance
+    RESTART = "restart"            # start it again on the same port
+    STOP = "stop"                  # SIGSTOP
+    CONT = "cont"                  # SIGCONT
+    NOT_SERVING = "not-serving"    # health NOT_SERVING and calls fail UNAVAILABLE
+    SERVING = "serving"
+    LEADER_KILL = "leader-kill"    # SIGKILL the raftkv leader
+    LEADER_RESTART = "leader-restart"
+    SIDECAR_KILL = "sidecar-kill"  # SIGKILL a registration process: its key must go within TTL + 1 s
+
+    @property
+    def impairs(self) -> bool:
+        return self in (Fault.KILL, Fault.STOP, Fault.NOT_SERVING)
+
+
+#: The fault that ends each impairment, and after how long.
+_ENDS = {Fault.KILL: (Fault.RESTART, 3.0), Fault.STOP: (Fault.CONT, 2.5), Fault.NOT_SERVING: (Fault.SERVING, 3.0),
+         Fault.LEADER_KILL: (Fault.LEADER_RESTART, 5.0)}
+KILL_EVERY = 5.0
+CYCLE = 20.0
+#: Offsets in each 20 s cycle.
+STOP_AT, NOT_SERVING_AT, LEADER_AT, SIDECAR_AT = 6.5, 16.0, 10.0, 2.0
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Event:
+    at: float
+    fault: Fault = dataclasses.field(compare=False)
+    #: Instance index (instance faults), else -1 (the leader, a sidecar: resolved when it happens).
+    target: int = dataclasses.field(default=-1, compare=False)
+
+
+def plan(duration: float, instances: int = 3) -> list[Event]:
+    """The events of a run of ``duration`` seconds, sorted by time; faults that would not end before the
+    run does are left out (the run ends with every instance back)."""
+    assert instances >= 3, "three instances at least: one may be killed, one stopped, one must serve"
+    events: list[Event] = []
+    busy: list[tuple[float, float, int]] = []  # (start, end, instance) of impairments
+
+    def add(at: float, fault: Fault, target: int = -1) -> None:
+        end_fault, length = _ENDS.get(fault, (None, 0.0))
+        if at + length >= duration:
+            return
+        events.append(Event(at, fault, target))
+        if end_fault is not None:
+            events.append(Event(at + length, end_fault, target))
+        if fault.impairs:
+            busy.append((at, at + length, target))
+
+    def free(at: float, length: float, start: int) -> int | None:
+        """The first instance from ``start`` on that no impairment touches in [at, at+length), if leaving
+        it out keeps another instance untouched too."""
+        overlapping = {i for s, e, i in busy if s < at + length and at < e}
+        for k in range(instances):
+            candidate = (start + k) % instances
+            if candidate not in overlapping and len(overlapping) + 1 < instances:
+                return candidate
+        return None
+
+    t, k = KILL_EVERY, 0
+    while t < duration:
+        add(t, Fault.KILL, k % instances)
+        t, k = t + KILL_EVERY, k + 1
+    cycle = 0
+    while cycle * CYCLE < duration:
+        base = cycle * CYCLE
+        for offset, fault in ((STOP_AT, Fault.STOP), (NOT_SERVING_AT, Fault.NOT_SERVING)):
+            victim = free(base + offset, _ENDS[fault][1], cycle + (fault is Fault.NOT_SERVING))
+            if victim is not None:
+                add(base + offset, fault, victim)
+        add(base + LEADER_AT, Fault.LEADER_KILL)
+        add(base + SIDECAR_AT, Fault.SIDECAR_KILL)
+        cycle += 1
+    return sorted(events)
