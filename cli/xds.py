@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--hash-header", default=resources.Policy.hash_header,
                    help=f"request header ring_hash hashes (default {resources.Policy.hash_header})")
     p.add_argument("--no-outlier-detection", action="store_true", help="leave outlier detection out")
+    p.add_argument("--retry-on", default="",
+                   help="comma-separated gRPC statuses clients retry on another instance, e.g. unavailable "
+                        "(only for idempotent services; default: none)")
     p.add_argument("--namespace", default=DEFAULT_NAMESPACE, help=f"registry prefix (default {DEFAULT_NAMESPACE})")
     p.set_defaults(func=serve)
 
@@ -77,7 +80,8 @@ def serve(ctx: Context, args: argparse.Namespace) -> int:
                                                   Path(args.listen_key)))
     policy = resources.Policy(
         balancing=resources.Balancing(args.policy), hash_header=args.hash_header,
-        outlier_detection=None if args.no_outlier_detection else resources.OutlierDetection())
+        outlier_detection=None if args.no_outlier_detection else resources.OutlierDetection(),
+        retry_on=tuple(code.strip() for code in args.retry_on.split(",") if code.strip()))
 
     async def run() -> None:
         from raftkv.discovery.xds.server import XdsServer

@@ -48,3 +48,9 @@ def test_load_assignment_weights_sorted_and_ipv6() -> None:
             e.load_balancing_weight.value) for e in endpoints]
     assert got == [("127.0.0.1", 8, 1), ("::1", 9, 5)]
     assert cla.endpoints[0].load_balancing_weight.value == 1
+
+
+def test_retry_policy_only_when_asked() -> None:
+    assert not res.route("orders", res.Policy()).virtual_hosts[0].routes[0].route.HasField("retry_policy")
+    retry = res.route("orders", res.Policy(retry_on=("unavailable",))).virtual_hosts[0].routes[0].route.retry_policy
+    assert retry.retry_on == "unavailable" and retry.num_retries.value == 2

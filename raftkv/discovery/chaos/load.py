@@ -17,6 +17,7 @@ The process CPU time over the run gives the client's CPU per call. Results go to
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import resource
@@ -45,7 +46,8 @@ def open_channel(kind: str, address: str, service: str) -> Any:
     if kind == "raftkv":
         from raftkv import discovery
 
-        channel = discovery.channel(service)  # KVCTL_* from the environment say where raftkv is
+        # KVCTL_* from the environment say where raftkv is; Echo is idempotent, as every target is told
+        channel = discovery.channel(service, idempotent=True)
         channel.wait_for_instances(1, timeout=30.0)
         return channel
     raise ValueError(f"unknown target kind {kind!r}")
@@ -70,6 +72,8 @@ class Recorder:
         #: (offset s, instance id, attempts since the previous sample): from the balanced channel only.
         self.routing: list[tuple[float, str, int]] = []
         self.done = False
+        #: Failures by status and error text: why calls failed, for a person reading the result.
+        self.reasons: collections.Counter[str] = collections.Counter()
 
     def started(self) -> None:
         with self._lock:
@@ -107,7 +111,9 @@ def run(kind: str, address: str, service: str, rate: float, duration: float, sta
                 answer = f.result()
                 recorder.finished((scheduled, latency, "OK", instance_of(answer.decode(errors="replace"))))
             except grpc.RpcError as exc:
-                recorder.finished((scheduled, latency, exc.code().name, instance_of(exc.details() or "")))
+                details = exc.details() or ""
+                recorder.reasons[f"{exc.code().name}: {details[:160]}"] += 1
+                recorder.finished((scheduled, latency, exc.code().name, instance_of(details)))
             except Exception as exc:  # noqa: BLE001 - a client bug must show in the results, not kill the run
                 recorder.finished((scheduled, latency, type(exc).__name__, ""))
 
@@ -139,7 +145,7 @@ def run(kind: str, address: str, service: str, rate: float, duration: float, sta
     channel.close()
     return {"kind": kind, "address": address, "rate": rate, "duration": duration, "start_at": start_at,
             "cpu_s": cpu, "late_starts": late, "calls": sorted(recorder.calls),
-            "routing": recorder.routing}
+            "routing": recorder.routing, "reasons": dict(recorder.reasons.most_common(20))}
 
 
 #: How often the balanced channel's per-instance attempt counters are read.

@@ -1,14 +1,15 @@
 """HAProxy 2.6 and Nginx 1.22 in front of the demo instances, configured as their users would for gRPC.
 
-Both get the failure handling their documentation offers for this job and nothing raftkv-specific:
+Both get the failure handling their documentation offers for this job and nothing raftkv-specific. The
+demo's Echo is idempotent and every target is told so: the raftkv channel with ``idempotent=True``, the xDS
+route with a retry policy on UNAVAILABLE, and the proxies with their replay options:
 
 - HAProxy: ``mode http`` with ``proto h2`` on both sides, round robin, active checks ``inter 1s fall 2 rise
   2`` (TCP connect: HAProxy 2.6 cannot read a ``grpc.health.v1`` answer, whose status is in the body),
-  ``option redispatch`` and ``retries 3`` with ``retry-on conn-failure empty-response`` (a call whose
-  connection failed goes to another server; one already sent is not replayed).
+  ``option redispatch`` and ``retries 3`` with ``retry-on conn-failure empty-response response-timeout``.
 - Nginx: ``grpc_pass`` to an upstream whose servers have ``max_fails=1 fail_timeout=3s`` (passive
-  ejection for 3 s after a failure), ``grpc_next_upstream error timeout`` with 3 tries (connection
-  failures go to the next server; Nginx too does not replay a POST it has sent), 1 s connect timeout.
+  ejection for 3 s after a failure), ``grpc_next_upstream error timeout non_idempotent`` with 3 tries,
+  1 s connect timeout.
 
 Neither sees a NOT_SERVING health status or a call that failed with a gRPC status (it travels in the HTTP/2
 trailers of a 200 response): that is the gap a gRPC-aware balancer closes, and the benchmark shows it.
@@ -40,7 +41,7 @@ defaults
     timeout server {SERVER_TIMEOUT}
     option redispatch
     retries 3
-    retry-on conn-failure empty-response
+    retry-on conn-failure empty-response response-timeout
 
 frontend grpc_in
     bind 127.0.0.1:{listen_port} proto h2
@@ -75,7 +76,7 @@ http {{
         listen 127.0.0.1:{listen_port} http2;
         location / {{
             grpc_pass grpc://demo;
-            grpc_next_upstream error timeout;
+            grpc_next_upstream error timeout non_idempotent;
             grpc_next_upstream_tries 3;
             grpc_connect_timeout 1s;
             grpc_read_timeout {SERVER_TIMEOUT};

@@ -51,6 +51,7 @@ def summary(load: Mapping[str, Any]) -> dict[str, Any]:
         "failures_by_code": dict(codes),
         "client_cpu_us_per_call": round(load["cpu_s"] / len(calls) * 1e6, 1) if calls else None,
         "late_starts": load.get("late_starts", 0),
+        "failure_reasons": load.get("reasons", {}),
     }
 
 

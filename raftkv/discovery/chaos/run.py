@@ -198,7 +198,8 @@ class Run:
         certs.write_issued(certs.issue_node(ca, "xds"), cert, key)
         out = open(self.logs / "xds.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "cli.kvctl", "xds", "serve", "--listen",
-                                 f"127.0.0.1:{self.xds_port}", "--listen-cert", str(cert), "--listen-key", str(key)],
+                                 f"127.0.0.1:{self.xds_port}", "--listen-cert", str(cert), "--listen-key", str(key),
+                                 "--retry-on", "unavailable"],
                                 env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
         out.close()
         self.procs.append(proc)

@@ -5,9 +5,9 @@ instance is SIGSTOPped for 2.5 s and another turned NOT_SERVING (and failing its
 whose own backend is down does) for 3 s; every 20 s the raftkv leader is SIGKILLed and restarted 5 s later;
 every 20 s a throwaway registration's process is SIGKILLed, to time how long its key outlives it.
 
-Faults on instances never overlap on the same instance and always leave one instance untouched: the
-benchmark measures how well each balancer routes around failures, not what it does with no instance
-left. The same plan drives every target in one run, since all of them share the instances.
+Faults on instances never overlap on the same instance and always leave one instance untouched, counting
+the time an instance takes to be back after its fault ends: the benchmark measures how well each balancer
+routes around failures, not what it does with no instance left. The same plan drives every target in one run, since all of them share the instances.
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ class Fault(enum.Enum):
 #: The fault that ends each impairment, and after how long.
 _ENDS = {Fault.KILL: (Fault.RESTART, 3.0), Fault.STOP: (Fault.CONT, 2.5), Fault.NOT_SERVING: (Fault.SERVING, 3.0),
          Fault.LEADER_KILL: (Fault.LEADER_RESTART, 5.0)}
+#: How long an instance stays out after its fault ends: a restarted process must start and register (1-2 s
+#: on a loaded machine), a NOT_SERVING one's registration comes back after its health gate's rise count
+#: (2 checks 1 s apart). Overlaps are judged with these added, or "one instance untouched" is not true.
+_RECOVERY = {Fault.KILL: 2.0, Fault.NOT_SERVING: 2.5, Fault.STOP: 0.0}
 KILL_EVERY = 5.0
 CYCLE = 20.0
 #: Offsets in each 20 s cycle.
@@ -64,15 +68,18 @@ def plan(duration: float, instances: int = 3) -> list[Event]:
         if end_fault is not None:
             events.append(Event(at + length, end_fault, target))
         if fault.impairs:
-            busy.append((at, at + length, target))
+            busy.append((at, at + length + _RECOVERY[fault], target))
 
-    def free(at: float, length: float, start: int) -> int | None:
-        """The first instance from ``start`` on that no impairment touches in [at, at+length), if leaving
-        it out keeps another instance untouched too."""
-        overlapping = {i for s, e, i in busy if s < at + length and at < e}
+    def free(at: float, fault: Fault, start: int) -> int | None:
+        """The first instance from ``start`` on that no impairment touches in the fault's window (recovery
+        included), if at every instant of that window another instance stays untouched too."""
+        end = at + _ENDS[fault][1] + _RECOVERY[fault]
+        inside = [(s, e, i) for s, e, i in busy if s < end and at < e]
+        instants = sorted({at, *(s for s, _, _ in inside if s > at)})
+        crowd = max((len({i for s, e, i in inside if s <= t < e}) for t in instants), default=0)
         for k in range(instances):
             candidate = (start + k) % instances
-            if candidate not in overlapping and len(overlapping) + 1 < instances:
+            if all(i != candidate for _, _, i in inside) and crowd + 1 < instances:
                 return candidate
         return None
 
@@ -84,9 +91,12 @@ def plan(duration: float, instances: int = 3) -> list[Event]:
     while cycle * CYCLE < duration:
         base = cycle * CYCLE
         for offset, fault in ((STOP_AT, Fault.STOP), (NOT_SERVING_AT, Fault.NOT_SERVING)):
-            victim = free(base + offset, _ENDS[fault][1], cycle + (fault is Fault.NOT_SERVING))
-            if victim is not None:
-                add(base + offset, fault, victim)
+            # at its offset if an instance is free then, else at the next half second that has one
+            for at in (base + offset + 0.5 * step for step in range(int(2 * CYCLE))):
+                victim = free(at, fault, cycle + (fault is Fault.NOT_SERVING))
+                if victim is not None:
+                    add(at, fault, victim)
+                    break
         add(base + LEADER_AT, Fault.LEADER_KILL)
         add(base + SIDECAR_AT, Fault.SIDECAR_KILL)
         cycle += 1

@@ -85,6 +85,10 @@ class Policy:
     max_ring_size: int = 4096
     outlier_detection: OutlierDetection | None = dataclasses.field(default_factory=OutlierDetection)
     connect_timeout_s: float = 1.0
+    #: gRPC status names the client retries on another instance (gRFC A44), e.g. ``("unavailable",)``;
+    #: empty: no retries. Only for services whose calls are idempotent, so it is off unless asked for.
+    retry_on: tuple[str, ...] = ()
+    num_retries: int = 2
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -118,6 +122,9 @@ def listener(service: str) -> listener_pb2.Listener:
 
 def route(service: str, policy: Policy) -> route_pb2.RouteConfiguration:
     action = route_components_pb2.RouteAction(cluster=service)
+    if policy.retry_on:
+        action.retry_policy.CopyFrom(route_components_pb2.RetryPolicy(
+            retry_on=",".join(policy.retry_on), num_retries=wrappers_pb2.UInt32Value(value=policy.num_retries)))
     if policy.balancing is Balancing.RING_HASH:
         action.hash_policy.append(route_components_pb2.RouteAction.HashPolicy(
             header=route_components_pb2.RouteAction.HashPolicy.Header(header_name=policy.hash_header)))
