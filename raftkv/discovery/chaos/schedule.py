@@ -35,10 +35,10 @@ class Fault(enum.Enum):
 #: The fault that ends each impairment, and after how long.
 _ENDS = {Fault.KILL: (Fault.RESTART, 3.0), Fault.STOP: (Fault.CONT, 2.5), Fault.NOT_SERVING: (Fault.SERVING, 3.0),
          Fault.LEADER_KILL: (Fault.LEADER_RESTART, 5.0)}
-#: How long an instance stays out after its fault ends: a restarted process must start and register (1-2 s
-#: on a loaded machine), a NOT_SERVING one's registration comes back after its health gate's rise count
-#: (2 checks 1 s apart). Overlaps are judged with these added, or "one instance untouched" is not true.
-_RECOVERY = {Fault.KILL: 2.0, Fault.NOT_SERVING: 2.5, Fault.STOP: 0.0}
+#: How long an instance stays out after its fault ends: a restarted process must start, register and be
+#: readmitted by the balancers (measured: more than 2 s on a loaded machine), a NOT_SERVING one's
+#: registration comes back after its health gate's rise count (2 checks 1 s apart). Overlaps are judged with these added, or "one instance untouched" is not true.
+_RECOVERY = {Fault.KILL: 3.5, Fault.NOT_SERVING: 2.5, Fault.STOP: 0.0}
 KILL_EVERY = 5.0
 CYCLE = 20.0
 #: Offsets in each 20 s cycle.
@@ -71,15 +71,20 @@ def plan(duration: float, instances: int = 3) -> list[Event]:
             busy.append((at, at + length + _RECOVERY[fault], target))
 
     def free(at: float, fault: Fault, start: int) -> int | None:
-        """The first instance from ``start`` on that no impairment touches in the fault's window (recovery
-        included), if at every instant of that window another instance stays untouched too."""
+        """The first instance from ``start`` on whose own faults (recovery included) leave the fault's window
+        alone and such that, at every instant of the window plus its recovery, the other instances' faults
+        (recovery included) leave one of them untouched. The victim's own next kill may fall in its
+        recovery: it is the same instance out a little longer, never a second one."""
         end = at + _ENDS[fault][1] + _RECOVERY[fault]
-        inside = [(s, e, i) for s, e, i in busy if s < end and at < e]
-        instants = sorted({at, *(s for s, _, _ in inside if s > at)})
-        crowd = max((len({i for s, e, i in inside if s <= t < e}) for t in instants), default=0)
         for k in range(instances):
             candidate = (start + k) % instances
-            if all(i != candidate for _, _, i in inside) and crowd + 1 < instances:
+            own = [(s, e) for s, e, i in busy if i == candidate]
+            if any(s < at + _ENDS[fault][1] and at < e for s, e in own):
+                continue
+            others = [(s, e, i) for s, e, i in busy if i != candidate and s < end and at < e]
+            instants = sorted({at, *(s for s, _, _ in others if s > at)})
+            crowd = max((len({i for s, e, i in others if s <= t < e}) for t in instants), default=0)
+            if crowd + 1 < instances:
                 return candidate
         return None
 
