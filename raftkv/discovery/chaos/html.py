@@ -7,7 +7,6 @@ Plain HTML with inline SVG: no script, no network, opens from a file anywhere.
 from __future__ import annotations
 
 import html as _html
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -101,7 +100,7 @@ def render(result: Mapping[str, Any]) -> str:
     rows = [[name, t.get("calls"), t.get("ok"), t.get("success_rate"), t.get("p50_ms"), t.get("p99_ms"),
              t.get("client_cpu_us_per_call"), t.get("kill_to_last_call_s"), t.get("not-serving_to_last_call_s"),
              t.get("stop_to_last_call_s")] for name, t in targets.items()]
-    floor_rows = [[name, json.dumps(f["figure"]) if isinstance(f["figure"], (dict, list)) else f["figure"],
+    floor_rows = [[name, "; ".join(map(str, f["figure"])) if isinstance(f["figure"], list) else f["figure"],
                    {True: "met", False: "NOT met", None: "not measured"}[f["met"]]]
                   for name, f in result.get("floors", {}).items()]
     parts = [

@@ -189,7 +189,10 @@ def floors(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             None if None in last else all(v <= MAX_LAST_CALL_S for v in last), last),
         "dead sidecar's key gone within TTL + 1 s": verdict(
             None if removal is None or ttl is None else (None not in removals and removal <= ttl + 1), removal),
-        "bounded-load hashing: >= 90% keys stay, max <= (1+eps) mean": verdict(hashing.get("met"), hashing or None),
+        "bounded-load hashing: >= 90% keys stay, max <= (1+eps) mean": verdict(
+            hashing.get("met"), [f"{r['instances']}: {r['kept_of_keys_not_taken_by_newcomer']:.2%} of the keys the "
+                                 f"newcomer did not take stayed, busiest {r['max_load_over_mean']:.3f}x mean "
+                                 f"(eps {r['epsilon']})" for r in hashing.get("runs", [])] or None),
         "balanced channel CPU per call <= 1.15x plain": verdict(
             None if ratio is None else ratio <= MAX_CPU_RATIO, ratio),
     }

@@ -274,7 +274,9 @@ class Run:
                 thread.join(60)
             self._background.clear()
             for name, proc in procs.items():
-                phases[name] = report.Phase(self.collect(name, proc, self.o.deadline * 3 + 60), faults, start_at)
+                # a starved generator may finish its schedule late: that is its figure to report, not a hang
+                timeout = self.o.duration + self.o.deadline * 3 + 120
+                phases[name] = report.Phase(self.collect(name, proc, timeout), faults, start_at)
         return report.result(phases, self.registry.events, self.o)
 
     def ready_for_phase(self) -> None:
