@@ -118,6 +118,20 @@ CORRUPT = EtcdError(_C.DATA_LOSS, "etcdserver: corrupt cluster")
 NOT_SUPPORTED_FOR_LEARNER = EtcdError(_C.UNAVAILABLE, "etcdserver: rpc not supported for learner")
 BAD_LEADER_TRANSFEREE = EtcdError(_C.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
 
+# Request shape: etcd 3.5's text for sort options (3.4 has none: an unknown sort target stops the member).
+INVALID_SORT_OPTION = EtcdError(_C.INVALID_ARGUMENT, "etcdserver: invalid sort option")
+
+# raftkv's own refusals, in etcd's style, where etcd has no error: etcd 3.4 treats an unknown compare
+# as true, stops the member on an unknown alarm action, and nests txns until its decoder gives up.
+INVALID_COMPARE = EtcdError(_C.INVALID_ARGUMENT, "etcdserver: invalid compare target or result")
+INVALID_ALARM = EtcdError(_C.INVALID_ARGUMENT, "etcdserver: invalid alarm action or type")
+INVALID_WATCH_FILTER = EtcdError(_C.INVALID_ARGUMENT, "etcdserver: invalid watch filter")
+TXN_TOO_DEEP = EtcdError(_C.INVALID_ARGUMENT, "etcdserver: txn request nested too deeply")
+#: A log entry the state machine cannot decode (or that names no request): its result on every member.
+MALFORMED_REQUEST = EtcdError(_C.INVALID_ARGUMENT, "etcdserver: malformed request in the log")
+#: A request the state machine failed to apply (a defect): rolled back, the same result on every member.
+APPLY_FAILED = EtcdError(_C.INTERNAL, "etcdserver: request could not be applied")
+
 #: Every error above, keyed by its message: how a client (or the applier's ``ApplyResult.error``) maps
 #: text back to the error.
 BY_MESSAGE: dict[str, EtcdError] = {

@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import AsyncIterator
 
 from raftkv import errors
+from raftkv.api import validation
 from raftkv.server.backend import Backend
 from raftkv.api.kv import DEFAULT_REQUEST_TIMEOUT, propose
 from raftkv.api.metadata import Context, call_timeout, with_header
@@ -32,6 +33,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     async def Alarm(self, request: rpc_pb2.AlarmRequest, context: Context) -> rpc_pb2.AlarmResponse:
         """Raising or clearing an alarm goes through the log so every member agrees; listing is a
         linearizable read. As in etcd, GET with an alarm type lists only alarms of that type."""
+        validation.check_alarm(request)
         if request.action != rpc_pb2.AlarmRequest.GET:
             result = await propose(self._backend, internal_pb2.InternalRequest(alarm=request), context, self._timeout)
             return with_header(result.alarm, self._backend)

@@ -19,7 +19,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 import grpc.aio
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from raftkv import errors
 from raftkv.server.backend import Backend, ClientSession
@@ -63,6 +63,44 @@ class MalformedMetadata(Exception):
     """raftkv's own session metadata is unusable (INVALID_ARGUMENT; etcd has no such metadata)."""
 
 
+class MalformedMessage(Exception):
+    """A request body that is not the method's message: INTERNAL, with the texts of grpc-go (what etcd
+    answers), at once, instead of gRPC Python's "Unexpected <class ...>"."""
+
+
+class _Undecodable:
+    """What a guarded method's deserializer hands over for bytes that do not decode; the guard refuses it."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:  # nesting past protobuf's limit included
+            return _Undecodable(str(exc))
+
+    return deserialize
+
+
+async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream that ends the call at the first message that did not decode."""
+    async for request in requests:
+        if isinstance(request, _Undecodable):
+            raise MalformedMessage(f"grpc: failed to unmarshal the received message {request.reason}")
+        yield request
+
+
+def _decoded_one(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise MalformedMessage(f"grpc: error unmarshalling request: {request.reason}")
+    return request
+
+
 def require_leader(context: Context, backend: Backend) -> None:
     """Honour ``hasleader: true``: etcd refuses such calls outright while the member knows no leader.
     The metadata is only read when there is no leader: grpc.aio converts it anew on every read."""
@@ -88,12 +126,14 @@ async def abort(context: Context, error: BaseException) -> NoReturn:
     """End the call with the status an exception stands for; etcd's text reaches the client unchanged."""
     if isinstance(error, errors.EtcdException):
         await error.error.abort(context)
+    if isinstance(error, MalformedMessage):
+        await context.abort(grpc.StatusCode.INTERNAL, str(error))
     assert isinstance(error, MalformedMetadata), error
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
     raise AssertionError("ServicerContext.abort returned")
 
 
-_Handled = (errors.EtcdException, MalformedMetadata)
+_Handled = (errors.EtcdException, MalformedMetadata, MalformedMessage)
 Unary = Callable[[Any, Context], Awaitable[Any]]
 Streaming = Callable[[Any, Context], Any]
 
@@ -121,6 +161,8 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         return cached[1]
 
     def _guard(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.request_deserializer is not None:
+            handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))  # type: ignore[attr-defined]
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=self._unary(handler.unary_unary))  # type: ignore[attr-defined]
         if handler.unary_stream is not None:
@@ -134,6 +176,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
         async def guarded(request: Any, context: Context) -> Any:
             try:
+                request = _decoded_one(request) if unary_request else _decoded(request)
                 admit(context, backend, request if unary_request else None)
                 return await behavior(request, context)
             except _Handled as exc:
@@ -150,6 +193,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
             async def guarded_gen(request: Any, context: Context) -> AsyncIterator[Any]:
                 try:
+                    request = _decoded_one(request) if unary_request else _decoded(request)
                     admit(context, backend, request if unary_request else None)
                     async for response in behavior(request, context):
                         yield response
@@ -160,6 +204,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
         async def guarded(request: Any, context: Context) -> None:
             try:
+                request = _decoded_one(request) if unary_request else _decoded(request)
                 admit(context, backend, request if unary_request else None)
                 await behavior(request, context)
             except _Handled as exc:

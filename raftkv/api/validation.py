@@ -3,6 +3,10 @@
 etcd rejects malformed requests in its gRPC layer (``etcdserver/api/v3rpc/key.go``) before they reach
 Raft; clients such as etcdctl match the error *text*, so the rules and messages here follow etcd's. Each
 ``check_*`` function raises :class:`raftkv.errors.EtcdException` and returns nothing when the request is valid.
+
+The rules for requests that enter the Raft log are the state machine's own (``request_shape``: the applier
+checks every entry with them again), re-exported here so that the services name one module; what is left
+here concerns requests that never reach the log (watches, membership) and limits of the API itself.
 """
 
 from __future__ import annotations
@@ -14,10 +18,30 @@ from google.protobuf.message import Message
 
 from raftkv import errors
 from raftkv.proto import rpc_pb2
-from raftkv.statemachine.requests import check_written_keys
+from raftkv.statemachine.request_shape import (
+    MAX_LEASE_TTL,
+    check_alarm,
+    check_delete_range,
+    check_lease_grant,
+    check_put,
+    check_range,
+    check_txn,
+)
 
-#: etcd's largest lease TTL in seconds (``lease.MaxLeaseTTL``).
-MAX_LEASE_TTL = 9_000_000_000
+__all__ = [
+    "MAX_LEASE_TTL",
+    "check_alarm",
+    "check_delete_range",
+    "check_lease_grant",
+    "check_member_urls",
+    "check_put",
+    "check_range",
+    "check_request_size",
+    "check_txn",
+    "check_watch_create",
+]
+
+_WATCH_FILTERS = frozenset(rpc_pb2.WatchCreateRequest.FilterType.values())
 
 
 def check_request_size(request: Message, max_request_bytes: int) -> None:
@@ -26,37 +50,10 @@ def check_request_size(request: Message, max_request_bytes: int) -> None:
         raise errors.REQUEST_TOO_LARGE.exception()
 
 
-def check_range(request: rpc_pb2.RangeRequest) -> None:
-    if not request.key:
-        raise errors.KEY_NOT_PROVIDED.exception()
-
-
-def check_put(request: rpc_pb2.PutRequest) -> None:
-    if not request.key:
-        raise errors.KEY_NOT_PROVIDED.exception()
-    if request.ignore_value and request.value:
-        raise errors.VALUE_PROVIDED.exception()
-    if request.ignore_lease and request.lease:
-        raise errors.LEASE_PROVIDED.exception()
-
-
-def check_delete_range(request: rpc_pb2.DeleteRangeRequest) -> None:
-    if not request.key:
-        raise errors.KEY_NOT_PROVIDED.exception()
-
-
-def check_txn(request: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
-    """Size and shape of a transaction, then etcd's rule that no key is written twice in one branch."""
-    _check_txn_shape(request, max_txn_ops)
-    # Overlaps are checked only after the shape check, so a huge request cannot make this quadratic. The
-    # rule is the applier's own, so a request refused here is exactly one every replica would refuse.
-    check_written_keys(request)
-
-
-def check_lease_grant(request: rpc_pb2.LeaseGrantRequest) -> None:
-    """etcd clamps small TTLs up to its minimum but refuses ones above ``MAX_LEASE_TTL``."""
-    if request.TTL > MAX_LEASE_TTL:
-        raise errors.LEASE_TTL_TOO_LARGE.exception()
+def check_watch_create(request: rpc_pb2.WatchCreateRequest) -> None:
+    """Known filters only (etcd ignores unknown ones; a filter that does nothing is a client's mistake)."""
+    if any(f not in _WATCH_FILTERS for f in request.filters):
+        raise errors.INVALID_WATCH_FILTER.exception()
 
 
 def check_member_urls(peer_urls: Sequence[str]) -> None:
@@ -64,8 +61,8 @@ def check_member_urls(peer_urls: Sequence[str]) -> None:
     if not peer_urls:
         raise errors.MEMBER_BAD_URLS.exception()
     for url in peer_urls:
-        parts = urlsplit(url)
         try:
+            parts = urlsplit(url)
             port = parts.port
         except ValueError:
             raise errors.MEMBER_BAD_URLS.exception() from None
@@ -73,31 +70,3 @@ def check_member_urls(peer_urls: Sequence[str]) -> None:
             raise errors.MEMBER_BAD_URLS.exception()
         if parts.scheme in ("http", "https") and (not parts.hostname or port is None):
             raise errors.MEMBER_BAD_URLS.exception()
-
-
-def _check_txn_shape(request: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
-    """etcd's ``checkTxnRequest``: the widest of compare/success/failure bounds the op count at each level,
-    and a nested transaction gets what is left of the budget."""
-    ops = max(len(request.compare), len(request.success), len(request.failure))
-    if ops > max_txn_ops:
-        raise errors.TOO_MANY_OPS.exception()
-    for compare in request.compare:
-        if not compare.key:
-            raise errors.KEY_NOT_PROVIDED.exception()
-    for op in (*request.success, *request.failure):
-        _check_request_op(op, max_txn_ops - ops)
-
-
-def _check_request_op(op: rpc_pb2.RequestOp, max_txn_ops: int) -> None:
-    kind = op.WhichOneof("request")
-    if kind == "request_range":
-        check_range(op.request_range)
-    elif kind == "request_put":
-        check_put(op.request_put)
-    elif kind == "request_delete_range":
-        check_delete_range(op.request_delete_range)
-    elif kind == "request_txn":
-        _check_txn_shape(op.request_txn, max_txn_ops)
-    else:
-        # An empty RequestOp: etcd answers with its "key not found" error.
-        raise errors.KEY_NOT_FOUND.exception()

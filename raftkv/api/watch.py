@@ -15,9 +15,10 @@ import time
 from collections.abc import AsyncIterator
 
 from raftkv import errors
-from raftkv.server.backend import Backend
-from raftkv.api.metadata import REQUIRE_LEADER_KEY, Context
+from raftkv.api import validation
+from raftkv.api.metadata import REQUIRE_LEADER_KEY, Context, MalformedMessage
 from raftkv.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
+from raftkv.server.backend import Backend
 from raftkv.server.watch_hub import Delivery, StreamClosed, WatchHub, WatchSpec, WatchStream
 
 #: etcd's default ``--experimental-watch-progress-notify-interval``.
@@ -72,8 +73,9 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
     ) -> AsyncIterator[rpc_pb2.WatchResponse]:
         stream = self._hub.open_stream()
         lost_leader = asyncio.Event()
+        reader = asyncio.create_task(self._read(request_iterator, stream), name="watch-reader")
         tasks = [
-            asyncio.create_task(self._read(request_iterator, stream), name="watch-reader"),
+            reader,
             asyncio.create_task(self._progress_ticker(stream), name="watch-progress"),
         ]
         if _requires_leader(context):
@@ -92,14 +94,32 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
             stream.close()
         if lost_leader.is_set():
             raise errors.NO_LEADER.exception()
+        if reader.done() and not reader.cancelled() and (malformed := reader.result()) is not None:
+            raise malformed
 
-    async def _read(self, requests: AsyncIterator[rpc_pb2.WatchRequest], stream: WatchStream) -> None:
-        """Apply the client's requests in order. The client half-closing its side ends nothing (as etcd)."""
+    async def _read(
+        self, requests: AsyncIterator[rpc_pb2.WatchRequest], stream: WatchStream
+    ) -> MalformedMessage | None:
+        """Apply the client's requests in order. The client half-closing its side ends nothing (as etcd);
+        a message that does not decode ends the stream, and the call fails with its error."""
+        try:
+            await self._apply_requests(requests, stream)
+        except MalformedMessage as exc:
+            stream.close()
+            return exc
+        return None
+
+    async def _apply_requests(self, requests: AsyncIterator[rpc_pb2.WatchRequest], stream: WatchStream) -> None:
         with contextlib.suppress(StreamClosed):
             async for request in requests:
                 kind = request.WhichOneof("request_union")
                 if kind == "create_request":
                     create = request.create_request
+                    try:
+                        validation.check_watch_create(create)
+                    except errors.EtcdException as exc:
+                        stream.refuse(exc.error.message)
+                        continue
                     stream.create(spec_from_request(create), watch_id=create.watch_id)
                 elif kind == "cancel_request":
                     stream.cancel(request.cancel_request.watch_id)

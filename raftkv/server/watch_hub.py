@@ -305,14 +305,14 @@ class WatchStream:
         self._check_open()
         published = self._hub.published_revision
         if spec.is_empty_range():
-            return self._refuse(REASON_EMPTY_RANGE)
+            return self.refuse(REASON_EMPTY_RANGE)
         if watch_id == 0:
             while self._next_auto_id in self._watchers:
                 self._next_auto_id += 1
             watch_id = self._next_auto_id
             self._next_auto_id += 1
         elif watch_id in self._watchers:
-            return self._refuse(REASON_DUPLICATE_ID)
+            return self.refuse(REASON_DUPLICATE_ID)
         start = spec.start_revision if spec.start_revision > 0 else published + 1
         watcher = _Watcher(watch_id, spec, self, next_rev=start)
         self._control.append(Delivery(watch_id, published, created=True))
@@ -425,8 +425,8 @@ class WatchStream:
         )
         self._wake()
 
-    def _refuse(self, reason: str) -> int:
-        """A create the store will not take: etcd answers created-and-canceled with id -1 and the reason."""
+    def refuse(self, reason: str) -> int:
+        """A create that will not be served: etcd answers created-and-canceled with id -1 and the reason."""
         self._control.append(
             Delivery(-1, self._hub.published_revision, created=True, canceled=True, cancel_reason=reason)
         )

@@ -6,24 +6,44 @@ transaction as the effects, so after a crash the store is exactly "all entries u
 
 Exactly-once: a request carrying ``(client_id, seq)`` is applied once; a retry that was already applied
 gets the stored original ``ApplyResult`` back (the last ``dedup_window`` per client are kept).
+
+The apply is total: whatever bytes a committed entry holds, every member reaches the same result and the
+same state, and none raises. A request entry goes through one pipeline (``_apply_request``):
+
+1. **decode** — bytes that are not an ``InternalRequest`` become the MALFORMED_REQUEST result;
+2. **check** — ``request_shape.check_request``, the same rules the API applied before proposing;
+3. **apply** — in a nested LMDB transaction, so that a refusal (an ``EtcdException``) or a defect (any
+   other exception a request provokes: a bug, deterministic on every member running this code) is rolled
+   back and leaves nothing but its error result. Failures of the machine itself (a full map, a disk
+   error, memory) are not the request's doing and may differ between members, so they are never turned
+   into results: they propagate and the member stops, as for any failed write.
+
+Each entry that fails to decode or to apply is logged once, when its result is durable.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import lmdb
+from google.protobuf.message import DecodeError
 
 from raftkv import errors
 from raftkv.core.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType
 from raftkv.proto import internal_pb2, kv_pb2, rpc_pb2
-from raftkv.statemachine import leases, requests
-from raftkv.statemachine.mvcc import MvccWrite
-from raftkv.storage.env import Env, WriteTxn
+from raftkv.statemachine import leases, request_shape, requests
+from raftkv.statemachine.mvcc import MvccWrite, read_revision
+from raftkv.storage.env import Env, StorageFull, WriteTxn
 from raftkv.storage.raft_log import read_applied, read_conf_state, write_applied
+
+log = logging.getLogger(__name__)
+
+#: Exceptions that come from the machine, not from the request: never an entry's result (see above).
+_MACHINE_FAILURES: tuple[type[BaseException], ...] = (StorageFull, OSError, MemoryError)
 
 _DEDUP = struct.Struct(">QQ")
 _ALARM = struct.Struct(">QI")
@@ -46,7 +66,6 @@ class AppliedEntry:
 
 @dataclass(frozen=True, slots=True)
 class ApplyConfig:
-    max_txn_ops: int = requests.DEFAULT_MAX_TXN_OPS
     min_lease_ttl: int = 2  # seconds: ceil(1.5 x election timeout) at etcd's defaults
     dedup_window: int = 64  # remembered results per client
 
@@ -63,11 +82,21 @@ def apply_is_bounded(entries: Sequence[Entry]) -> bool:
     for entry in entries:
         if entry.type != EntryType.NORMAL or not entry.data:
             continue  # the leader's empty entry; a conf change touches one member record
-        request = internal_pb2.InternalRequest.FromString(entry.data)
+        request = decode_request(entry.data)
+        if request is None:
+            continue  # its result is an error: nothing to apply
         kind = request.WhichOneof("request")
-        if kind is None or not _is_bounded(kind, getattr(request, kind)):
+        if kind is not None and not _is_bounded(kind, getattr(request, kind)):
             return False
     return True
+
+
+def decode_request(data: bytes) -> internal_pb2.InternalRequest | None:
+    """The request an entry carries, or None for bytes that are not one (its result is MALFORMED_REQUEST)."""
+    try:
+        return internal_pb2.InternalRequest.FromString(data)
+    except DecodeError:
+        return None
 
 
 def _is_bounded(kind: str, body: Any) -> bool:
@@ -142,12 +171,18 @@ class Applier:
 
     @staticmethod
     def _revision(w: WriteTxn) -> int:
-        return MvccWrite(w).rev - 1
+        return read_revision(w.txn, w.env)
 
     # --- requests --------------------------------------------------------------------------------------------
 
     def _apply_request(self, w: WriteTxn, entry: Entry) -> AppliedEntry:
-        req = internal_pb2.InternalRequest.FromString(entry.data)
+        """decode -> check -> apply (see the module docstring); the result is stored for retries."""
+        req = decode_request(entry.data)
+        if req is None:
+            w.on_commit(lambda: log.warning("entry %d holds no decodable request (%d bytes): answered %r",
+                                            entry.index, len(entry.data), errors.MALFORMED_REQUEST.message))
+            result = internal_pb2.ApplyResult(error=errors.MALFORMED_REQUEST.message)
+            return AppliedEntry(entry.index, 0, result, (), self._revision(w))
         header = req.header
         dedup_key = _DEDUP.pack(header.client_id, header.seq) if header.client_id else None
         if dedup_key is not None:
@@ -155,22 +190,53 @@ class Applier:
             if stored is not None:
                 result = internal_pb2.ApplyResult.FromString(stored)
                 return AppliedEntry(entry.index, header.id, result, (), self._revision(w))
-        write = MvccWrite(w)
         result = internal_pb2.ApplyResult()
+        events: list[kv_pb2.Event] = []
         try:
-            self._execute(w, write, req, entry.index, result)
+            request_shape.check_request(req)
+            events = self._apply_nested(w, req, entry.index, result)
         except errors.EtcdException as exc:
-            # Refusals are decided before any write, so the request leaves no trace besides its answer.
-            assert not write.events, f"refused request {req.WhichOneof('request')} already wrote events"
             result.Clear()
             result.error = exc.error.message
-        revision = write.finish()
+        except _MACHINE_FAILURES:
+            raise
+        except lmdb.Error as exc:
+            if not isinstance(exc, lmdb.BadValsizeError):  # the one LMDB error a request's bytes decide
+                raise
+            self._defect(w, entry.index, req, exc, result)
+        except Exception as exc:  # noqa: BLE001 - a defect, the same on every member: an error result
+            self._defect(w, entry.index, req, exc, result)
+        revision = self._revision(w)
         response_field = req.WhichOneof("request")
         if not result.error and response_field is not None:
             getattr(result, response_field).header.revision = revision
         if dedup_key is not None:
             self._remember(w, header.client_id, header.seq, result)
-        return AppliedEntry(entry.index, header.id, result, tuple(write.events), revision)
+        return AppliedEntry(entry.index, header.id, result, tuple(events), revision)
+
+    def _apply_nested(
+        self, w: WriteTxn, req: internal_pb2.InternalRequest, index: int, result: internal_pb2.ApplyResult
+    ) -> list[kv_pb2.Event]:
+        """Apply in a child transaction: committed into ``w`` on success, discarded if anything raises."""
+        hooks: list[Callable[[], None]] = []
+        with w.env.lmdb.begin(write=True, parent=w.txn) as child_txn:
+            child = WriteTxn(w.env, child_txn, hooks)
+            write = MvccWrite(child)
+            self._execute(child, write, req, index, result)
+            write.finish()
+        for hook in hooks:
+            w.on_commit(hook)
+        return write.events
+
+    @staticmethod
+    def _defect(
+        w: WriteTxn, index: int, req: internal_pb2.InternalRequest, exc: Exception, result: internal_pb2.ApplyResult
+    ) -> None:
+        kind = req.WhichOneof("request")
+        w.on_commit(lambda: log.error("applying entry %d (%s) failed; answered %r", index, kind,
+                                      errors.APPLY_FAILED.message, exc_info=exc))
+        result.Clear()
+        result.error = errors.APPLY_FAILED.message
 
     def _execute(
         self,
@@ -188,7 +254,7 @@ class Applier:
         elif kind == "delete_range":
             result.delete_range.CopyFrom(requests.delete_range(write, req.delete_range))
         elif kind == "txn":
-            result.txn.CopyFrom(requests.txn(write, req.txn, self.config.max_txn_ops))
+            result.txn.CopyFrom(requests.txn(write, req.txn))
         elif kind == "compaction":
             write.compact(req.compaction.revision)
             result.compaction.SetInParent()
@@ -204,7 +270,7 @@ class Applier:
         elif kind == "publish_member":
             result.publish_member.CopyFrom(self._publish(w, req.publish_member))
         else:
-            raise AssertionError(f"unknown internal request at index {index}: {kind}")
+            raise errors.MALFORMED_REQUEST.exception()  # request_shape refuses these first
 
     def _remember(self, w: WriteTxn, client_id: int, seq: int, result: internal_pb2.ApplyResult) -> None:
         """Store the answer to (client, seq) and forget this client's answers older than the window."""

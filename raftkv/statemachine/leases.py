@@ -14,11 +14,9 @@ import lmdb
 
 from raftkv import errors
 from raftkv.proto import rpc_pb2
-from raftkv.statemachine.mvcc import MvccWrite, lease_keys
-from raftkv.statemachine.requests import lease_id_key
+from raftkv.statemachine.mvcc import MvccWrite, lease_id_bytes, lease_keys
 from raftkv.storage.env import Env, WriteTxn
 
-MAX_LEASE_TTL = 9_000_000_000  # seconds, etcd's MaxLeaseTTL
 _RECORD = struct.Struct(">qq")  # granted TTL, checkpointed remaining TTL (0 = never checkpointed)
 _ID_MIX = 0x9E3779B97F4A7C15  # spreads entry indices over the id space, so ids look like etcd's random ones
 
@@ -34,7 +32,7 @@ class Lease:
 
 
 def get(txn: lmdb.Transaction, env: Env, lease_id: int) -> Lease | None:
-    raw = txn.get(lease_id_key(lease_id), db=env.db("leases"))
+    raw = txn.get(lease_id_bytes(lease_id), db=env.db("leases"))
     if raw is None:
         return None
     granted, remaining = _RECORD.unpack(raw)
@@ -50,13 +48,11 @@ def all_leases(txn: lmdb.Transaction, env: Env) -> list[Lease]:
 
 
 def _put(w: WriteTxn, lease: Lease) -> None:
-    w.txn.put(lease_id_key(lease.id), _RECORD.pack(lease.granted_ttl, lease.remaining_ttl), db=w.db("leases"))
+    w.txn.put(lease_id_bytes(lease.id), _RECORD.pack(lease.granted_ttl, lease.remaining_ttl), db=w.db("leases"))
 
 
 def grant(w: WriteTxn, req: rpc_pb2.LeaseGrantRequest, entry_index: int, min_ttl: int) -> rpc_pb2.LeaseGrantResponse:
-    """etcd's Grant: TTL raised to ``min_ttl``, refused above the max; id 0 => a deterministic fresh id."""
-    if req.TTL > MAX_LEASE_TTL:
-        raise errors.LEASE_TTL_TOO_LARGE.exception()
+    """etcd's Grant: TTL raised to ``min_ttl`` (its maximum is a shape rule); id 0 => a deterministic fresh id."""
     ttl = max(req.TTL, min_ttl)
     lease_id = req.ID
     if lease_id == 0:
@@ -81,7 +77,7 @@ def revoke(write: MvccWrite, lease_id: int) -> rpc_pb2.LeaseRevokeResponse:
         raise errors.LEASE_NOT_FOUND.exception()
     for key in lease_keys(write.txn, write.env, lease_id):
         write.delete_range(key, b"")
-    write.txn.delete(lease_id_key(lease_id), db=write.env.db("leases"))
+    write.txn.delete(lease_id_bytes(lease_id), db=write.env.db("leases"))
     return rpc_pb2.LeaseRevokeResponse()
 
 

@@ -34,9 +34,6 @@ _REV = struct.Struct(">QQ")  # (revision, sub): history key, keyrev value prefix
 _POINT = struct.Struct(">QQB")  # (revision, sub, tombstone) in keyrev
 _U64 = struct.Struct(">Q")
 
-#: LMDB keys are at most 511 bytes and ``lease_keys`` prefixes user keys with an 8-byte lease id.
-MAX_KEY_BYTES = 503
-
 K_REVISION = b"mvcc_revision"
 K_COMPACT = b"mvcc_compact_revision"
 
@@ -168,9 +165,8 @@ class MvccReader:
             raise errors.COMPACTED.exception()
 
     def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
-        """A RangeRequest with every option, following etcd v3.4's ``applierV3backend.Range``."""
-        if len(req.key) > MAX_KEY_BYTES or len(req.range_end) > MAX_KEY_BYTES:
-            raise errors.REQUEST_TOO_LARGE.exception()
+        """A RangeRequest with every option, following etcd v3.4's ``applierV3backend.Range``; its shape
+        passed ``request_shape.check_range``."""
         current = self.revision()
         rev = current
         if req.revision > 0:
@@ -349,13 +345,19 @@ class MvccWrite(MvccReader):
         self.txn.put(K_COMPACT, _U64.pack(rev), db=self.env.db("meta"))
 
 
+def lease_id_bytes(lease: int) -> bytes:
+    """A lease id (etcd's int64: negative ids are valid) as 8 big-endian two's-complement bytes: the key
+    of its ``leases`` record and the prefix of its ``lease_keys`` records."""
+    return lease.to_bytes(8, "big", signed=True)
+
+
 def lease_key(lease: int, key: bytes) -> bytes:
     """``lease_keys`` record: which keys a lease carries, so a revoke finds them without a full scan."""
-    return _U64.pack(lease) + key
+    return lease_id_bytes(lease) + key
 
 
 def lease_keys(txn: lmdb.Transaction, env: Env, lease: int) -> list[bytes]:
-    prefix = _U64.pack(lease)
+    prefix = lease_id_bytes(lease)
     cur = txn.cursor(db=env.db("lease_keys"))
     out: list[bytes] = []
     if cur.set_range(prefix):

@@ -1,9 +1,9 @@
 """etcd's KV request semantics (Put, DeleteRange, Txn) on top of one MVCC revision.
 
-Validation lives here as pure functions of the request (``validate_txn``) so the API layer can refuse a bad
-request before proposing it, and the applier re-checks it deterministically on every replica.
-Checks that depend on state (leases exist, ``ignore_value`` needs the key) run against the state the
-request is applied to, before anything is written, so a refused request leaves no trace.
+The request's shape was checked before it gets here (``request_shape``: by the API before proposing, by
+the applier on every entry). What is left are the checks that depend on state (leases exist,
+``ignore_value`` needs the key), run against the state the request is applied to, before anything is
+written, so a refused request leaves no trace.
 """
 
 from __future__ import annotations
@@ -12,96 +12,17 @@ from collections.abc import Sequence
 
 from raftkv import errors
 from raftkv.proto import kv_pb2, rpc_pb2
-from raftkv.statemachine.mvcc import MAX_KEY_BYTES, KeyRange, MvccReader, MvccWrite
+from raftkv.statemachine.mvcc import KeyRange, MvccReader, MvccWrite, lease_id_bytes
 
-DEFAULT_MAX_TXN_OPS = 128
 _LEASES_DB = "leases"
-
-
-def validate_txn(req: rpc_pb2.TxnRequest, max_ops: int = DEFAULT_MAX_TXN_OPS) -> None:
-    """etcd's ``checkTxnRequest`` + ``checkIntervals``: op count per level, and no key written twice per branch."""
-    _check_ops(req, max_ops)
-    check_written_keys(req)
-
-
-def check_written_keys(req: rpc_pb2.TxnRequest) -> None:
-    """etcd's ``checkIntervals`` on both branches: DUPLICATE_KEY if a branch puts a key twice, or puts a key
-    inside a range it deletes (nested transactions included; their then/else may share a key)."""
-    _check_intervals(req.success)
-    _check_intervals(req.failure)
-
-
-def _check_ops(req: rpc_pb2.TxnRequest, max_ops: int) -> None:
-    if len(req.compare) > max_ops or len(req.success) > max_ops or len(req.failure) > max_ops:
-        raise errors.TOO_MANY_OPS.exception()
-    for op in (*req.success, *req.failure):
-        kind = op.WhichOneof("request")
-        if kind == "request_txn":
-            _check_ops(op.request_txn, max_ops)
-        elif kind == "request_put":
-            check_key(op.request_put.key)
-        elif kind is not None:
-            inner = getattr(op, kind)
-            check_key(inner.key, inner.range_end)
-
-
-def check_key(key: bytes, range_end: bytes = b"") -> None:
-    """Keys must be given, and fit LMDB's key size (a limit etcd does not have: refused as too large)."""
-    if not key:
-        raise errors.KEY_NOT_PROVIDED.exception()
-    if len(key) > MAX_KEY_BYTES or len(range_end) > MAX_KEY_BYTES:
-        raise errors.REQUEST_TOO_LARGE.exception()
-
-
-def _op_key(op: rpc_pb2.RequestOp) -> bytes:
-    kind = op.WhichOneof("request")
-    return getattr(op, kind).key if kind else b""
-
-
-def _check_intervals(ops: Sequence[rpc_pb2.RequestOp]) -> tuple[set[bytes], list[KeyRange]]:
-    """Puts and deletes of one branch (nested branches merged); a put may overlap nothing else written."""
-    dels = [KeyRange(op.request_delete_range.key, op.request_delete_range.range_end) for op in ops
-            if op.WhichOneof("request") == "request_delete_range"]
-    puts: set[bytes] = set()
-
-    def add_put(key: bytes, exempt: set[bytes]) -> None:
-        if (key in puts and key not in exempt) or any(d.contains(key) for d in dels):
-            raise errors.DUPLICATE_KEY.exception()
-        puts.add(key)
-
-    for op in ops:
-        if op.WhichOneof("request") != "request_txn":
-            continue
-        puts_then, dels_then = _check_intervals(op.request_txn.success)
-        puts_else, dels_else = _check_intervals(op.request_txn.failure)
-        for k in puts_then:
-            add_put(k, set())
-        for k in puts_else:
-            add_put(k, puts_then)  # then/else are mutually exclusive: the same key in both is fine
-        dels.extend(dels_then)
-        dels.extend(dels_else)
-    for op in ops:
-        if op.WhichOneof("request") == "request_put":
-            add_put(op.request_put.key, set())
-    return puts, dels
 
 
 def _check_put(reader: MvccReader, req: rpc_pb2.PutRequest) -> None:
     """State-dependent refusals of a put, evaluated before the request writes anything."""
-    check_key(req.key)
-    if req.ignore_value and req.value:
-        raise errors.VALUE_PROVIDED.exception()
-    if req.ignore_lease and req.lease:
-        raise errors.LEASE_PROVIDED.exception()
     if (req.ignore_value or req.ignore_lease) and reader.get(req.key) is None:
         raise errors.KEY_NOT_FOUND.exception()
-    if req.lease and reader.txn.get(lease_id_key(req.lease), db=reader.env.db(_LEASES_DB)) is None:
+    if req.lease and reader.txn.get(lease_id_bytes(req.lease), db=reader.env.db(_LEASES_DB)) is None:
         raise errors.LEASE_NOT_FOUND.exception()
-
-
-def lease_id_key(lease: int) -> bytes:
-    """Key of a lease record in the ``leases`` db (shared with ``raftkv.statemachine.leases``)."""
-    return lease.to_bytes(8, "big", signed=True)
 
 
 def _check_ops_state(reader: MvccReader, ops: Sequence[rpc_pb2.RequestOp]) -> None:
@@ -109,7 +30,7 @@ def _check_ops_state(reader: MvccReader, ops: Sequence[rpc_pb2.RequestOp]) -> No
         kind = op.WhichOneof("request")
         if kind == "request_put":
             _check_put(reader, op.request_put)
-        elif kind == "request_range" and op.request_range.revision > 0:
+        elif kind == "request_range" and op.request_range.revision != 0:  # etcd: a negative one is compacted
             reader.check_revision(op.request_range.revision)
         elif kind == "request_txn":
             # Nested branches are chosen later, against state the outer ops may have changed; like etcd we
@@ -135,7 +56,6 @@ def _put(write: MvccWrite, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
 
 
 def delete_range(write: MvccWrite, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
-    check_key(req.key, req.range_end)
     deleted = write.delete_range(req.key, req.range_end)
     resp = rpc_pb2.DeleteRangeResponse(deleted=len(deleted))
     if req.prev_kv:
@@ -143,9 +63,8 @@ def delete_range(write: MvccWrite, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.D
     return resp
 
 
-def txn(write: MvccWrite, req: rpc_pb2.TxnRequest, max_ops: int = DEFAULT_MAX_TXN_OPS) -> rpc_pb2.TxnResponse:
+def txn(write: MvccWrite, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
     """Evaluate compares, check then run the chosen branch; all writes share the request's one revision."""
-    validate_txn(req, max_ops)
     succeeded = all(compare(write, c) for c in req.compare)
     branch = req.success if succeeded else req.failure
     _check_ops_state(write, branch)
@@ -221,6 +140,5 @@ def _compare_one(kv: kv_pb2.KeyValue | None, c: rpc_pb2.Compare) -> bool:
         return have != want
     if c.result == rpc_pb2.Compare.GREATER:
         return have > want  # type: ignore[operator]
-    if c.result == rpc_pb2.Compare.LESS:
-        return have < want  # type: ignore[operator]
-    raise AssertionError(f"unknown compare result {c.result}")
+    assert c.result == rpc_pb2.Compare.LESS, f"compare result {c.result} passed request_shape"
+    return have < want  # type: ignore[operator]

@@ -38,6 +38,7 @@ from raftkv.server.node.world import (
     fresh_rng,
 )
 from raftkv.statemachine.applier import AppliedEntry
+from raftkv.statemachine.request_shape import MAX_TXN_OPS
 
 APPLIED_CALLBACK = Callable[[RevisionEvents], None]
 
@@ -60,7 +61,7 @@ class Node:
         self.member_id = member_id
         self.cluster_id = cfg.cluster_id
         self.max_request_bytes = cfg.max_request_bytes
-        self.max_txn_ops = 128
+        self.max_txn_ops = MAX_TXN_OPS
         clock = clock or LoopClock()
         self.loop = RaftLoop(cfg, store, member_id, clock, rng or fresh_rng(), fatal, events=self)
         self.leases = NodeLeases(cfg, store, clock, self.loop, self.header, self.read_barrier, self._spawn)
