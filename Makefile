@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test install sim-soak bench-core bench-node bench-etcd proto clean up down bench jepsen chaos
+.PHONY: test install fuzz-soak sim-soak bench-core bench-node bench-etcd proto clean up down bench jepsen chaos
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The client-API fuzz with many more examples per method (EXAMPLES=N) than `make test` runs.
+fuzz-soak: $(STAMP)
+	RAFTKV_FUZZ_EXAMPLES=$${EXAMPLES:-1000} $(PY) -m pytest -q -p no:cacheprovider tests/hostile/test_fuzz_api.py
 
 # Run many simulated schedules (SCHEDULES=N, SEED=S): the soak version of the simulation tests.
 sim-soak: $(STAMP)
