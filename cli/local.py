@@ -9,7 +9,7 @@ from pathlib import Path
 from cli.common import CommandError, Context
 from cli.output import print_json, table, write_line
 from raftkv.localcluster import CLUSTER_FILE, ClusterError, LocalCluster
-from raftkv.security.certs import init_cluster_certs
+from raftkv.security.certs import PEER_DIR, init_cluster_certs
 
 DEFAULT_DIR = ".cluster"
 
@@ -17,7 +17,8 @@ DEFAULT_DIR = ".cluster"
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     certs = sub.add_parser("certs", help="certs init").add_subparsers(dest="certs_cmd", required=True,
                                                                      metavar="COMMAND")
-    p = certs.add_parser("init", help="make a CA, member certificates and a client certificate")
+    p = certs.add_parser("init", help="make a client CA and a peer CA, member certificates for both ports and a "
+                         "client certificate (adds what is missing, e.g. the peer CA of an older directory)")
     p.add_argument("--dir", default="certs", help="output directory (default ./certs)")
     p.add_argument("--names", default="n1,n2,n3", help="comma-separated member names (default n1,n2,n3)")
     p.add_argument("--ip", action="append", default=[], help="extra IP address for member certificates")
@@ -45,11 +46,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def certs_init(ctx: Context, args: argparse.Namespace) -> int:
     names = [n for n in args.names.split(",") if n]
+    root = Path(args.dir)
+    migrating = (root / "ca.crt").exists() and not (root / PEER_DIR / "ca.crt").exists()
     made = init_cluster_certs(args.dir, names, extra_ips=args.ip, extra_dns=args.dns)
-    write_line(f"CA: {made.ca}")
+    write_line(f"client CA: {made.ca}")
     for name, files in made.nodes.items():
-        write_line(f"{name}: {files.cert} {files.key}")
+        write_line(f"{name} (client port): {files.cert} {files.key}")
     write_line(f"client: {made.client.cert} {made.client.key}")
+    write_line(f"peer CA: {made.peer_ca}")
+    for name, files in made.peers.items():
+        write_line(f"{name} (peer port): {files.cert} {files.key}")
+    if migrating:
+        write_line(
+            f"added a peer CA to {root}, made by an older kvctl: start every member with --peer-trusted-ca-file "
+            f"{made.peer_ca} and its --peer-cert-file/--peer-key-file from {root / PEER_DIR}, then restart them all "
+            "(`kvctl cluster up` does this for its own clusters)"
+        )
     return 0
 
 

@@ -77,7 +77,7 @@ class NetnsCluster(LocalCluster):
         return [(NETNS_CLIENT_PORT, p, NETNS_METRICS_PORT) for p in peers]
 
     def _ensure_certs(self) -> None:
-        if self.tls and any(not (self.certs_dir / f"{n}.crt").exists() for n in self.names):
+        if self.tls and not all(path.exists() for n in self.names for path in self._cert_files(n)):
             init_cluster_certs(self.certs_dir, self.names, extra_ips=self.net.hosts.values())
 
     def command(self, name: str) -> list[str]:

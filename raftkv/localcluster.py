@@ -33,7 +33,7 @@ import grpc
 
 from raftkv.client.config import ClientConfig
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
-from raftkv.security.certs import init_cluster_certs
+from raftkv.security.certs import PEER_DIR, init_cluster_certs
 
 Kind = Literal["raftkv", "etcd"]
 HOST = "127.0.0.1"
@@ -304,9 +304,13 @@ class LocalCluster:
 
     def _ensure_certs(self) -> None:
         """Make the CA and all certificates on first use; issue certificates for members added later."""
-        missing = [n for n in self._members if not (self.certs_dir / f"{n}.crt").exists()]
+        missing = [n for n in self._members if not all(p.exists() for p in self._cert_files(n))]
         if self.tls and missing:
             init_cluster_certs(self.certs_dir, list(self._members))
+
+    def _cert_files(self, name: str) -> tuple[Path, Path]:
+        """The member's certificates for its client port and its peer port (``raftkv.security.certs``)."""
+        return self.certs_dir / f"{name}.crt", self.certs_dir / PEER_DIR / f"{name}.crt"
 
     def command(self, name: str) -> list[str]:
         """The full command line that starts member ``name``."""
@@ -334,9 +338,9 @@ class LocalCluster:
                 "--trusted-ca-file", str(certs / "ca.crt"),
                 "--cert-file", str(certs / f"{name}.crt"),
                 "--key-file", str(certs / f"{name}.key"),
-                "--peer-trusted-ca-file", str(certs / "ca.crt"),
-                "--peer-cert-file", str(certs / f"{name}.crt"),
-                "--peer-key-file", str(certs / f"{name}.key"),
+                "--peer-trusted-ca-file", str(certs / PEER_DIR / "ca.crt"),
+                "--peer-cert-file", str(certs / PEER_DIR / f"{name}.crt"),
+                "--peer-key-file", str(certs / PEER_DIR / f"{name}.key"),
             ]
             if settings.kind == "etcd":
                 args += ["--client-cert-auth", "--peer-client-cert-auth"]

@@ -1,10 +1,23 @@
-"""Certificates for a raftkv cluster: one CA, one certificate per node, one client certificate.
+"""Certificates for a raftkv cluster: two CAs, two certificates per member, one client certificate.
 
 Mutual TLS is on by default on every link, so a cluster cannot start without certificates; this module
 makes them for development, tests and small deployments (operators with their own PKI bring their own
-files). Node certificates carry both server and client auth because a node is a server on its peer and
-client ports and a client when it dials its peers. SANs cover every way a node is dialled in practice:
-gRPC matches an IP target only against IP SANs and never falls back to the CN (research notes §5.2).
+files). Peers and clients get CAs of their own, as etcd recommends (``--peer-trusted-ca-file``): the
+peer port trusts only the peer CA, so a client certificate cannot speak Raft, and the client port trusts
+only the client CA, so a peer certificate cannot stand in for a client. Layout::
+
+    ca.crt ca.key                 client CA
+    <name>.crt <name>.key         a member's certificate for its client port (server, and client of other
+                                  members' client ports, where it forwards lease keep-alives)
+    client.crt client.key         the client certificate
+    peer/ca.crt peer/ca.key       peer CA
+    peer/<name>.crt peer/<name>.key   a member's peer certificate (server and client); its CN is the
+                                  member's name, which the peer port matches against the sender
+
+Directories made before peers had a CA of their own lack ``peer/``: running ``init_cluster_certs``
+(``kvctl certs init``) on them again adds it and changes nothing else. SANs cover every way a member is
+dialled in practice: gRPC matches an IP target only against IP SANs and never falls back to the CN
+(research notes §5.2).
 """
 
 from __future__ import annotations
@@ -12,7 +25,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +44,8 @@ LEAF_DAYS = 825
 BACKDATE = datetime.timedelta(hours=1)
 DEFAULT_IPS: tuple[IPAddress, ...] = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 CLIENT_NAME = "client"
+#: The subdirectory of a certificate directory that holds the peer CA and the peer certificates.
+PEER_DIR = "peer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +58,13 @@ class Issued:
 
 @dataclass(frozen=True, slots=True)
 class ClusterCerts:
-    """Where ``init_cluster_certs`` put everything."""
+    """Where ``init_cluster_certs`` put everything: ``nodes`` for the client port, ``peers`` for the peer port."""
 
     ca: Path
     nodes: dict[str, TLSFiles]
     client: TLSFiles
+    peer_ca: Path
+    peers: dict[str, TLSFiles]
 
 
 def _validity(builder: x509.CertificateBuilder, days: int) -> x509.CertificateBuilder:
@@ -185,30 +202,40 @@ def init_cluster_certs(
     extra_ips: Iterable[str] = (),
     extra_dns: Iterable[str] = (),
 ) -> ClusterCerts:
-    """Make ``ca.crt ca.key <name>.crt <name>.key client.crt client.key`` in ``directory``.
+    """Make the CAs and certificates of the module docstring's layout in ``directory``.
 
-    Idempotent: existing files are kept and only missing ones are created (signed by the existing CA), so
-    calling it again after adding a member issues just that member's certificate.
+    Idempotent: existing files are kept and only missing ones are created (signed by the existing CAs), so
+    calling it again after adding a member issues just that member's certificates, and calling it on a
+    directory of an older layout adds the peer CA and peer certificates.
     """
     root = Path(directory)
-    root.mkdir(parents=True, exist_ok=True)
     names = list(dict.fromkeys(node_names))
     assert CLIENT_NAME not in names and "ca" not in names, f"node names clash with fixed file names: {names}"
     extra_ips, extra_dns = tuple(extra_ips), tuple(extra_dns)
 
-    ca_cert, ca_key = root / "ca.crt", root / "ca.key"
-    if ca_cert.exists():
-        ca = load_issued(ca_cert, ca_key)
-    else:
-        ca = create_ca()
-        write_issued(ca, ca_cert, ca_key)
-
-    def ensure(name: str) -> TLSFiles:
-        files = TLSFiles(ca=ca_cert, cert=root / f"{name}.crt", key=root / f"{name}.key")
+    def ensure(folder: Path, name: str, issue: Callable[[Issued], Issued], ca: Issued) -> TLSFiles:
+        files = TLSFiles(ca=folder / "ca.crt", cert=folder / f"{name}.crt", key=folder / f"{name}.key")
         if not files.cert.exists():
-            issued = issue_client(ca) if name == CLIENT_NAME else issue_node(ca, name, extra_ips, extra_dns)
-            write_issued(issued, files.cert, files.key)
+            write_issued(issue(ca), files.cert, files.key)
         return files
 
-    nodes = {name: ensure(name) for name in names}
-    return ClusterCerts(ca=ca_cert, nodes=nodes, client=ensure(CLIENT_NAME))
+    def member(ca: Issued, name: str) -> Issued:
+        return issue_node(ca, name, extra_ips, extra_dns)
+
+    client_ca = _ensure_ca(root, "raftkv client CA")
+    nodes = {name: ensure(root, name, lambda ca, n=name: member(ca, n), client_ca) for name in names}
+    client = ensure(root, CLIENT_NAME, issue_client, client_ca)
+    peer_root = root / PEER_DIR
+    peer_ca = _ensure_ca(peer_root, "raftkv peer CA")
+    peers = {name: ensure(peer_root, name, lambda ca, n=name: member(ca, n), peer_ca) for name in names}
+    return ClusterCerts(ca=root / "ca.crt", nodes=nodes, client=client, peer_ca=peer_root / "ca.crt", peers=peers)
+
+
+def _ensure_ca(folder: Path, common_name: str) -> Issued:
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "ca.crt", folder / "ca.key"
+    if cert.exists():
+        return load_issued(cert, key)
+    ca = create_ca(common_name)
+    write_issued(ca, cert, key)
+    return ca

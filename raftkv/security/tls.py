@@ -89,6 +89,45 @@ def load_tls(files: TLSFiles) -> TLSMaterial:
     return TLSMaterial(ca=ca_pem, cert=cert_pem, key=key_pem)
 
 
+def check_separate_cas(client: TLSFiles, peer: TLSFiles) -> None:
+    """Refuse a peer port that trusts the client CA: any client certificate could then speak Raft as a
+    member (forge appends, votes). The message says how to migrate a directory of the older layout."""
+    client_cas = _ca_der(client.ca)
+    if any(der in client_cas for der in _ca_der(peer.ca)):
+        raise ConfigError(
+            f"--peer-trusted-ca-file {peer.ca} trusts a CA that --trusted-ca-file {client.ca} also trusts, so "
+            "any client certificate could act as a member on the peer port. Peers need a CA of their own: "
+            "`kvctl certs init --dir DIR` adds one (DIR/peer/ca.crt and DIR/peer/<name>.crt) to a directory "
+            "made by an older kvctl; then start every member with --peer-trusted-ca-file DIR/peer/ca.crt "
+            "--peer-cert-file DIR/peer/<name>.crt --peer-key-file DIR/peer/<name>.key",
+            peer.ca,
+        )
+
+
+def check_peer_name(peer: TLSFiles, name: str) -> None:
+    """The peer certificate must name this member (CN = ``--name``): members match every sender's
+    certificate to the name the sender has in the membership."""
+    try:
+        leaf = x509.load_pem_x509_certificates(_read(peer.cert, "certificate"))[0]
+    except ValueError as exc:
+        raise ConfigError(f"certificate {peer.cert} holds no PEM certificate: {exc}", peer.cert) from exc
+    names = [a.value for a in leaf.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)]
+    if names != [name]:
+        raise ConfigError(
+            f"--peer-cert-file {peer.cert} is issued to {', '.join(map(str, names)) or 'no common name'}, not "
+            f"to this member ({name!r}): peers accept Raft traffic from a member only with a certificate whose "
+            "common name is the member's name (`kvctl certs init` issues them so)",
+            peer.cert,
+        )
+
+
+def _ca_der(path: Path) -> set[bytes]:
+    try:
+        return {c.public_bytes(serialization.Encoding.DER) for c in x509.load_pem_x509_certificates(_read(path, "CA file"))}
+    except ValueError as exc:
+        raise ConfigError(f"CA file {path} holds no PEM certificate: {exc}", path) from exc
+
+
 def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(ca)

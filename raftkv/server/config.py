@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from raftkv.security.tls import ConfigError, TLSFiles
+from raftkv.security.tls import ConfigError, TLSFiles, check_peer_name, check_separate_cas
 
 __all__ = ["ConfigError", "ServerConfig", "parse_config", "host_port", "member_id_for"]
 
@@ -111,9 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trusted-ca-file", help="CA certificate that signs clients (and peers by default)")
     p.add_argument("--cert-file", help="this member's certificate for the client port")
     p.add_argument("--key-file", help="key of --cert-file")
-    p.add_argument("--peer-trusted-ca-file", help="CA certificate that signs peers (default: --trusted-ca-file)")
-    p.add_argument("--peer-cert-file", help="certificate for the peer port (default: --cert-file)")
-    p.add_argument("--peer-key-file", help="key of --peer-cert-file (default: --key-file)")
+    p.add_argument("--peer-trusted-ca-file", help="CA certificate that signs peers (a CA of their own: not one "
+                   "that --trusted-ca-file trusts, or client certificates could act as members)")
+    p.add_argument("--peer-cert-file", help="certificate for the peer port; its CN must be --name")
+    p.add_argument("--peer-key-file", help="key of --peer-cert-file")
     p.add_argument(
         "--insecure-plaintext",
         action="store_true",
@@ -265,6 +266,8 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
             args.get("peer_key_file") or args.get("key_file"),
             "peer-",
         )
+        check_separate_cas(client_tls, peer_tls)
+        check_peer_name(peer_tls, name)
 
     return ServerConfig(
         name=name,

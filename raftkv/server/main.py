@@ -107,6 +107,7 @@ async def serve(cfg: ServerConfig) -> int:
         on_snapshot_status=node.on_snapshot_status,
         snapshot_sink=node.staged_snapshots,
         snapshot_source=node.staged_snapshots,
+        name=cfg.name,
     )
     try:
         await transport.start()
@@ -114,7 +115,7 @@ async def serve(cfg: ServerConfig) -> int:
         store.close()
         raise _bind_error("peer", cfg.listen_peer_urls[0], exc) from None
     node.attach_transport(transport)
-    forwarder = LeaderLeaseForwarder(node, cfg.peer_tls)
+    forwarder = LeaderLeaseForwarder(node, cfg.client_tls)  # a client of the leader's client port
     node.leases.forwarder = forwarder
 
     hub = WatchHub(node)

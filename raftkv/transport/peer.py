@@ -18,6 +18,12 @@ Design, and why:
   sender reports the outcome through ``on_snapshot_status``.
 - The receiver drops batches from another cluster or addressed to another member (aborting the stream, so
   the sender logs it and backs off) and individual messages not addressed to this member or not decodable.
+- Identity: a batch's sender must be a member this member knows (``set_peer``), and the TLS certificate of
+  the connection must be that member's: its common name is the member's name, or, while the member's name
+  is not yet known (added, not yet started), a name no other member has. Every message must come from the
+  batch's sender. Anything else is forgery: the stream is aborted with PERMISSION_DENIED. Which
+  certificates may connect at all is decided by the peer CA (``raftkv.security.certs``), which signs no
+  client certificate.
 - Mutual TLS with client certificates is required unless both credentials are None (explicit insecure
   mode). Garbage or plaintext connections on the port are the gRPC core's business: they fail the
   handshake and never reach this code.
@@ -81,9 +87,10 @@ class SnapshotSource(Protocol):
 class _Peer:
     """Send-side state for one remote member. The queue outlives reconnections and address changes."""
 
-    def __init__(self, node_id: int, address: str) -> None:
+    def __init__(self, node_id: int, address: str, name: str) -> None:
         self.node_id = node_id
         self.address = address
+        self.name = name  # "" until the member's name is known
         self.queue: deque[Message] = deque()
         self.wakeup = asyncio.Event()
         self.dropped = 0
@@ -111,11 +118,13 @@ class PeerTransport:
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         snapshot_chunk_bytes: int = DEFAULT_SNAPSHOT_CHUNK_BYTES,
+        name: str = "",
     ) -> None:
         assert node_id != 0 and queue_limit > 0 and 0 < snapshot_chunk_bytes < max_message_bytes
         assert batch_bytes < max_message_bytes
         self.node_id = node_id
         self.cluster_id = cluster_id
+        self.name = name
         self.listen_addr = listen_addr
         self._server_credentials = server_credentials
         self._channel_credentials = channel_credentials
@@ -169,14 +178,17 @@ class PeerTransport:
 
     # ------------------------------------------------------------------ membership
 
-    def set_peer(self, node_id: int, address: str) -> None:
-        """Add a peer or change its address (``host:port``); a changed address reconnects."""
+    def set_peer(self, node_id: int, address: str, name: str = "") -> None:
+        """Add a peer or change its address (``host:port``; a changed address reconnects) or its name (the
+        common name its certificate must have; "" while unknown)."""
         assert node_id != self.node_id, "a member does not send to itself"
         peer = self._peers.get(node_id)
-        if peer is not None and peer.address == address:
-            return
+        if peer is not None:
+            peer.name = name
+            if peer.address == address:
+                return
         if peer is None:
-            peer = self._peers[node_id] = _Peer(node_id, address)
+            peer = self._peers[node_id] = _Peer(node_id, address, name)
         else:
             peer.address = address
             if peer.stream_task is not None:
@@ -349,6 +361,22 @@ class PeerTransport:
             return f"member id mismatch: addressed to {to:x}, this member is {self.node_id:x}"
         return None
 
+    def _check_sender(self, sender: int, certificate_names: frozenset[str] | None) -> str | None:
+        """Why ``sender`` may not send on a connection whose certificate has ``certificate_names`` (None:
+        plaintext, no identities), or None when it may."""
+        peer = self._peers.get(sender)
+        if peer is None:
+            return f"sender {sender:x} is not a member this member knows"
+        if certificate_names is None:
+            return None
+        shown = ", ".join(sorted(certificate_names)) or "no common name"
+        if peer.name:
+            if peer.name not in certificate_names:
+                return f"a certificate issued to {shown} cannot speak for member {sender:x} ({peer.name})"
+        elif certificate_names & {self.name, *(p.name for p in self._peers.values())} - {""}:
+            return f"a certificate issued to {shown} belongs to another member than {sender:x}"
+        return None
+
     def _deliver_batch(self, batch: raft_pb2.MessageBatch) -> None:
         messages: list[Message] = []
         for pb in batch.messages:
@@ -357,6 +385,10 @@ class PeerTransport:
             except CodecError as exc:
                 log.warning("dropping undecodable message from %x: %s", batch.sender, exc)
                 continue
+            if message.sender != batch.sender:
+                log.warning("dropping %s claiming to be from %x in a batch from %x", message.type.name,
+                            message.sender, batch.sender)
+                continue
             if message.to != self.node_id or message.type == MessageType.SNAP:
                 log.warning("dropping %s from %x addressed to %x", message.type.name, batch.sender, message.to)
                 continue
@@ -364,17 +396,24 @@ class PeerTransport:
         if messages:
             self._on_messages(messages)
 
-    async def _receive_snapshot(self, chunks: AsyncIterator[raft_pb2.SnapshotChunk]) -> tuple[Message, int]:
+    async def _receive_snapshot(
+        self, chunks: AsyncIterator[raft_pb2.SnapshotChunk], certificate_names: frozenset[str] | None
+    ) -> tuple[Message, int]:
         """Stage a whole snapshot stream; return the SNAP message (not yet delivered) and the bytes stored."""
         first = await anext(chunks, None)
         if first is None:
             raise _Refused("empty snapshot stream")
         if (why := self._check_addressing(first.cluster_id, first.to)) is not None:
             raise _Refused(why)
+        if (why := self._check_sender(first.sender, certificate_names)) is not None:
+            raise _Refused(why, grpc.StatusCode.PERMISSION_DENIED)
         try:
             message = message_from_pb(first.message)
         except CodecError as exc:
             raise _Refused(f"bad snapshot message: {exc}") from exc
+        if message.sender != first.sender:
+            raise _Refused(f"snapshot message from {message.sender:x} in a stream from {first.sender:x}",
+                           grpc.StatusCode.PERMISSION_DENIED)
         if message.type != MessageType.SNAP or message.snapshot is None or message.to != self.node_id:
             raise _Refused("first snapshot chunk must carry a SNAP message with metadata for this member")
         writer = await asyncio.to_thread(self._sink.begin, message.snapshot)
@@ -403,7 +442,11 @@ class PeerTransport:
 
 
 class _Refused(Exception):
-    """The receiver refuses a stream (wrong cluster or member, protocol violation)."""
+    """The receiver refuses a stream (wrong cluster or member, protocol violation, forged identity)."""
+
+    def __init__(self, why: str, code: grpc.StatusCode = grpc.StatusCode.FAILED_PRECONDITION) -> None:
+        super().__init__(why)
+        self.code = code
 
 
 class _StreamEnded(Exception):
@@ -414,6 +457,14 @@ def _log_crash(task: asyncio.Task[None]) -> None:
     """Sender tasks only end by cancellation; anything else is a bug that must not pass silently."""
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("%s crashed", task.get_name(), exc_info=exc)
+
+
+def _certificate_names(context: grpc.aio.ServicerContext) -> frozenset[str] | None:  # type: ignore[type-arg]
+    """The common names of the connection's client certificate; None on a plaintext connection."""
+    auth = context.auth_context()
+    if auth.get("transport_security_type") != [b"ssl"]:
+        return None
+    return frozenset(name.decode(errors="replace") for name in auth.get("x509_common_name", ()))
 
 
 def _describe(exc: BaseException) -> str:
@@ -433,10 +484,14 @@ class _Receiver(raft_pb2_grpc.RaftPeerServicer):
         request_iterator: AsyncIterator[raft_pb2.MessageBatch],
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> raft_pb2.StreamAck:
+        names = _certificate_names(context)
         async for batch in request_iterator:
             if (why := self._transport._check_addressing(batch.cluster_id, batch.to)) is not None:
                 log.warning("refusing raft stream from %x (%s): %s", batch.sender, context.peer(), why)
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
+            if (why := self._transport._check_sender(batch.sender, names)) is not None:
+                log.warning("refusing raft stream from %s: %s", context.peer(), why)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
             self._transport._deliver_batch(batch)
         return raft_pb2.StreamAck()
 
@@ -446,9 +501,11 @@ class _Receiver(raft_pb2_grpc.RaftPeerServicer):
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> raft_pb2.SnapshotAck:
         try:
-            message, received = await self._transport._receive_snapshot(aiter(request_iterator))
+            message, received = await self._transport._receive_snapshot(
+                aiter(request_iterator), _certificate_names(context)
+            )
         except _Refused as exc:
             log.warning("refusing snapshot from %s: %s", context.peer(), exc)
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            await context.abort(exc.code, str(exc))
         self._transport._deliver_snapshot(message)
         return raft_pb2.SnapshotAck(received_bytes=received)

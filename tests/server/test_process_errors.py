@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from raftkv.security.certs import init_cluster_certs
+from raftkv.security.tls import TLSFiles
 
 
 def run_raftkv(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -24,10 +25,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _tls_args(client: TLSFiles, peer: TLSFiles) -> list[str]:
+    return [
+        "--trusted-ca-file", str(client.ca), "--cert-file", str(client.cert), "--key-file", str(client.key),
+        "--peer-trusted-ca-file", str(peer.ca), "--peer-cert-file", str(peer.cert), "--peer-key-file", str(peer.key),
+    ]
+
+
 @pytest.fixture
 def tls_args(tmp_path: Path) -> list[str]:
-    certs = init_cluster_certs(tmp_path / "certs", ["n1"]).nodes["n1"]
-    return ["--trusted-ca-file", str(certs.ca), "--cert-file", str(certs.cert), "--key-file", str(certs.key)]
+    certs = init_cluster_certs(tmp_path / "certs", ["n1", "n2"])
+    return _tls_args(certs.nodes["n1"], certs.peers["n1"])
 
 
 def _urls(peer: int, client: int) -> list[str]:
@@ -94,3 +102,20 @@ def test_data_dir_of_another_cluster_is_refused(tmp_path: Path, tls_args: list[s
         run_raftkv(*tls_args, *_urls(peer, client), "--data-dir", data, "--initial-cluster-token", "other")
     )
     assert "belongs to another cluster" in line
+
+
+def test_a_peer_port_trusting_the_client_ca_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    """A certificate directory of the older layout (one CA for everything) must not silently let client
+    certificates act as members: the member refuses to start and says how to migrate."""
+    node = init_cluster_certs(tmp_path / "certs", ["n1"]).nodes["n1"]
+    args = ["--trusted-ca-file", str(node.ca), "--cert-file", str(node.cert), "--key-file", str(node.key)]
+    line = _one_error_line(run_raftkv(*args, *_urls(_free_port(), _free_port()), "--data-dir", str(tmp_path / "d")))
+    assert "any client certificate could act as a member" in line and "kvctl certs init" in line
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_peer_certificate_of_another_member_is_refused(tmp_path: Path) -> None:
+    certs = init_cluster_certs(tmp_path / "certs", ["n1", "n2"])
+    args = _tls_args(certs.nodes["n1"], certs.peers["n2"])
+    line = _one_error_line(run_raftkv(*args, *_urls(_free_port(), _free_port()), "--data-dir", str(tmp_path / "d")))
+    assert "is issued to n2, not to this member ('n1')" in line

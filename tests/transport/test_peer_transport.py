@@ -12,8 +12,8 @@ from peer_helpers import FileSnapshots, Inbox, app, eventually, make_transport, 
 
 from raftkv.core.types import ConfState, Message, MessageType, SnapshotMeta
 from raftkv.proto import raft_pb2, raft_pb2_grpc
-from raftkv.security.certs import ClusterCerts
-from raftkv.security.tls import channel_credentials
+from raftkv.security.certs import ClusterCerts, init_cluster_certs
+from raftkv.security.tls import TLSFiles, channel_credentials
 from raftkv.transport.codec import message_to_pb
 
 pytestmark = pytest.mark.timeout(60)
@@ -22,8 +22,8 @@ pytestmark = pytest.mark.timeout(60)
 def test_batches_delivered_in_order(certs: ClusterCerts, tmp_path: Path) -> None:
     async def scenario() -> None:
         inbox1, inbox2 = Inbox(), Inbox()
-        t1 = make_transport(1, certs.nodes["n1"], inbox1, FileSnapshots(tmp_path))
-        t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
+        t1 = make_transport(1, certs.peers["n1"], inbox1, FileSnapshots(tmp_path))
+        t2 = make_transport(2, certs.peers["n2"], inbox2, FileSnapshots(tmp_path))
         async with running(t1, t2):
             t1.set_peer(2, f"127.0.0.1:{t2.port}")
             t2.set_peer(1, f"127.0.0.1:{t1.port}")
@@ -43,7 +43,7 @@ def test_batches_delivered_in_order(certs: ClusterCerts, tmp_path: Path) -> None
 
 def test_full_queue_drops_and_counts(certs: ClusterCerts, tmp_path: Path) -> None:
     async def scenario() -> None:
-        t1 = make_transport(1, certs.nodes["n1"], Inbox(), FileSnapshots(tmp_path), queue_limit=10)
+        t1 = make_transport(1, certs.peers["n1"], Inbox(), FileSnapshots(tmp_path), queue_limit=10)
         t1.set_peer(2, "127.0.0.1:1")  # never started: nothing drains the queue
         t1.send([app(2, 1, i) for i in range(1, 16)] + [app(9, 1, 1)])
         assert t1.dropped(2) == 5
@@ -55,18 +55,20 @@ def test_full_queue_drops_and_counts(certs: ClusterCerts, tmp_path: Path) -> Non
 def test_reconnects_after_receiver_restarts(certs: ClusterCerts, tmp_path: Path) -> None:
     async def scenario() -> None:
         inbox1, inbox2 = Inbox(), Inbox()
-        t1 = make_transport(1, certs.nodes["n1"], inbox1, FileSnapshots(tmp_path))
-        t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
+        t1 = make_transport(1, certs.peers["n1"], inbox1, FileSnapshots(tmp_path))
+        t2 = make_transport(2, certs.peers["n2"], inbox2, FileSnapshots(tmp_path))
         await t1.start()
         await t2.start()
         port = t2.port
         t1.set_peer(2, f"127.0.0.1:{port}")
+        t2.set_peer(1, f"127.0.0.1:{t1.port}")
         t1.send([app(2, 1, 1)])
         await eventually(lambda: len(inbox2.messages) == 1, what="first delivery")
         await t2.stop(grace=None)
 
         restarted = Inbox()
-        t2 = make_transport(2, certs.nodes["n2"], restarted, FileSnapshots(tmp_path), port=port)
+        t2 = make_transport(2, certs.peers["n2"], restarted, FileSnapshots(tmp_path), port=port)
+        t2.set_peer(1, f"127.0.0.1:{t1.port}")
         try:
             # Raft keeps sending (heartbeats); the transport must find the new server on its own.
             async def keep_sending() -> None:
@@ -95,8 +97,8 @@ def test_peer_with_certificate_from_another_ca_is_refused(
 ) -> None:
     async def scenario() -> None:
         inbox2, inbox3 = Inbox(), Inbox()
-        t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
-        t3 = make_transport(3, foreign_certs.nodes["n3"], inbox3, FileSnapshots(tmp_path))
+        t2 = make_transport(2, certs.peers["n2"], inbox2, FileSnapshots(tmp_path))
+        t3 = make_transport(3, foreign_certs.peers["n3"], inbox3, FileSnapshots(tmp_path))
         async with running(t2, t3):
             t3.set_peer(2, f"127.0.0.1:{t2.port}")
             t3.send([app(2, 3, 1)])
@@ -112,9 +114,9 @@ def test_peer_with_certificate_from_another_ca_is_refused(
 def test_plaintext_and_wrong_cluster_are_refused(certs: ClusterCerts, tmp_path: Path) -> None:
     async def scenario() -> None:
         inbox2, plain_inbox, other_inbox = Inbox(), Inbox(), Inbox()
-        t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
+        t2 = make_transport(2, certs.peers["n2"], inbox2, FileSnapshots(tmp_path))
         plain = make_transport(1, None, plain_inbox, FileSnapshots(tmp_path))
-        other = make_transport(3, certs.nodes["n3"], other_inbox, FileSnapshots(tmp_path), cluster_id=0xBAD)
+        other = make_transport(3, certs.peers["n3"], other_inbox, FileSnapshots(tmp_path), cluster_id=0xBAD)
         async with running(t2, plain, other):
             for sender in (plain, other):
                 sender.set_peer(2, f"127.0.0.1:{t2.port}")
@@ -129,9 +131,10 @@ def test_plaintext_and_wrong_cluster_are_refused(certs: ClusterCerts, tmp_path: 
 def test_messages_for_another_member_are_dropped(certs: ClusterCerts, tmp_path: Path) -> None:
     async def scenario() -> None:
         inbox2 = Inbox()
-        t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
+        t2 = make_transport(2, certs.peers["n2"], inbox2, FileSnapshots(tmp_path))
         async with running(t2):
-            creds = channel_credentials(certs.nodes["n1"])
+            t2.set_peer(1, "127.0.0.1:1", "n1")
+            creds = channel_credentials(certs.peers["n1"])
             async with grpc.aio.secure_channel(f"127.0.0.1:{t2.port}", creds) as channel:
                 call = raft_pb2_grpc.RaftPeerStub(channel).Stream()
                 batch = raft_pb2.MessageBatch(
@@ -148,8 +151,8 @@ def test_messages_for_another_member_are_dropped(certs: ClusterCerts, tmp_path: 
 def test_garbage_on_the_port_leaves_the_server_serving(certs: ClusterCerts, tmp_path: Path) -> None:
     async def scenario() -> None:
         inbox1, inbox2 = Inbox(), Inbox()
-        t1 = make_transport(1, certs.nodes["n1"], inbox1, FileSnapshots(tmp_path))
-        t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
+        t1 = make_transport(1, certs.peers["n1"], inbox1, FileSnapshots(tmp_path))
+        t2 = make_transport(2, certs.peers["n2"], inbox2, FileSnapshots(tmp_path))
         async with running(t1, t2):
             for junk in (os.urandom(4096), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(64)):
                 reader, writer = await asyncio.open_connection("127.0.0.1", t2.port)
@@ -158,6 +161,7 @@ def test_garbage_on_the_port_leaves_the_server_serving(certs: ClusterCerts, tmp_
                 await asyncio.wait_for(reader.read(), timeout=10)  # the server closes the connection
                 writer.close()
             t1.set_peer(2, f"127.0.0.1:{t2.port}")
+            t2.set_peer(1, f"127.0.0.1:{t1.port}")
             t1.send([app(2, 1, 1)])
             await eventually(lambda: len(inbox2.messages) == 1, what="delivery after garbage")
 
@@ -173,10 +177,11 @@ def test_snapshot_streams_in_chunks(certs: ClusterCerts, tmp_path: Path) -> None
         data = os.urandom(5 << 20) + b"tail"
         (source.root / "snap-42").write_bytes(data)
         inbox1, inbox2 = Inbox(), Inbox()
-        t1 = make_transport(1, certs.nodes["n1"], inbox1, source)
-        t2 = make_transport(2, certs.nodes["n2"], inbox2, sink)
+        t1 = make_transport(1, certs.peers["n1"], inbox1, source)
+        t2 = make_transport(2, certs.peers["n2"], inbox2, sink)
         async with running(t1, t2):
             t1.set_peer(2, f"127.0.0.1:{t2.port}")
+            t2.set_peer(1, f"127.0.0.1:{t1.port}")
             meta = SnapshotMeta(index=42, term=3, conf_state=ConfState(voters=frozenset({1, 2}), learners=frozenset({5})))
             snap = Message(MessageType.SNAP, to=2, sender=1, term=3, snapshot=meta)
             t1.send([snap])
@@ -202,10 +207,11 @@ def test_failed_snapshot_is_reported_and_not_delivered(certs: ClusterCerts, tmp_
 
     async def scenario() -> None:
         inbox1, inbox2 = Inbox(), Inbox()
-        t1 = make_transport(1, certs.nodes["n1"], inbox1, Failing(tmp_path))
-        t2 = make_transport(2, certs.nodes["n2"], inbox2, sink)
+        t1 = make_transport(1, certs.peers["n1"], inbox1, Failing(tmp_path))
+        t2 = make_transport(2, certs.peers["n2"], inbox2, sink)
         async with running(t1, t2):
             t1.set_peer(2, f"127.0.0.1:{t2.port}")
+            t2.set_peer(1, f"127.0.0.1:{t1.port}")
             t1.send([Message(MessageType.SNAP, to=2, sender=1, term=1, snapshot=SnapshotMeta(index=7, term=1))])
             await eventually(lambda: inbox1.snapshot_status == [(2, False)], what="failure status")
             await eventually(lambda: len(sink.aborted) == 1, what="receiver to abort")
@@ -217,10 +223,11 @@ def test_failed_snapshot_is_reported_and_not_delivered(certs: ClusterCerts, tmp_
 def test_address_change_and_removal(certs: ClusterCerts, tmp_path: Path) -> None:
     async def scenario() -> None:
         inbox1, inbox2 = Inbox(), Inbox()
-        t1 = make_transport(1, certs.nodes["n1"], inbox1, FileSnapshots(tmp_path))
-        t2 = make_transport(2, certs.nodes["n2"], inbox2, FileSnapshots(tmp_path))
+        t1 = make_transport(1, certs.peers["n1"], inbox1, FileSnapshots(tmp_path))
+        t2 = make_transport(2, certs.peers["n2"], inbox2, FileSnapshots(tmp_path))
         t1.set_peer(2, "127.0.0.1:1")  # nothing listens there (set before t1 starts)
         async with running(t2, t1):
+            t2.set_peer(1, f"127.0.0.1:{t1.port}")
             t1.send([app(2, 1, 1)])
             await eventually(lambda: 2 in inbox1.unreachable, what="the wrong address to fail")
             t1.set_peer(2, f"127.0.0.1:{t2.port}")
@@ -229,5 +236,72 @@ def test_address_change_and_removal(certs: ClusterCerts, tmp_path: Path) -> None
             t1.remove_peer(2)
             t1.send([app(2, 1, 3)])
             assert t1.dropped_unknown_peer == 1
+
+    asyncio.run(scenario())
+
+
+async def _send_as(port: int, files: TLSFiles, sender: int, messages: list[Message]) -> grpc.StatusCode:
+    """Open a stream to the member on ``port`` with the certificate ``files``, claiming to be ``sender``."""
+    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", channel_credentials(files)) as channel:
+        call = raft_pb2_grpc.RaftPeerStub(channel).Stream()
+        try:
+            await call.write(raft_pb2.MessageBatch(cluster_id=0xC1, sender=sender, to=2,
+                                                   messages=[message_to_pb(m) for m in messages]))
+            await call.done_writing()
+            await call
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+
+def test_a_sender_must_be_a_member_speaking_with_its_own_certificate(certs: ClusterCerts, tmp_path: Path) -> None:
+    """Peer certificates name their member; one member's certificate cannot speak for another, nor for a
+    stranger, and a member not yet named may not use a certificate that names someone else."""
+    n4 = init_cluster_certs(certs.ca.parent, ["n4"]).peers["n4"]  # a member added later, same peer CA
+
+    async def scenario() -> None:
+        inbox2 = Inbox()
+        t2 = make_transport(2, certs.peers["n2"], inbox2, FileSnapshots(tmp_path), name="n2")
+        async with running(t2):
+            t2.set_peer(1, "127.0.0.1:1", "n1")
+            t2.set_peer(3, "127.0.0.1:1", "n3")
+            t2.set_peer(4, "127.0.0.1:1")  # its name is not known yet
+            denied = grpc.StatusCode.PERMISSION_DENIED
+            assert await _send_as(t2.port, certs.peers["n3"], 1, [app(2, 1, 1)]) == denied
+            assert await _send_as(t2.port, certs.peers["n1"], 9, [app(2, 9, 1)]) == denied
+            assert await _send_as(t2.port, certs.peers["n1"], 4, [app(2, 4, 1)]) == denied
+            assert await _send_as(t2.port, certs.peers["n2"], 4, [app(2, 4, 1)]) == denied
+            assert not inbox2.messages
+            assert await _send_as(t2.port, certs.peers["n1"], 1, [app(2, 1, 2), app(2, 3, 3)]) == grpc.StatusCode.OK
+            assert await _send_as(t2.port, n4, 4, [app(2, 4, 4)]) == grpc.StatusCode.OK
+            # A message claiming another sender inside a member's batch is dropped.
+            assert [(m.sender, m.entries[0].index) for m in inbox2.messages] == [(1, 2), (4, 4)]
+
+    asyncio.run(scenario())
+
+
+def test_a_client_certificate_cannot_reach_the_peer_port(certs: ClusterCerts, tmp_path: Path) -> None:
+    """The peer port trusts only the peer CA: the client certificate fails the handshake, even when the
+    caller trusts the peer CA for the server's side."""
+
+    async def scenario() -> None:
+        inbox2 = Inbox()
+        t2 = make_transport(2, certs.peers["n2"], inbox2, FileSnapshots(tmp_path))
+        async with running(t2):
+            t2.set_peer(1, "127.0.0.1:1")
+            forged = TLSFiles(ca=certs.peer_ca, cert=certs.client.cert, key=certs.client.key)
+            for files in (certs.client, forged, certs.nodes["n1"]):
+                credentials = grpc.ssl_channel_credentials(
+                    files.ca.read_bytes(), files.key.read_bytes(), files.cert.read_bytes()
+                )
+                async with grpc.aio.secure_channel(f"127.0.0.1:{t2.port}", credentials) as channel:
+                    call = raft_pb2_grpc.RaftPeerStub(channel).Stream(timeout=5)
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await call.write(raft_pb2.MessageBatch(cluster_id=0xC1, sender=1, to=2,
+                                                               messages=[message_to_pb(app(2, 1, 1))]))
+                        await call.done_writing()
+                        await call
+                    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value
+            assert not inbox2.messages
 
     asyncio.run(scenario())

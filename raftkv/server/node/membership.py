@@ -19,6 +19,7 @@ from raftkv.server.backend import ClientSession
 from raftkv.server.config import ServerConfig, host_port, member_id_for
 from raftkv.server.node.raft_loop import RaftLoop
 from raftkv.server.node.world import Clock, Store
+from raftkv.statemachine.applier import AppliedEntry
 
 log = logging.getLogger("raftkv.node")
 
@@ -124,6 +125,12 @@ class Membership:
         self.refresh_peers()
         self._refresh_conf()
 
+    def entry_applied(self, result: AppliedEntry) -> None:
+        """A started member published its name: from now on its peer certificate must carry it."""
+        assert result.result is not None
+        if result.result.WhichOneof("response") == "publish_member" and not result.result.error:
+            self.refresh_peers()
+
     def _refresh_conf(self) -> None:
         """Cache what admission asks on every RPC; the configuration only changes on apply or snapshot."""
         self._is_learner = self._member_id in self._loop.raw.status().conf_state.learners
@@ -139,14 +146,14 @@ class Membership:
             # arrives, yet must answer the leader: dial the peers named in --initial-cluster meanwhile.
             token = self._cfg.cluster_token
             known = [(member_id_for(token, url), name, url) for name, url in self._cfg.initial_cluster]
-        wanted: dict[int, str] = {}
+        wanted: dict[int, tuple[str, str]] = {}
         for member_id, name, url in known:
             if member_id != self._member_id:
-                wanted[member_id] = self._cfg.peer_dial_overrides.get(name) or host_port(url)
+                wanted[member_id] = (self._cfg.peer_dial_overrides.get(name) or host_port(url), name)
         for node_id in self._peer_ids - wanted.keys():
             transport.remove_peer(node_id)
-        for node_id, address in wanted.items():
-            transport.set_peer(node_id, address)
+        for node_id, (address, name) in wanted.items():
+            transport.set_peer(node_id, address, name)  # the name its peer certificate must carry
         self._peer_ids = set(wanted)
 
     # ------------------------------------------------------------------ housekeeping

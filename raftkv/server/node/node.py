@@ -117,6 +117,7 @@ class Node:
             for callback in list(self._subscribers):
                 callback(batch)
         self.leases.entry_applied(result)
+        self.membership.entry_applied(result)
 
     def conf_change_applied(self, cc: ConfChange) -> None:
         self.membership.conf_change_applied(cc)

@@ -62,7 +62,8 @@ class Transport(Protocol):
 
     def send(self, messages: list[Message]) -> None: ...
 
-    def set_peer(self, node_id: int, address: str) -> None: ...
+    def set_peer(self, node_id: int, address: str, name: str = "") -> None:
+        """``name``: the common name the peer certificate of ``node_id`` must carry ("" while unknown)."""
 
     def remove_peer(self, node_id: int) -> None: ...
 
