@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,14 +218,10 @@ class Applier:
         self, w: WriteTxn, req: internal_pb2.InternalRequest, index: int, result: internal_pb2.ApplyResult
     ) -> list[kv_pb2.Event]:
         """Apply in a child transaction: committed into ``w`` on success, discarded if anything raises."""
-        hooks: list[Callable[[], None]] = []
-        with w.env.lmdb.begin(write=True, parent=w.txn) as child_txn:
-            child = WriteTxn(w.env, child_txn, hooks)
+        with w.nested() as child:
             write = MvccWrite(child)
             self._execute(child, write, req, index, result)
             write.finish()
-        for hook in hooks:
-            w.on_commit(hook)
         return write.events
 
     @staticmethod

@@ -193,6 +193,15 @@ class WriteTxn:
     def db(self, name: str) -> Any:
         return self.env.db(name)
 
+    @contextlib.contextmanager
+    def nested(self) -> Iterator[WriteTxn]:
+        """A child transaction (LMDB's nested write transaction): its writes and hooks join this one if the
+        block ends normally and vanish if it raises. This transaction must not be used meanwhile."""
+        hooks: list[Callable[[], None]] = []
+        with self.env.lmdb.begin(write=True, parent=self.txn) as child:
+            yield WriteTxn(self.env, child, hooks)
+        self._hooks.extend(hooks)
+
 
 _STOP = object()
 
