@@ -18,6 +18,7 @@ keys = st.binary(max_size=3)
 ranges = st.tuples(keys, st.one_of(st.just(b""), st.just(b"\0"), keys))
 
 
+@settings(deadline=None)
 @given(st.lists(ranges, max_size=12), st.lists(keys, max_size=12))
 def test_deleted_keys_is_the_union_of_its_ranges(added: list[tuple[bytes, bytes]], probes: list[bytes]) -> None:
     deleted = _DeletedKeys()
@@ -36,7 +37,7 @@ def test_nesting_up_to_the_bound_is_accepted_and_one_more_is_refused() -> None:
     assert refused.value.error == errors.TXN_TOO_DEEP
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.one_of(messages(rpc_pb2.TxnRequest, depth=9), st.integers(1, MAX_TXN_DEPTH + 2).map(nested_txn)))
 def test_the_log_carries_every_txn_the_rules_accept(txn: rpc_pb2.TxnRequest) -> None:
     """Whatever passes the rules decodes again from the log, and so does a response nested like it."""
