@@ -145,10 +145,10 @@ class _UnaryUnary(_Method, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
                                  compression, with_call)
         tried: list[str] = []
         error: grpc.RpcError | None = None
-        with lock:
-            owner._budget.deposit(now)
         while True:
             with lock:
+                if not tried:
+                    owner._budget.deposit(now)
                 endpoint = pool.pick(now, key, tried)
                 if endpoint is not None:
                     pool.begin(endpoint)
