@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from raftkv.discovery.aio_balanced import AsyncBalancedChannel
+from raftkv.discovery.options import split
+from raftkv.discovery.record import DEFAULT_NAMESPACE
 from raftkv.discovery.registrar import AsyncRegistration
 from raftkv.discovery.resolver import AsyncResolver
 
@@ -19,8 +22,21 @@ async def register(service: str, addr: str, *, instance_id: str | None = None,
     return await registration.start(wait)
 
 
+async def channel(service: str, *, policy: str = "p2c", client: Any = None, namespace: str = DEFAULT_NAMESPACE,
+                  credentials: Any = None, options: Any = (), health_check: bool = True, health_service: str = "",
+                  timeout: float | None = None, wait: float | None = 5.0, **balancing: Any) -> AsyncBalancedChannel:
+    """As ``raftkv.discovery.channel``, a ``grpc.aio.Channel`` (``client`` is an ``AsyncClient``; no hedging)."""
+    config, rest = split({"policy": policy, **balancing})
+    if rest or config.hedge_delay is not None:
+        raise TypeError(f"unknown or unsupported channel option(s): {', '.join(sorted(rest)) or 'hedge_delay'}")
+    resolver = await AsyncResolver(service, client=client, namespace=namespace).start(wait)
+    return AsyncBalancedChannel(resolver, config.pool(), config.rules(), credentials=credentials, options=options,
+                                health_check=health_check, health_service=health_service,
+                                retry_budget=config.budget(), default_timeout=timeout)
+
+
 async def resolve(service: str, *, wait: float | None = 5.0, **options: Any) -> AsyncResolver:
     return await AsyncResolver(service, **options).start(wait)
 
 
-__all__ = ["AsyncRegistration", "AsyncResolver", "register", "resolve"]
+__all__ = ["AsyncBalancedChannel", "AsyncRegistration", "AsyncResolver", "channel", "register", "resolve"]

@@ -195,3 +195,33 @@ def test_each_instance_has_its_own_connection(client: Client, service: str, thre
         conns_a = {i["id"]: e.conn.channel for i, e in zip(a.instances(), sorted(a._pool.endpoints.values(), key=lambda e: e.id), strict=True)}
         conns_b = {e.id: e.conn.channel for e in b._pool.endpoints.values()}
         assert all(conns_a[k] is not conns_b[k] for k in conns_a)
+
+
+def test_async_twin_balances_streams_and_skips_a_not_serving_instance(cluster: object, client: Client, service: str,
+                                                                      three: list[str]) -> None:
+    import asyncio
+
+    from raftkv.discovery import aio
+
+    async def scenario() -> None:
+        async with cluster.async_client() as c:  # type: ignore[attr-defined]
+            ch = await aio.channel(service, policy="round_robin", client=c)
+            try:
+                assert await ch.wait_for_instances(3)
+                echo = ch.unary_unary(ECHO)
+                answers = Counter([(await echo(b"x", timeout=5)).split(b":")[0] for _ in range(30)])
+                assert answers == {b"i0": 10, b"i1": 10, b"i2": 10}
+                status = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                assert status.status == health_pb2.HealthCheckResponse.SERVING
+                replies = [r async for r in ch.unary_stream(STREAM)(b"3", timeout=5)]
+                assert len(replies) == 3
+                control(three[0], "not-serving")
+                for _ in range(200):
+                    if ch.get_state() and not any(e.id == "i0" for e in ch._pool.candidates(time.monotonic())):
+                        break
+                    await asyncio.sleep(0.01)
+                assert b"i0" not in {(await echo(b"x", timeout=5)).split(b":")[0] for _ in range(20)}
+            finally:
+                await ch.close()
+
+    asyncio.run(scenario())
