@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from cli import admin, bench, kv, local, snapshot, xds
+from cli import admin, bench, kv, local, service, snapshot, xds
 from cli.common import CommandError, Context, add_global_flags, add_global_flags_everywhere
 from raftkv.client import ClientError, ConfigError, Unavailable
 from raftkv.client import TimeoutError as ClientTimeout
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     snapshot.register(sub)
     local.register(sub)
     bench.register(sub)
+    service.register(sub)
     xds.register(sub)
     add_global_flags_everywhere(parser)
     return parser

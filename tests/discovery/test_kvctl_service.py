@@ -1,0 +1,144 @@
+"""``kvctl service register|list|watch`` as users run them: subprocesses against a real cluster."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from raftkv.client import Client
+from raftkv.discovery import instance_key, register
+from raftkv.discovery.demo import control
+from raftkv.testing import ClusterHandle
+from tests.discovery.conftest import REPO, Instances, eventually
+
+
+@pytest.fixture
+def env(cluster: ClusterHandle, instances: Instances) -> dict[str, str]:
+    return instances.env
+
+
+def kvctl(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli.kvctl", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=timeout)
+
+
+@pytest.fixture
+def popen(env: dict[str, str]) -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def start(popen: list[subprocess.Popen[str]], env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "cli.kvctl", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    popen.append(proc)
+    return proc
+
+
+def test_register_sidecar_keeps_the_key_and_sigterm_deregisters(client: Client, service: str, env: dict[str, str],
+                                                                popen: list[subprocess.Popen[str]]) -> None:
+    proc = start(popen, env, "service", "register", service, "127.0.0.1:7001", "--ttl", "30", "--meta", "zone=a",
+                 "--meta", "weight=3")
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith(f"registered /services/{service}/127.0.0.1:7001 (lease "), line
+    kv = client.get(instance_key(service, "127.0.0.1:7001"))
+    assert kv is not None and json.loads(kv.value)["Metadata"] == {"weight": 3, "zone": "a"}
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert f"deregistered /services/{service}/127.0.0.1:7001" in out
+    assert client.get(instance_key(service, "127.0.0.1:7001")) is None  # revoked, not left for 30 s
+
+
+def test_a_killed_sidecars_key_goes_within_its_ttl(cluster: ClusterHandle, client: Client, service: str,
+                                                  env: dict[str, str], popen: list[subprocess.Popen[str]]) -> None:
+    proc = start(popen, env, "service", "register", service, "127.0.0.1:7002", "--ttl", "2")
+    assert proc.stdout is not None and proc.stdout.readline().startswith("registered")
+    proc.kill()
+    proc.wait()
+    import time
+    killed = time.monotonic()
+    eventually(lambda: client.get(instance_key(service, "127.0.0.1:7002")) is None, 10, "the key's expiry")
+    # The TTL, plus what the lessor's 500 ms expiry sweep and a revoke through Raft add; well under TTL + 1 s
+    # on a quiet machine, bounded more loosely here because the test machine may be loaded.
+    assert time.monotonic() - killed < 2 + 3
+
+
+def test_register_with_health_check_follows_the_instance(client: Client, service: str, env: dict[str, str],
+                                                         instances: Instances,
+                                                         popen: list[subprocess.Popen[str]]) -> None:
+    _, addr = instances.local()
+    proc = start(popen, env, "service", "register", service, addr, "--health-check", "grpc", "--health-interval",
+                 "100ms")
+    key = instance_key(service, addr)
+    eventually(lambda: client.get(key) is not None, 10, "registration once healthy")
+    control(addr, "not-serving")
+    eventually(lambda: client.get(key) is None, 10, "withdrawal")
+    control(addr, "serving")
+    eventually(lambda: client.get(key) is not None, 10, "restoration")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=15)
+    assert proc.returncode == 0
+
+
+def test_list_shows_address_ttl_health_and_metadata(client: Client, service: str, env: dict[str, str],
+                                                    instances: Instances) -> None:
+    _, addr = instances.local()
+    with register(service, addr, instance_id="a", metadata={"zone": "b"}, ttl=20, client=client), \
+            register(service, "127.0.0.1:1", instance_id="dead", client=client):
+        client.put(f"/services/{service}/broken", "not json")
+        out = kvctl(env, "service", "list", service, "-w", "json")
+        assert out.returncode == 0, out.stderr
+        rows = {r["id"]: r for r in json.loads(out.stdout)["instances"]}
+        assert rows["a"]["addr"] == addr and rows["a"]["health"] == "SERVING" and 0 < rows["a"]["ttl"] <= 20
+        assert rows["a"]["metadata"] == {"zone": "b"}
+        assert rows["dead"]["health"] == "unreachable"
+        assert rows["broken"]["health"] == "invalid" and "not JSON" in rows["broken"]["error"]
+        table = kvctl(env, "service", "list", "-w", "table")
+        assert table.returncode == 0 and "SERVICE" in table.stdout and addr in table.stdout
+        simple = kvctl(env, "service", "list", service).stdout.splitlines()
+        assert any(line.startswith(f"{service}, a, {addr}, ") and line.endswith("SERVING, zone=b") for line in simple)
+    client.delete(f"/services/{service}/broken")
+
+
+def test_watch_prints_changes_as_they_happen(client: Client, service: str, env: dict[str, str],
+                                             popen: list[subprocess.Popen[str]]) -> None:
+    with register(service, "127.0.0.1:7003", instance_id="w1", client=client):
+        proc = start(popen, env, "service", "watch", service)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "added w1 127.0.0.1:7003"
+        with register(service, "127.0.0.1:7004", instance_id="w2", metadata={"v": "2"}, client=client):
+            assert proc.stdout.readline().strip() == "added w2 127.0.0.1:7004 v=2"
+        assert proc.stdout.readline().strip() == "removed w2 127.0.0.1:7004"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=15)
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("args, error", [
+    (("service", "register", "svc", "nope"), "address 'nope' must be host:port"),
+    (("service", "register", "a/b", "h:1"), "service name 'a/b' must be a non-empty key segment"),
+    (("service", "register", "svc", "h:1", "--meta", "novalue"), "bad --meta 'novalue': expected KEY=VALUE"),
+    (("service", "register", "svc", "h:1", "--meta", "weight=0"), "weight 0 must be a whole number from 1 to 1000"),
+    (("service", "watch", "a/b"), "service name 'a/b' must be a non-empty key segment"),
+])
+def test_bad_arguments_are_one_clear_line(env: dict[str, str], args: tuple[str, ...], error: str) -> None:
+    out = kvctl(env, *args)
+    assert out.returncode == 1 and out.stderr.startswith("Error: ") and error in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_an_unreachable_registry_is_a_clear_error(env: dict[str, str]) -> None:
+    out = kvctl({**env, "KVCTL_ENDPOINTS": "127.0.0.1:1"}, "service", "register", "svc", "127.0.0.1:5",
+                "--command-timeout", "1s", "--dial-timeout", "300ms")
+    assert out.returncode == 1 and out.stderr.startswith("Error: ") and "Traceback" not in out.stderr, out.stderr
