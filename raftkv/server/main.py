@@ -16,6 +16,8 @@ import sys
 from urllib.parse import urlsplit
 
 from raftkv.api.grpc_server import build_client_server
+from raftkv.client import ClientConfig
+from raftkv.discovery.web import RegistryPage  # this module is the process's composition root
 from raftkv.api.lease import LeaseServicer
 from raftkv.api.watch import WatchServicer
 from raftkv.proto import internal_pb2, rpc_pb2
@@ -77,6 +79,16 @@ def open_store(cfg: ServerConfig) -> NodeStore:
     return store
 
 
+def registry_page(cfg: ServerConfig) -> RegistryPage:
+    """The read-only registry page (``/ui``) on the metrics listener. It reads this member's own client port
+    through ``raftkv.client``, with the member's certificate (issued for client use too)."""
+    endpoint = cfg.advertise_client_urls[0]
+    tls = cfg.client_tls
+    config = (ClientConfig(endpoints=(endpoint,), insecure=True) if tls is None else
+              ClientConfig(endpoints=(endpoint,), cacert=str(tls.ca), cert=str(tls.cert), key=str(tls.key)))
+    return RegistryPage(config)
+
+
 def _bind_error(what: str, url: str, exc: BaseException) -> ConfigError:
     return ConfigError(f"cannot listen on {what} URL {url}: {exc} (is the port in use?)")
 
@@ -134,6 +146,9 @@ async def serve(cfg: ServerConfig) -> int:
         store.close()
         raise _bind_error("client", cfg.listen_client_urls[0], exc) from None
 
+    page = registry_page(cfg) if cfg.listen_metrics_urls else None
+    if page is not None:
+        await page.start()
     metrics = MetricsServer(
         [
             ("raftkv_is_leader", "1 if this member is the leader.", lambda: float(node.is_leader())),
@@ -149,6 +164,7 @@ async def serve(cfg: ServerConfig) -> int:
             ("raftkv_db_size_bytes", "Database size in bytes.", lambda: float(node.store.db_size())),
         ],
         healthy=node.has_leader,
+        extra=page.handle if page is not None else None,
     )
     for url in cfg.listen_metrics_urls:
         parts = urlsplit(url)
@@ -171,6 +187,8 @@ async def serve(cfg: ServerConfig) -> int:
     await forwarder.close()
     await transport.stop()
     await metrics.stop()
+    if page is not None:
+        await page.stop()
     store.close()
     log.info("stopped cleanly")
     return 0

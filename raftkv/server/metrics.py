@@ -11,17 +11,20 @@ import asyncio
 import logging
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("raftkv.metrics")
 
 Gauge = tuple[str, str, Callable[[], float]]  # (name, help, read)
+#: Answers a GET for a path the listener does not know itself (the registry page mounts on this); returns
+#: False if the path is not its own either. It writes the whole response, and may stream it.
+Extra = Callable[[str, asyncio.StreamWriter], Awaitable[bool]]
 
 
 class MetricsServer:
     """Serves ``GET /metrics`` (Prometheus text format 0.0.4) and ``GET /health`` (200 iff a leader is known)."""
 
-    def __init__(self, gauges: list[Gauge], healthy: Callable[[], bool]) -> None:
+    def __init__(self, gauges: list[Gauge], healthy: Callable[[], bool], extra: Extra | None = None) -> None:
         self._gauges = gauges + [
             (
                 "process_resident_memory_bytes",
@@ -32,6 +35,7 @@ class MetricsServer:
             ("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", time.process_time),
         ]
         self._healthy = healthy
+        self._extra = extra
         self._servers: list[asyncio.Server] = []
 
     def render(self) -> str:
@@ -64,6 +68,8 @@ class MetricsServer:
                 ok = self._healthy()
                 status = "200 OK" if ok else "503 Service Unavailable"
                 body, ctype = '{"health":"%s"}\n' % ("true" if ok else "false"), "application/json"
+            elif self._extra is not None and await self._extra(path, writer):
+                return
             else:
                 status, body, ctype = "404 Not Found", "not found\n", "text/plain"
             payload = body.encode()
