@@ -392,10 +392,11 @@ class BalancedChannel(grpc.Channel):  # type: ignore[misc]
         with lock:
             self._budget.deposit(now)
 
-        def launch(at: float) -> bool:
+        def launch(at: float, charge: bool = False) -> bool:
+            """Start an attempt on an instance not tried yet; a hedge (``charge``) only if the budget allows."""
             with lock:
                 endpoint = pool.pick(at, key, tried)
-                if endpoint is None:
+                if endpoint is None or (charge and not self._budget.withdraw(at)):
                     return False
                 pool.begin(endpoint)
             tried.append(endpoint.id)
@@ -445,10 +446,7 @@ class BalancedChannel(grpc.Channel):  # type: ignore[misc]
                 if again:
                     launch(now)
             if not fresh and len(tried) < rules.max_attempts and (deadline is None or now < deadline):
-                with lock:
-                    allowed = self._budget.withdraw(now)
-                if allowed:
-                    launch(now)
+                launch(now, charge=True)
             if not running:
                 raise error or self._no_instance()
 
