@@ -142,7 +142,8 @@ def run(kind: str, address: str, service: str, rate: float, duration: float, sta
     recorder.done = True
     if sampler is not None:
         sampler.join()
-    channel.close()
+    # Closing waits for calls still stuck on a stopped instance; the figures must not wait for that.
+    threading.Thread(target=channel.close, daemon=True).start()
     return {"kind": kind, "address": address, "rate": rate, "duration": duration, "start_at": start_at,
             "cpu_s": cpu, "late_starts": late, "calls": sorted(recorder.calls),
             "routing": recorder.routing, "reasons": dict(recorder.reasons.most_common(20))}
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(tmp, "w") as f:
         json.dump(result, f)
     os.replace(tmp, args.out)
-    return 0
+    sys.stdout.flush()
+    os._exit(0)  # the results are written: do not wait for gRPC's threads to wind down
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ route with a retry policy on UNAVAILABLE, and the proxies with their replay opti
   2`` (TCP connect: HAProxy 2.6 cannot read a ``grpc.health.v1`` answer, whose status is in the body),
   ``option redispatch`` and ``retries 3`` with ``retry-on conn-failure empty-response response-timeout``.
 - Nginx: ``grpc_pass`` to an upstream whose servers have ``max_fails=1 fail_timeout=3s`` (passive
-  ejection for 3 s after a failure), ``grpc_next_upstream error timeout non_idempotent`` with 3 tries,
-  1 s connect timeout.
+  ejection for 3 s after a failure) and ``keepalive 64`` (without it Nginx opens a connection per call and
+  500 calls/s exhaust the loopback's ports in TIME_WAIT), ``grpc_next_upstream error timeout
+  non_idempotent`` with 3 tries, 1 s connect timeout.
 
 Neither sees a NOT_SERVING health status or a call that failed with a gRPC status (it travels in the HTTP/2
 trailers of a 200 response): that is the gap a gRPC-aware balancer closes, and the benchmark shows it.
@@ -71,6 +72,7 @@ http {{
     scgi_temp_path {workdir}/nginx-scgi;
     upstream demo {{
 {servers}
+        keepalive 64;
     }}
     server {{
         listen 127.0.0.1:{listen_port} http2;
