@@ -78,6 +78,7 @@ class Instance:
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
+        self.close()  # a previous process that never said ready must not live on beside the new one
         log_file = open(self.logs / f"{self.name}.log", "a")
         self.proc = subprocess.Popen([sys.executable, "-m", "raftkv.discovery.demo", *self.args], env=self.env,
                                      cwd=REPO, stdout=subprocess.PIPE, stderr=log_file, text=True)
@@ -353,6 +354,8 @@ class Run:
     # ------------------------------------------------------------------ tear down
 
     def close(self) -> None:
+        for thread in self._background:  # a restart in flight would start an instance after the kill below
+            thread.join(60)
         with contextlib.suppress(Exception):
             self.registry.close()
         with contextlib.suppress(Exception):
