@@ -132,13 +132,13 @@ def test_bounded_loads_keep_most_keys_in_place_across_a_join(n: int, seed: int) 
     joined = eps + [Endpoint(Instance("new", "10.0.1.1:1"))]
     ring.rebuild(joined)
     after = assign(ring, joined, keys)
-    stayed = sum(before[k] == after[k] for k in keys) / len(keys)
-    # The newcomer must take its share, 1/(n+1) of the keys, so no scheme keeps more than 1 - 1/(n+1) in
-    # place (75 % for 3 -> 4 instances); bounded loads at epsilon 0.25 move at most 6 points more, which
-    # keeps 90 % in place from about 16 instances on.
-    assert stayed >= 1 - 1 / (n + 1) - 0.06, (n, stayed)
-    if n >= 16:
-        assert stayed >= 0.9, (n, stayed)
+    # The newcomer must take its share, about 1/(n+1) of the keys (a quarter for 3 -> 4 instances), so the
+    # measure of stability is what happens to the rest: they stay where they were. Bounded loads may push a
+    # few of them on when the newcomer's arrival shifts the load cap; at epsilon 0.25 that is under 6 % here.
+    untaken = [k for k in keys if after[k] != "new"]
+    stayed = sum(before[k] == after[k] for k in untaken) / len(untaken)
+    assert stayed >= 0.9, (n, stayed)
+    assert len(keys) - len(untaken) <= math.ceil(1.25 * len(keys) / (n + 1)), "the newcomer took over its cap"
 
 
 def test_ring_hash_without_a_key_spreads_at_random() -> None:
