@@ -19,7 +19,8 @@ from raftkv.api import validation
 from raftkv.api.metadata import REQUIRE_LEADER_KEY, Context, MalformedMessage
 from raftkv.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from raftkv.server.backend import Backend
-from raftkv.server.watch_hub import Delivery, StreamClosed, WatchHub, WatchSpec, WatchStream
+from raftkv.server.watch_hub import StreamClosed, WatchHub, WatchStream
+from raftkv.server.watch_types import Delivery, WatchSpec
 
 #: etcd's default ``--experimental-watch-progress-notify-interval``.
 DEFAULT_PROGRESS_INTERVAL = 600.0
@@ -110,8 +111,14 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
         return None
 
     async def _apply_requests(self, requests: AsyncIterator[rpc_pb2.WatchRequest], stream: WatchStream) -> None:
+        """One request at a time, and none while the client leaves the stream's answers unread."""
         with contextlib.suppress(StreamClosed):
-            async for request in requests:
+            while True:
+                await stream.accepting()
+                try:
+                    request = await anext(requests)
+                except StopAsyncIteration:
+                    return
                 kind = request.WhichOneof("request_union")
                 if kind == "create_request":
                     create = request.create_request

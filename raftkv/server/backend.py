@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from raftkv.proto import internal_pb2, kv_pb2, rpc_pb2
+from raftkv.statemachine.mvcc import HistoryPage
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +76,11 @@ class Backend(Protocol):
 
     def compact_revision(self) -> int: ...
 
-    def events_since(
-        self, start_revision: int, key: bytes, range_end: bytes
-    ) -> list[RevisionEvents]:
-        """Committed events with revision >= start_revision matching the range, from the MVCC history.
+    def history_page(
+        self, start_revision: int, key: bytes, range_end: bytes, *, prev_kv: bool, max_bytes: int
+    ) -> HistoryPage:
+        """One bounded step of the MVCC history from ``start_revision`` (events matching the range, whole
+        revisions, scanning about ``max_bytes``); the page says where the next step starts.
 
         Raises EtcdException(COMPACTED) if start_revision < compact_revision."""
         ...

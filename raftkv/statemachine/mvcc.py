@@ -76,6 +76,17 @@ class KeyRange:
         return self.range_end != b"\0" and k >= self.range_end
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """One bounded step of a history scan: the matching events, and where the next step starts."""
+
+    revisions: list[tuple[int, list[kv_pb2.Event]]]
+    #: First revision not scanned: everything matching below it is in ``revisions``.
+    next_revision: int
+    #: Bytes of history read (matching or not): what the step cost.
+    scanned_bytes: int
+
+
 def read_revision(txn: lmdb.Transaction, env: Env) -> int:
     """The store's current revision; a fresh store is at revision 1, as in etcd."""
     raw = txn.get(K_REVISION, db=env.db("meta"))
@@ -210,35 +221,40 @@ class MvccReader:
             resp.kvs.append(kv)
         return resp
 
-    def events_since(
-        self, start_rev: int, key: bytes, range_end: bytes, *, max_revisions: int = 0
-    ) -> list[tuple[int, list[kv_pb2.Event]]]:
-        """Events of revisions >= ``start_rev`` touching the range, grouped by revision, with ``prev_kv``.
+    def history_page(
+        self, start_rev: int, key: bytes, range_end: bytes, *, prev_kv: bool, max_bytes: int
+    ) -> HistoryPage:
+        """Events of revisions >= ``start_rev`` touching the range, grouped by revision (whole revisions).
 
-        Watch catch-up: one sequential scan of ``history`` from ``start_rev``. ``max_revisions`` (0 = all)
-        bounds the answer so a far-behind watcher can be fed in batches.
+        Watch catch-up: one sequential scan of ``history`` from ``start_rev`` that stops at the first
+        revision boundary after ``max_bytes`` of history were scanned (matching or not), so one call costs a
+        bounded amount whatever the watcher's range. ``prev_kv`` is looked up only when asked for: it costs
+        a key-index search per event.
         """
         if start_rev < self.compact_revision():  # etcd serves a watch from exactly the compaction revision
             raise errors.COMPACTED.exception()
         rng = KeyRange(key, range_end)
         out: list[tuple[int, list[kv_pb2.Event]]] = []
+        scanned = 0
         cur = self.txn.cursor(db=self._history)
-        if not cur.set_range(_REV.pack(start_rev, 0)):
-            return out
-        for hkey, raw in cur:
-            rev, sub = _REV.unpack(hkey)
-            if out and rev != out[-1][0] and max_revisions and len(out) >= max_revisions:
-                break
+        positioned = cur.set_range(_REV.pack(start_rev, 0))
+        last_rev = start_rev - 1
+        while positioned:
+            rev, sub = _REV.unpack(cur.key())
+            if rev != last_rev and scanned >= max_bytes:
+                return HistoryPage(out, rev, scanned)
+            last_rev = rev
+            raw = cur.value()
+            scanned += len(raw)
             ev = kv_pb2.Event.FromString(raw)
-            if not rng.contains(ev.kv.key):
-                continue
-            prev = self.kv_before(ev.kv.key, rev, sub)
-            if prev is not None:
-                ev.prev_kv.CopyFrom(prev)
-            if not out or out[-1][0] != rev:
-                out.append((rev, []))
-            out[-1][1].append(ev)
-        return out
+            if rng.contains(ev.kv.key):
+                if prev_kv and (prev := self.kv_before(ev.kv.key, rev, sub)) is not None:
+                    ev.prev_kv.CopyFrom(prev)
+                if not out or out[-1][0] != rev:
+                    out.append((rev, []))
+                out[-1][1].append(ev)
+            positioned = cur.next()
+        return HistoryPage(out, self.revision() + 1, scanned)
 
     def hash_kv(self, rev: int = 0) -> tuple[int, int, int]:
         """(crc32, compact revision, hashed revision) over every kept history record up to ``rev`` (0 = latest).

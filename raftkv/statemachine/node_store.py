@@ -23,11 +23,11 @@ import lmdb
 
 from raftkv.core.rawnode import bootstrap_entries
 from raftkv.core.types import ConfState, Entry, HardState, SnapshotMeta
-from raftkv.proto import kv_pb2, rpc_pb2
+from raftkv.proto import rpc_pb2
 from raftkv.statemachine import applier as applier_mod
 from raftkv.statemachine import leases
 from raftkv.statemachine.applier import AppliedEntry, Applier, ApplyConfig
-from raftkv.statemachine.mvcc import K_COMPACT, K_REVISION, MvccReader
+from raftkv.statemachine.mvcc import K_COMPACT, K_REVISION, HistoryPage, MvccReader
 from raftkv.storage.env import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, Env, Writer, WriteTxn
 from raftkv.storage.raft_log import (
     K_APPLIED,
@@ -173,11 +173,11 @@ class NodeStore:
         with self.reader() as r:
             return r.range(req)
 
-    def events_since(
-        self, start_rev: int, key: bytes, range_end: bytes, max_revisions: int = 0
-    ) -> list[tuple[int, list[kv_pb2.Event]]]:
+    def history_page(
+        self, start_rev: int, key: bytes, range_end: bytes, *, prev_kv: bool, max_bytes: int
+    ) -> HistoryPage:
         with self.reader() as r:
-            return r.events_since(start_rev, key, range_end, max_revisions=max_revisions)
+            return r.history_page(start_rev, key, range_end, prev_kv=prev_kv, max_bytes=max_bytes)
 
     def hash_kv(self, revision: int = 0) -> tuple[int, int, int]:
         """(hash, compact revision, hashed revision)."""

@@ -115,3 +115,30 @@ def test_compacted_start_revision_cancels_the_watch(cluster: LocalCluster, prefi
         session.call.cancel()
 
     run(cluster, scenario)
+
+
+def test_garbage_on_a_watch_stream_fails_the_call_at_once(cluster: LocalCluster) -> None:
+    """A request that does not decode ends the call with etcd's INTERNAL unmarshal error right away, not at
+    the call's deadline; the member keeps serving watches."""
+
+    async def scenario(channel: grpc.aio.Channel, kv: rpc_pb2_grpc.KVStub) -> None:
+        async def garbage() -> AsyncIterator[bytes]:
+            yield b"\xff\xff\xff\xff\x0f"
+            await asyncio.sleep(60)
+
+        raw = channel.stream_stream("/etcdserverpb.Watch/Watch")
+        call = raw(garbage(), timeout=30)
+        started = asyncio.get_running_loop().time()
+        code = details = None
+        try:
+            async for _ in call:
+                pass
+        except grpc.aio.AioRpcError as exc:
+            code, details = exc.code(), exc.details() or ""
+        assert code == grpc.StatusCode.INTERNAL, (code, details)
+        assert details.startswith("grpc: failed to unmarshal the received message"), details
+        assert asyncio.get_running_loop().time() - started < 5
+        session = Session(channel)
+        await session.create(key=b"after-garbage")
+
+    run(cluster, scenario)

@@ -14,13 +14,16 @@ from hypothesis import strategies as st
 from raftkv import errors
 from raftkv.server.backend import RevisionEvents
 from raftkv.proto import kv_pb2
+from raftkv.statemachine.mvcc import HistoryPage
 from raftkv.server.watch_hub import (
+    MAX_CONTROL_BACKLOG,
     PROGRESS_WATCH_ID,
     REASON_DUPLICATE_ID,
     REASON_EMPTY_RANGE,
     Delivery,
     StreamClosed,
     WatchHub,
+    WatchLimits,
     WatchSpec,
     WatchStream,
 )
@@ -40,6 +43,7 @@ class AppliedLog:
         self.history: list[RevisionEvents] = []
         self.values: dict[bytes, kv_pb2.KeyValue] = {}
         self.compacted = 0
+        self.history_reads = 0
         self._subscribers: list[Callable[[RevisionEvents], None]] = []
         self._unpublished: list[RevisionEvents] = []
 
@@ -50,17 +54,25 @@ class AppliedLog:
     def compact_revision(self) -> int:
         return self.compacted
 
-    def events_since(self, start: int, key: bytes, range_end: bytes) -> list[RevisionEvents]:
-        if start <= self.compacted:
+    def history_page(self, start: int, key: bytes, range_end: bytes, *, prev_kv: bool,
+                     max_bytes: int) -> HistoryPage:
+        if start < self.compacted:
             raise errors.COMPACTED.exception()
+        self.history_reads += 1
         spec = WatchSpec(key, range_end)
-        out = []
+        out: list[tuple[int, list[kv_pb2.Event]]] = []
+        scanned = 0
         for revision in self.history:
-            if revision.revision >= start:
-                events = tuple(e for e in revision.events if spec.matches(e.kv.key))
-                if events:
-                    out.append(RevisionEvents(revision.revision, events))
-        return out
+            if revision.revision < start:
+                continue
+            if scanned >= max_bytes:
+                return HistoryPage(out, revision.revision, scanned)
+            scanned += sum(e.ByteSize() for e in revision.events)
+            events = [e if prev_kv else kv_pb2.Event(type=e.type, kv=e.kv)
+                      for e in revision.events if spec.matches(e.kv.key)]
+            if events:
+                out.append((revision.revision, events))
+        return HistoryPage(out, self.current_revision() + 1, scanned)
 
     def subscribe_applied(self, callback: Callable[[RevisionEvents], None]) -> Callable[[], None]:
         self._subscribers.append(callback)
@@ -110,9 +122,9 @@ def run(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
     return wrapper
 
 
-def make_hub(**kwargs: Any) -> tuple[AppliedLog, WatchHub]:
+def make_hub(clock: Callable[[], float] | None = None, **limits: Any) -> tuple[AppliedLog, WatchHub]:
     log = AppliedLog()
-    hub = WatchHub(log, **kwargs)  # type: ignore[arg-type]
+    hub = WatchHub(log, WatchLimits(**limits), **({"clock": clock} if clock else {}))  # type: ignore[arg-type]
     return log, hub
 
 
@@ -229,7 +241,7 @@ async def test_filters_ranges_and_prev_kv() -> None:
 
 @run
 async def test_a_revision_is_never_split_across_replies() -> None:
-    log, hub = make_hub(max_batch_bytes=1)
+    log, hub = make_hub(batch_bytes=1)
     stream = hub.open_stream()
     stream.create(WatchSpec(b"k", b"l"))
     log.apply(*((b"k%d" % i, b"v" * 100) for i in range(10)))
@@ -240,25 +252,8 @@ async def test_a_revision_is_never_split_across_replies() -> None:
 
 
 @run
-async def test_slow_watcher_is_canceled_with_a_resume_revision_and_others_continue() -> None:
-    log, hub = make_hub(max_pending_events=3)
-    slow_stream, fast_stream = hub.open_stream(), hub.open_stream()
-    slow = slow_stream.create(WatchSpec(b"k"))
-    fast_stream.create(WatchSpec(b"k"))
-    drain(slow_stream)
-    first = log.apply((b"k", b"0"))
-    for i in range(1, 6):
-        log.apply((b"k", str(i).encode()))
-        drain(fast_stream)  # the fast reader keeps up; the slow one never reads
-    out = drain(slow_stream)
-    assert out[-1].watch_id == slow and out[-1].canceled
-    assert f"watch again from revision {first}" in out[-1].cancel_reason
-    assert hub.watcher_count() == 1
-
-
-@run
 async def test_progress_reply_follows_all_earlier_events_and_never_goes_back() -> None:
-    log, hub = make_hub(max_batch_bytes=1)
+    log, hub = make_hub(batch_bytes=1)
     stream = hub.open_stream()
     stream.create(WatchSpec(b"k"))
     for i in range(3):
@@ -293,7 +288,7 @@ async def test_periodic_progress_notify_only_for_idle_watchers_that_asked() -> N
 
 @run
 async def test_busy_watcher_does_not_starve_its_stream_neighbours() -> None:
-    log, hub = make_hub(max_batch_bytes=1)
+    log, hub = make_hub(batch_bytes=1)
     stream = hub.open_stream()
     busy = stream.create(WatchSpec(b"busy"))
     quiet = stream.create(WatchSpec(b"quiet"))
@@ -301,8 +296,8 @@ async def test_busy_watcher_does_not_starve_its_stream_neighbours() -> None:
     for i in range(20):
         log.apply((b"busy", str(i).encode()))
     log.apply((b"quiet", b"q"))
-    first_round = await stream.next()
-    assert {d.watch_id for d in first_round} == {busy, quiet}
+    first_rounds = await stream.next() + await stream.next()
+    assert {d.watch_id for d in first_rounds} == {busy, quiet}
 
 
 @run
@@ -325,6 +320,20 @@ async def test_ids_duplicates_empty_ranges_and_cancel() -> None:
 
 
 @run
+async def test_a_client_that_sends_creates_without_reading_answers_is_held_up() -> None:
+    _, hub = make_hub()
+    stream = hub.open_stream()
+    for _ in range(MAX_CONTROL_BACKLOG):
+        await stream.accepting()
+        stream.create(WatchSpec(b"k"))
+    blocked = asyncio.ensure_future(stream.accepting())
+    await asyncio.sleep(0.01)
+    assert not blocked.done()
+    assert len(stream.poll()) == MAX_CONTROL_BACKLOG
+    await asyncio.wait_for(blocked, 5)
+
+
+@run
 async def test_closing_the_hub_ends_waiting_streams() -> None:
     _, hub = make_hub()
     stream = hub.open_stream()
@@ -336,22 +345,129 @@ async def test_closing_the_hub_ends_waiting_streams() -> None:
     assert hub.watcher_count() == 0
 
 
-@settings(max_examples=60, deadline=None)
+@run
+async def test_a_watcher_that_does_not_read_stops_being_fed_and_later_gets_everything_once() -> None:
+    """Past its bound a live watcher's queue is dropped (history still has it): memory stays bounded, and
+    when the client reads again it replays from where it was, without gap or duplicate."""
+    log, hub = make_hub(watcher_bytes=1000)
+    slow_stream, fast_stream = hub.open_stream(), hub.open_stream()
+    slow = slow_stream.create(WatchSpec(b"k"))
+    fast = fast_stream.create(WatchSpec(b"k"))
+    drain(slow_stream)
+    fast_got = drain(fast_stream)
+    revisions = []
+    for i in range(30):
+        revisions.append(log.apply((b"k", b"v" * 100)))
+        fast_got += drain(fast_stream)  # the fast reader keeps up; the slow one never reads
+        assert hub.memory_bytes() <= 1000 + 300
+    assert hub.replaying_count() == 1 and hub.fell_behind_total == 1
+    assert [rev for _, _, rev in events_of(fast_got, fast)] == revisions
+    assert [rev for _, _, rev in events_of(drain(slow_stream), slow)] == revisions
+    assert hub.replaying_count() == 0 and hub.memory_bytes() == 0
+    log.apply((b"k", b"live again"))
+    assert len(events_of(drain(slow_stream), slow)) == 1
+
+
+@run
+async def test_stream_and_member_bounds_shed_the_largest_queues_first() -> None:
+    log, hub = make_hub(stream_bytes=2000, member_bytes=3000)
+    one = hub.open_stream()
+    big, small = one.create(WatchSpec(b"big")), one.create(WatchSpec(b"small"))
+    others = [hub.open_stream() for _ in range(3)]
+    for stream in others:
+        stream.create(WatchSpec(b"small"))
+    for stream in (one, *others):
+        drain(stream)
+    log.apply((b"small", b"s"))
+    for _ in range(20):
+        log.apply((b"big", b"b" * 200))
+        assert one.queued_bytes <= 2000 + 400 and hub.memory_bytes() <= 3000 + 400
+    assert hub.fell_behind_total >= 1 and hub.replaying_count() == 1  # only `big` fell behind
+    got = drain(one)
+    assert len(events_of(got, big)) == 20 and len(events_of(got, small)) == 1
+
+
+@run
+async def test_replay_is_paced_by_the_reader_and_bounded_per_step() -> None:
+    """200 watchers from revision 1 that never read cost no history read at all; one that reads gets one
+    bounded step per round."""
+    log, hub = make_hub(replay_bytes=1000, batch_bytes=1 << 20)
+    for i in range(200):
+        log.apply((b"k%d" % (i % 10), b"v" * 100))
+    streams = [hub.open_stream() for _ in range(200)]
+    for stream in streams:
+        stream.create(WatchSpec(b"k", b"l", start_revision=1))
+        assert [d.created for d in stream.poll()] == [True]  # the created reply; then the client stops reading
+    assert log.history_reads == 0 and hub.memory_bytes() == 0
+    reader = streams[0]
+    first = reader.poll()
+    assert log.history_reads == 1
+    assert 0 < sum(len(d.events) for d in first) <= 1000 // 100 + 1
+    rest = drain(reader)
+    assert sum(len(d.events) for d in first + rest) == 200 and log.history_reads > 10
+
+
+@run
+async def test_a_stalled_stream_has_its_watchers_that_are_behind_canceled_with_a_resume_revision() -> None:
+    now = [0.0]
+    log, hub = make_hub(clock=lambda: now[0], stall_seconds=60)
+    stalled, reading, idle = hub.open_stream(), hub.open_stream(), hub.open_stream()
+    behind = stalled.create(WatchSpec(b"k"))
+    reading.create(WatchSpec(b"k"))
+    idle.create(WatchSpec(b"quiet"))
+    for stream in (stalled, reading, idle):
+        drain(stream)
+    first = log.apply((b"k", b"1"))
+    assert events_of(stalled.poll(), behind)  # handed to gRPC, which the client never drains
+    for _ in range(5):
+        now[0] += 30
+        log.apply((b"k", b"more"))
+        drain(reading)
+    out = drain(stalled)
+    assert out[-1].watch_id == behind and out[-1].canceled and not out[-1].compact_revision
+    assert f"watch again from revision {first + 1}" in out[-1].cancel_reason
+    assert hub.watcher_count() == 2  # the reader, and the idle watcher nothing waited for
+
+
+@run
+async def test_a_replaying_watcher_whose_history_is_compacted_is_canceled_as_etcd_does() -> None:
+    log, hub = make_hub(watcher_bytes=150)
+    stream = hub.open_stream()
+    stream.create(WatchSpec(b"k"))
+    drain(stream)
+    for i in range(5):
+        log.apply((b"k", b"v" * 100))
+    assert hub.replaying_count() == 1
+    log.compacted = 4
+    out = drain(stream)
+    assert out[-1].canceled and out[-1].compact_revision == 4
+    assert out[-1].cancel_reason == errors.COMPACTED.message and hub.watcher_count() == 0
+
+
+@settings(max_examples=120, deadline=None)
 @given(
     st.lists(
         st.one_of(
             st.tuples(st.just("put"), st.sampled_from([b"a", b"b", b"c"]), st.booleans()),
             st.tuples(st.just("watch"), st.integers(0, 30), st.booleans()),
             st.tuples(st.just("drain"), st.integers(0, 0), st.booleans()),
+            st.tuples(st.just("poll"), st.integers(0, 0), st.booleans()),
         ),
         max_size=50,
-    )
+    ),
+    st.sampled_from([150, 400, 1 << 30]),
+    st.sampled_from([300, 1 << 30]),
+    st.sampled_from([1, 100, 1 << 30]),
 )
-def test_every_watcher_sees_exactly_its_events_in_order(ops: list[tuple[str, Any, bool]]) -> None:
-    """Random interleavings of writes (some applied before being published), creates and reads."""
+def test_every_watcher_sees_exactly_its_events_in_order(
+    ops: list[tuple[str, Any, bool]], watcher_bytes: int, stream_bytes: int, replay_bytes: int
+) -> None:
+    """Random interleavings of writes (some applied before being published), creates and reads, under
+    limits tight enough that watchers fall behind and replay from history in small steps."""
 
     async def scenario() -> None:
-        log, hub = make_hub(max_batch_bytes=64)
+        log, hub = make_hub(batch_bytes=64, watcher_bytes=watcher_bytes, stream_bytes=stream_bytes,
+                            replay_bytes=replay_bytes)
         stream = hub.open_stream()
         starts: dict[int, int] = {}
         got: list[Delivery] = []
@@ -362,6 +478,8 @@ def test_every_watcher_sees_exactly_its_events_in_order(ops: list[tuple[str, Any
                 start = arg if flag else 0
                 watch_id = stream.create(WatchSpec(b"a", b"c", start_revision=start))
                 starts[watch_id] = start if start > 0 else hub.published_revision + 1
+            elif op == "poll":
+                got += stream.poll()
             else:
                 got += drain(stream)
         log.publish()

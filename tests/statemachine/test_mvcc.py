@@ -7,6 +7,7 @@ import pytest
 from raftkv import errors
 from raftkv.errors import EtcdException
 from raftkv.proto import kv_pb2, rpc_pb2
+from raftkv.statemachine.mvcc import HistoryPage
 from tests.statemachine.conftest import Harness
 
 RR = rpc_pb2.RangeRequest
@@ -69,9 +70,9 @@ def test_historical_ranges_and_compaction_errors(h: Harness) -> None:
     assert h.apply(compaction=rpc_pb2.CompactionRequest(revision=3)).result.error == errors.COMPACTED.message
     assert h.store.revision() == 4  # compaction makes no revision
     with pytest.raises(EtcdException):
-        h.store.events_since(2, b"a", b"")
-    assert [rev for rev, _ in h.store.events_since(3, b"a", b"")] == [3, 4]  # etcd: start == compact is served
-    assert [rev for rev, _ in h.store.events_since(4, b"a", b"")] == [4]
+        history(h, 2, b"a")
+    assert [rev for rev, _ in history(h, 3, b"a").revisions] == [3, 4]  # etcd: start == compact is served
+    assert [rev for rev, _ in history(h, 4, b"a").revisions] == [4]
 
 
 def test_prefix_from_key_sort_limit_count(h: Harness) -> None:
@@ -163,14 +164,38 @@ def test_put_options_and_leases(h: Harness) -> None:
     assert h.apply(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=42)).result.error == errors.LEASE_NOT_FOUND.message
 
 
-def test_events_since_groups_by_revision_with_prev_kv(h: Harness) -> None:
+def history(h: Harness, start: int, key: bytes, range_end: bytes = b"", *, prev_kv: bool = False,
+            max_bytes: int = 1 << 30) -> HistoryPage:
+    return h.store.history_page(start, key, range_end, prev_kv=prev_kv, max_bytes=max_bytes)
+
+
+def test_history_groups_by_revision_with_prev_kv_only_when_asked(h: Harness) -> None:
     h.put(b"w/a", b"1")
     h.put(b"other", b"1")
     h.put(b"w/a", b"2")
-    got = h.store.events_since(2, b"w/", b"w0")
-    assert [rev for rev, _ in got] == [2, 4]
-    assert got[1][1][0].prev_kv.value == b"1"
-    assert len(h.store.events_since(2, b"w/", b"w0", max_revisions=1)) == 1
+    got = history(h, 2, b"w/", b"w0", prev_kv=True)
+    assert [rev for rev, _ in got.revisions] == [2, 4]
+    assert got.revisions[1][1][0].prev_kv.value == b"1"
+    assert got.next_revision == h.store.revision() + 1
+    assert not history(h, 2, b"w/", b"w0").revisions[1][1][0].HasField("prev_kv")
+
+
+def test_history_pages_are_bounded_by_bytes_scanned_and_end_on_whole_revisions(h: Harness) -> None:
+    """A step stops at a revision boundary once it has read ``max_bytes``, matching or not, so a watcher
+    of a rarely written key costs a bounded amount per step; following the pages misses nothing."""
+    h.apply(txn=rpc_pb2.TxnRequest(success=[op_put(b"w/1", b"a" * 100), op_put(b"w/2", b"b" * 100)]))
+    for i in range(20):
+        h.put(b"other", b"x" * 100)
+    h.put(b"w/1", b"c")
+    first = history(h, 1, b"w/", b"w0", max_bytes=1)
+    assert [(rev, len(events)) for rev, events in first.revisions] == [(2, 2)]  # the txn's revision, whole
+    assert first.next_revision == 3 and first.scanned_bytes > 200
+    seen, start, steps = [], 1, 0
+    while start <= h.store.revision():
+        page = history(h, start, b"w/", b"w0", max_bytes=500)
+        seen += [rev for rev, _ in page.revisions]
+        start, steps = page.next_revision, steps + 1
+    assert seen == [2, h.store.revision()] and steps > 2
 
 
 def test_keys_beyond_lmdb_limits_are_refused_not_fatal(h: Harness) -> None:

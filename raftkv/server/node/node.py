@@ -38,6 +38,7 @@ from raftkv.server.node.world import (
     fresh_rng,
 )
 from raftkv.statemachine.applier import AppliedEntry
+from raftkv.statemachine.mvcc import HistoryPage
 from raftkv.statemachine.request_shape import MAX_TXN_OPS
 
 APPLIED_CALLBACK = Callable[[RevisionEvents], None]
@@ -170,11 +171,10 @@ class Node:
     def compact_revision(self) -> int:
         return self.store.compact_revision()
 
-    def events_since(self, start_revision: int, key: bytes, range_end: bytes) -> list[RevisionEvents]:
-        return [
-            RevisionEvents(revision, tuple(events))
-            for revision, events in self.store.events_since(start_revision, key, range_end)
-        ]
+    def history_page(
+        self, start_revision: int, key: bytes, range_end: bytes, *, prev_kv: bool, max_bytes: int
+    ) -> HistoryPage:
+        return self.store.history_page(start_revision, key, range_end, prev_kv=prev_kv, max_bytes=max_bytes)
 
     def subscribe_applied(self, callback: APPLIED_CALLBACK) -> Callable[[], None]:
         self._subscribers.append(callback)

@@ -20,9 +20,10 @@ from typing import NoReturn, Protocol, TypeVar
 
 from raftkv.core.storage import Storage
 from raftkv.core.types import ConfState, Entry, HardState, Message, SnapshotMeta
-from raftkv.proto import kv_pb2, rpc_pb2
+from raftkv.proto import rpc_pb2
 from raftkv.statemachine.applier import AppliedEntry
 from raftkv.statemachine.leases import Lease
+from raftkv.statemachine.mvcc import HistoryPage
 
 log = logging.getLogger("raftkv.node")
 
@@ -146,9 +147,9 @@ class Store(Protocol[InstallT]):
 
     def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse: ...
 
-    def events_since(
-        self, start_rev: int, key: bytes, range_end: bytes, max_revisions: int = 0
-    ) -> list[tuple[int, list[kv_pb2.Event]]]: ...
+    def history_page(
+        self, start_rev: int, key: bytes, range_end: bytes, *, prev_kv: bool, max_bytes: int
+    ) -> HistoryPage: ...
 
     def hash_kv(self, revision: int = 0) -> tuple[int, int, int]: ...
 

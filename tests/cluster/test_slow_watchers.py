@@ -1,0 +1,117 @@
+"""Watchers that never read cost the member neither its memory nor its leadership.
+
+200 watches from revision 1 over a few MiB of history, whose client never reads a reply: before bounded,
+reader-paced replay, each one copied the whole history into the member's memory at creation (6.9 GiB for
+20 MiB of history) and reading it held the event loop long enough to lose the leadership.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc.aio
+
+from raftkv.localcluster import LocalCluster
+from raftkv.proto import rpc_pb2, rpc_pb2_grpc
+
+from .conftest import wait_for
+
+WATCHERS = 200
+HISTORY_BYTES = 6 << 20
+VALUE_BYTES = 8 << 10
+CHANNELS = 4
+
+
+def metric(cluster: LocalCluster, name: str, metric_name: str) -> float:
+    with urllib.request.urlopen(f"{cluster.metrics_url(name)}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(metric_name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} exports no {metric_name}")
+
+
+def peak_rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for pid {pid}")
+
+
+async def _write_history(kv: rpc_pb2_grpc.KVStub) -> None:
+    value = b"h" * VALUE_BYTES
+    count = HISTORY_BYTES // VALUE_BYTES
+
+    async def writer(first: int) -> None:
+        for i in range(first, count, 8):
+            await kv.Put(rpc_pb2.PutRequest(key=b"/slow/%05d" % i, value=value), timeout=30)
+
+    await asyncio.gather(*(writer(i) for i in range(8)))
+
+
+async def _never_read(stub: rpc_pb2_grpc.WatchStub, opened: list[grpc.aio.StreamStreamCall]) -> None:
+    async def requests() -> AsyncIterator[rpc_pb2.WatchRequest]:
+        yield rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(
+            key=b"/slow/", range_end=b"/slow0", start_revision=1, prev_kv=True))
+        await asyncio.Event().wait()  # keep the stream open; never read a reply
+
+    opened.append(stub.Watch(requests()))
+
+
+async def _put_latencies(kv: rpc_pb2_grpc.KVStub, seconds: float) -> list[float]:
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+
+    async def writer(n: int) -> None:
+        i = 0
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            await kv.Put(rpc_pb2.PutRequest(key=b"/live/%d/%d" % (n, i), value=b"v"), timeout=5)
+            latencies.append(time.monotonic() - started)
+            i += 1
+
+    await asyncio.gather(*(writer(n) for n in range(4)))
+    return latencies
+
+
+def test_200_watchers_from_revision_1_that_never_read(cluster: LocalCluster) -> None:
+    leader = cluster.wait_ready()
+    pid = cluster.pid(leader)
+    assert pid is not None
+
+    async def scenario() -> tuple[list[float], int]:
+        url = cluster.client_url(leader)
+        config = cluster.client_config([url])
+        channels = [config.aio_channel(url) for _ in range(CHANNELS + 1)]
+        try:
+            kv = rpc_pb2_grpc.KVStub(channels[0])
+            await _write_history(kv)
+            opened: list[grpc.aio.StreamStreamCall] = []
+            for i in range(WATCHERS):
+                await _never_read(rpc_pb2_grpc.WatchStub(channels[1 + i % CHANNELS]), opened)
+            await asyncio.to_thread(
+                wait_for, lambda: metric(cluster, leader, "raftkv_watchers") >= WATCHERS, 30, "the watchers"
+            )
+            latencies = await _put_latencies(kv, seconds=8)
+            watchers = int(metric(cluster, leader, "raftkv_watchers"))
+            for call in opened:
+                call.cancel()
+            return latencies, watchers
+        finally:
+            for channel in channels:
+                await channel.close()
+
+    latencies, watchers = asyncio.run(scenario())
+    assert watchers == WATCHERS
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99)]
+    rss = peak_rss_bytes(pid)
+    print(f"\n{len(latencies)} puts beside {WATCHERS} unread watchers: p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
+          f"p99 {p99 * 1000:.1f} ms; leader peak RSS {rss / 2**20:.0f} MiB")
+    assert rss < 1 << 30, f"leader peak RSS {rss / 2**20:.0f} MiB"
+    assert p99 < 0.1, f"put p99 {p99 * 1000:.0f} ms"
+    assert cluster.leader_name() == leader, "the leader lost its leadership"
+    assert metric(cluster, leader, "raftkv_leader_changes_seen_total") == 1
