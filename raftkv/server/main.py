@@ -59,7 +59,6 @@ def open_store(cfg: ServerConfig) -> NodeStore:
     store = NodeStore(
         cfg.data_dir,
         apply_config=ApplyConfig(min_lease_ttl=min_lease_ttl),
-        quota_bytes=cfg.quota_backend_bytes,
         snapshot_catchup_entries=cfg.snapshot_catchup_entries,
         sync=cfg.planted_bug != "skip-fsync",
     )

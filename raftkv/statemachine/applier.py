@@ -49,7 +49,7 @@ _DEDUP = struct.Struct(">QQ")
 _ALARM = struct.Struct(">QI")
 
 #: Requests refused while the NOSPACE alarm is raised: those that can add data (etcd's quota applier).
-_ADDS_DATA = frozenset({"put", "txn", "lease_grant"})
+ADDS_DATA = frozenset({"put", "txn", "lease_grant"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +243,7 @@ class Applier:
         result: internal_pb2.ApplyResult,
     ) -> None:
         kind = req.WhichOneof("request")
-        if kind in _ADDS_DATA and self._nospace(w):
+        if kind in ADDS_DATA and self._nospace(w):
             raise errors.NO_SPACE.exception()
         if kind == "put":
             result.put.CopyFrom(requests.put(write, req.put))

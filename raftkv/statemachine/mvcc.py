@@ -325,7 +325,8 @@ class MvccWrite(MvccReader):
     def _record(self, event: kv_pb2.Event, prev: kv_pb2.KeyValue | None) -> None:
         tombstone = event.type == DELETE
         self.txn.put(event.kv.key, _POINT.pack(self.rev, self.sub, tombstone), db=self._keyrev)
-        self.txn.put(_REV.pack(self.rev, self.sub), event.SerializeToString(), db=self._history)
+        # History keys only grow: appending fills pages instead of splitting them half-empty.
+        self.txn.put(_REV.pack(self.rev, self.sub), event.SerializeToString(), append=True, db=self._history)
         if prev is not None:
             event.prev_kv.CopyFrom(prev)
         self.events.append(event)

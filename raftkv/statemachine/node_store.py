@@ -28,7 +28,7 @@ from raftkv.statemachine import applier as applier_mod
 from raftkv.statemachine import leases
 from raftkv.statemachine.applier import AppliedEntry, Applier, ApplyConfig
 from raftkv.statemachine.mvcc import K_COMPACT, K_REVISION, HistoryPage, MvccReader
-from raftkv.storage.env import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, Env, Writer, WriteTxn
+from raftkv.storage.env import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, SUB_DBS, Env, Writer, WriteTxn
 from raftkv.storage.raft_log import (
     K_APPLIED,
     K_CONF_STATE,
@@ -40,6 +40,10 @@ from raftkv.storage.raft_log import (
 )
 
 #: Sub-databases that make up the state machine (what a snapshot carries), plus the meta keys it owns.
+#: What the backend quota counts, as etcd counts its bolt buckets: the revision history (etcd's "key" bucket),
+#: leases, members, alarms and the exactly-once table. Not the Raft log (etcd keeps it in its WAL, outside
+#: the quota), nor the key indexes ``kv`` and ``keyrev`` (etcd keeps its key index in memory).
+QUOTA_DBS = ("history", "leases", "lease_keys", "members", "dedup", "alarms")
 STATE_DBS = ("kv", "keyrev", "history", "leases", "lease_keys", "members", "dedup", "alarms", "meta")
 STATE_META_KEYS = (K_REVISION, K_COMPACT, K_APPLIED, K_CONF_STATE)
 _SNAP_MAGIC = b"RKVSNAP1"
@@ -61,7 +65,6 @@ class NodeStore:
         map_size: int = DEFAULT_MAP_SIZE,
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         snapshot_catchup_entries: int = 5000,
-        quota_bytes: int = 2 << 30,
         sync: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
@@ -70,7 +73,6 @@ class NodeStore:
         self.log = LmdbRaftStorage(self.env)
         self.applier = Applier(apply_config)
         self.snapshot_catchup_entries = snapshot_catchup_entries
-        self.quota_bytes = quota_bytes
 
     def close(self) -> None:
         self.writer.close()
@@ -208,16 +210,25 @@ class NodeStore:
         return self.env.file_size()
 
     def db_size_in_use(self) -> int:
-        return self.env.used_size()
+        """Bytes of pages holding data (what etcd reports as dbSizeInUse): the file without its free pages."""
+        with self.env.read() as txn:
+            return self.env.pages_in_use(txn, SUB_DBS)
 
-    def over_quota(self) -> bool:
-        """True when the driver should propose a NOSPACE alarm (sizes differ per replica, so the decision to
-        refuse writes must itself go through the log)."""
-        return self.db_size_in_use() > self.quota_bytes
+    def quota_usage(self) -> int:
+        """Bytes the backend quota counts: ``QUOTA_DBS`` (see there for why not the rest)."""
+        with self.env.read() as txn:
+            return self.env.pages_in_use(txn, QUOTA_DBS, with_overhead=False)
 
     def defragment(self) -> concurrent.futures.Future[None]:
-        """Rewrite the data file compactly. Crash-safe: a compacted copy is written and fsynced beside the
-        live file and atomically renamed over it; a crash before the rename leaves the old file intact."""
+        """Give the space of deleted and compacted data back to the filesystem, as etcd's defrag does.
+
+        The Raft log is first compacted up to the applied index (a snapshot is recorded there; a follower
+        further behind catches up from a snapshot), since it is most of what a store holds after its keys
+        were deleted and compacted. Then the data file is rewritten compactly. Crash-safe: the compacted
+        copy is written and fsynced beside the live file and atomically renamed over it; a crash before
+        the rename leaves the old file intact (and a log compaction already committed, which is harmless).
+        """
+        self.create_snapshot(keep_entries=0)
 
         def run() -> None:
             staging = Path(tempfile.mkdtemp(prefix="defrag-", dir=self.data_dir))
@@ -258,16 +269,17 @@ class NodeStore:
 
     # --- snapshots --------------------------------------------------------------------------------------------
 
-    def create_snapshot(self) -> concurrent.futures.Future[SnapshotMeta]:
+    def create_snapshot(self, keep_entries: int | None = None) -> concurrent.futures.Future[SnapshotMeta]:
         """Record a snapshot at the applied index (as of the job's transaction, so applies queued earlier
-        count) and compact the log, keeping ``snapshot_catchup_entries`` entries before it so that slightly
-        lagging followers still catch up from the log."""
+        count) and compact the log, keeping ``keep_entries`` (default ``snapshot_catchup_entries``) entries
+        before it so that slightly lagging followers still catch up from the log."""
+        keep = self.snapshot_catchup_entries if keep_entries is None else keep_entries
 
         def job(w: WriteTxn) -> SnapshotMeta:
             applied = read_applied(w.txn, w.env)
             meta = SnapshotMeta(index=applied, term=self._term_in(w, applied), conf_state=read_conf_state(w.txn, w.env))
             self.log.set_snapshot_meta(w, meta)
-            self.log.compact(w, applied - self.snapshot_catchup_entries)
+            self.log.compact(w, applied - keep)
             return meta
 
         return self.writer.submit(job)

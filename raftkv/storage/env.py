@@ -22,7 +22,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,8 +50,25 @@ DEFAULT_MAP_SIZE = 256 << 20
 DEFAULT_MAX_MAP_SIZE = 64 << 30
 
 
+#: A write failure with less free space than this on the data dir's filesystem is "no space left on device".
+FULL_DISK_MARGIN_BYTES = 4 << 20
+
+
 class StorageFull(Exception):
     """The disk (or the configured maximum map size) has no room for a write. Nothing was committed."""
+
+
+def disk_is_full(path: Path) -> bool:
+    """Whether the filesystem holding ``path`` has (almost) no space left for an unprivileged writer."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < FULL_DISK_MARGIN_BYTES
+
+
+def _no_space(path: Path) -> str:
+    return f"no space left on device: cannot write {path / 'data.mdb'}"
 
 
 class _Gate:
@@ -156,9 +173,17 @@ class Env:
         """Bytes the data file occupies (what etcd reports as dbSize)."""
         return (self.path / "data.mdb").stat().st_size
 
-    def used_size(self) -> int:
-        """Bytes of pages in use (what etcd reports as dbSizeInUse): (last page number + 1) * page size."""
-        return (self.lmdb.info()["last_pgno"] + 1) * self.lmdb.stat()["psize"]
+    def pages_in_use(self, txn: lmdb.Transaction, names: Iterable[str], *, with_overhead: bool = True) -> int:
+        """Bytes of the pages holding the named sub-databases, in ``txn``'s view; ``with_overhead`` adds the
+        two meta pages and the main database (which names the sub-databases). Free pages are not counted."""
+        pages = 0
+        for name in names:
+            st = txn.stat(self.dbs[name])
+            pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+        if with_overhead:
+            st = txn.stat()
+            pages += 2 + st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+        return pages * self.lmdb.stat()["psize"]
 
     def reopen_exclusive(self, swap: Callable[[], None]) -> None:
         """Close the environment, run ``swap`` (which may replace files), and open it again; readers wait."""
@@ -313,11 +338,15 @@ class Writer:
                 return results
             except lmdb.MapFullError:
                 self.env.grow()  # raises StorageFull when the map may not grow any more
-            except lmdb.DiskError as exc:
-                raise StorageFull(f"no space left on device for {self.env.path}: {exc}") from exc
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
-                    raise StorageFull(f"no space left on device for {self.env.path}: {exc}") from exc
+                    raise StorageFull(_no_space(self.env.path)) from exc
+                raise
+            except lmdb.Error as exc:
+                # LMDB reports a short write -- what a full disk causes -- as EIO ("short write, filesystem
+                # full?" in mdb.c): tell the two apart by the space left.
+                if isinstance(exc, lmdb.DiskError) or disk_is_full(self.env.path):
+                    raise StorageFull(_no_space(self.env.path)) from exc
                 raise
 
     def close(self) -> None:

@@ -199,7 +199,8 @@ class LmdbRaftStorage:
                     pass
         for expected, entry in enumerate(entries, start=first_new):
             assert entry.index == expected, f"non-contiguous entries: {entry.index} != {expected}"
-            w.txn.put(u64(entry.index), encode_entry(entry), db=log)
+            # Past the last stored entry (the rest was just cut): appending fills pages instead of splitting them.
+            w.txn.put(u64(entry.index), encode_entry(entry), append=True, db=log)
         w.on_commit(lambda: self._publish_append(entries))
 
     def set_hard_state(self, w: WriteTxn, hs: HardState) -> None:

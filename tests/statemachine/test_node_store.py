@@ -97,6 +97,30 @@ def test_defragment_keeps_data_and_shrinks_the_file(h: Harness) -> None:
     assert h.range(b"after").count == 1
 
 
+def test_the_quota_counts_history_not_the_raft_log_nor_the_key_index(h: Harness) -> None:
+    """What etcd counts: its bolt file holds each revision's value once; its WAL and key index are elsewhere."""
+    empty = h.store.quota_usage()
+    for i in range(300):
+        h.put(b"k%d" % i, b"x" * 1000)
+    counted = h.store.quota_usage() - empty
+    with h.store.env.read() as txn:
+        history = h.store.env.pages_in_use(txn, ["history"], with_overhead=False)
+        everything = h.store.env.pages_in_use(txn, ["history", "log", "kv", "keyrev"], with_overhead=False)
+    assert history <= counted < history + 8 * 4096 and everything > 2.5 * counted
+    assert counted < 300 * 1000 * 1.5  # appended history fills its pages
+
+
+def test_defragment_compacts_the_raft_log_and_returns_the_space(h: Harness) -> None:
+    """etcd: about 20 KiB after deleting everything, compacting and defragmenting."""
+    for i in range(500):
+        h.put(b"k%d" % i, b"x" * 4000)
+    h.delete(b"k", b"l")
+    h.apply(compaction=rpc_pb2.CompactionRequest(revision=h.store.revision()))
+    h.store.defragment().result()
+    assert h.store.log.first_index() == h.index + 1  # everything applied is out of the log
+    assert h.store.db_size() <= 64 << 10 and h.store.db_size_in_use() <= h.store.db_size()
+
+
 CHILD = """
 import sys
 from raftkv.core.types import Entry, HardState

@@ -10,8 +10,7 @@ from typing import Any
 
 from raftkv import errors
 from raftkv.core.types import SnapshotMeta
-from raftkv.proto import internal_pb2, rpc_pb2
-from raftkv.server.backend import ClientSession
+from raftkv.proto import rpc_pb2
 from raftkv.server.config import ServerConfig
 from raftkv.server.node.raft_loop import RaftLoop
 from raftkv.server.node.world import Clock, Store
@@ -19,7 +18,6 @@ from raftkv.server.node.world import Clock, Store
 log = logging.getLogger("raftkv.node")
 
 API_VERSION = "3.4.0"  # the etcd API level raftkv serves; etcdctl prints it in `endpoint status`
-QUOTA_CHECK_INTERVAL = 1.0  # seconds
 
 
 class Maintenance:
@@ -87,25 +85,3 @@ class Maintenance:
             if chunk is None:
                 return
             yield chunk
-
-    async def quota_loop(self) -> None:
-        """Raise the NOSPACE alarm (through the log, so every member refuses writes alike) once this
-        member's database passes the quota; like etcd, only `alarm disarm` after compaction clears it."""
-        while True:
-            await self._clock.sleep(QUOTA_CHECK_INTERVAL)
-            if not self._store.over_quota() or not self._loop.has_leader():
-                continue
-            if any(a.memberID == self._member_id and a.alarm == rpc_pb2.NOSPACE for a in self.alarms()):
-                continue
-            log.warning(
-                "%s: database size %d passed the quota; raising the NOSPACE alarm",
-                self._cfg.name,
-                self._store.db_size_in_use(),
-            )
-            alarm = rpc_pb2.AlarmRequest(
-                action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self._member_id, alarm=rpc_pb2.NOSPACE
-            )
-            try:
-                await self._loop.propose(internal_pb2.InternalRequest(alarm=alarm), ClientSession(), timeout=5)
-            except errors.EtcdException as exc:
-                log.info("%s: raising the NOSPACE alarm failed (%s); will retry", self._cfg.name, exc)

@@ -28,6 +28,7 @@ from raftkv.server.node.maintenance import Maintenance
 from raftkv.server.node.membership import Membership
 from raftkv.server.node.raft_loop import RaftLoop
 from raftkv.server.node.snapshots import StagedSnapshots
+from raftkv.server.quota import Quota
 from raftkv.server.node.world import (
     Clock,
     Fatal,
@@ -68,6 +69,7 @@ class Node:
         self.leases = NodeLeases(cfg, store, clock, self.loop, self.header, self.read_barrier, self._spawn)
         self.membership = Membership(cfg, store, member_id, self.loop, clock)
         self.maintenance = Maintenance(cfg, store, member_id, self.loop, clock, self.header, self.is_learner)
+        self.quota = Quota(store, cfg.quota_backend_bytes, member_id, cfg.name)
         self._subscribers: list[APPLIED_CALLBACK] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -86,7 +88,10 @@ class Node:
         self._spawn(self.loop.ticker(), "ticker")
         self._spawn(self.leases.expiry_loop(), "lease-expiry")
         self._spawn(self.membership.publish_self(), "publish-member")
-        self._spawn(self.maintenance.quota_loop(), "quota")
+        self._spawn(
+            self.quota.run(lambda r: self.loop.propose(r, ClientSession(), timeout=5), self.has_leader, self.alarms),
+            "quota",
+        )
 
     async def stop(self) -> None:
         self.loop.stop()
@@ -113,6 +118,7 @@ class Node:
 
     # ------------------------------------------------------------------ what the loop tells (LoopEvents)
     def entry_applied(self, result: AppliedEntry) -> None:
+        self.quota.applied()
         if result.events:
             batch = RevisionEvents(result.revision, result.events)
             for callback in list(self._subscribers):
@@ -142,6 +148,7 @@ class Node:
     async def propose(
         self, request: internal_pb2.InternalRequest, session: ClientSession, timeout: float
     ) -> internal_pb2.ApplyResult:
+        self.quota.admit(request)
         return await self.loop.propose(request, session, timeout)
 
     async def read_barrier(self, timeout: float) -> None:

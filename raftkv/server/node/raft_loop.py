@@ -28,7 +28,7 @@ import concurrent.futures
 import logging
 import random
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from raftkv import errors
 from raftkv.core.config import Config as RaftConfig
@@ -54,6 +54,7 @@ from raftkv.server.node.snapshots import SnapshotScheduler, StagedSnapshots
 from raftkv.server.node.world import Clock, Fatal, Store, Transport
 from raftkv.server.waiters import ProposalWaiters, within
 from raftkv.statemachine.applier import AppliedEntry, apply_is_bounded
+from raftkv.storage.env import StorageFull
 
 log = logging.getLogger("raftkv.node")
 T = TypeVar("T")
@@ -218,9 +219,15 @@ class RaftLoop:
                     await self._handle_ready(self.raw.ready())
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("%s: the Raft loop failed", self._cfg.name)
-            self._fatal(f"{self._cfg.name}: the Raft loop failed")
+        except Exception as exc:
+            self._fail("the Raft loop failed", exc)
+
+    def _fail(self, what: str, exc: BaseException | None) -> NoReturn:
+        """A write the core was promised failed: stop. A full disk is said in one line, as etcd says it."""
+        if isinstance(exc, StorageFull):
+            self._fatal(f"{self._cfg.name}: {exc}")
+        log.error("%s: %s", self._cfg.name, what, exc_info=exc)
+        self._fatal(f"{self._cfg.name}: {what}")
 
     def _feed_core(self) -> None:
         for _ in range(self._ticks):
@@ -341,9 +348,7 @@ class RaftLoop:
 
         def done(future: asyncio.Future[T]) -> None:
             if future.cancelled() or future.exception() is not None:
-                log.error("%s: a background write failed", self._cfg.name,
-                          exc_info=None if future.cancelled() else future.exception())
-                self._fatal(f"{self._cfg.name}: a background write failed")
+                self._fail("a background write failed", None if future.cancelled() else future.exception())
             if on_done is not None:
                 on_done(future.result())
 
