@@ -168,6 +168,8 @@ async def serve(cfg: ServerConfig) -> int:
              lambda: float(hub.memory_bytes())),
             ("raftkv_watchers_fell_behind_total", "Watchers switched from live events to history replay.",
              lambda: float(hub.fell_behind_total)),
+            ("raftkv_watch_replayed_bytes_total", "Bytes of history read to replay it to watchers.",
+             lambda: float(hub.replayed_bytes_total)),
         ],
         healthy=node.has_leader,
         extra=page.handle if page is not None else None,

@@ -160,11 +160,14 @@ class WatchHub:
         self._inflight_bytes = 0  # handed to the service by streams whose handler has not come back yet
         # One replay step at a time, member-wide, so the Raft loop runs between any two of them.
         self._replay_lane = asyncio.Lock()
+        self._lane_free_at = 0.0
         self._room = asyncio.Event()  # set while memory is below limits.member_bytes
         self._room.set()
         self._next_sweep = clock() + STALL_SWEEP_SECONDS
         #: Watchers switched from live events to replay because they fell behind (a metric).
         self.fell_behind_total = 0
+        #: Bytes of history read to replay it to watchers (a metric).
+        self.replayed_bytes_total = 0
         # Subscribing at once, with the revision it starts from, leaves no window in which an applied
         # revision could be neither in the history a watcher reads nor in the live stream.
         self._published = backend.current_revision()
@@ -234,6 +237,20 @@ class WatchHub:
         else:
             self._room.clear()
 
+    async def _take_replay_turn(self, stream: WatchStream) -> None:
+        """One replay step for ``stream``, in the member-wide lane: steps never overlap, each is followed by
+        a rest ``replay_rest`` times as long as it took, and none starts while memory is at its bound."""
+        async with self._replay_lane:
+            rest = self._lane_free_at - self._clock()
+            if rest > 0:
+                await asyncio.sleep(rest)
+            await self._room.wait()
+            stream._check_open()
+            started = self._clock()
+            stream._replay_step()
+            self._lane_free_at = self._clock() + (self._clock() - started) * self.limits.replay_rest
+        await asyncio.sleep(0)  # the Raft loop and other streams run between two steps
+
     def _replay(self, watcher: _Watcher, max_bytes: int) -> int:
         """One history step for a replaying watcher with an empty queue; returns the bytes read. The watcher
         goes live once the step reaches the published revision, or ends if its history was compacted."""
@@ -247,6 +264,7 @@ class WatchHub:
                 raise
             watcher.stream._end_compacted(watcher, max(self._backend.compact_revision(), 1))
             return 0
+        self.replayed_bytes_total += page.scanned_bytes
         queued = 0
         for revision, events in page.revisions:
             queued += watcher.enqueue(RevisionEvents(revision, tuple(events)))
@@ -433,11 +451,7 @@ class WatchStream:
             if out:
                 return self._hand_out(out)
             if self._wants_replay():
-                async with self._hub._replay_lane:
-                    await self._hub._room.wait()
-                    self._check_open()
-                    self._replay_step()
-                await asyncio.sleep(0)  # the Raft loop and other streams run between two steps
+                await self._hub._take_replay_turn(self)
                 continue
             self._wakeup.clear()
             await self._wakeup.wait()

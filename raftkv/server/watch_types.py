@@ -27,9 +27,12 @@ class WatchLimits:
     #: at this bound replay steps also wait.
     member_bytes: int = 256 << 20
     #: Target size of one round of a stream's replies; a single revision larger than this is still sent whole.
-    batch_bytes: int = 256 << 10
+    batch_bytes: int = 128 << 10
     #: History one replay step reads, matching or not: bounds how long one step holds the event loop.
-    replay_bytes: int = 256 << 10
+    replay_bytes: int = 128 << 10
+    #: After a replay step of d seconds, the next one (of any stream) waits ``replay_rest * d``: replaying
+    #: history (and sending it) then takes a bounded share of the event loop the Raft loop runs on.
+    replay_rest: float = 3.0
     #: A watcher that is behind while its stream has taken nothing for this long is canceled.
     stall_seconds: float = 300.0
 

@@ -77,41 +77,54 @@ async def _put_latencies(kv: rpc_pb2_grpc.KVStub, seconds: float) -> list[float]
     return latencies
 
 
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
 def test_200_watchers_from_revision_1_that_never_read(cluster: LocalCluster) -> None:
     leader = cluster.wait_ready()
     pid = cluster.pid(leader)
     assert pid is not None
 
-    async def scenario() -> tuple[list[float], int]:
+    async def scenario() -> tuple[list[float], list[float], int]:
         url = cluster.client_url(leader)
         config = cluster.client_config([url])
         channels = [config.aio_channel(url) for _ in range(CHANNELS + 1)]
         try:
             kv = rpc_pb2_grpc.KVStub(channels[0])
             await _write_history(kv)
+            baseline = await _put_latencies(kv, seconds=4)
             opened: list[grpc.aio.StreamStreamCall] = []
             for i in range(WATCHERS):
                 await _never_read(rpc_pb2_grpc.WatchStub(channels[1 + i % CHANNELS]), opened)
             await asyncio.to_thread(
                 wait_for, lambda: metric(cluster, leader, "raftkv_watchers") >= WATCHERS, 30, "the watchers"
             )
+            replayed_before = metric(cluster, leader, "raftkv_watch_replayed_bytes_total")
             latencies = await _put_latencies(kv, seconds=8)
             watchers = int(metric(cluster, leader, "raftkv_watchers"))
+            replayed = metric(cluster, leader, "raftkv_watch_replayed_bytes_total")
+            print(f"\nhistory replayed to the unread watchers: {replayed_before / 2**20:.0f} MiB when the puts "
+                  f"began, {replayed / 2**20:.0f} MiB after them (of {WATCHERS * HISTORY_BYTES / 2**20:.0f} MiB)")
+            # Paced by the reader: only what gRPC's flow control windows took was read, not all of it.
+            assert replayed < WATCHERS * HISTORY_BYTES / 2
             for call in opened:
                 call.cancel()
-            return latencies, watchers
+            return baseline, latencies, watchers
         finally:
             for channel in channels:
                 await channel.close()
 
-    latencies, watchers = asyncio.run(scenario())
+    baseline, latencies, watchers = asyncio.run(scenario())
     assert watchers == WATCHERS
-    latencies.sort()
-    p99 = latencies[int(len(latencies) * 0.99)]
+    p99, alone = percentile(latencies, 0.99), percentile(baseline, 0.99)
     rss = peak_rss_bytes(pid)
-    print(f"\n{len(latencies)} puts beside {WATCHERS} unread watchers: p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
-          f"p99 {p99 * 1000:.1f} ms; leader peak RSS {rss / 2**20:.0f} MiB")
+    print(f"\nputs: p50 {percentile(latencies, 0.5) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms beside {WATCHERS} unread "
+          f"watchers ({len(latencies)} puts); p50 {percentile(baseline, 0.5) * 1000:.1f} ms, p99 {alone * 1000:.1f} ms "
+          f"before them; leader peak RSS {rss / 2**20:.0f} MiB")
     assert rss < 1 << 30, f"leader peak RSS {rss / 2**20:.0f} MiB"
-    assert p99 < 0.1, f"put p99 {p99 * 1000:.0f} ms"
+    # The floor is 100 ms; a machine so loaded that puts alone miss it is judged against puts alone.
+    assert p99 < max(0.1, 2 * alone), f"put p99 {p99 * 1000:.0f} ms beside the watchers, {alone * 1000:.0f} ms before"
     assert cluster.leader_name() == leader, "the leader lost its leadership"
     assert metric(cluster, leader, "raftkv_leader_changes_seen_total") == 1
