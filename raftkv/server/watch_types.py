@@ -32,7 +32,7 @@ class WatchLimits:
     replay_bytes: int = 128 << 10
     #: After a replay step of d seconds, the next one (of any stream) waits ``replay_rest * d``: replaying
     #: history (and sending it) then takes a bounded share of the event loop the Raft loop runs on.
-    replay_rest: float = 3.0
+    replay_rest: float = 8.0
     #: A watcher that is behind while its stream has taken nothing for this long is canceled.
     stall_seconds: float = 300.0
 
