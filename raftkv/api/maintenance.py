@@ -54,10 +54,10 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     async def Hash(self, request: rpc_pb2.HashRequest, context: Context) -> rpc_pb2.HashResponse:
         """etcd hashes its whole database file here; raftkv's stand-in is the hash of all key-value
         history, which is what operators compare across members anyway (it differs from etcd's number)."""
-        return with_header(rpc_pb2.HashResponse(hash=self._backend.hash_kv(0).hash), self._backend)
+        return with_header(rpc_pb2.HashResponse(hash=(await self._backend.hash_kv(0)).hash), self._backend)
 
     async def HashKV(self, request: rpc_pb2.HashKVRequest, context: Context) -> rpc_pb2.HashKVResponse:
-        return with_header(self._backend.hash_kv(request.revision), self._backend)
+        return with_header(await self._backend.hash_kv(request.revision), self._backend)
 
     async def Snapshot(
         self, request: rpc_pb2.SnapshotRequest, context: Context

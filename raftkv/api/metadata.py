@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError, Message
 from raftkv import errors
 from raftkv.server.backend import Backend, ClientSession
 from raftkv.proto import rpc_pb2
+from raftkv.storage.sealed import CorruptionError
 
 CLIENT_ID_KEY = "raftkv-client-id"
 SEQ_KEY = "raftkv-seq"
@@ -115,15 +116,27 @@ def _learner_may_serve(request: object) -> bool:
     return isinstance(request, rpc_pb2.RangeRequest) and request.serializable
 
 
+def _served_while_refusing(request: object | None) -> bool:
+    """A member that may not serve its data still answers what an operator needs to see why."""
+    return isinstance(request, (rpc_pb2.StatusRequest, rpc_pb2.AlarmRequest))
+
+
 def admit(context: Context, backend: Backend, request: object | None) -> None:
     """The checks etcd makes before any handler runs; ``request`` is None for streaming-request calls."""
+    if backend.refusing() and not _served_while_refusing(request):
+        raise errors.CORRUPT.exception()
     if backend.is_learner() and (request is None or not _learner_may_serve(request)):
         raise errors.NOT_SUPPORTED_FOR_LEARNER.exception()
     require_leader(context, backend)
 
 
-async def abort(context: Context, error: BaseException) -> NoReturn:
-    """End the call with the status an exception stands for; etcd's text reaches the client unchanged."""
+async def abort(context: Context, error: BaseException, backend: Backend) -> NoReturn:
+    """End the call with the status an exception stands for; etcd's text reaches the client unchanged.
+    Damaged data found while serving the call is the member's to act on; the client learns only that the
+    member is corrupt, never what the damaged record held."""
+    if isinstance(error, CorruptionError):
+        backend.found_corruption(error)
+        await errors.CORRUPT.abort(context)
     if isinstance(error, errors.EtcdException):
         await error.error.abort(context)
     if isinstance(error, MalformedMessage):
@@ -133,7 +146,7 @@ async def abort(context: Context, error: BaseException) -> NoReturn:
     raise AssertionError("ServicerContext.abort returned")
 
 
-_Handled = (errors.EtcdException, MalformedMetadata, MalformedMessage)
+_Handled = (errors.EtcdException, MalformedMetadata, MalformedMessage, CorruptionError)
 Unary = Callable[[Any, Context], Awaitable[Any]]
 Streaming = Callable[[Any, Context], Any]
 
@@ -180,7 +193,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                 admit(context, backend, request if unary_request else None)
                 return await behavior(request, context)
             except _Handled as exc:
-                await abort(context, exc)
+                await abort(context, exc, backend)
 
         return guarded
 
@@ -198,7 +211,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                     async for response in behavior(request, context):
                         yield response
                 except _Handled as exc:
-                    await abort(context, exc)
+                    await abort(context, exc, backend)
 
             return guarded_gen
 
@@ -208,7 +221,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                 admit(context, backend, request if unary_request else None)
                 await behavior(request, context)
             except _Handled as exc:
-                await abort(context, exc)
+                await abort(context, exc, backend)
 
         return guarded
 

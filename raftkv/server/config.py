@@ -23,6 +23,9 @@ DEFAULT_MAX_REQUEST_BYTES = 1572864  # 1.5 MiB, etcd's default
 DEFAULT_BATCH_DELAY_MS = 3.0
 DEFAULT_BATCH_MIN_PENDING = 16
 DEFAULT_QUOTA_BYTES = 2 * 1024**3  # 2 GiB, etcd's default
+#: The leader's cross-member hash check (raftkv/server/hash_check.py); etcd 3.4 leaves it off by default.
+DEFAULT_CORRUPT_CHECK_SECONDS = 300.0
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 N = TypeVar("N", int, float)
 PLANTED_BUGS = ("stale-reads", "drop-watch-event", "skip-fsync", "ack-before-commit")
 
@@ -49,6 +52,7 @@ class ServerConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     batch_delay_ms: float = DEFAULT_BATCH_DELAY_MS
     batch_min_pending: int = DEFAULT_BATCH_MIN_PENDING
+    corrupt_check_seconds: float = DEFAULT_CORRUPT_CHECK_SECONDS
     listen_metrics_urls: tuple[str, ...] = ()
     peer_dial_overrides: dict[str, str] = field(default_factory=dict)
     log_level: str = "info"
@@ -142,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"proposals in flight before --batch-delay-ms applies (default {DEFAULT_BATCH_MIN_PENDING})",
     )
+    p.add_argument(
+        "--experimental-corrupt-check-time",
+        help="how often the leader compares every member's history hash, like 30s or 5m; 0 turns it off "
+        f"(default {DEFAULT_CORRUPT_CHECK_SECONDS:g}s)",
+    )
     p.add_argument("--listen-metrics-urls", help="plain-HTTP URLs serving /metrics (Prometheus) and /health")
     p.add_argument(
         "--peer-dial-override",
@@ -152,6 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p.add_argument("--unsafe-planted-bug", choices=PLANTED_BUGS, help=argparse.SUPPRESS)
     return p
+
+
+def _duration(value: object, flag: str) -> float:
+    """Seconds from an etcd-style duration (``500ms``, ``30s``, ``5m``, ``1h``) or a bare number of seconds."""
+    text = str(value).strip()
+    unit = next((u for u in ("ms", "s", "m", "h") if text.endswith(u)), "")
+    try:
+        seconds = float(text[: len(text) - len(unit)]) * _DURATION_UNITS.get(unit, 1.0)
+    except ValueError:
+        raise ConfigError(f"--{flag} {value!r} is not a duration (like 30s or 5m)") from None
+    if seconds < 0:
+        raise ConfigError(f"--{flag} must not be negative")
+    return seconds
 
 
 def _or_default(value: N | None, default: N) -> N:
@@ -289,6 +311,8 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         max_request_bytes=args.get("max_request_bytes") or DEFAULT_MAX_REQUEST_BYTES,
         batch_delay_ms=batch_delay_ms,
         batch_min_pending=batch_min_pending,
+        corrupt_check_seconds=_duration(args["experimental_corrupt_check_time"], "experimental-corrupt-check-time")
+        if args.get("experimental_corrupt_check_time") is not None else DEFAULT_CORRUPT_CHECK_SECONDS,
         listen_metrics_urls=_split(args.get("listen_metrics_urls")),
         peer_dial_overrides=overrides,
         log_level=args.get("log_level") or "info",

@@ -14,9 +14,7 @@ import grpc
 
 from raftkv import errors
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
-from raftkv.security.grpc_options import channel_options
-from raftkv.security.tls import TLSFiles, channel_credentials
-from raftkv.server.config import host_port
+from raftkv.server.member_channels import MemberChannels
 
 
 class MemberDirectory(Protocol):
@@ -26,24 +24,15 @@ class MemberDirectory(Protocol):
 class LeaderLeaseForwarder:
     """The ``LeaseForwarder`` a follower's node uses: the leader's own Lease RPCs on its client URL."""
 
-    def __init__(self, node: MemberDirectory, tls: TLSFiles | None) -> None:
+    def __init__(self, node: MemberDirectory, channels: MemberChannels) -> None:
         self._node = node
-        self._credentials = channel_credentials(tls) if tls is not None else None
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels = channels
 
     def _stub(self, leader_id: int) -> rpc_pb2_grpc.LeaseStub:
         member = next((m for m in self._node.members() if m.ID == leader_id and m.clientURLs), None)
         if member is None:
             raise errors.NO_LEADER.exception()
-        target = host_port(member.clientURLs[0])
-        channel = self._channels.get(target)
-        if channel is None:
-            if self._credentials is None:
-                channel = grpc.aio.insecure_channel(target, options=channel_options())
-            else:
-                channel = grpc.aio.secure_channel(target, self._credentials, options=channel_options())
-            self._channels[target] = channel
-        return rpc_pb2_grpc.LeaseStub(channel)
+        return rpc_pb2_grpc.LeaseStub(self._channels.to(member.clientURLs[0]))
 
     async def keep_alive(self, leader_id: int, lease_id: int, timeout: float) -> int:
         call = self._stub(leader_id).LeaseKeepAlive(timeout=timeout)
@@ -69,11 +58,6 @@ class LeaderLeaseForwarder:
         except grpc.aio.AioRpcError as exc:
             raise _as_etcd_error(exc) from None
         return response
-
-    async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
-
 
 def _as_etcd_error(exc: grpc.aio.AioRpcError) -> errors.EtcdException:
     """etcd's error if the leader answered with one; otherwise the leader is unreachable or went away."""

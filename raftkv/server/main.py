@@ -23,7 +23,12 @@ from raftkv.api.watch import WatchServicer
 from raftkv.proto import internal_pb2, rpc_pb2
 from raftkv.security.tls import ConfigError, channel_credentials, load_tls, server_credentials
 from raftkv.server.config import ServerConfig, host_port, member_id_for, parse_config
+from raftkv.server import quarantine
+from raftkv.server.backend import ClientSession
 from raftkv.server.forwarding import LeaderLeaseForwarder
+from raftkv.server.hash_check import HashCheck
+from raftkv.server.integrity import mark_quarantined, quarantine_reason
+from raftkv.server.member_channels import MemberChannels
 from raftkv.server.metrics import MetricsServer
 from raftkv.server.node import Node
 from raftkv.server.watch_hub import WatchHub
@@ -31,6 +36,8 @@ from raftkv.statemachine.applier import ApplyConfig
 from raftkv.statemachine.node_store import NodeStore
 from raftkv.storage.raft_log import IdentityMismatch
 from raftkv.storage.env import StorageFull
+from raftkv.storage.integrity import FormatError
+from raftkv.storage.sealed import CorruptionError
 from raftkv.transport.peer import PeerTransport
 
 log = logging.getLogger("raftkv")
@@ -105,8 +112,16 @@ async def serve(cfg: ServerConfig) -> int:
         peer_channel_creds = channel_credentials(cfg.peer_tls)
         client_server_creds = server_credentials(cfg.client_tls)
 
-    store = open_store(cfg)
-    node = Node(cfg, store, cfg.member_id)
+    reason = quarantine_reason(cfg.data_dir)
+    if reason is None:
+        try:
+            store = open_store(cfg)
+        except CorruptionError as exc:
+            reason = str(exc)
+            mark_quarantined(cfg.data_dir, reason)
+    if reason is not None:
+        return await quarantine.serve(cfg, reason, stop, client_server_creds)
+    node = Node(cfg, store, cfg.member_id, fatal=quarantine.fatal_hook(cfg.data_dir))
     transport = PeerTransport(
         node_id=cfg.member_id,
         cluster_id=cfg.cluster_id,
@@ -126,8 +141,13 @@ async def serve(cfg: ServerConfig) -> int:
         store.close()
         raise _bind_error("peer", cfg.listen_peer_urls[0], exc) from None
     node.attach_transport(transport)
-    forwarder = LeaderLeaseForwarder(node, cfg.client_tls)  # a client of the leader's client port
-    node.leases.forwarder = forwarder
+    channels = MemberChannels(cfg.client_tls)  # a client of the other members' client ports
+    node.leases.forwarder = LeaderLeaseForwarder(node, channels)
+    node.hash_check = HashCheck(
+        cfg.member_id, cfg.name, cfg.corrupt_check_seconds, channels,
+        is_leader=node.is_leader, revision=node.current_revision, local_hash=node.hash_kv, members=node.members,
+        propose=lambda request: node.propose(request, ClientSession(), timeout=5),
+    )
 
     hub = WatchHub(node)
     try:
@@ -192,7 +212,7 @@ async def serve(cfg: ServerConfig) -> int:
     log.info("shutting down")
     await client_server.stop(grace=1.0)
     await node.stop()
-    await forwarder.close()
+    await channels.close()
     await transport.stop()
     await metrics.stop()
     if page is not None:
@@ -214,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"raftkv: error: {exc}", file=sys.stderr)
         return 2
-    except StorageFull as exc:
+    except (StorageFull, FormatError) as exc:
         print(f"raftkv: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -38,12 +38,14 @@ from raftkv.proto import internal_pb2, kv_pb2, rpc_pb2
 from raftkv.statemachine import leases, request_shape, requests
 from raftkv.statemachine.mvcc import MvccWrite, read_revision
 from raftkv.storage.env import Env, StorageFull, WriteTxn
+from raftkv.storage.sealed import CorruptionError, SealedTxn
 from raftkv.storage.raft_log import read_applied, read_conf_state, write_applied
 
 log = logging.getLogger(__name__)
 
-#: Exceptions that come from the machine, not from the request: never an entry's result (see above).
-_MACHINE_FAILURES: tuple[type[BaseException], ...] = (StorageFull, OSError, MemoryError)
+#: Exceptions that come from the machine, not from the request: never an entry's result (see above). Damaged
+#: data is this member's alone: answering with an error where the others succeed would make it diverge.
+_MACHINE_FAILURES: tuple[type[BaseException], ...] = (StorageFull, OSError, MemoryError, CorruptionError)
 
 _DEDUP = struct.Struct(">QQ")
 _ALARM = struct.Struct(">QI")
@@ -117,13 +119,13 @@ def _member_key(member_id: int) -> bytes:
     return member_id.to_bytes(8, "big")
 
 
-def members(txn: lmdb.Transaction, env: Env) -> list[rpc_pb2.Member]:
+def members(txn: SealedTxn, env: Env) -> list[rpc_pb2.Member]:
     return [rpc_pb2.Member.FromString(raw) for _, raw in txn.cursor(db=env.db("members"))]
 
 
-def alarms(txn: lmdb.Transaction, env: Env) -> list[rpc_pb2.AlarmMember]:
+def alarms(txn: SealedTxn, env: Env) -> list[rpc_pb2.AlarmMember]:
     out = []
-    for key in txn.cursor(db=env.db("alarms")).iternext(keys=True, values=False):
+    for key, _ in txn.cursor(db=env.db("alarms")):  # the (empty) values carry the keys' checksums
         member_id, alarm = _ALARM.unpack(key)
         out.append(rpc_pb2.AlarmMember(memberID=member_id, alarm=alarm))
     return out

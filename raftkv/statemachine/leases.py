@@ -10,12 +10,11 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-import lmdb
-
 from raftkv import errors
 from raftkv.proto import rpc_pb2
 from raftkv.statemachine.mvcc import MvccWrite, lease_id_bytes, lease_keys
 from raftkv.storage.env import Env, WriteTxn
+from raftkv.storage.sealed import SealedTxn
 
 _RECORD = struct.Struct(">qq")  # granted TTL, checkpointed remaining TTL (0 = never checkpointed)
 _ID_MIX = 0x9E3779B97F4A7C15  # spreads entry indices over the id space, so ids look like etcd's random ones
@@ -27,11 +26,11 @@ class Lease:
     granted_ttl: int
     remaining_ttl: int  # as last checkpointed; 0 when never checkpointed
 
-    def keys(self, txn: lmdb.Transaction, env: Env) -> list[bytes]:
+    def keys(self, txn: SealedTxn, env: Env) -> list[bytes]:
         return lease_keys(txn, env, self.id)
 
 
-def get(txn: lmdb.Transaction, env: Env, lease_id: int) -> Lease | None:
+def get(txn: SealedTxn, env: Env, lease_id: int) -> Lease | None:
     raw = txn.get(lease_id_bytes(lease_id), db=env.db("leases"))
     if raw is None:
         return None
@@ -39,7 +38,7 @@ def get(txn: lmdb.Transaction, env: Env, lease_id: int) -> Lease | None:
     return Lease(lease_id, granted, remaining)
 
 
-def all_leases(txn: lmdb.Transaction, env: Env) -> list[Lease]:
+def all_leases(txn: SealedTxn, env: Env) -> list[Lease]:
     out = []
     for key, raw in txn.cursor(db=env.db("leases")):
         granted, remaining = _RECORD.unpack(raw)

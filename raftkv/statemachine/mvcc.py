@@ -24,11 +24,10 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import lmdb
-
 from raftkv import errors
 from raftkv.proto import kv_pb2, rpc_pb2
 from raftkv.storage.env import Env, WriteTxn
+from raftkv.storage.sealed import SealedTxn
 
 _REV = struct.Struct(">QQ")  # (revision, sub): history key, keyrev value prefix
 _POINT = struct.Struct(">QQB")  # (revision, sub, tombstone) in keyrev
@@ -87,18 +86,18 @@ class HistoryPage:
     scanned_bytes: int
 
 
-def read_revision(txn: lmdb.Transaction, env: Env) -> int:
+def read_revision(txn: SealedTxn, env: Env) -> int:
     """The store's current revision; a fresh store is at revision 1, as in etcd."""
     raw = txn.get(K_REVISION, db=env.db("meta"))
     return int(_U64.unpack(raw)[0]) if raw else 1
 
 
-def read_compact_revision(txn: lmdb.Transaction, env: Env) -> int:
+def read_compact_revision(txn: SealedTxn, env: Env) -> int:
     raw = txn.get(K_COMPACT, db=env.db("meta"))
     return int(_U64.unpack(raw)[0]) if raw else 0
 
 
-def _scan(txn: lmdb.Transaction, db: object, rng: KeyRange, *, values: bool = True) -> Iterator[tuple[bytes, bytes]]:
+def _scan(txn: SealedTxn, db: object, rng: KeyRange, *, values: bool = True) -> Iterator[tuple[bytes, bytes]]:
     """Ascending (key, value) pairs of ``db`` inside ``rng`` (one per key for dupsort dbs when values=False)."""
     cur = txn.cursor(db=db)
     if not cur.set_range(rng.key):
@@ -114,7 +113,7 @@ def _scan(txn: lmdb.Transaction, db: object, rng: KeyRange, *, values: bool = Tr
 class MvccReader:
     """Read-only queries over one consistent transaction (a read txn, or a write txn seeing its own writes)."""
 
-    def __init__(self, env: Env, txn: lmdb.Transaction) -> None:
+    def __init__(self, env: Env, txn: SealedTxn) -> None:
         self.env = env
         self.txn = txn
         self._kv = env.db("kv")
@@ -207,6 +206,10 @@ class MvccReader:
             count += 1
             if fetch == 0 or len(kvs) < fetch:
                 kvs.append(kv)
+            elif rev == current:
+                # The rest only counts: scan its keys, without reading (and checking) their values.
+                count += sum(1 for _ in _scan(self.txn, self._kv, KeyRange(kv.key, rng.range_end), values=False)) - 1
+                break
         if filtered:
             kvs = [kv for kv in kvs if _passes_filters(kv, req)]
         if not presorted:
@@ -373,12 +376,12 @@ def lease_key(lease: int, key: bytes) -> bytes:
     return lease_id_bytes(lease) + key
 
 
-def lease_keys(txn: lmdb.Transaction, env: Env, lease: int) -> list[bytes]:
+def lease_keys(txn: SealedTxn, env: Env, lease: int) -> list[bytes]:
     prefix = lease_id_bytes(lease)
     cur = txn.cursor(db=env.db("lease_keys"))
     out: list[bytes] = []
     if cur.set_range(prefix):
-        for k in cur.iternext(keys=True, values=False):
+        for k, _ in cur.iternext():  # the (empty) values carry the keys' checksums
             if not k.startswith(prefix):
                 break
             out.append(bytes(k[len(prefix) :]))

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import logging
 import os
 import struct
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
-
-import lmdb
 
 from raftkv.core.rawnode import bootstrap_entries
 from raftkv.core.types import ConfState, Entry, HardState, SnapshotMeta
@@ -28,7 +27,9 @@ from raftkv.statemachine import applier as applier_mod
 from raftkv.statemachine import leases
 from raftkv.statemachine.applier import AppliedEntry, Applier, ApplyConfig
 from raftkv.statemachine.mvcc import K_COMPACT, K_REVISION, HistoryPage, MvccReader
+from raftkv.storage import integrity
 from raftkv.storage.env import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, SUB_DBS, Env, Writer, WriteTxn
+from raftkv.storage.sealed import SealedTxn
 from raftkv.storage.raft_log import (
     K_APPLIED,
     K_CONF_STATE,
@@ -46,6 +47,8 @@ from raftkv.storage.raft_log import (
 QUOTA_DBS = ("history", "leases", "lease_keys", "members", "dedup", "alarms")
 STATE_DBS = ("kv", "keyrev", "history", "leases", "lease_keys", "members", "dedup", "alarms", "meta")
 STATE_META_KEYS = (K_REVISION, K_COMPACT, K_APPLIED, K_CONF_STATE)
+log = logging.getLogger("raftkv.storage")
+
 _SNAP_MAGIC = b"RKVSNAP1"
 _RECORD = struct.Struct(">BII")  # db number, key length, value length
 _LEN = struct.Struct(">I")
@@ -56,7 +59,18 @@ class SnapshotFormatError(Exception):
     """Snapshot bytes that are not a raftkv state-machine snapshot (truncated, or another format)."""
 
 
+#: Data files up to this size are checked whole when a store opens (structure, then every checksum).
+DEFAULT_VERIFY_LIMIT_BYTES = 1 << 30
+
+
 class NodeStore:
+    """A member's storage: the Raft log and the state machine in one LMDB environment.
+
+    Opening it checks the data dir first (``raftkv.storage.integrity``): a damaged file raises
+    ``CorruptionError`` before anything is served from it, a data dir of the format before checksums is
+    migrated, one of a newer format raises ``FormatError``.
+    """
+
     def __init__(
         self,
         data_dir: str | os.PathLike[str],
@@ -66,11 +80,27 @@ class NodeStore:
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         snapshot_catchup_entries: int = 5000,
         sync: bool = True,
+        verify_limit_bytes: int = DEFAULT_VERIFY_LIMIT_BYTES,
     ) -> None:
         self.data_dir = Path(data_dir)
-        self.env = Env(self.data_dir / "db", map_size=map_size, max_map_size=max_map_size, sync=sync)
+        db_dir = self.data_dir / "db"
+        data_file = db_dir / "data.mdb"
+        verify = data_file.exists() and data_file.stat().st_size <= verify_limit_bytes
+        if data_file.exists() and not verify:
+            log.warning("%s is larger than %d bytes: not checked at start (every record is still checked when "
+                        "read)", data_file, verify_limit_bytes)
+        if verify:
+            integrity.check_structure(db_dir)
+        self.env = Env(db_dir, map_size=map_size, max_map_size=max_map_size, sync=sync)
         self.writer = Writer(self.env)
-        self.log = LmdbRaftStorage(self.env)
+        try:
+            integrity.prepare_format(self.env, self.writer)
+            if verify:
+                integrity.check_records(self.env)
+            self.log = LmdbRaftStorage(self.env)
+        except BaseException:
+            self.close()
+            raise
         self.applier = Applier(apply_config)
         self.snapshot_catchup_entries = snapshot_catchup_entries
 
@@ -316,7 +346,7 @@ class NodeStore:
         return SnapshotInstaller(meta, self.data_dir)
 
 
-def _state_records(txn: lmdb.Transaction, env: Env, name: str) -> Iterator[tuple[bytes, bytes]]:
+def _state_records(txn: SealedTxn, env: Env, name: str) -> Iterator[tuple[bytes, bytes]]:
     if name == "meta":
         for key in STATE_META_KEYS:
             value = txn.get(key, db=env.db("meta"))

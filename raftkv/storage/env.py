@@ -29,6 +29,8 @@ from typing import Any, TypeVar
 
 import lmdb
 
+from raftkv.storage.sealed import SealedTxn
+
 T = TypeVar("T")
 
 #: Every named sub-database of a node, in one place, so the on-disk layout is visible at a glance
@@ -146,17 +148,19 @@ class Env:
         # A map smaller than the file (reopened with a smaller hint) is silently raised by LMDB; track the real one.
         self.map_size = self.lmdb.info()["map_size"]
         self.dbs = {name: self.lmdb.open_db(name.encode(), dupsort=dup) for name, dup in SUB_DBS.items()}
+        self.names = {handle: name for name, handle in self.dbs.items()}
 
     def db(self, name: str) -> Any:
         return self.dbs[name]
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[lmdb.Transaction]:
-        """A read transaction usable from any thread; it sees one consistent committed state."""
+    def read(self) -> Iterator[SealedTxn]:
+        """A read transaction usable from any thread; it sees one consistent committed state, and every
+        record it returns has passed its checksum."""
         with self.gate.shared():
             txn = self.lmdb.begin(write=False)
             try:
-                yield txn
+                yield SealedTxn(txn, self.names)
             finally:
                 txn.abort()
 
@@ -173,7 +177,7 @@ class Env:
         """Bytes the data file occupies (what etcd reports as dbSize)."""
         return (self.path / "data.mdb").stat().st_size
 
-    def pages_in_use(self, txn: lmdb.Transaction, names: Iterable[str], *, with_overhead: bool = True) -> int:
+    def pages_in_use(self, txn: SealedTxn, names: Iterable[str], *, with_overhead: bool = True) -> int:
         """Bytes of the pages holding the named sub-databases, in ``txn``'s view; ``with_overhead`` adds the
         two meta pages and the main database (which names the sub-databases). Free pages are not counted."""
         pages = 0
@@ -209,7 +213,7 @@ class WriteTxn:
     """
 
     env: Env
-    txn: lmdb.Transaction
+    txn: SealedTxn
     _hooks: list[Callable[[], None]] = field(default_factory=list)
 
     def on_commit(self, hook: Callable[[], None]) -> None:
@@ -223,8 +227,8 @@ class WriteTxn:
         """A child transaction (LMDB's nested write transaction): its writes and hooks join this one if the
         block ends normally and vanish if it raises. This transaction must not be used meanwhile."""
         hooks: list[Callable[[], None]] = []
-        with self.env.lmdb.begin(write=True, parent=self.txn) as child:
-            yield WriteTxn(self.env, child, hooks)
+        with self.env.lmdb.begin(write=True, parent=self.txn.raw) as child:
+            yield WriteTxn(self.env, SealedTxn(child, self.env.names), hooks)
         self._hooks.extend(hooks)
 
 
@@ -330,7 +334,7 @@ class Writer:
             wtxn: WriteTxn | None = None
             try:
                 with self.env.lmdb.begin(write=True) as txn:
-                    wtxn = WriteTxn(self.env, txn)
+                    wtxn = WriteTxn(self.env, SealedTxn(txn, self.env.names))
                     results = [fn(wtxn) for fn in fns]
                 self.commits += 1
                 for hook in wtxn._hooks:

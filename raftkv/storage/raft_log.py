@@ -15,8 +15,6 @@ import struct
 import threading
 from collections.abc import Sequence
 
-import lmdb
-
 from raftkv.core.types import (
     CompactedError,
     ConfState,
@@ -27,6 +25,7 @@ from raftkv.core.types import (
     UnavailableError,
 )
 from raftkv.storage.env import Env, WriteTxn
+from raftkv.storage.sealed import SealedTxn
 from raftkv.storage.term_runs import TermRuns
 
 _U64 = struct.Struct(">Q")
@@ -87,12 +86,12 @@ def decode_snapshot_meta(raw: bytes) -> SnapshotMeta:
 # --- metadata shared with the applier (it records applied index + conf state in the apply txn) ---------------
 
 
-def read_applied(txn: lmdb.Transaction, env: Env) -> int:
+def read_applied(txn: SealedTxn, env: Env) -> int:
     raw = txn.get(K_APPLIED, db=env.db("meta"))
     return read_u64(raw) if raw else 0
 
 
-def read_conf_state(txn: lmdb.Transaction, env: Env) -> ConfState:
+def read_conf_state(txn: SealedTxn, env: Env) -> ConfState:
     raw = txn.get(K_CONF_STATE, db=env.db("meta"))
     return decode_conf_state(raw) if raw else ConfState()
 
@@ -283,14 +282,14 @@ class LmdbRaftStorage:
         cur = w.txn.cursor(db=w.db("log"))
         return start_index, read_u64(cur.key()) if cur.last() else start_index
 
-    def _read_hard_state(self, txn: lmdb.Transaction) -> HardState:
+    def _read_hard_state(self, txn: SealedTxn) -> HardState:
         raw = txn.get(K_HARD_STATE, db=self.env.db("meta"))
         if raw is None:
             return HardState()
         term, vote, commit = _HARD_STATE.unpack(raw)
         return HardState(term=term, vote=vote, commit=commit)
 
-    def _read_start(self, txn: lmdb.Transaction) -> tuple[int, int]:
+    def _read_start(self, txn: SealedTxn) -> tuple[int, int]:
         raw = txn.get(K_LOG_START, db=self.env.db("meta"))
         return tuple(_POSITION.unpack(raw)) if raw else (0, 0)  # type: ignore[return-value]
 

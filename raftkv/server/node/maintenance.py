@@ -12,6 +12,7 @@ from raftkv import errors
 from raftkv.core.types import SnapshotMeta
 from raftkv.proto import rpc_pb2
 from raftkv.server.config import ServerConfig
+from raftkv.server.integrity import Integrity
 from raftkv.server.node.raft_loop import RaftLoop
 from raftkv.server.node.world import Clock, Store
 
@@ -30,6 +31,7 @@ class Maintenance:
         clock: Clock,
         header: Callable[[], rpc_pb2.ResponseHeader],
         is_learner: Callable[[], bool],
+        integrity: Integrity,
     ) -> None:
         self._cfg = cfg
         self._store = store
@@ -38,6 +40,7 @@ class Maintenance:
         self._clock = clock
         self._header = header
         self._is_learner = is_learner
+        self._integrity = integrity
 
     def status(self) -> rpc_pb2.StatusResponse:
         status = self._loop.raw.status()
@@ -55,7 +58,8 @@ class Maintenance:
         )
 
     def alarms(self) -> list[rpc_pb2.AlarmMember]:
-        return self._store.alarms()
+        """The replicated alarms, plus this member's CORRUPT alarm while it is not applied yet."""
+        return self._integrity.with_own_alarm(self._store.alarms())
 
     async def move_leader(self, target_id: int, timeout: float) -> None:
         if not self._loop.is_leader():
@@ -72,8 +76,9 @@ class Maintenance:
     async def defragment(self) -> None:
         await asyncio.wrap_future(self._store.defragment())
 
-    def hash_kv(self, revision: int) -> rpc_pb2.HashKVResponse:
-        hash_value, compact, _ = self._store.hash_kv(revision)
+    async def hash_kv(self, revision: int) -> rpc_pb2.HashKVResponse:
+        """Hashing reads the whole history: off the event loop, so a large store costs no heartbeats."""
+        hash_value, compact, _ = await asyncio.to_thread(self._store.hash_kv, revision)
         return rpc_pb2.HashKVResponse(header=self._header(), hash=hash_value & 0xFFFFFFFF, compact_revision=compact)
 
     async def snapshot_chunks(self) -> AsyncIterator[bytes]:

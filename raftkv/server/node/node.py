@@ -28,6 +28,8 @@ from raftkv.server.node.maintenance import Maintenance
 from raftkv.server.node.membership import Membership
 from raftkv.server.node.raft_loop import RaftLoop
 from raftkv.server.node.snapshots import StagedSnapshots
+from raftkv.server.hash_check import HashCheck
+from raftkv.server.integrity import Integrity, mark_quarantined, remember_members
 from raftkv.server.quota import Quota
 from raftkv.server.node.world import (
     Clock,
@@ -41,6 +43,7 @@ from raftkv.server.node.world import (
 from raftkv.statemachine.applier import AppliedEntry
 from raftkv.statemachine.mvcc import HistoryPage
 from raftkv.statemachine.request_shape import MAX_TXN_OPS
+from raftkv.storage.sealed import CorruptionError
 
 APPLIED_CALLBACK = Callable[[RevisionEvents], None]
 
@@ -68,8 +71,14 @@ class Node:
         self.loop = RaftLoop(cfg, store, member_id, clock, rng or fresh_rng(), fatal, events=self)
         self.leases = NodeLeases(cfg, store, clock, self.loop, self.header, self.read_barrier, self._spawn)
         self.membership = Membership(cfg, store, member_id, self.loop, clock)
-        self.maintenance = Maintenance(cfg, store, member_id, self.loop, clock, self.header, self.is_learner)
+        self.integrity = Integrity(member_id, cfg.name)
+        self.integrity.alarms_changed(store.alarms())
+        self.maintenance = Maintenance(
+            cfg, store, member_id, self.loop, clock, self.header, self.is_learner, self.integrity
+        )
         self.quota = Quota(store, cfg.quota_backend_bytes, member_id, cfg.name)
+        #: The leader's cross-member hash check, when the process gives the node one (it needs channels).
+        self.hash_check: HashCheck | None = None
         self._subscribers: list[APPLIED_CALLBACK] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -84,6 +93,7 @@ class Node:
         self.membership.refresh_peers()
 
     async def start(self) -> None:
+        remember_members(self.cfg.data_dir, self.members())
         self._spawn(self.loop.run(), "ready-loop")
         self._spawn(self.loop.ticker(), "ticker")
         self._spawn(self.leases.expiry_loop(), "lease-expiry")
@@ -92,6 +102,9 @@ class Node:
             self.quota.run(lambda r: self.loop.propose(r, ClientSession(), timeout=5), self.has_leader, self.alarms),
             "quota",
         )
+        self._spawn(self.integrity.run(lambda r: self.loop.propose(r, ClientSession(), timeout=5)), "integrity")
+        if self.hash_check is not None:
+            self._spawn(self.hash_check.run(), "hash-check")
 
     async def stop(self) -> None:
         self.loop.stop()
@@ -119,6 +132,11 @@ class Node:
     # ------------------------------------------------------------------ what the loop tells (LoopEvents)
     def entry_applied(self, result: AppliedEntry) -> None:
         self.quota.applied()
+        kind = result.result.WhichOneof("response") if result.result is not None else None
+        if kind == "alarm":
+            self.integrity.alarms_changed(self.store.alarms())
+        elif kind == "publish_member":
+            remember_members(self.cfg.data_dir, self.members())
         if result.events:
             batch = RevisionEvents(result.revision, result.events)
             for callback in list(self._subscribers):
@@ -128,6 +146,7 @@ class Node:
 
     def conf_change_applied(self, cc: ConfChange) -> None:
         self.membership.conf_change_applied(cc)
+        remember_members(self.cfg.data_dir, self.members())
 
     def leadership_changed(self, is_leader: bool) -> None:
         self.leases.leadership_changed(is_leader)
@@ -135,6 +154,12 @@ class Node:
     def snapshot_installed(self) -> None:
         self.membership.snapshot_installed()
         self.leases.snapshot_installed()
+        self.integrity.alarms_changed(self.store.alarms())
+        remember_members(self.cfg.data_dir, self.members())
+
+    def storage_corrupt(self, exc: CorruptionError) -> None:
+        """The loop met damaged data it cannot go on without: the member restarts into quarantine."""
+        mark_quarantined(self.cfg.data_dir, str(exc))
 
     # ------------------------------------------------------------------ Backend: consensus
     def header(self) -> rpc_pb2.ResponseHeader:
@@ -158,6 +183,12 @@ class Node:
 
     def has_leader(self) -> bool:
         return self.loop.has_leader()
+
+    def refusing(self) -> bool:
+        return self.integrity.refusing()
+
+    def found_corruption(self, exc: Exception) -> None:
+        self.integrity.found(exc)
 
     def is_leader(self) -> bool:
         return self.loop.is_leader()
@@ -226,8 +257,8 @@ class Node:
     async def defragment(self) -> None:
         await self.maintenance.defragment()
 
-    def hash_kv(self, revision: int) -> rpc_pb2.HashKVResponse:
-        return self.maintenance.hash_kv(revision)
+    async def hash_kv(self, revision: int) -> rpc_pb2.HashKVResponse:
+        return await self.maintenance.hash_kv(revision)
 
     def snapshot_chunks(self) -> AsyncIterator[bytes]:
         return self.maintenance.snapshot_chunks()

@@ -55,6 +55,7 @@ from raftkv.server.node.world import Clock, Fatal, Store, Transport
 from raftkv.server.waiters import ProposalWaiters, within
 from raftkv.statemachine.applier import AppliedEntry, apply_is_bounded
 from raftkv.storage.env import StorageFull
+from raftkv.storage.sealed import CorruptionError
 
 log = logging.getLogger("raftkv.node")
 T = TypeVar("T")
@@ -76,6 +77,10 @@ class LoopEvents(Protocol):
 
     def snapshot_installed(self) -> None:
         """The state machine was replaced by a snapshot from the leader."""
+        ...
+
+    def storage_corrupt(self, exc: CorruptionError) -> None:
+        """A write or an apply met damaged data; the loop stops right after (``Fatal``)."""
         ...
 
 
@@ -225,6 +230,9 @@ class RaftLoop:
     def _fail(self, what: str, exc: BaseException | None) -> NoReturn:
         """A write the core was promised failed: stop. A full disk is said in one line, as etcd says it."""
         if isinstance(exc, StorageFull):
+            self._fatal(f"{self._cfg.name}: {exc}")
+        if isinstance(exc, CorruptionError):
+            self._events.storage_corrupt(exc)
             self._fatal(f"{self._cfg.name}: {exc}")
         log.error("%s: %s", self._cfg.name, what, exc_info=exc)
         self._fatal(f"{self._cfg.name}: {what}")

@@ -1,0 +1,161 @@
+"""A checksum on every record: each value stored in LMDB ends with the CRC-32 of its key and value, checked
+whenever the record is read.
+
+LMDB checks nothing of what it returns: a flipped bit in a value, a log entry or a key is served as if it
+had been written so. Sealing every record where transactions are made (``Env.read``, the ``Writer``) rather
+than in each caller makes the rule structural: no code path can read a record without checking it, or
+write one without sealing it. The key is part of the checksum, so a damaged key (its record found under
+another name) fails too. A failed check raises :class:`CorruptionError`; what the member then does is the
+server's business (``raftkv.server.integrity``).
+
+The wrappers offer the part of py-lmdb's ``Transaction`` and ``Cursor`` that raftkv uses. Positioning by a
+value prefix (``set_range_dup``) works unchanged: the checksum is a suffix, so sealed values sort as their
+payloads do whenever no payload is a prefix of another (true of every dupsort database here: their values
+have a fixed size).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import lmdb
+
+_CRC = struct.Struct(">I")
+CHECKSUM_BYTES = _CRC.size
+
+
+class CorruptionError(Exception):
+    """A stored record (or the file holding it) is not what was written. Never serve it."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        super().__init__(f"damaged data in {where}: {detail}")
+        self.where = where
+        self.detail = detail
+
+
+def _crc(key: bytes, value: bytes | memoryview) -> int:
+    return zlib.crc32(value, zlib.crc32(key))
+
+
+def seal(key: bytes, value: bytes) -> bytes:
+    return value + _CRC.pack(_crc(key, value))
+
+
+def unseal(db: str, key: bytes, raw: bytes) -> bytes:
+    """The payload of a sealed record; raises ``CorruptionError`` if it does not match its checksum."""
+    if len(raw) < CHECKSUM_BYTES:
+        raise CorruptionError(f"sub-database {db!r}", f"the record at key {key[:64]!r} is shorter than its checksum")
+    end = len(raw) - CHECKSUM_BYTES
+    payload = raw[:end]
+    if _CRC.unpack_from(raw, end)[0] != _crc(key, payload):
+        raise CorruptionError(f"sub-database {db!r}", f"the record at key {key[:64]!r} fails its checksum")
+    return payload
+
+
+class SealedTxn:
+    """An LMDB transaction whose values are sealed on the way in and checked on the way out. ``raw`` is the
+    underlying transaction, for code that moves records whole (format migration)."""
+
+    __slots__ = ("raw", "_names")
+
+    def __init__(self, raw: lmdb.Transaction, names: Mapping[Any, str]) -> None:
+        self.raw = raw
+        self._names = names
+
+    def get(self, key: bytes, default: bytes | None = None, *, db: Any) -> bytes | None:
+        raw = self.raw.get(key, db=db)
+        return default if raw is None else unseal(self._names[db], key, raw)
+
+    def put(self, key: bytes, value: bytes, *, db: Any, **flags: bool) -> bool:
+        return bool(self.raw.put(key, seal(key, value), db=db, **flags))
+
+    def delete(self, key: bytes, value: bytes = b"", *, db: Any) -> bool:
+        """Delete ``key`` (a dupsort database: only its duplicate ``value``, when given)."""
+        return bool(self.raw.delete(key, seal(key, value) if value else b"", db=db))
+
+    def cursor(self, *, db: Any) -> SealedCursor:
+        return SealedCursor(self.raw.cursor(db=db), self._names[db])
+
+    def stat(self, db: Any = None) -> dict[str, int]:
+        return self.raw.stat(db) if db is not None else self.raw.stat()  # type: ignore[no-any-return]
+
+    def drop(self, db: Any, delete: bool = True) -> None:
+        self.raw.drop(db, delete=delete)
+
+    def abort(self) -> None:
+        self.raw.abort()
+
+
+class SealedCursor:
+    """A cursor over one sub-database; values come out checked. Positioning methods pass through."""
+
+    __slots__ = ("_cur", "_db")
+
+    def __init__(self, cur: lmdb.Cursor, db: str) -> None:
+        self._cur = cur
+        self._db = db
+
+    def key(self) -> bytes:
+        return self._cur.key()  # type: ignore[no-any-return]
+
+    def value(self) -> bytes:
+        return unseal(self._db, self._cur.key(), self._cur.value())
+
+    def set_key(self, key: bytes) -> bool:
+        return bool(self._cur.set_key(key))
+
+    def set_range(self, key: bytes) -> bool:
+        return bool(self._cur.set_range(key))
+
+    def set_range_dup(self, key: bytes, value_prefix: bytes) -> bool:
+        return bool(self._cur.set_range_dup(key, value_prefix))
+
+    def first(self) -> bool:
+        return bool(self._cur.first())
+
+    def last(self) -> bool:
+        return bool(self._cur.last())
+
+    def next(self) -> bool:
+        return bool(self._cur.next())
+
+    def prev_dup(self) -> bool:
+        return bool(self._cur.prev_dup())
+
+    def last_dup(self) -> bool:
+        return bool(self._cur.last_dup())
+
+    def delete(self) -> bool:
+        return bool(self._cur.delete())
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        return self.iternext()  # type: ignore[return-value]
+
+    def iternext(self, keys: bool = True, values: bool = True) -> Iterator[Any]:
+        if not values:
+            yield from self._cur.iternext(keys=True, values=False)
+            return
+        crc32, unpack = zlib.crc32, _CRC.unpack_from  # unseal inlined: this loop serves every scan
+        for key, raw in self._cur.iternext(keys=True, values=True):
+            end = len(raw) - CHECKSUM_BYTES
+            value = raw[:end]
+            if end < 0 or unpack(raw, end)[0] != crc32(value, crc32(key)):
+                unseal(self._db, key, raw)  # raises, with the message
+            yield (key, value) if keys else value
+
+    def iternext_nodup(self, keys: bool = True, values: bool = False) -> Iterator[Any]:
+        if not values:
+            yield from self._cur.iternext_nodup(keys=True, values=False)
+            return
+        for key, raw in self._cur.iternext_nodup(keys=True, values=True):
+            value = unseal(self._db, key, raw)
+            yield (key, value) if keys else value
+
+    def iternext_dup(self) -> Iterator[bytes]:
+        """The values of the current key, from the current one on."""
+        key = self._cur.key()
+        for raw in self._cur.iternext_dup(keys=False, values=True):
+            yield unseal(self._db, key, raw)
