@@ -61,12 +61,19 @@ clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
 
 # Long fault-injection suite against a real raftkv cluster (and etcd as the reference), reports in
-# jepsen-out/<target>-<net>/: every workload under every nemesis, on the proxies and (as root) in network
-# namespaces.  etcd churns membership only in namespaces (its proxied peers are told apart by member id).
-JEPSEN_FAULTS := kill,pause,partition,isolate-leader,bridge,ring,one-way,lossy,client-isolate
+# jepsen-out/<target>-<net>[-quorum|-five]/: every workload under every nemesis, on the proxies and (as root)
+# in network namespaces; then a run whose every fault window loses the quorum (a majority killed or paused at
+# once, partitions with no majority side), and a five-member run (2+3 splits, two members down, 2+2+1).
+# etcd churns membership only in namespaces (its proxied peers are told apart by member id).
+JEPSEN_FAULTS := kill,pause,partition,isolate-leader,bridge,ring,one-way,lossy,client-isolate,kill-majority,pause-majority,no-majority
+JEPSEN_QUORUM := kill-majority,pause-majority,no-majority
+JEPSEN_FIVE := partition,kill-minority,no-majority,kill-majority,pause-majority,ring,bridge,kill
 jepsen: $(STAMP)
 	nets=proxy; [ "$$(id -u)" = 0 ] && nets="proxy netns"; \
+	run() { $(PY) -m jepsen_like run --workload all --time $${JEPSEN_TIME:-60} --clients 12 --seed $${SEED:-1} "$$@"; }; \
 	for t in raftkv etcd; do for n in $$nets; do \
 	  f=$(JEPSEN_FAULTS); [ $$n = proxy ] && f=$$f,slow; [ $$n-$$t != proxy-etcd ] && f=$$f,membership; \
-	  $(PY) -m jepsen_like run --target $$t --net $$n --workload all --nemesis $$f --time $${JEPSEN_TIME:-60} --clients 12 --seed $${SEED:-1} --out jepsen-out/$$t-$$n || exit 1; \
+	  run --target $$t --net $$n --nemesis $$f --out jepsen-out/$$t-$$n || exit 1; \
+	  run --target $$t --net $$n --nemesis $(JEPSEN_QUORUM) --out jepsen-out/$$t-$$n-quorum || exit 1; \
+	  run --target $$t --net $$n --nodes 5 --nemesis $(JEPSEN_FIVE) --out jepsen-out/$$t-$$n-five || exit 1; \
 	done; done

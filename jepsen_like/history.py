@@ -83,6 +83,8 @@ class Op:
     error: str | None = None
     member: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: For an ``info`` op, when the client gave up on it (its outcome stays unknown: ``ret`` is infinite).
+    gave_up: int | None = None
 
     @property
     def is_write(self) -> bool:
@@ -95,6 +97,8 @@ class Op:
             v = getattr(self, name)
             if v is not None:
                 d[name] = v
+        if self.extra.get("observed"):
+            d["observed"] = True  # a compare that was false: an answer, not a failure
         d["call"] = self.call
         d["ret"] = None if self.ret >= INFINITY else self.ret
         return d
@@ -173,6 +177,7 @@ def pair(events: Iterable[Event]) -> list[Op]:
         assert op is not None, f"completion without invoke: {e}"
         op.type = e.type
         op.ret = e.time if e.type != INFO else INFINITY
+        op.gave_up = e.time if e.type == INFO else None
         op.revision = e.revision
         op.mod_revision = e.mod_revision
         op.result = e.value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from jepsen_like.checkers import convergence, durability, lease, linearizable, revisions, truth, watch
+from jepsen_like.checkers import convergence, durability, lease, linearizable, recovery, revisions, truth, watch
 from jepsen_like.checkers.result import Anomaly, CheckResult
 from jepsen_like.history import Event, pair
 
@@ -20,6 +20,7 @@ def check_all(events: Sequence[Event], time_limit: float = 60.0) -> list[CheckRe
         durability.check(events, ops),
         lease.check(events, ops, committed),
         convergence.check(events),
+        recovery.check(events, ops),
     ]
 
 

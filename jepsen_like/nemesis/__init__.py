@@ -1,7 +1,10 @@
 """Fault schedules: alternate calm and fault windows, each fault drawn from the enabled kinds.
 
 Faults: ``kill`` (SIGKILL, restart at the end of the window), ``pause`` (SIGSTOP/SIGCONT), ``partition``
-(random halves), ``isolate-leader``, ``bridge``, ``ring`` (majorities ring), ``one-way`` (a node hears nobody
+(random halves: 1+2 of three, 2+3 of five), ``kill-minority`` (as many members as the cluster can lose, at
+once: two of five), and the faults that lose the quorum until healed: ``kill-majority`` and
+``pause-majority`` (a majority at once), ``no-majority`` (a partition in which no side has a majority:
+three singletons of three, 2+2+1 of five); ``isolate-leader``, ``bridge``, ``ring`` (majorities ring), ``one-way`` (a node hears nobody
 but is heard), ``slow`` (delay + jitter on every link), ``lossy``, ``client-isolate`` (random halves, and the
 harness's clients cut off from the minority side too), ``membership`` (remove a member through another one,
 wipe its data, and at the end of the window ``member add`` it back under its name and wait until it has caught
@@ -26,9 +29,11 @@ if TYPE_CHECKING:
     from jepsen_like.topology import FaultNetwork
 
 FAULTS = ("kill", "pause", "partition", "isolate-leader", "bridge", "ring", "one-way", "slow", "lossy",
-          "client-isolate", "membership")
+          "client-isolate", "membership", "kill-minority", "kill-majority", "pause-majority", "no-majority")
 NETWORK_FAULTS = frozenset({"partition", "isolate-leader", "bridge", "ring", "one-way", "slow", "lossy",
-                            "client-isolate"})
+                            "client-isolate", "no-majority"})
+#: Faults after which the cluster has no quorum until the window ends.
+QUORUM_LOSS = frozenset({"kill-majority", "pause-majority", "no-majority"})
 CATCH_UP_S = 60.0
 Links = set[tuple[str, str]]
 
@@ -38,6 +43,17 @@ def cut(groups: list[list[str]], names: list[str]) -> Links:
     where = {n: i for i, g in enumerate(groups) for n in g}
     return {(a, b) for a in names for b in names
             if a != b and a in where and b in where and where[a] != where[b]}
+
+
+def majority(n: int) -> int:
+    return n // 2 + 1
+
+
+def no_majority_groups(names: list[str], rng: random.Random) -> list[list[str]]:
+    """Groups of at most ``majority - 1`` members each, as few as that allows: no side can elect a leader."""
+    order = rng.sample(names, len(names))
+    size = max(1, majority(len(names)) - 1)
+    return [order[i:i + size] for i in range(0, len(order), size)]
 
 
 def bridge(names: list[str], rng: random.Random) -> Links:
@@ -123,14 +139,21 @@ class Nemesis:
     def inject(self, fault: str) -> str:
         names = [n for n in self.cluster.names if n not in self._killed]
         victim = self.rng.choice(names)
-        if fault == "kill":
-            self.cluster.kill_member(victim)
-            self._killed.add(victim)
-            return f"killed {victim}"
-        if fault == "pause":
-            self.cluster.pause_member(victim)
-            self._paused.add(victim)
-            return f"paused {victim}"
+        if fault in ("kill", "kill-minority", "kill-majority"):
+            count = {"kill": 1, "kill-minority": (len(self.cluster.names) - 1) // 2,
+                     "kill-majority": majority(len(self.cluster.names))}[fault]
+            victims = sorted(self.rng.sample(names, min(len(names), max(1, count))))
+            for name in victims:
+                self.cluster.kill_member(name)
+            self._killed.update(victims)
+            return f"killed {', '.join(victims)}"
+        if fault in ("pause", "pause-majority"):
+            count = 1 if fault == "pause" else majority(len(self.cluster.names))
+            victims = sorted(self.rng.sample(names, min(len(names), count)))
+            for name in victims:
+                self.cluster.pause_member(name)
+            self._paused.update(victims)
+            return f"paused {', '.join(victims)}"
         if fault == "membership":
             self.cluster.remove_member(victim)
             shutil.rmtree(self.cluster.member_dir(victim) / "data")
@@ -144,6 +167,10 @@ class Nemesis:
             minority = groups[0] if fault == "client-isolate" else []
             self.net.set_links(cut(groups, all_names), clients_cut=minority)
             return f"halves {groups}" + (f", clients cut from {minority}" if minority else "")
+        if fault == "no-majority":
+            groups = no_majority_groups(all_names, self.rng)
+            self.net.set_links(cut(groups, all_names))
+            return f"no majority anywhere: {groups}"
         if fault == "isolate-leader":
             target = self.leader() or victim
             self.net.set_links(cut([[target], [n for n in all_names if n != target]], all_names))

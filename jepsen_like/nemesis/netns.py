@@ -112,7 +112,8 @@ class NetnsNetwork:
     """Namespaces, bridge and firewall rules for one cluster; ``close()`` removes all of it."""
 
     #: Nemesis kinds this back end can make (no netem: no delay).
-    supported = frozenset({"partition", "isolate-leader", "bridge", "ring", "one-way", "lossy", "client-isolate"})
+    supported = frozenset({"partition", "isolate-leader", "bridge", "ring", "one-way", "lossy", "client-isolate",
+                           "no-majority"})
 
     def __init__(self, names: list[str]) -> None:
         self.names = list(names)

@@ -51,7 +51,7 @@ class Network:
 
     #: Nemesis kinds this back end can make.
     supported = frozenset({"partition", "isolate-leader", "bridge", "ring", "one-way", "slow", "lossy",
-                           "client-isolate"})
+                           "client-isolate", "no-majority"})
 
     def __init__(self, names: list[str], seed: int = 0) -> None:
         self.names = list(names)

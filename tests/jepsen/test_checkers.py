@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 
-from jepsen_like.checkers import check_all, convergence, durability, lease, linearizable, revisions, truth, watch
-from jepsen_like.history import INFO, pair
+from jepsen_like.checkers import (
+    check_all, convergence, durability, lease, linearizable, recovery, revisions, truth, watch,
+)
+from jepsen_like.history import FAIL, INFO, NEMESIS, Event, pair
 from tests.jepsen.synth import Builder, register_history
 
 
@@ -222,3 +224,21 @@ def test_header_revision_newer_than_the_data_returned_is_caught() -> None:
     ops = pair(b.sorted())
     assert linearizable.check(ops).valid is True  # values alone look fine
     assert "stale-read" in kinds(revisions.check(ops))
+
+
+def test_recovery_demands_a_success_after_every_fault_window() -> None:
+    s = 1_000_000_000
+    b = Builder()
+    b.op(1, "write", "k", "a", 0, s // 10, revision=2)
+    b.events.append(Event(NEMESIS, INFO, "start", value={"fault": "kill-majority", "detail": "killed n1, n2"}, time=s))
+    b.events.append(Event(NEMESIS, INFO, "stop", value={"fault": "kill-majority"}, time=2 * s))
+    b.op(2, "read", "k", None, 3 * s, 3 * s + s // 2, result="a", revision=2, mod_revision=2)
+    events = b.sorted()
+    healthy = recovery.check(events, pair(events))
+    assert healthy.valid and healthy.stats["recovery_s"]["kill-majority"]["max"] == 1.5
+    b.events.append(Event(NEMESIS, INFO, "start", value={"fault": "no-majority", "detail": "all apart"}, time=4 * s))
+    b.events.append(Event(NEMESIS, INFO, "stop", value={"fault": "no-majority"}, time=5 * s))
+    b.op(3, "read", "k", None, 6 * s, 40 * s, type=FAIL, error="timeout")
+    events = b.sorted()
+    stuck = recovery.check(events, pair(events))
+    assert not stuck.valid and [a.kind for a in stuck.anomalies] == ["no-recovery"]

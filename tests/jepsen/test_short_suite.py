@@ -2,7 +2,9 @@
 
 The partition run uses the netns back end when it can (root, ``ip netns``, nft): kernel-level drops between
 members with their own addresses and mutual TLS; elsewhere it falls back to the proxies.  The pause run also
-churns membership (remove, wipe, re-add), so every nemesis family is covered without a fourth run.
+churns membership (remove, wipe, re-add). Two more runs lose the quorum (majorities killed or paused at
+once, partitions with no majority side) and run five members (2+3 splits, two members down); the recovery
+checker demands that the cluster serves again after every window.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ RUNS = {
     "partition": dict(nemesis=["partition", "client-isolate"], net=NET),
     "kill": dict(nemesis=["kill"]),
     "pause": dict(nemesis=["pause", "membership"]),
+    # No quorum until healed: a majority killed or paused at once, or no side of a partition with a majority.
+    "quorum-loss": dict(nemesis=["kill-majority", "pause-majority", "no-majority"], net=NET),
+    # Five members: 2+3 splits, two members down at once, 2+2+1.
+    "five-members": dict(nemesis=["partition", "kill-minority", "no-majority"], net=NET, nodes=5),
 }
 
 
