@@ -171,3 +171,17 @@ def _rewrite_history(db_dir: Path, revision: int, value: bytes) -> None:
         event.kv.value = value
         txn.put(key, seal(key, event.SerializeToString()), db=db)
     env.close()
+
+
+def test_damage_met_by_an_apply_restarts_the_member_into_quarantine(cluster: LocalCluster, members: Members) -> None:
+    """The follower's copy of a key rots; the next write of that key makes its apply read the damaged record:
+    its Raft loop cannot go on, so it marks its data dir and restarts (same process) in quarantine."""
+    victim, victim_id = a_follower(cluster)
+    write_and_replicate(members, cluster, b"/victim", MARKER)
+    pid = cluster.pid(victim)
+    assert flip_every(data_file(cluster, victim), MARKER)
+    leader = cluster.wait_ready()
+    members.kv(leader).Put(rpc_pb2.PutRequest(key=b"/victim", value=MARKER), timeout=10)  # the same value again
+    wait_for(lambda: (cluster.member_dir(victim) / "data" / "quarantine").exists(), 30, "the quarantine marker")
+    assert_contained(cluster, members, victim, victim_id, b"/victim")
+    assert cluster.pid(victim) == pid, "the member restarted in place"
