@@ -46,6 +46,7 @@ class HashCheck:
         revision: Callable[[], int],
         local_hash: Callable[[int], Awaitable[rpc_pb2.HashKVResponse]],
         members: Callable[[], list[rpc_pb2.Member]],
+        alarms: Callable[[], list[rpc_pb2.AlarmMember]],
         propose: Callable[[internal_pb2.InternalRequest], Awaitable[object]],
     ) -> None:
         self._member_id = member_id
@@ -56,6 +57,7 @@ class HashCheck:
         self._revision = revision
         self._local_hash = local_hash
         self._members = members
+        self._alarms = alarms
         self._propose = propose
 
     async def run(self) -> None:
@@ -81,7 +83,10 @@ class HashCheck:
                 if answer is not None and answer.compact_revision == mine.compact_revision:
                     answers[member.ID] = answer
         blamed = blame({member_id: answer.hash for member_id, answer in answers.items()}, len(members))
+        raised = {a.memberID for a in self._alarms() if a.alarm == rpc_pb2.CORRUPT}
         for member_id in blamed:
+            if member_id in raised:
+                continue
             log.error("%s: member %x's history hash at revision %d differs (%s); raising the CORRUPT alarm",
                       self._name, member_id, revision,
                       ", ".join(f"{m:x}={a.hash:08x}" for m, a in sorted(answers.items())))

@@ -146,7 +146,7 @@ async def serve(cfg: ServerConfig) -> int:
     node.hash_check = HashCheck(
         cfg.member_id, cfg.name, cfg.corrupt_check_seconds, channels,
         is_leader=node.is_leader, revision=node.current_revision, local_hash=node.hash_kv, members=node.members,
-        propose=lambda request: node.propose(request, ClientSession(), timeout=5),
+        alarms=node.alarms, propose=lambda request: node.propose(request, ClientSession(), timeout=5),
     )
 
     hub = WatchHub(node)
