@@ -25,6 +25,8 @@ import lmdb
 
 _CRC = struct.Struct(">I")
 CHECKSUM_BYTES = _CRC.size
+#: What py-lmdb hands back (bytes, as raftkv never asks for buffers).
+Raw = bytes | memoryview
 
 
 class CorruptionError(Exception):
@@ -36,22 +38,22 @@ class CorruptionError(Exception):
         self.detail = detail
 
 
-def _crc(key: bytes, value: bytes | memoryview) -> int:
+def _crc(key: Raw, value: Raw) -> int:
     return zlib.crc32(value, zlib.crc32(key))
 
 
-def seal(key: bytes, value: bytes) -> bytes:
-    return value + _CRC.pack(_crc(key, value))
+def seal(key: Raw, value: Raw) -> bytes:
+    return bytes(value) + _CRC.pack(_crc(key, value))
 
 
-def unseal(db: str, key: bytes, raw: bytes) -> bytes:
+def unseal(db: str, key: Raw, raw: Raw) -> bytes:
     """The payload of a sealed record; raises ``CorruptionError`` if it does not match its checksum."""
     if len(raw) < CHECKSUM_BYTES:
-        raise CorruptionError(f"sub-database {db!r}", f"the record at key {key[:64]!r} is shorter than its checksum")
+        raise CorruptionError(f"sub-database {db!r}", f"the record at key {bytes(key[:64])!r} is shorter than its checksum")
     end = len(raw) - CHECKSUM_BYTES
-    payload = raw[:end]
+    payload = bytes(raw[:end])
     if _CRC.unpack_from(raw, end)[0] != _crc(key, payload):
-        raise CorruptionError(f"sub-database {db!r}", f"the record at key {key[:64]!r} fails its checksum")
+        raise CorruptionError(f"sub-database {db!r}", f"the record at key {bytes(key[:64])!r} fails its checksum")
     return payload
 
 
@@ -79,8 +81,8 @@ class SealedTxn:
     def cursor(self, *, db: Any) -> SealedCursor:
         return SealedCursor(self.raw.cursor(db=db), self._names[db])
 
-    def stat(self, db: Any = None) -> dict[str, int]:
-        return self.raw.stat(db) if db is not None else self.raw.stat()  # type: ignore[no-any-return]
+    def stat(self, db: Any = None) -> dict[str, Any]:
+        return dict(self.raw.stat(db) if db is not None else self.raw.stat())
 
     def drop(self, db: Any, delete: bool = True) -> None:
         self.raw.drop(db, delete=delete)
@@ -99,7 +101,7 @@ class SealedCursor:
         self._db = db
 
     def key(self) -> bytes:
-        return self._cur.key()  # type: ignore[no-any-return]
+        return bytes(self._cur.key())
 
     def value(self) -> bytes:
         return unseal(self._db, self._cur.key(), self._cur.value())
