@@ -34,8 +34,21 @@ def data_file(cluster: LocalCluster, name: str) -> Path:
     return cluster.member_dir(name) / "data" / "db" / "data.mdb"
 
 
-def a_follower(cluster: LocalCluster) -> tuple[str, int]:
+def published(cluster: LocalCluster, members: Members) -> bool:
+    """Every member knows every member's client URLs: whom a quarantined member hands its alarm."""
+    for name in cluster.names:
+        try:
+            listed = members.membership(name).MemberList(rpc_pb2.MemberListRequest(), timeout=5).members
+        except grpc.RpcError:
+            return False
+        if len(listed) != len(cluster.names) or not all(m.clientURLs for m in listed):
+            return False
+    return True
+
+
+def a_follower(cluster: LocalCluster, members: Members) -> tuple[str, int]:
     leader = cluster.wait_ready()
+    wait_for(lambda: published(cluster, members), 30, "every member to publish its client URLs")
     name = next(n for n in cluster.names if n != leader)
     member_id = cluster.member_id(name)
     assert member_id is not None
@@ -120,7 +133,7 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
 def test_damage_found_at_start_quarantines_the_member(
     cluster: LocalCluster, members: Members, damage: str
 ) -> None:
-    victim, victim_id = a_follower(cluster)
+    victim, victim_id = a_follower(cluster, members)
     kv = members.kv(cluster.wait_ready())
     for i in range(1500):  # enough for B-tree branch pages
         kv.Put(rpc_pb2.PutRequest(key=b"/fill/%05d" % i, value=b"f" * 500), timeout=10)
@@ -139,7 +152,7 @@ def test_damage_found_at_start_quarantines_the_member(
 
 def test_damage_found_on_a_read_while_running(cluster: LocalCluster, members: Members) -> None:
     """Bit rot under a running member (LMDB maps the file, so the damage is visible at once)."""
-    victim, victim_id = a_follower(cluster)
+    victim, victim_id = a_follower(cluster, members)
     write_and_replicate(members, cluster, b"/victim", MARKER)
     assert flip_every(data_file(cluster, victim), MARKER)
     wait_for(lambda: refused(members, victim, b"/victim"), 30, f"{victim} to refuse the damaged read")
@@ -149,7 +162,7 @@ def test_damage_found_on_a_read_while_running(cluster: LocalCluster, members: Me
 def test_the_hash_check_finds_a_member_whose_history_is_wrong_but_well_formed(
     cluster: LocalCluster, members: Members
 ) -> None:
-    victim, victim_id = a_follower(cluster)
+    victim, victim_id = a_follower(cluster, members)
     revision = write_and_replicate(members, cluster, b"/victim", MARKER)
     cluster.stop_member(victim)
     members.forget(victim)
@@ -176,7 +189,7 @@ def _rewrite_history(db_dir: Path, revision: int, value: bytes) -> None:
 def test_damage_met_by_an_apply_restarts_the_member_into_quarantine(cluster: LocalCluster, members: Members) -> None:
     """The follower's copy of a key rots; the next write of that key makes its apply read the damaged record:
     its Raft loop cannot go on, so it marks its data dir and restarts (same process) in quarantine."""
-    victim, victim_id = a_follower(cluster)
+    victim, victim_id = a_follower(cluster, members)
     write_and_replicate(members, cluster, b"/victim", MARKER)
     pid = cluster.pid(victim)
     assert flip_every(data_file(cluster, victim), MARKER)
