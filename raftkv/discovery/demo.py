@@ -35,12 +35,69 @@ CHAT = "/raftkv.demo.Echo/Chat"
 CONTROL = "/raftkv.demo.Control/Set"
 
 
+class Health(health.HealthServicer):
+    """grpcio's health servicer, minus its deadlock: upstream sends Watch answers while holding the servicer's
+    lock, and a send on a full or closing stream waits for the server's completion-queue thread, which may
+    itself be waiting for that lock (to drop a closed watcher). Here the lock only guards the tables; each
+    watch sends under a lock of its own, and drops an answer older than one it already sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._version = 0
+        self._senders: dict[Any, _Sender] = {}
+
+    def Watch(self, request: Any, context: Any, send_response_callback: Any = None) -> Any:
+        if send_response_callback is None:  # a server without non-blocking handlers: upstream's queue is safe
+            return super().Watch(request, context)
+        sender = _Sender(send_response_callback)
+        with self._lock:
+            status = self._server_status.get(request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+            version = self._version
+            self._senders[send_response_callback] = sender
+            self._send_response_callbacks.setdefault(request.service, set()).add(send_response_callback)
+            context.add_callback(self._on_close_callback(send_response_callback, request.service))
+        sender.send(version, status)
+
+    def _on_close_callback(self, send_response_callback: Any, service: str) -> Any:
+        def closed() -> None:
+            with self._lock:
+                self._send_response_callbacks[service].discard(send_response_callback)
+                self._senders.pop(send_response_callback, None)
+            send_response_callback(None)
+
+        return closed
+
+    def set(self, service: str, status: Any) -> None:
+        with self._lock:
+            if self._gracefully_shutting_down:
+                return
+            self._version += 1
+            self._server_status[service] = status
+            version = self._version
+            senders = [self._senders[cb] for cb in self._send_response_callbacks.get(service, ())]
+        for sender in senders:
+            sender.send(version, status)
+
+
+class _Sender:
+    """One watcher's answers in version order: the newest status wins however the sends interleave."""
+
+    def __init__(self, callback: Any) -> None:
+        self._callback, self._lock, self._sent = callback, threading.Lock(), -1
+
+    def send(self, version: int, status: Any) -> None:
+        with self._lock:
+            if version > self._sent:
+                self._sent = version
+                self._callback(health_pb2.HealthCheckResponse(status=status))
+
+
 class Demo:
     def __init__(self, name: str, work: int = 0) -> None:
         self.name, self.work = name, work
         self.mode = "ok"
         self.calls = 0
-        self.health = health.HealthServicer()
+        self.health = Health()
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 
     def _answer(self, request: bytes, context: grpc.ServicerContext) -> bytes:
