@@ -7,6 +7,25 @@ Raft; clients such as etcdctl match the error *text*, so the rules and messages 
 The rules for requests that enter the Raft log are the state machine's own (``request_shape``: the applier
 checks every entry with them again), re-exported here so that the services name one module; what is left
 here concerns requests that never reach the log (watches, membership) and limits of the API itself.
+Every field of those requests, and its rule:
+
+========================  ======================================================================
+request                   rule
+========================  ======================================================================
+every request             its bytes decode (else INTERNAL with grpc-go's text, as etcd answers:
+                          ``metadata.AdmissionInterceptor``); a proposal's encoding is at most
+                          ``--max-request-bytes`` (REQUEST_TOO_LARGE)
+Range                     ``request_shape.check_range``; revisions and limit any int64
+WatchCreate               filters known (INVALID_WATCH_FILTER, as a created-and-canceled reply);
+                          key and range_end any; start_revision <= 0 means "from now"; any id
+WatchCancel / Progress    any id (an unknown one is ignored, as in etcd)
+LeaseKeepAlive / TTL      any int64 id (an unknown lease answers TTL 0 / -1, as in etcd)
+MemberAdd / MemberUpdate  peer URLs given and of the form scheme://host:port (MEMBER_BAD_URLS)
+MemberRemove / Promote    any id (MEMBER_NOT_FOUND)
+HashKV                    any revision (<= 0: current; COMPACTED / FUTURE_REV otherwise)
+MoveLeader                any id (BAD_LEADER_TRANSFEREE unless a voter)
+Status, Defragment, ...   no fields
+========================  ======================================================================
 """
 
 from __future__ import annotations
