@@ -97,6 +97,12 @@ INVALID_AUTH_TOKEN = EtcdError(_C.UNAUTHENTICATED, "etcdserver: invalid auth tok
 INVALID_AUTH_MGMT = EtcdError(_C.INVALID_ARGUMENT, "etcdserver: invalid auth management")
 AUTH_OLD_REVISION = EtcdError(_C.INVALID_ARGUMENT, "etcdserver: revision of auth store is old")
 
+# The Lock and Election services: etcd's recipes return these as plain Go errors, so their code is UNKNOWN.
+SESSION_EXPIRED = EtcdError(_C.UNKNOWN, "session expired")
+ELECTION_NO_LEADER = EtcdError(_C.UNKNOWN, "election: no leader")
+ELECTION_NOT_LEADER = EtcdError(_C.UNKNOWN, "election: not leader")
+MISSING_LEADER_KEY = EtcdError(_C.UNKNOWN, '"leader" field must be provided')
+
 # Cluster availability.
 NO_LEADER = EtcdError(_C.UNAVAILABLE, "etcdserver: no leader")
 NOT_LEADER = EtcdError(_C.FAILED_PRECONDITION, "etcdserver: not leader")

@@ -17,11 +17,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from raftkv import errors
 from raftkv.server.backend import Backend
 from raftkv.api.cluster import ClusterService
+from raftkv.api.election import ElectionService
 from raftkv.api.kv import KVService
+from raftkv.api.lock import LockService
 from raftkv.api.maintenance import MaintenanceService
 from raftkv.api.metadata import AdmissionInterceptor, Context
+from raftkv.api.recipes import Recipes
 from raftkv.grpc_registration import add_service
-from raftkv.proto import rpc_pb2, rpc_pb2_grpc
+from raftkv.proto import rpc_pb2, rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
 from raftkv.security.grpc_options import server_options
 
 #: etcd's gRPC server accepts requests this much larger than ``--max-request-bytes`` (for framing), so
@@ -40,11 +43,13 @@ def build_client_server(
     listen_addresses: Sequence[str],
     server_credentials: grpc.ServerCredentials | None,
     max_request_bytes: int,
+    recipes: Recipes | None = None,
 ) -> grpc.aio.Server:
     """A bound, not yet started server (``await server.start()``); ``listen_addresses`` are ``host:port``.
 
     ``server_credentials`` None means plaintext (the explicit insecure mode). A servicer given as None is
-    left unregistered, so its methods answer UNIMPLEMENTED. Raises RuntimeError if a port cannot be bound.
+    left unregistered, so its methods answer UNIMPLEMENTED; so are the Lock and Election services without
+    ``recipes``. Raises RuntimeError if a port cannot be bound.
     """
     assert listen_addresses, "a client server needs at least one address"
     server = grpc.aio.server(
@@ -61,6 +66,9 @@ def build_client_server(
         add_service(rpc_pb2_grpc.add_WatchServicer_to_server, watch_servicer, server)
     if lease_servicer is not None:
         add_service(rpc_pb2_grpc.add_LeaseServicer_to_server, lease_servicer, server)
+    if recipes is not None:
+        add_service(v3lock_pb2_grpc.add_LockServicer_to_server, LockService(recipes), server)
+        add_service(v3election_pb2_grpc.add_ElectionServicer_to_server, ElectionService(recipes), server)
     add_service(health_pb2_grpc.add_HealthServicer_to_server, LeaderHealthService(backend), server)
     for address in listen_addresses:
         if server_credentials is None:

@@ -11,7 +11,7 @@ import grpc
 
 from raftkv import errors
 from raftkv.api import validation
-from raftkv.server.backend import Backend
+from raftkv.server.backend import Backend, ClientSession
 from raftkv.api.metadata import Context, call_timeout, client_session, with_header
 from raftkv.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 
@@ -20,14 +20,19 @@ DEFAULT_REQUEST_TIMEOUT = 7.0
 
 
 async def propose(
-    backend: Backend, request: internal_pb2.InternalRequest, context: Context, timeout: float
+    backend: Backend, request: internal_pb2.InternalRequest, context: Context | None, timeout: float
 ) -> internal_pb2.ApplyResult:
     """Replicate ``request`` and return its result, raising the applier's error if it failed.
 
     The size limit is checked on the internal request, as etcd does, so that a Txn cannot slip past it.
+    ``context`` None is a request the server makes on its own (no session, the whole ``timeout``).
     """
     validation.check_request_size(request, backend.max_request_bytes)
-    result = await backend.propose(request, client_session(context), call_timeout(context, timeout))
+    if context is None:
+        session, timeout = ClientSession(), timeout
+    else:
+        session, timeout = client_session(context), call_timeout(context, timeout)
+    result = await backend.propose(request, session, timeout)
     if result.error:
         known = errors.from_message(result.error)
         raise (known or errors.EtcdError(grpc.StatusCode.UNKNOWN, result.error)).exception()

@@ -31,7 +31,7 @@ SEQ_KEY = "raftkv-seq"
 #: Set by etcd clients (``clientv3.WithRequireLeader``, used by etcdctl for watches) to fail fast.
 REQUIRE_LEADER_KEY = "hasleader"
 #: The services the interceptor guards; the standard health service stays reachable on every member.
-GUARDED_PREFIX = "/etcdserverpb."
+GUARDED_PREFIXES = ("/etcdserverpb.", "/v3lockpb.", "/v3electionpb.")
 
 Context = grpc.aio.ServicerContext  # type: ignore[type-arg]
 ResponseT = TypeVar("ResponseT", bound=Message)
@@ -166,7 +166,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method  # type: ignore[attr-defined]
-        if handler is None or not method.startswith(GUARDED_PREFIX):
+        if handler is None or not method.startswith(GUARDED_PREFIXES):
             return handler
         cached = self._guarded.get(method)
         if cached is None or cached[0] is not handler:

@@ -12,21 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from raftkv.client.types import Key, to_bytes
+from raftkv.keys import prefix_end as prefix_end
 from raftkv.proto import rpc_pb2
 
 SORT_ORDERS = {"none": 0, "ascend": 1, "descend": 2}
 SORT_TARGETS = {"key": 0, "version": 1, "create": 2, "mod": 3, "value": 4}
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The smallest key greater than every key starting with ``prefix`` (etcd's GetPrefixRangeEnd).
-
-    Trailing 0xff bytes cannot be incremented and are dropped; an empty or all-0xff prefix means
-    "every key from here on", which etcd spells as a range end of ``\\0``."""
-    trimmed = prefix.rstrip(b"\xff")
-    if not trimmed:
-        return b"\0"
-    return trimmed[:-1] + bytes([trimmed[-1] + 1])
 
 
 def key_range(key: Key, range_end: Key | None = None, *, prefix: bool = False,

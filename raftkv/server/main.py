@@ -19,6 +19,7 @@ from raftkv.api.grpc_server import build_client_server
 from raftkv.client import ClientConfig
 from raftkv.discovery.web import RegistryPage  # this module is the process's composition root
 from raftkv.api.lease import LeaseServicer
+from raftkv.api.recipes import Recipes
 from raftkv.api.watch import WatchServicer
 from raftkv.proto import internal_pb2, rpc_pb2
 from raftkv.security.tls import ConfigError, channel_credentials, load_tls, server_credentials
@@ -158,6 +159,7 @@ async def serve(cfg: ServerConfig) -> int:
             listen_addresses=[host_port(u) for u in cfg.listen_client_urls],
             server_credentials=client_server_creds,
             max_request_bytes=cfg.max_request_bytes,
+            recipes=Recipes(node, hub),
         )
         await client_server.start()
     except (OSError, RuntimeError) as exc:

@@ -5,11 +5,13 @@ Field names may differ from etcd's without harm; numbers, types, packages and me
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from raftkv.core import types
-from raftkv.proto import internal_pb2, kv_pb2, raft_pb2, rpc_pb2
+from raftkv.proto import internal_pb2, kv_pb2, raft_pb2, rpc_pb2, v3election_pb2, v3lock_pb2
 
 
 @pytest.mark.parametrize(
@@ -73,6 +75,33 @@ def test_packages() -> None:
     assert rpc_pb2.DESCRIPTOR.package == "etcdserverpb"
     assert kv_pb2.DESCRIPTOR.package == "mvccpb"
     assert internal_pb2.DESCRIPTOR.package == "raftkvpb"
+
+
+@pytest.mark.parametrize(
+    ("module", "path", "server_streaming"),
+    [
+        (v3lock_pb2, "/v3lockpb.Lock/Lock", False),
+        (v3lock_pb2, "/v3lockpb.Lock/Unlock", False),
+        (v3election_pb2, "/v3electionpb.Election/Campaign", False),
+        (v3election_pb2, "/v3electionpb.Election/Proclaim", False),
+        (v3election_pb2, "/v3electionpb.Election/Leader", False),
+        (v3election_pb2, "/v3electionpb.Election/Observe", True),
+        (v3election_pb2, "/v3electionpb.Election/Resign", False),
+    ],
+)
+def test_lock_and_election_paths(module: Any, path: str, server_streaming: bool) -> None:
+    _, service, method = path.split("/")
+    descriptor = module.DESCRIPTOR.services_by_name[service.split(".")[1]].methods_by_name[method]
+    assert f"/{descriptor.containing_service.full_name}/{descriptor.name}" == path
+    assert (descriptor.client_streaming, descriptor.server_streaming) == (False, server_streaming)
+
+
+def test_lock_and_election_field_numbers() -> None:
+    assert v3lock_pb2.LockRequest.DESCRIPTOR.fields_by_name["lease"].number == 2
+    leader_key = v3election_pb2.LeaderKey.DESCRIPTOR.fields_by_name
+    assert [leader_key[f].number for f in ("name", "key", "rev", "lease")] == [1, 2, 3, 4]
+    assert v3election_pb2.CampaignRequest.DESCRIPTOR.fields_by_name["value"].number == 3
+    assert v3election_pb2.ProclaimRequest.DESCRIPTOR.fields_by_name["value"].number == 2
 
 
 def test_raft_message_type_numbers_mirror_the_core() -> None:
