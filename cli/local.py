@@ -34,7 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "(default 2379; 0 = any free ports)")
     p.add_argument("--kind", choices=("raftkv", "etcd"),
                    help="server to run in a new cluster (default raftkv; an existing one keeps its kind)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a leader")
+    p.add_argument("--insecure-plaintext", action="store_true",
+                   help="start a new cluster without TLS (members get --insecure-plaintext; sandboxes only)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds to wait until every member runs and knows a leader (default 30)")
     for verb, func, text in (("up", cluster_up, None), ("status", cluster_status, "members, pids, leader"),
                              ("env", cluster_env, "export lines for kvctl and etcdctl"),
                              ("down", cluster_down, "stop all members (data is kept)")):
@@ -73,17 +76,31 @@ def _open(directory: str) -> LocalCluster:
 
 
 def cluster_up(ctx: Context, args: argparse.Namespace) -> int:
+    """Start (or restart) the members and wait until *every* one runs and knows a leader: a member that
+    exited (a port in use, a bad flag) fails the command with its own log line, never a "started"."""
     try:
         if (Path(args.dir) / CLUSTER_FILE).exists():
             cluster = LocalCluster.open(args.dir)
+            if args.insecure_plaintext and cluster.tls:
+                raise CommandError(f"{cluster.base_dir} holds a cluster with TLS; --insecure-plaintext applies "
+                                   "only to a new cluster (use another --dir)")
         else:
-            cluster = LocalCluster(args.dir, args.size, kind=args.kind or "raftkv",
+            if args.insecure and not args.insecure_plaintext:
+                raise CommandError("--insecure (or KVCTL_INSECURE) sets how kvctl dials, not how a cluster "
+                                   "starts; pass --insecure-plaintext to start a cluster without TLS")
+            cluster = LocalCluster(args.dir, args.size, kind=args.kind or "raftkv", tls=not args.insecure_plaintext,
                                    base_port=args.base_port or None)
-        already = cluster.running()
-        cluster.start()
-        leader = cluster.wait_ready(args.timeout)
     except ClusterError as exc:
         raise CommandError(str(exc)) from None
+    already = cluster.running()
+    try:
+        cluster.start()
+        leader = cluster.wait_ready(args.timeout, all_members=True)
+    except ClusterError as exc:
+        for name in cluster.names:  # leave nothing half-started behind
+            if name not in already:
+                cluster.stop_member(name)
+        raise CommandError(f"the cluster in {cluster.base_dir} did not start: {exc}") from None
     state = "already running" if len(already) == len(cluster.names) else "started"
     write_line(f"{cluster.kind} cluster {state} in {cluster.base_dir} (leader {leader})")
     for name in cluster.names:

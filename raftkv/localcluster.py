@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -38,6 +39,9 @@ from raftkv.security.certs import PEER_DIR, init_cluster_certs
 Kind = Literal["raftkv", "etcd"]
 HOST = "127.0.0.1"
 CLUSTER_FILE = "cluster.json"
+#: Prefix of every local cluster's ``--initial-cluster-token``. Each cluster adds random bytes, so that each
+#: has its own cluster id (ids derive from the token) and members of two clusters never take each other's
+#: messages; clusters described before tokens were per cluster use the bare prefix.
 CLUSTER_TOKEN = "raftkv-local"
 T = TypeVar("T")
 
@@ -71,6 +75,7 @@ class _Settings:
     heartbeat_ms: int
     election_ms: int
     extra_args: list[str] = field(default_factory=list)
+    token: str = CLUSTER_TOKEN
     #: member -> {peer -> "host:port"}: where that member dials that peer (raftkv only; e.g. a proxy).
     peer_dial_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -164,7 +169,7 @@ class LocalCluster:
             raise ValueError("a cluster needs at least one member")
         self._settings = _Settings(
             kind=kind, tls=tls, heartbeat_ms=heartbeat_ms, election_ms=election_ms,
-            extra_args=list(extra_args),
+            extra_args=list(extra_args), token=f"{CLUSTER_TOKEN}-{secrets.token_hex(6)}",
             peer_dial_overrides={m: dict(o) for m, o in (peer_dial_overrides or {}).items()},
         )
         if kind == "etcd" and self._settings.peer_dial_overrides:
@@ -216,6 +221,11 @@ class LocalCluster:
     @property
     def tls(self) -> bool:
         return self._settings.tls
+
+    @property
+    def token(self) -> str:
+        """The cluster's ``--initial-cluster-token`` (its cluster id derives from it)."""
+        return self._settings.token
 
     @property
     def members(self) -> list[MemberInfo]:
@@ -328,7 +338,7 @@ class LocalCluster:
             "--listen-metrics-urls", self.metrics_url(name),
             "--initial-cluster", member.initial_cluster,
             "--initial-cluster-state", member.initial_state,
-            "--initial-cluster-token", CLUSTER_TOKEN,
+            "--initial-cluster-token", settings.token,
             "--heartbeat-interval", str(settings.heartbeat_ms),
             "--election-timeout", str(settings.election_ms),
         ]
@@ -464,22 +474,39 @@ class LocalCluster:
 
     def wait_ready(self, timeout: float = 30.0, *, all_members: bool = False) -> str:
         """Wait until some member reports a leader that answers (and, with ``all_members``, until every
-        member answers Status); returns the leader's name.
+        member answers Status and knows a leader); returns the leader's name.
 
-        Raises ClusterError naming the logs of members that died, which is nearly always why."""
+        Raises ClusterError naming each member that died and the last error line of its log, which is
+        nearly always why; with ``all_members`` as soon as one has died (it cannot come back by itself)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            dead = [n for n in self._members if not self.is_running(n)]
+            if (all_members and dead) or len(dead) == len(self._members):
+                break  # waiting longer cannot help
             leader = self.leader_name()
-            if leader is not None and (not all_members or all(self.status(n) for n in self._members)):
+            if leader is not None and (
+                not all_members or all((s := self.status(n)) is not None and s.leader for n in self._members)
+            ):
                 return leader
-            if not self.running():
-                break  # every member exited: waiting longer cannot help
             time.sleep(0.1)
         dead = [n for n in self._members if not self.is_running(n)]
-        hint = "; ".join(f"{n} is not running, see {self.log_path(n)}" for n in dead) or (
-            f"members run but elect no leader; see {self.base_dir}/*/member.log"
-        )
-        raise ClusterError(f"no leader: {hint}")
+        if dead:
+            raise ClusterError("; ".join(f"{n} exited: {self.last_error(n)} (log {self.log_path(n)})" for n in dead))
+        waiting = "every member to know a leader" if all_members else "a leader"
+        raise ClusterError(f"members run but after {timeout:.0f}s there is still no {waiting}; "
+                           f"see {self.base_dir}/*/member.log")
+
+    def last_error(self, name: str) -> str:
+        """The line of a member's log that best says why it stopped: its last error, else its last line."""
+        try:
+            lines = [line.strip() for line in self.log_path(name).read_text(errors="replace").splitlines()]
+        except OSError:
+            return "no log"
+        lines = [line for line in lines if line]
+        for line in reversed(lines):
+            if "error" in line.lower() or "fatal" in line.lower() or "panic" in line.lower():
+                return line
+        return lines[-1] if lines else "nothing in its log"
 
     def wait_member_ready(self, name: str, timeout: float = 30.0) -> None:
         """Wait until ``name`` answers Status and knows a leader."""

@@ -12,7 +12,9 @@ import errno
 import logging
 import math
 import signal
+import socket
 import sys
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from raftkv.api.grpc_server import build_client_server
@@ -96,8 +98,18 @@ def registry_page(cfg: ServerConfig) -> RegistryPage:
     return RegistryPage(config)
 
 
-def _bind_error(what: str, url: str, exc: BaseException) -> ConfigError:
-    return ConfigError(f"cannot listen on {what} URL {url}: {exc} (is the port in use?)")
+def _bind_error(what: str, urls: Sequence[str], exc: BaseException) -> ConfigError:
+    """gRPC says only "Failed to bind"; binding each URL's address again finds which one and the reason
+    the operating system gives (address already in use, cannot assign requested address, ...)."""
+    for url in urls:
+        parts = urlsplit(url)
+        family = socket.AF_INET6 if ":" in (parts.hostname or "") else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((parts.hostname or "", parts.port or 0))
+            except OSError as refused:
+                return ConfigError(f"cannot listen on {what} URL {url}: {refused.strerror or refused}")
+    return ConfigError(f"cannot listen on {what} URL {','.join(urls)}: {exc}")
 
 
 async def serve(cfg: ServerConfig) -> int:
@@ -140,7 +152,7 @@ async def serve(cfg: ServerConfig) -> int:
         await transport.start()
     except (OSError, RuntimeError) as exc:
         store.close()
-        raise _bind_error("peer", cfg.listen_peer_urls[0], exc) from None
+        raise _bind_error("peer", cfg.listen_peer_urls[:1], exc) from None
     node.attach_transport(transport)
     channels = MemberChannels(cfg.client_tls)  # a client of the other members' client ports
     node.leases.forwarder = LeaderLeaseForwarder(node, channels)
@@ -165,7 +177,7 @@ async def serve(cfg: ServerConfig) -> int:
     except (OSError, RuntimeError) as exc:
         await transport.stop()
         store.close()
-        raise _bind_error("client", cfg.listen_client_urls[0], exc) from None
+        raise _bind_error("client", cfg.listen_client_urls, exc) from None
 
     page = registry_page(cfg) if cfg.listen_metrics_urls else None
     if page is not None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from raftkv.localcluster import LocalCluster, free_ports
 from tests.cli.conftest import REPO, kvctl_command
 from tests.client.conftest import SERVER_KIND
 
@@ -42,3 +44,71 @@ def test_cluster_round_trip_usable_by_etcdctl(tmp_path: Path) -> None:
         down = run(*kvctl_command("cluster", "down", "--dir", directory))
     assert down == "stopped n1\n"
     assert "stopped" in run(*kvctl_command("cluster", "status", "--dir", directory))
+
+
+def _taken_base_port() -> tuple[int, socket.socket]:
+    """A base port whose nine member ports are free, with n2's client port (base + 10) then taken."""
+    while True:
+        base = free_ports(1)[0] // 10 * 10
+        blocker = socket.socket()
+        try:
+            for port in (base, base + 1, base + 2, base + 11, base + 12, base + 20, base + 21, base + 22):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+            blocker.bind(("127.0.0.1", base + 10))
+            blocker.listen()
+            return base, blocker
+        except OSError:
+            blocker.close()
+
+
+@pytest.mark.parametrize("kind", ["raftkv", "etcd"])
+def test_cluster_up_fails_loudly_when_a_member_cannot_start(tmp_path: Path, kind: str) -> None:
+    if kind == "etcd" and shutil.which("etcd") is None:
+        pytest.skip("needs etcd")
+    base, blocker = _taken_base_port()
+    with blocker:
+        up = subprocess.run(kvctl_command("cluster", "up", "--dir", str(tmp_path / "c"), "--kind", kind,
+                                          "--base-port", str(base)),
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    cluster = LocalCluster.open(tmp_path / "c")
+    try:
+        assert up.returncode == 1, up.stdout
+        assert "started" not in up.stdout
+        assert up.stderr.startswith(f"Error: the cluster in {cluster.base_dir} did not start: n2 exited: ")
+        assert "address already in use" in up.stderr.lower(), up.stderr
+        assert str(cluster.log_path("n2")) in up.stderr
+        assert cluster.running() == []  # nothing half-started is left behind
+    finally:
+        cluster.stop()
+
+
+def test_cluster_up_plaintext_is_explicit(tmp_path: Path) -> None:
+    refused = subprocess.run(kvctl_command("--insecure", "cluster", "up", "--dir", str(tmp_path / "tls")),
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert refused.returncode == 1 and "--insecure-plaintext" in refused.stderr
+    assert not (tmp_path / "tls").exists()
+
+    directory = str(tmp_path / "plain")
+    run(*kvctl_command("cluster", "up", "--dir", directory, "--size", "1", "--kind", SERVER_KIND,
+                       "--base-port", "0", "--insecure-plaintext"))
+    try:
+        cluster = LocalCluster.open(directory)
+        assert not cluster.tls and cluster.endpoints[0].startswith("http://")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KVCTL_", "ETCDCTL_"))}
+        env.update(cluster.env())
+        run(*kvctl_command("put", "plain", "text"), env=env)
+        assert run(*kvctl_command("get", "plain"), env=env) == "plain\ntext\n"
+    finally:
+        run(*kvctl_command("cluster", "down", "--dir", directory))
+
+
+def test_each_local_cluster_has_its_own_id_and_default_ports_are_not_ephemeral(tmp_path: Path) -> None:
+    first, second = LocalCluster(tmp_path / "a", 1), LocalCluster(tmp_path / "b", 1)
+    assert first.token != second.token
+    assert LocalCluster.open(tmp_path / "a").token == first.token  # kept across restarts
+    command = first.command("n1")
+    assert command[command.index("--initial-cluster-token") + 1] == first.token
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    default_base = 2379
+    assert default_base + 10 * 2 + 2 < ephemeral_low

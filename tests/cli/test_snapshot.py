@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from raftkv.client import Client
-from raftkv.localcluster import CLUSTER_TOKEN, LocalCluster
+from raftkv.localcluster import LocalCluster
 from tests.cli.conftest import Run
 from tests.cli.test_kvctl import ok
 from tests.client.conftest import SERVER_KIND
@@ -21,7 +21,7 @@ def restore_args(snapshot: Path, cluster: LocalCluster, name: str) -> list[str]:
     """The flags that make ``name``'s data dir for the members ``cluster`` will start."""
     return ["snapshot", "restore", str(snapshot), "--name", name,
             "--initial-cluster", cluster.member(name).initial_cluster,
-            "--initial-cluster-token", CLUSTER_TOKEN,
+            "--initial-cluster-token", cluster.token,
             "--initial-advertise-peer-urls", cluster.peer_url(name),
             "--data-dir", str(cluster.member_dir(name) / "data")]
 
