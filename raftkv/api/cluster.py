@@ -27,8 +27,11 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     async def MemberList(
         self, request: rpc_pb2.MemberListRequest, context: Context
     ) -> rpc_pb2.MemberListResponse:
-        """Local membership, as etcd v3.4 answers it (no barrier: the list changes only through the log)."""
-        return with_header(rpc_pb2.MemberListResponse(members=self._members()), self._backend)
+        """Local membership, as etcd v3.4 answers it (no barrier: the list changes only through the log).
+        Its header names no revision: membership is not part of the key-value history."""
+        header = self._backend.header()
+        header.revision = 0
+        return rpc_pb2.MemberListResponse(header=header, members=self._members())
 
     async def MemberAdd(
         self, request: rpc_pb2.MemberAddRequest, context: Context

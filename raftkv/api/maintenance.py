@@ -32,24 +32,25 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     async def Alarm(self, request: rpc_pb2.AlarmRequest, context: Context) -> rpc_pb2.AlarmResponse:
         """Raising or clearing an alarm goes through the log so every member agrees; listing is a
-        linearizable read. As in etcd, GET with an alarm type lists only alarms of that type."""
+        linearizable read. As in etcd, GET with an alarm type lists only alarms of that type, and the
+        answer has no header (etcd's Alarm and Defragment are the two answers that carry none)."""
         validation.check_alarm(request)
         if request.action != rpc_pb2.AlarmRequest.GET:
             result = await propose(self._backend, internal_pb2.InternalRequest(alarm=request), context, self._timeout)
-            return with_header(result.alarm, self._backend)
+            return rpc_pb2.AlarmResponse(alarms=result.alarm.alarms)
         await self._backend.read_barrier(call_timeout(context, self._timeout))
         alarms = [
             alarm
             for alarm in self._backend.alarms()
             if request.alarm == rpc_pb2.NONE or alarm.alarm == request.alarm
         ]
-        return with_header(rpc_pb2.AlarmResponse(alarms=alarms), self._backend)
+        return rpc_pb2.AlarmResponse(alarms=alarms)
 
     async def Defragment(
         self, request: rpc_pb2.DefragmentRequest, context: Context
     ) -> rpc_pb2.DefragmentResponse:
         await self._backend.defragment()
-        return with_header(rpc_pb2.DefragmentResponse(), self._backend)
+        return rpc_pb2.DefragmentResponse()  # no header, as etcd's
 
     async def Hash(self, request: rpc_pb2.HashRequest, context: Context) -> rpc_pb2.HashResponse:
         """etcd hashes its whole database file here; raftkv's stand-in is the hash of all key-value

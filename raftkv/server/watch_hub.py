@@ -536,11 +536,12 @@ class WatchStream:
         watcher.ended = True
 
     def _end_compacted(self, watcher: _Watcher, compact_revision: int) -> None:
-        """The history the watcher needs was compacted: cancel it the way etcd does (clients re-list)."""
+        """The history the watcher needs was compacted: cancel it the way etcd does (clients re-list), with
+        ``compact_revision`` set and, as etcd's, no ``cancel_reason``."""
         self._remove(watcher)
         self._control.append(
             Delivery(watcher.watch_id, self._hub.published_revision, canceled=True,
-                     compact_revision=compact_revision, cancel_reason=errors.COMPACTED.message)
+                     compact_revision=compact_revision)
         )
         self._wake()
 

@@ -130,3 +130,31 @@ def test_lease_granted_anywhere_is_known_everywhere_at_once(cluster: LocalCluste
     finally:
         for channel in channels:
             channel.close()
+
+
+HEADER_CALLS: list[tuple[str, str, Any]] = [
+    ("Maintenance", "Alarm", rpc_pb2.AlarmRequest()),
+    ("Maintenance", "Defragment", rpc_pb2.DefragmentRequest()),
+    ("Maintenance", "Status", rpc_pb2.StatusRequest()),
+    ("Maintenance", "HashKV", rpc_pb2.HashKVRequest()),
+    ("Cluster", "MemberList", rpc_pb2.MemberListRequest()),
+    ("Lease", "LeaseLeases", rpc_pb2.LeaseLeasesRequest()),
+    ("KV", "Range", rpc_pb2.RangeRequest(key=b"/header-probe")),
+]
+
+
+def header_shapes(cluster: LocalCluster) -> list[tuple[str, bool, bool, bool, bool, bool]]:
+    """Which header fields each answer fills: etcd leaves some headers out and some revisions zero."""
+    url = cluster.endpoints[0]
+    shapes = []
+    with cluster.client_config([url]).channel(url) as channel:
+        for service, method, request in HEADER_CALLS:
+            answer = getattr(getattr(rpc_pb2_grpc, f"{service}Stub")(channel), method)(request, timeout=10)
+            header = answer.header
+            shapes.append((method, answer.HasField("header"), bool(header.cluster_id), bool(header.member_id),
+                           header.revision > 0, bool(header.raft_term)))
+    return shapes
+
+
+def test_same_headers(fresh_clusters: dict[str, LocalCluster]) -> None:
+    assert header_shapes(fresh_clusters["raftkv"]) == header_shapes(fresh_clusters["etcd"])
