@@ -564,6 +564,17 @@ class LocalCluster:
             self.start_member(name)
         return name
 
+    def move_peer(self, name: str, peer_port: int) -> None:
+        """Give a stopped member another peer port, for restarting it on the peer URL that ``member
+        update`` recorded for it (its data dir, and so its member id, stay the same)."""
+        if self.is_running(name):
+            raise ClusterError(f"stop {name} before moving its peer port")
+        member = self.member(name)
+        old = self.peer_url(name)
+        member.peer_port = peer_port
+        member.initial_cluster = member.initial_cluster.replace(f"{name}={old}", f"{name}={self.peer_url(name)}")
+        self._save()
+
     def remove_member(self, name: str, *, timeout: float = 15.0) -> None:
         """`member remove` through another running member, then stop the removed member's process."""
         target_id = self.member_id(name)

@@ -17,7 +17,7 @@ class RequestHeader(_message.Message):
     def __init__(self, id: _Optional[int] = ..., client_id: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class InternalRequest(_message.Message):
-    __slots__ = ("header", "put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "alarm", "publish_member", "lease_checkpoint")
+    __slots__ = ("header", "put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "alarm", "publish_member", "lease_checkpoint", "member_update")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     PUT_FIELD_NUMBER: _ClassVar[int]
     DELETE_RANGE_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class InternalRequest(_message.Message):
     ALARM_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_MEMBER_FIELD_NUMBER: _ClassVar[int]
     LEASE_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_UPDATE_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
     put: _rpc_pb2.PutRequest
     delete_range: _rpc_pb2.DeleteRangeRequest
@@ -38,7 +39,8 @@ class InternalRequest(_message.Message):
     alarm: _rpc_pb2.AlarmRequest
     publish_member: _rpc_pb2.Member
     lease_checkpoint: LeaseCheckpoint
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., put: _Optional[_Union[_rpc_pb2.PutRequest, _Mapping]] = ..., delete_range: _Optional[_Union[_rpc_pb2.DeleteRangeRequest, _Mapping]] = ..., txn: _Optional[_Union[_rpc_pb2.TxnRequest, _Mapping]] = ..., compaction: _Optional[_Union[_rpc_pb2.CompactionRequest, _Mapping]] = ..., lease_grant: _Optional[_Union[_rpc_pb2.LeaseGrantRequest, _Mapping]] = ..., lease_revoke: _Optional[_Union[_rpc_pb2.LeaseRevokeRequest, _Mapping]] = ..., alarm: _Optional[_Union[_rpc_pb2.AlarmRequest, _Mapping]] = ..., publish_member: _Optional[_Union[_rpc_pb2.Member, _Mapping]] = ..., lease_checkpoint: _Optional[_Union[LeaseCheckpoint, _Mapping]] = ...) -> None: ...
+    member_update: _rpc_pb2.MemberUpdateRequest
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., put: _Optional[_Union[_rpc_pb2.PutRequest, _Mapping]] = ..., delete_range: _Optional[_Union[_rpc_pb2.DeleteRangeRequest, _Mapping]] = ..., txn: _Optional[_Union[_rpc_pb2.TxnRequest, _Mapping]] = ..., compaction: _Optional[_Union[_rpc_pb2.CompactionRequest, _Mapping]] = ..., lease_grant: _Optional[_Union[_rpc_pb2.LeaseGrantRequest, _Mapping]] = ..., lease_revoke: _Optional[_Union[_rpc_pb2.LeaseRevokeRequest, _Mapping]] = ..., alarm: _Optional[_Union[_rpc_pb2.AlarmRequest, _Mapping]] = ..., publish_member: _Optional[_Union[_rpc_pb2.Member, _Mapping]] = ..., lease_checkpoint: _Optional[_Union[LeaseCheckpoint, _Mapping]] = ..., member_update: _Optional[_Union[_rpc_pb2.MemberUpdateRequest, _Mapping]] = ...) -> None: ...
 
 class LeaseCheckpoint(_message.Message):
     __slots__ = ("id", "remaining_ttl")
@@ -55,7 +57,7 @@ class MemberContext(_message.Message):
     def __init__(self, member: _Optional[_Union[_rpc_pb2.Member, _Mapping]] = ...) -> None: ...
 
 class ApplyResult(_message.Message):
-    __slots__ = ("put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "alarm", "publish_member", "lease_checkpoint", "error")
+    __slots__ = ("put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "alarm", "publish_member", "lease_checkpoint", "member_update", "error")
     PUT_FIELD_NUMBER: _ClassVar[int]
     DELETE_RANGE_FIELD_NUMBER: _ClassVar[int]
     TXN_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +67,7 @@ class ApplyResult(_message.Message):
     ALARM_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_MEMBER_FIELD_NUMBER: _ClassVar[int]
     LEASE_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_UPDATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     put: _rpc_pb2.PutResponse
     delete_range: _rpc_pb2.DeleteRangeResponse
@@ -75,5 +78,6 @@ class ApplyResult(_message.Message):
     alarm: _rpc_pb2.AlarmResponse
     publish_member: _rpc_pb2.MemberUpdateResponse
     lease_checkpoint: _rpc_pb2.LeaseCheckpointResponse
+    member_update: _rpc_pb2.MemberUpdateResponse
     error: str
-    def __init__(self, put: _Optional[_Union[_rpc_pb2.PutResponse, _Mapping]] = ..., delete_range: _Optional[_Union[_rpc_pb2.DeleteRangeResponse, _Mapping]] = ..., txn: _Optional[_Union[_rpc_pb2.TxnResponse, _Mapping]] = ..., compaction: _Optional[_Union[_rpc_pb2.CompactionResponse, _Mapping]] = ..., lease_grant: _Optional[_Union[_rpc_pb2.LeaseGrantResponse, _Mapping]] = ..., lease_revoke: _Optional[_Union[_rpc_pb2.LeaseRevokeResponse, _Mapping]] = ..., alarm: _Optional[_Union[_rpc_pb2.AlarmResponse, _Mapping]] = ..., publish_member: _Optional[_Union[_rpc_pb2.MemberUpdateResponse, _Mapping]] = ..., lease_checkpoint: _Optional[_Union[_rpc_pb2.LeaseCheckpointResponse, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    def __init__(self, put: _Optional[_Union[_rpc_pb2.PutResponse, _Mapping]] = ..., delete_range: _Optional[_Union[_rpc_pb2.DeleteRangeResponse, _Mapping]] = ..., txn: _Optional[_Union[_rpc_pb2.TxnResponse, _Mapping]] = ..., compaction: _Optional[_Union[_rpc_pb2.CompactionResponse, _Mapping]] = ..., lease_grant: _Optional[_Union[_rpc_pb2.LeaseGrantResponse, _Mapping]] = ..., lease_revoke: _Optional[_Union[_rpc_pb2.LeaseRevokeResponse, _Mapping]] = ..., alarm: _Optional[_Union[_rpc_pb2.AlarmResponse, _Mapping]] = ..., publish_member: _Optional[_Union[_rpc_pb2.MemberUpdateResponse, _Mapping]] = ..., lease_checkpoint: _Optional[_Union[_rpc_pb2.LeaseCheckpointResponse, _Mapping]] = ..., member_update: _Optional[_Union[_rpc_pb2.MemberUpdateResponse, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...

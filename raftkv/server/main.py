@@ -63,8 +63,9 @@ def initial_members(cfg: ServerConfig) -> list[tuple[int, bytes]]:
     return out
 
 
-def open_store(cfg: ServerConfig) -> NodeStore:
-    """Open the data dir, checking it belongs to this cluster and member; bootstrap a brand-new cluster."""
+def open_store(cfg: ServerConfig) -> tuple[NodeStore, int]:
+    """Open the data dir, checking it belongs to this cluster and member; bootstrap a brand-new cluster.
+    Returns the store and this member's id."""
     min_lease_ttl = math.ceil(1.5 * cfg.election_ms / 1000)  # etcd's minimum TTL rule
     store = NodeStore(
         cfg.data_dir,
@@ -72,12 +73,10 @@ def open_store(cfg: ServerConfig) -> NodeStore:
         snapshot_catchup_entries=cfg.snapshot_catchup_entries,
         sync=cfg.planted_bug != "skip-fsync",
     )
+    member_id = cfg.member_id
     try:
         if store.is_initialized():
-            try:
-                store.check_identity(cfg.cluster_id, cfg.member_id)
-            except IdentityMismatch as exc:
-                raise ConfigError(f"--data-dir {cfg.data_dir} belongs to another cluster or member: {exc}") from None
+            member_id = recorded_member_id(store, cfg)
         elif cfg.initial_cluster_state == "new":
             store.bootstrap(cfg.cluster_id, cfg.member_id, initial_members(cfg))
         else:
@@ -85,7 +84,24 @@ def open_store(cfg: ServerConfig) -> NodeStore:
     except BaseException:
         store.close()
         raise
-    return store
+    return store, member_id
+
+
+def recorded_member_id(store: NodeStore, cfg: ServerConfig) -> int:
+    """The id a data dir was created for. A member's id derives from the peer URL it first advertised,
+    so after ``member update`` gave it another one, it restarts (on the new URL) as the member the
+    cluster's member list says has that URL, exactly as etcd keeps a member's id across an update."""
+    identity = store.log.identity()
+    assert identity is not None, "recorded_member_id needs an initialized data dir"
+    recorded = identity[1]
+    moved = any(m.ID == recorded and cfg.advertise_peer_urls[0] in m.peerURLs for m in store.members())
+    try:
+        store.check_identity(cfg.cluster_id, recorded if moved else cfg.member_id)
+    except IdentityMismatch as exc:
+        raise ConfigError(f"--data-dir {cfg.data_dir} belongs to another cluster or member: {exc}") from None
+    if recorded != cfg.member_id:
+        log.info("member %x now advertises %s, as member update recorded", recorded, cfg.advertise_peer_urls[0])
+    return recorded
 
 
 def registry_page(cfg: ServerConfig) -> RegistryPage:
@@ -128,15 +144,15 @@ async def serve(cfg: ServerConfig) -> int:
     reason = quarantine_reason(cfg.data_dir)
     if reason is None:
         try:
-            store = open_store(cfg)
+            store, member_id = open_store(cfg)
         except CorruptionError as exc:
             reason = str(exc)
             mark_quarantined(cfg.data_dir, reason)
     if reason is not None:
         return await quarantine.serve(cfg, reason, stop, client_server_creds)
-    node = Node(cfg, store, cfg.member_id, fatal=quarantine.fatal_hook(cfg.data_dir))
+    node = Node(cfg, store, member_id, fatal=quarantine.fatal_hook(cfg.data_dir))
     transport = PeerTransport(
-        node_id=cfg.member_id,
+        node_id=member_id,
         cluster_id=cfg.cluster_id,
         listen_addr=host_port(cfg.listen_peer_urls[0]),
         server_credentials=peer_server_creds,
@@ -157,7 +173,7 @@ async def serve(cfg: ServerConfig) -> int:
     channels = MemberChannels(cfg.client_tls)  # a client of the other members' client ports
     node.leases.forwarder = LeaderLeaseForwarder(node, channels)
     node.hash_check = HashCheck(
-        cfg.member_id, cfg.name, cfg.corrupt_check_seconds, channels,
+        member_id, cfg.name, cfg.corrupt_check_seconds, channels,
         is_leader=node.is_leader, revision=node.current_revision, local_hash=node.hash_kv, members=node.members,
         alarms=node.alarms, propose=lambda request: node.propose(request, ClientSession(), timeout=5),
     )
@@ -215,7 +231,7 @@ async def serve(cfg: ServerConfig) -> int:
     await node.start()
     log.info(
         "member %x of cluster %x serving clients on %s, peers on %s (%s)",
-        cfg.member_id,
+        member_id,
         cfg.cluster_id,
         ",".join(cfg.listen_client_urls),
         ",".join(cfg.listen_peer_urls),

@@ -75,7 +75,9 @@ class ApplyConfig:
 #: Requests whose apply touches a handful of keys whatever the data: safe to run inside a transaction the
 #: Raft loop waits for. Deleting a range, compacting, revoking a lease (its keys) or a txn with such an
 #: operation can take seconds on a big store, so those are applied in a job of their own.
-_BOUNDED_REQUESTS = frozenset({"put", "request_put", "lease_grant", "alarm", "publish_member", "lease_checkpoint"})
+_BOUNDED_REQUESTS = frozenset(
+    {"put", "request_put", "lease_grant", "alarm", "publish_member", "member_update", "lease_checkpoint"}
+)
 
 
 def apply_is_bounded(entries: Sequence[Entry]) -> bool:
@@ -267,6 +269,8 @@ class Applier:
             result.alarm.CopyFrom(self._alarm(w, req.alarm))
         elif kind == "publish_member":
             result.publish_member.CopyFrom(self._publish(w, req.publish_member))
+        elif kind == "member_update":
+            result.member_update.CopyFrom(self._update_member(w, req.member_update))
         else:
             raise errors.MALFORMED_REQUEST.exception()  # request_shape refuses these first
 
@@ -320,6 +324,25 @@ class Applier:
         # ADD_VOTER adds or promotes; ADD_LEARNER never demotes a voter (next_conf_state ignores it too).
         member.isLearner = cc.type == ConfChangeType.ADD_LEARNER and not already_voter
         w.txn.put(key, member.SerializeToString(), db=db)
+
+    @staticmethod
+    def _update_member(w: WriteTxn, update: rpc_pb2.MemberUpdateRequest) -> rpc_pb2.MemberUpdateResponse:
+        """``member update``: new peer URLs for an existing member, with etcd's checks (the member exists,
+        no other member has any of the URLs), made here so that every replica decides the same."""
+        db = w.db("members")
+        current = members(w.txn, w.env)
+        target = next((m for m in current if m.ID == update.ID), None)
+        if target is None:
+            raise errors.MEMBER_NOT_FOUND.exception()
+        taken = {url for m in current if m.ID != update.ID for url in m.peerURLs}
+        if taken & set(update.peerURLs):
+            raise errors.PEER_URL_EXISTS.exception()
+        del target.peerURLs[:]
+        target.peerURLs.extend(update.peerURLs)
+        w.txn.put(_member_key(target.ID), target.SerializeToString(), db=db)
+        resp = rpc_pb2.MemberUpdateResponse()
+        resp.members.extend(members(w.txn, w.env))
+        return resp
 
     @staticmethod
     def _publish(w: WriteTxn, published: rpc_pb2.Member) -> rpc_pb2.MemberUpdateResponse:

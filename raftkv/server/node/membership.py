@@ -70,14 +70,15 @@ class Membership:
         await self._change(ConfChange(ConfChangeType.REMOVE_NODE, member_id), timeout)
 
     async def update(self, member_id: int, peer_urls: list[str], timeout: float) -> None:
-        current = {m.ID: m for m in self._store.members()}.get(member_id)
-        if current is None:
+        """New peer URLs for a member. The applier makes etcd's checks again (the members may change
+        meanwhile); checking here first answers the common mistakes without a trip through the log."""
+        current = self._store.members()
+        if not any(m.ID == member_id for m in current):
             raise errors.MEMBER_NOT_FOUND.exception()
-        member = rpc_pb2.Member()
-        member.CopyFrom(current)
-        del member.peerURLs[:]
-        member.peerURLs.extend(peer_urls)
-        await self._loop.propose(internal_pb2.InternalRequest(publish_member=member), ClientSession(), timeout)
+        if any(set(m.peerURLs) & set(peer_urls) for m in current if m.ID != member_id):
+            raise errors.PEER_URL_EXISTS.exception()
+        update = rpc_pb2.MemberUpdateRequest(ID=member_id, peerURLs=peer_urls)
+        await self._loop.propose(internal_pb2.InternalRequest(member_update=update), ClientSession(), timeout)
 
     async def promote(self, member_id: int, timeout: float) -> None:
         status = self._loop.raw.status()
@@ -126,9 +127,10 @@ class Membership:
         self._refresh_conf()
 
     def entry_applied(self, result: AppliedEntry) -> None:
-        """A started member published its name: from now on its peer certificate must carry it."""
+        """A started member published its name (from now on its peer certificate must carry it), or a
+        member's peer URLs changed (``member update``: dial it at its new address from now on)."""
         assert result.result is not None
-        if result.result.WhichOneof("response") == "publish_member" and not result.result.error:
+        if result.result.WhichOneof("response") in ("publish_member", "member_update") and not result.result.error:
             self.refresh_peers()
 
     def _refresh_conf(self) -> None:
