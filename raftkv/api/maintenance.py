@@ -66,8 +66,9 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         """etcd's stream: 32 KiB blobs each saying how many bytes remain, then one message holding the
         SHA-256 of everything sent (``etcdctl snapshot save`` insists on it).
 
-        The data is the backend's snapshot format followed by zero bytes up to a multiple of
-        ``SNAPSHOT_ALIGN_BYTES``; readers of a saved file must ignore that padding.
+        The data is etcd's backend database (``raftkv.statemachine.etcd_backend``), so ``etcdctl snapshot
+        status`` and ``restore`` read a saved file; being whole pages it needs none of the zero padding to a
+        multiple of ``SNAPSHOT_ALIGN_BYTES`` that is added to anything else.
 
         The backend's consistent view is staged first, because ``remaining_bytes`` needs the total size
         up front and the view should not be held open for as long as a slow client takes to read.

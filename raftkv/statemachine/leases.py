@@ -46,8 +46,13 @@ def all_leases(txn: SealedTxn, env: Env) -> list[Lease]:
     return out
 
 
+def lease_record(lease: Lease) -> tuple[bytes, bytes]:
+    """A ``leases`` record (for building a store from another format)."""
+    return lease_id_bytes(lease.id), _RECORD.pack(lease.granted_ttl, lease.remaining_ttl)
+
+
 def _put(w: WriteTxn, lease: Lease) -> None:
-    w.txn.put(lease_id_bytes(lease.id), _RECORD.pack(lease.granted_ttl, lease.remaining_ttl), db=w.db("leases"))
+    w.txn.put(*lease_record(lease), db=w.db("leases"))
 
 
 def grant(w: WriteTxn, req: rpc_pb2.LeaseGrantRequest, entry_index: int, min_ttl: int) -> rpc_pb2.LeaseGrantResponse:

@@ -371,6 +371,27 @@ def lease_id_bytes(lease: int) -> bytes:
     return lease.to_bytes(8, "big", signed=True)
 
 
+def history_record(revision: int, sub: int, event: kv_pb2.Event) -> tuple[bytes, bytes]:
+    """A ``history`` record as ``MvccWrite`` writes it (for building a store from another format)."""
+    return _REV.pack(revision, sub), event.SerializeToString()
+
+
+def history_position(history_key: bytes) -> tuple[int, int]:
+    """(revision, sub) of a ``history`` key."""
+    revision, sub = _REV.unpack(history_key)
+    return int(revision), int(sub)
+
+
+def keyrev_record(key: bytes, revision: int, sub: int, tombstone: bool) -> tuple[bytes, bytes]:
+    """A ``keyrev`` generation point as ``MvccWrite`` writes it."""
+    return key, _POINT.pack(revision, sub, tombstone)
+
+
+def encode_revision(revision: int) -> bytes:
+    """The ``meta`` value of ``K_REVISION`` and ``K_COMPACT``."""
+    return _U64.pack(revision)
+
+
 def lease_key(lease: int, key: bytes) -> bytes:
     """``lease_keys`` record: which keys a lease carries, so a revoke finds them without a full scan."""
     return lease_id_bytes(lease) + key

@@ -18,7 +18,7 @@ import struct
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 from raftkv.core.rawnode import bootstrap_entries
 from raftkv.core.types import ConfState, Entry, HardState, SnapshotMeta
@@ -26,6 +26,7 @@ from raftkv.proto import rpc_pb2
 from raftkv.statemachine import applier as applier_mod
 from raftkv.statemachine import leases
 from raftkv.statemachine.applier import AppliedEntry, Applier, ApplyConfig
+from raftkv.statemachine.etcd_backend import write_etcd_db
 from raftkv.statemachine.mvcc import K_COMPACT, K_REVISION, HistoryPage, MvccReader
 from raftkv.storage import integrity
 from raftkv.storage.env import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, SUB_DBS, Env, Writer, WriteTxn
@@ -49,7 +50,7 @@ STATE_DBS = ("kv", "keyrev", "history", "leases", "lease_keys", "members", "dedu
 STATE_META_KEYS = (K_REVISION, K_COMPACT, K_APPLIED, K_CONF_STATE)
 log = logging.getLogger("raftkv.storage")
 
-_SNAP_MAGIC = b"RKVSNAP1"
+SNAP_MAGIC = b"RKVSNAP1"
 _RECORD = struct.Struct(">BII")  # db number, key length, value length
 _LEN = struct.Struct(">I")
 SNAPSHOT_CHUNK = 256 << 10
@@ -328,7 +329,7 @@ class NodeStore:
         index from the stream and skips entries it already contains.
         """
         with self.env.read() as txn:
-            buf = bytearray(_SNAP_MAGIC)
+            buf = bytearray(SNAP_MAGIC)
             header = encode_snapshot_meta(meta)
             buf += _LEN.pack(len(header)) + header
             for number, name in enumerate(STATE_DBS):
@@ -341,6 +342,12 @@ class NodeStore:
                         buf.clear()
             if buf:
                 yield bytes(buf)
+
+    def write_etcd_snapshot(self, out: BinaryIO) -> int:
+        """The key-value state as etcd's backend database (``etcd_backend``), from one read transaction,
+        written to the seekable ``out``; returns its length. What ``Maintenance/Snapshot`` streams."""
+        with self.env.read() as txn:
+            return write_etcd_db(txn, self.env, read_applied(txn, self.env), out)
 
     def begin_snapshot_install(self, meta: SnapshotMeta) -> SnapshotInstaller:
         return SnapshotInstaller(meta, self.data_dir)
@@ -358,7 +365,7 @@ def _state_records(txn: SealedTxn, env: Env, name: str) -> Iterator[tuple[bytes,
 
 def read_snapshot_meta(fh: IO[bytes]) -> SnapshotMeta:
     """The header of a stream written by ``NodeStore.open_snapshot``; leaves ``fh`` at the first record."""
-    if fh.read(len(_SNAP_MAGIC)) != _SNAP_MAGIC:
+    if fh.read(len(SNAP_MAGIC)) != SNAP_MAGIC:
         raise SnapshotFormatError("not a raftkv snapshot")
     (hlen,) = _LEN.unpack(_read_exact(fh, _LEN.size))
     return decode_snapshot_meta(_read_exact(fh, hlen))

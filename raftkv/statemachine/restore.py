@@ -1,7 +1,9 @@
 """A new cluster's data directory from a saved snapshot file (``kvctl snapshot restore``, as etcdctl's).
 
-A saved file is what ``Maintenance/Snapshot`` streams: the ``NodeStore.open_snapshot`` stream, zero bytes
-up to a multiple of 512, then the SHA-256 of everything before it. Restoring keeps the key-value state
+A saved file is what ``Maintenance/Snapshot`` streams, then the SHA-256 of everything before it: etcd's
+backend database (``etcd_backend``; what etcd streams too, so an etcd cluster's snapshot restores into raftkv),
+or, from raftkv before it streamed that, the ``NodeStore.open_snapshot`` stream padded with zero bytes to a
+multiple of 512. Restoring keeps the key-value state
 (revision, history, compaction point, leases) and replaces everything that belonged to the old cluster:
 
 - membership: the new member list is bootstrapped exactly as ``NodeStore.bootstrap`` does for a brand-new
@@ -17,15 +19,21 @@ from __future__ import annotations
 
 import hashlib
 import io
+import mmap
 import os
+import struct
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
+from google.protobuf.message import DecodeError
+
 from raftkv.core.rawnode import bootstrap_entries
+from raftkv.statemachine.etcd_backend import EtcdBackendError, read_etcd_db
 from raftkv.statemachine.node_store import (
+    SNAP_MAGIC,
     STATE_DBS,
     STATE_META_KEYS,
     NodeStore,
@@ -34,6 +42,7 @@ from raftkv.statemachine.node_store import (
     read_snapshot_records,
 )
 from raftkv.statemachine.mvcc import K_COMPACT, K_REVISION
+from raftkv.storage.bbolt import BoltFormatError
 from raftkv.storage.env import WriteTxn
 
 #: Saved snapshots end with the SHA-256 of the stream and its padding.
@@ -125,10 +134,7 @@ def _build(
     store = NodeStore(data_dir)
     try:
         def job(w: WriteTxn) -> int:
-            snapshot.seek(0)
-            stream = io.BufferedReader(_Bounded(snapshot, length), buffer_size=_READ_CHUNK)
-            read_snapshot_meta(stream)  # the old cluster's log position means nothing to the new one
-            for name, key, value in read_snapshot_records(stream):
+            for name, key, value in _records(snapshot, length):
                 kept = key in KEPT_META_KEYS if name == "meta" else name in KEPT_DBS
                 if kept:
                     w.txn.put(key, value, db=w.db(name))
@@ -140,6 +146,25 @@ def _build(
         return store.writer.call(job)
     finally:
         store.close()
+
+
+def _records(snapshot: IO[bytes], length: int) -> Iterator[tuple[str, bytes, bytes]]:
+    """The state-machine records of either format: raftkv's stream, or etcd's backend database (what
+    ``etcdctl snapshot save`` writes, and what raftkv's Snapshot RPC streams)."""
+    snapshot.seek(0)
+    if snapshot.read(len(SNAP_MAGIC)) == SNAP_MAGIC:
+        snapshot.seek(0)
+        stream = io.BufferedReader(_Bounded(snapshot, length), buffer_size=_READ_CHUNK)
+        read_snapshot_meta(stream)  # the old cluster's log position means nothing to the new one
+        yield from read_snapshot_records(stream)
+        return
+    # Mapped, not read: an etcd database may be large. The mapping is left to the garbage collector:
+    # the reader's views of it may outlive this frame (in a traceback, for one).
+    view = mmap.mmap(snapshot.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        yield from read_etcd_db(memoryview(view)[:length])
+    except (BoltFormatError, EtcdBackendError, DecodeError, struct.error) as exc:
+        raise SnapshotFormatError(f"neither a raftkv nor an etcd snapshot ({exc})") from None
 
 
 class _Bounded(io.RawIOBase):

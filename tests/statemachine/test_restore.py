@@ -97,7 +97,7 @@ def test_existing_data_dir_is_never_overwritten(saved: Path, tmp_path: Path) -> 
 def test_a_file_that_is_not_a_snapshot(tmp_path: Path) -> None:
     data = bytes(range(256)) * 4
     (tmp_path / "junk").write_bytes(data + hashlib.sha256(data).digest())
-    with pytest.raises(RestoreError, match="is damaged: not a raftkv snapshot"):
+    with pytest.raises(RestoreError, match="is damaged: neither a raftkv nor an etcd snapshot"):
         restore_snapshot(tmp_path / "junk", tmp_path / "restored", NEW_CLUSTER, 11, new_members(11))
     assert not (tmp_path / "restored").exists()
     with pytest.raises(RestoreError, match="cannot read snapshot file"):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from raftkv import errors
-from raftkv.core.types import SnapshotMeta
 from raftkv.proto import rpc_pb2
 from raftkv.server.config import ServerConfig
 from raftkv.server.integrity import Integrity
@@ -19,6 +19,7 @@ from raftkv.server.node.world import Clock, Store
 log = logging.getLogger("raftkv.node")
 
 API_VERSION = "3.4.0"  # the etcd API level raftkv serves; etcdctl prints it in `endpoint status`
+SNAPSHOT_READ_BYTES = 1 << 20
 
 
 class Maintenance:
@@ -82,11 +83,11 @@ class Maintenance:
         return rpc_pb2.HashKVResponse(header=self._header(), hash=hash_value & 0xFFFFFFFF, compact_revision=compact)
 
     async def snapshot_chunks(self) -> AsyncIterator[bytes]:
-        """The state machine as of the last applied index, in the snapshot format, from one read view."""
-        meta = SnapshotMeta(index=self._loop.applied, term=self._loop.term, conf_state=self._store.conf_state())
-        chunks = self._store.open_snapshot(meta)
-        while True:
-            chunk = await asyncio.to_thread(next, chunks, None)
-            if chunk is None:
-                return
-            yield chunk
+        """The key-value state as etcd's backend database, so that ``etcdctl snapshot status`` and
+        ``restore`` read what ``snapshot save`` wrote; built from one read view into a temporary file
+        (its meta pages are written last), then read out."""
+        with tempfile.TemporaryFile() as spool:
+            await asyncio.to_thread(self._store.write_etcd_snapshot, spool)
+            spool.seek(0)
+            while chunk := await asyncio.to_thread(spool.read, SNAPSHOT_READ_BYTES):
+                yield chunk

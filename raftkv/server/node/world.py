@@ -16,7 +16,7 @@ import logging
 import os
 import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import NoReturn, Protocol, TypeVar
+from typing import BinaryIO, NoReturn, Protocol, TypeVar
 
 from raftkv.core.storage import Storage
 from raftkv.core.types import ConfState, Entry, HardState, Message, SnapshotMeta
@@ -136,6 +136,8 @@ class Store(Protocol[InstallT]):
     def begin_snapshot_install(self, meta: SnapshotMeta) -> InstallT: ...
 
     def open_snapshot(self, meta: SnapshotMeta) -> Iterator[bytes]: ...
+
+    def write_etcd_snapshot(self, out: BinaryIO) -> int: ...
 
     def applied_index(self) -> int: ...
 
