@@ -117,7 +117,10 @@ def test_200_watchers_from_revision_1_that_never_read(cluster: LocalCluster) -> 
                 await channel.close()
 
     baseline, latencies, watchers = asyncio.run(scenario())
-    assert watchers == WATCHERS
+    # None was dropped. Not ``==``: on a loaded machine a connection can go away (keepalive) while streams
+    # are being opened, and gRPC transparently re-sends a stream the member had already begun serving;
+    # the member then holds that watcher twice until it notices the old call is gone.
+    assert watchers >= WATCHERS, f"the leader serves {watchers} of the {WATCHERS} watchers"
     p99, alone = percentile(latencies, 0.99), percentile(baseline, 0.99)
     rss = peak_rss_bytes(pid)
     print(f"\nputs: p50 {percentile(latencies, 0.5) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms beside {WATCHERS} unread "
