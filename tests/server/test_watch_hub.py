@@ -441,7 +441,8 @@ async def test_a_replaying_watcher_whose_history_is_compacted_is_canceled_as_etc
     log.compacted = 4
     out = drain(stream)
     assert out[-1].canceled and out[-1].compact_revision == 4
-    assert out[-1].cancel_reason == errors.COMPACTED.message and hub.watcher_count() == 0
+    # etcd 3.4 leaves cancel_reason empty on a compacted watch: clients read compact_revision.
+    assert out[-1].cancel_reason == "" and hub.watcher_count() == 0
 
 
 @settings(max_examples=120, deadline=None)
