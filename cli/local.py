@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli.common import CommandError, Context
 from cli.output import print_json, table, write_line
-from raftkv.localcluster import CLUSTER_FILE, ClusterError, LocalCluster
-from raftkv.security.certs import PEER_DIR, init_cluster_certs
+
+# raftkv.localcluster and raftkv.security.certs are imported by the commands that use them: at the top they
+# would cost every kvctl command (a get, a put) their start-up time.
+if TYPE_CHECKING:
+    from raftkv.localcluster import LocalCluster
 
 DEFAULT_DIR = ".cluster"
 
@@ -48,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def certs_init(ctx: Context, args: argparse.Namespace) -> int:
+    from raftkv.security.certs import PEER_DIR, init_cluster_certs
+
     names = [n for n in args.names.split(",") if n]
     root = Path(args.dir)
     migrating = (root / "ca.crt").exists() and not (root / PEER_DIR / "ca.crt").exists()
@@ -69,6 +75,8 @@ def certs_init(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _open(directory: str) -> LocalCluster:
+    from raftkv.localcluster import ClusterError, LocalCluster
+
     try:
         return LocalCluster.open(directory)
     except ClusterError as exc:
@@ -78,6 +86,8 @@ def _open(directory: str) -> LocalCluster:
 def cluster_up(ctx: Context, args: argparse.Namespace) -> int:
     """Start (or restart) the members and wait until *every* one runs and knows a leader: a member that
     exited (a port in use, a bad flag) fails the command with its own log line, never a "started"."""
+    from raftkv.localcluster import CLUSTER_FILE, ClusterError, LocalCluster
+
     try:
         if (Path(args.dir) / CLUSTER_FILE).exists():
             cluster = LocalCluster.open(args.dir)

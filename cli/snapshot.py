@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli.common import CommandError, Context
 from cli.output import human_bytes, write_line
 from raftkv.security.tls import ConfigError
-from raftkv.server.config import ServerConfig, host_port
-from raftkv.server.main import initial_members  # the members a server bootstraps
-from raftkv.statemachine.restore import RestoreError, restore_snapshot
+
+if TYPE_CHECKING:
+    from raftkv.server.config import ServerConfig
 
 #: The server's own defaults, so that `raftkv` started with the same (or no) flags accepts the directory.
 DEFAULT_PEER_URL = "https://127.0.0.1:2380"
@@ -56,6 +57,9 @@ def save(ctx: Context, args: argparse.Namespace) -> int:
 def new_member_config(args: argparse.Namespace) -> ServerConfig:
     """The flags a member of the new cluster will start with, as the server would read them: the ids it
     derives from them are the identity written into the data dir."""
+    # Imported here, not at the top: every kvctl command would otherwise load the whole server at start.
+    from raftkv.server.config import ServerConfig, host_port
+
     peer_urls = tuple(u.strip() for u in args.initial_advertise_peer_urls.split(",") if u.strip())
     cluster_items = []
     for item in (args.initial_cluster or f"{args.name}={peer_urls[0]}").split(","):
@@ -84,6 +88,9 @@ def new_member_config(args: argparse.Namespace) -> ServerConfig:
 
 
 def restore(ctx: Context, args: argparse.Namespace) -> int:
+    from raftkv.server.main import initial_members  # the members a server bootstraps
+    from raftkv.statemachine.restore import RestoreError, restore_snapshot
+
     cfg = new_member_config(args)
     try:
         revision = restore_snapshot(args.path, cfg.data_dir, cfg.cluster_id, cfg.member_id, initial_members(cfg))
