@@ -18,6 +18,7 @@ from raftkv import errors
 from raftkv.server.backend import Backend
 from raftkv.api.cluster import ClusterService
 from raftkv.api.election import ElectionService
+from raftkv.api.gateway.calls import MethodTable
 from raftkv.api.kv import KVService
 from raftkv.api.lock import LockService
 from raftkv.api.maintenance import MaintenanceService
@@ -44,20 +45,22 @@ def build_client_server(
     server_credentials: grpc.ServerCredentials | None,
     max_request_bytes: int,
     recipes: Recipes | None = None,
+    methods: MethodTable | None = None,
 ) -> grpc.aio.Server:
     """A bound, not yet started server (``await server.start()``); ``listen_addresses`` are ``host:port``.
 
     ``server_credentials`` None means plaintext (the explicit insecure mode). A servicer given as None is
     left unregistered, so its methods answer UNIMPLEMENTED; so are the Lock and Election services without
-    ``recipes``. Raises RuntimeError if a port cannot be bound.
+    ``recipes``. ``methods``, if given, learns every handler and interceptor, for the JSON gateway to
+    call. Raises RuntimeError if a port cannot be bound.
     """
     assert listen_addresses, "a client server needs at least one address"
-    server = grpc.aio.server(
-        interceptors=[AdmissionInterceptor(backend)],
-        options=server_options(
-            max_receive_bytes=max_request_bytes + RECEIVE_SLACK_BYTES, max_send_bytes=MAX_SEND_BYTES
-        ),
+    interceptors = [AdmissionInterceptor(backend)]
+    grpc_server = grpc.aio.server(
+        interceptors=interceptors,
+        options=server_options(max_receive_bytes=max_receive_bytes(max_request_bytes), max_send_bytes=MAX_SEND_BYTES),
     )
+    server = grpc_server if methods is None else methods.recording(grpc_server, interceptors)
     add_service(rpc_pb2_grpc.add_KVServicer_to_server, KVService(backend), server)
     add_service(rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterService(backend), server)
     add_service(rpc_pb2_grpc.add_MaintenanceServicer_to_server, MaintenanceService(backend), server)
@@ -75,7 +78,12 @@ def build_client_server(
             server.add_insecure_port(address)
         else:
             server.add_secure_port(address, server_credentials)
-    return server
+    return grpc_server
+
+
+def max_receive_bytes(max_request_bytes: int) -> int:
+    """The largest message the client server accepts (the JSON gateway holds requests to it too)."""
+    return max_request_bytes + RECEIVE_SLACK_BYTES
 
 
 class AuthDisabledService(rpc_pb2_grpc.AuthServicer):

@@ -55,6 +55,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(names)}")
     parser.add_argument("--dir", help="where to create the cluster (default: a temporary directory, removed)")
     parser.add_argument("--plaintext", action="store_true", help="start the cluster without TLS")
+    parser.add_argument("--gateway", choices=["on", "off", "both"], default="on",
+                        help="raftkv's client port: gRPC behind the front that also serves HTTP (on, the "
+                        "default), grpcio bound directly (off, --enable-grpc-gateway=false), or both, "
+                        "one after the other, with a side-by-side table")
     attach = parser.add_argument_group("attach to a running cluster instead of starting one")
     attach.add_argument("--endpoints", help="comma-separated client URLs")
     attach.add_argument("--cacert")
@@ -68,6 +72,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"unknown workload {exc}; choose from {','.join(names)}")
     if args.endpoints and args.target == "both":
         parser.error("--target both starts its own clusters; it cannot be combined with --endpoints")
+    if args.gateway == "both" and (args.target != "raftkv" or args.endpoints):
+        parser.error("--gateway both compares two fresh raftkv clusters: use it with --target raftkv alone")
     if args.target != "raftkv" and not args.endpoints and not Path(ETCD_BINARY).exists():
         parser.error(f"--target {args.target} needs {ETCD_BINARY}")
     return args
@@ -87,12 +93,13 @@ def _leader_endpoint(config: ClientConfig, endpoints: Sequence[str]) -> str:
 
 
 @contextlib.contextmanager
-def _started(kind: Kind, args: argparse.Namespace) -> Iterator[Target]:
+def _started(kind: Kind, args: argparse.Namespace, gateway: bool = True) -> Iterator[Target]:
     """A fresh three-member cluster for the duration of the block."""
     parent = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="raftkv-bench-"))
     base = parent / kind
     shutil.rmtree(base, ignore_errors=True)
-    cluster = LocalCluster(base, size=3, kind=kind, tls=not args.plaintext)
+    extra = [] if gateway or kind != "raftkv" else ["--enable-grpc-gateway=false"]
+    cluster = LocalCluster(base, size=3, kind=kind, tls=not args.plaintext, extra_args=extra)
     try:
         cluster.start()
         cluster.wait_ready(timeout=60, all_members=True)
@@ -134,10 +141,11 @@ async def _one(generator: LoadGenerator, workload: Workload, target: Target, dur
     return Result(workload.name, target.name, tally.ok, tally.errors, elapsed, tuple(latencies), spent)
 
 
-def side_by_side(etcd: Sequence[Result], raftkv: Sequence[Result]) -> str:
+def side_by_side(etcd: Sequence[Result], raftkv: Sequence[Result], names: tuple[str, str] = ("etcd", "raftkv")) -> str:
     """One line per workload: both throughputs, p99s, fsync rates and CPU per request, and the throughput ratio."""
-    lines = [f"{'workload':<16} {'etcd/s':>9} {'raftkv/s':>9} {'ratio':>6}  {'etcd p99':>9} {'raftkv p99':>10}"
-             f"  {'etcd fsync/s':>12} {'raftkv fsync/s':>14}  {'etcd cpu-us/op':>14} {'raftkv cpu-us/op':>16}"]
+    a, b = names
+    lines = [f"{'workload':<16} {a + '/s':>9} {b + '/s':>9} {'ratio':>6}  {a + ' p99':>9} {b + ' p99':>10}"
+             f"  {a + ' fsync/s':>12} {b + ' fsync/s':>14}  {a + ' cpu-us/op':>14} {b + ' cpu-us/op':>16}"]
     for e, r in zip(etcd, raftkv, strict=True):
         ratio = r.throughput / e.throughput if e.throughput else float("nan")
         lines.append(f"{e.workload:<16} {e.throughput:>9,.0f} {r.throughput:>9,.0f} {ratio:>6.2f}  "
@@ -157,15 +165,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.endpoints:
         run(_measure(_attached(args), args))
         return 0
-    kinds: list[Kind] = ["etcd", "raftkv"] if args.target == "both" else [args.target]
+    runs: list[tuple[str, Kind, bool]] = (
+        [("direct", "raftkv", False), ("gateway", "raftkv", True)] if args.gateway == "both" else
+        [(kind, kind, args.gateway != "off") for kind in (["etcd", "raftkv"] if args.target == "both" else [args.target])]
+    )
     measured: dict[str, list[Result]] = {}
-    for kind in kinds:
-        print(f"--- {kind}: three members, {'plaintext' if args.plaintext else 'mutual TLS'}, "
+    for label, kind, gateway in runs:
+        print(f"--- {label}: three members, {'plaintext' if args.plaintext else 'mutual TLS'}, "
               f"{args.duration:g}s per workload, sending to {args.to}", flush=True)
-        with _started(kind, args) as target:
-            measured[kind] = run(_measure(target, args))
-    if args.target == "both":
-        print("\n" + side_by_side(measured["etcd"], measured["raftkv"]))
+        with _started(kind, args, gateway) as target:
+            measured[label] = run(_measure(target, args))
+    if len(runs) == 2:
+        first, second = (label for label, _, _ in runs)
+        print("\n" + side_by_side(measured[first], measured[second], (first, second)))
     return 0
 
 

@@ -15,12 +15,15 @@ from dataclasses import dataclass
 
 FSYNC_METRICS = ("raftkv_fsyncs_total", "etcd_disk_wal_fsync_duration_seconds_count")
 CPU_METRIC = "process_cpu_seconds_total"
+#: raftkv's client-port relay runs in a process of its own; its CPU is part of what a request costs.
+RELAY_CPU_METRIC = "raftkv_client_relay_cpu_seconds_total"
 
 
 @dataclass(frozen=True)
 class MemberCounters:
     fsyncs: float
-    cpu_seconds: float
+    cpu_seconds: float  # the member's own process and its relay's
+    relay_cpu_seconds: float = 0.0
 
 
 def member_counters(metrics_url: str, timeout: float = 2.0) -> MemberCounters:
@@ -31,7 +34,8 @@ def member_counters(metrics_url: str, timeout: float = 2.0) -> MemberCounters:
     fsyncs = next((values[name] for name in FSYNC_METRICS if name in values), None)
     if fsyncs is None or CPU_METRIC not in values:
         raise LookupError(f"{metrics_url} does not export {CPU_METRIC} and one of {', '.join(FSYNC_METRICS)}")
-    return MemberCounters(float(fsyncs), float(values[CPU_METRIC]))
+    relay = float(values.get(RELAY_CPU_METRIC, 0.0))
+    return MemberCounters(float(fsyncs), float(values[CPU_METRIC]) + relay, relay)
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class ClusterUsage:
     fsyncs_per_s: float
     busiest_cpu_us_per_op: float  # the member that spent most, normally the leader
     total_cpu_us_per_op: float  # every member together
+    relay_cpu_us_per_op: float = 0.0  # the part of the total spent by client-port relays
 
 
 def cluster_counters(metrics_urls: Sequence[str]) -> list[MemberCounters]:
@@ -51,4 +56,5 @@ def usage(before: Sequence[MemberCounters], after: Sequence[MemberCounters], ela
     cpu = [b.cpu_seconds - a.cpu_seconds for a, b in zip(before, after, strict=True)]
     per_op = 1e6 / max(ops, 1)
     fsyncs = sum(b.fsyncs - a.fsyncs for a, b in zip(before, after, strict=True))
-    return ClusterUsage(fsyncs / elapsed, max(cpu) * per_op, sum(cpu) * per_op)
+    relay = sum(b.relay_cpu_seconds - a.relay_cpu_seconds for a, b in zip(before, after, strict=True))
+    return ClusterUsage(fsyncs / elapsed, max(cpu) * per_op, sum(cpu) * per_op, relay * per_op)

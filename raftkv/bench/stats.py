@@ -39,9 +39,13 @@ class Result:
         return "n/a" if self.usage is None else f"{self.usage.fsyncs_per_s:,.0f}"
 
     def cpu_text(self) -> str:
-        """Busiest member's and all members' CPU microseconds per request, as ``busiest/all``."""
+        """Busiest member's and all members' CPU microseconds per request, as ``busiest/all`` (relays
+        included; their share follows in brackets when there is one)."""
         u = self.usage
-        return "n/a" if u is None else f"{u.busiest_cpu_us_per_op:,.0f}/{u.total_cpu_us_per_op:,.0f}"
+        if u is None:
+            return "n/a"
+        relay = f" [relay {u.relay_cpu_us_per_op:,.0f}]" if u.relay_cpu_us_per_op else ""
+        return f"{u.busiest_cpu_us_per_op:,.0f}/{u.total_cpu_us_per_op:,.0f}{relay}"
 
     def row(self) -> str:
         ordered = sorted(self.latencies)

@@ -54,6 +54,7 @@ class ServerConfig:
     batch_min_pending: int = DEFAULT_BATCH_MIN_PENDING
     corrupt_check_seconds: float = DEFAULT_CORRUPT_CHECK_SECONDS
     listen_metrics_urls: tuple[str, ...] = ()
+    enable_grpc_gateway: bool = True
     peer_dial_overrides: dict[str, str] = field(default_factory=dict)
     log_level: str = "info"
     planted_bug: str | None = None
@@ -153,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--listen-metrics-urls", help="plain-HTTP URLs serving /metrics (Prometheus) and /health")
     p.add_argument(
+        "--enable-grpc-gateway",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        metavar="true|false",
+        help="serve etcd's JSON gateway and /health, /version, /metrics on the client URLs beside gRPC "
+        "(default true); false binds the gRPC server to them directly, for the shortest request path",
+    )
+    p.add_argument(
         "--peer-dial-override",
         action="append",
         metavar="NAME=HOST:PORT",
@@ -174,6 +184,14 @@ def _duration(value: object, flag: str) -> float:
     if seconds < 0:
         raise ConfigError(f"--{flag} must not be negative")
     return seconds
+
+
+def _boolean(text: str) -> bool:
+    """etcd's boolean flags: ``--flag``, ``--flag=true`` or ``--flag=false``."""
+    value = {"true": True, "1": True, "false": False, "0": False}.get(str(text).lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+    return value
 
 
 def _or_default(value: N | None, default: N) -> N:
@@ -314,6 +332,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         corrupt_check_seconds=_duration(args["experimental_corrupt_check_time"], "experimental-corrupt-check-time")
         if args.get("experimental_corrupt_check_time") is not None else DEFAULT_CORRUPT_CHECK_SECONDS,
         listen_metrics_urls=_split(args.get("listen_metrics_urls")),
+        enable_grpc_gateway=_boolean(_or_default(args.get("enable_grpc_gateway"), True)),
         peer_dial_overrides=overrides,
         log_level=args.get("log_level") or "info",
         planted_bug=args.get("unsafe_planted_bug"),

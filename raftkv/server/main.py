@@ -11,20 +11,26 @@ import asyncio
 import errno
 import logging
 import math
+import os
+import secrets
 import signal
 import socket
 import sys
 from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from raftkv.api.grpc_server import build_client_server
+from raftkv.api.front.port import ClientPort, RelayProcess, bind
+from raftkv.api.gateway.calls import MethodTable
+from raftkv.api.gateway.http import Gateway, PlainEndpoints
+from raftkv.api.grpc_server import build_client_server, max_receive_bytes
 from raftkv.client import ClientConfig
 from raftkv.discovery.web import RegistryPage  # this module is the process's composition root
 from raftkv.api.lease import LeaseServicer
 from raftkv.api.recipes import Recipes
 from raftkv.api.watch import WatchServicer
 from raftkv.proto import internal_pb2, rpc_pb2
-from raftkv.security.tls import ConfigError, channel_credentials, load_tls, server_credentials
+from raftkv.security.tls import ConfigError, channel_credentials, load_tls, server_credentials, server_ssl_context
 from raftkv.server.config import ServerConfig, host_port, member_id_for, parse_config
 from raftkv.server import quarantine
 from raftkv.server.backend import ClientSession
@@ -34,6 +40,7 @@ from raftkv.server.integrity import mark_quarantined, quarantine_reason
 from raftkv.server.member_channels import MemberChannels
 from raftkv.server.metrics import MetricsServer
 from raftkv.server.node import Node
+from raftkv.server.node.maintenance import API_VERSION
 from raftkv.server.watch_hub import WatchHub
 from raftkv.statemachine.applier import ApplyConfig
 from raftkv.statemachine.node_store import NodeStore
@@ -128,6 +135,35 @@ def _bind_error(what: str, urls: Sequence[str], exc: BaseException) -> ConfigErr
     return ConfigError(f"cannot listen on {what} URL {','.join(urls)}: {exc}")
 
 
+def healthy(node: Node) -> Callable[[], Awaitable[bool]]:
+    """etcd's ``/health``: no alarm raised, a leader known, and a linearizable read within a second."""
+
+    async def check() -> bool:
+        if node.alarms() or not node.has_leader():
+            return False
+        try:
+            await node.read_barrier(1.0)
+        except Exception:
+            return False
+        return True
+
+    return check
+
+
+def bind_client_urls(cfg: ServerConfig) -> list[socket.socket]:
+    """The client port's listening sockets, for the front that shares them between gRPC and HTTP."""
+    listeners: list[socket.socket] = []
+    try:
+        for url in cfg.listen_client_urls:
+            host, _, port = host_port(url).rpartition(":")
+            listeners.append(bind(host, int(port)))
+    except OSError as exc:
+        for listener in listeners:
+            listener.close()
+        raise _bind_error("client", [url], exc) from None
+    return listeners
+
+
 async def serve(cfg: ServerConfig) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -179,21 +215,37 @@ async def serve(cfg: ServerConfig) -> int:
     )
 
     hub = WatchHub(node)
+    # With the gateway on, the front owns the client URLs and grpcio listens on a private unix socket.
+    methods = MethodTable() if cfg.enable_grpc_gateway else None
+    private = f"raftkv-{member_id:016x}-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        listeners = bind_client_urls(cfg) if methods is not None else []
+    except ConfigError:
+        await transport.stop()
+        store.close()
+        raise
     try:
         client_server = build_client_server(
             backend=node,
             watch_servicer=WatchServicer(node, hub, planted_bug=cfg.planted_bug),
             lease_servicer=LeaseServicer(node, election_ms=cfg.election_ms),
-            listen_addresses=[host_port(u) for u in cfg.listen_client_urls],
+            listen_addresses=[f"unix-abstract:{private}"] if methods is not None else
+            [host_port(u) for u in cfg.listen_client_urls],
             server_credentials=client_server_creds,
             max_request_bytes=cfg.max_request_bytes,
             recipes=Recipes(node, hub),
+            methods=methods,
         )
         await client_server.start()
     except (OSError, RuntimeError) as exc:
+        for listener in listeners:
+            listener.close()
         await transport.stop()
         store.close()
         raise _bind_error("client", cfg.listen_client_urls, exc) from None
+    relay = RelayProcess("@" + private, cfg.name) if methods is not None else None
+    if relay is not None:
+        relay.start()
 
     page = registry_page(cfg) if cfg.listen_metrics_urls else None
     if page is not None:
@@ -220,6 +272,9 @@ async def serve(cfg: ServerConfig) -> int:
              lambda: float(hub.fell_behind_total)),
             ("raftkv_watch_replayed_bytes_total", "Bytes of history read to replay it to watchers.",
              lambda: float(hub.replayed_bytes_total)),
+            ("raftkv_client_relay_cpu_seconds_total", "CPU seconds of the process relaying gRPC connections "
+             "from the client port (not in process_cpu_seconds_total).",
+             lambda: relay.cpu_seconds() if relay is not None else 0.0),
         ],
         healthy=node.has_leader,
         extra=page.handle if page is not None else None,
@@ -227,6 +282,14 @@ async def serve(cfg: ServerConfig) -> int:
     for url in cfg.listen_metrics_urls:
         parts = urlsplit(url)
         await metrics.start(parts.hostname or "127.0.0.1", parts.port or 2381)
+
+    front = None
+    if methods is not None and relay is not None:
+        gateway = Gateway(methods, PlainEndpoints(healthy(node), metrics.render, API_VERSION),
+                          max_receive_bytes(cfg.max_request_bytes))
+        front = ClientPort(listeners, relay, gateway.serve,
+                           server_ssl_context(cfg.client_tls) if cfg.client_tls is not None else None)
+        front.start()
 
     await node.start()
     log.info(
@@ -240,7 +303,11 @@ async def serve(cfg: ServerConfig) -> int:
 
     await stop.wait()
     log.info("shutting down")
+    if front is not None:
+        await front.stop()
     await client_server.stop(grace=1.0)
+    if relay is not None:
+        await relay.stop()
     await node.stop()
     await channels.close()
     await transport.stop()

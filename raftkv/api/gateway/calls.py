@@ -1,0 +1,259 @@
+"""Calling the client server's own methods from the gateway: the same handlers, the same interceptors.
+
+etcd's gateway is a gRPC client of its own server. raftkv's calls the servicers in-process instead, through
+the exact handler objects and interceptor chain grpcio runs (``MethodTable`` records them as the server is
+built), so admission, validation and error texts cannot differ between gRPC and JSON. A
+:class:`GatewayContext` stands in for grpcio's servicer context: the HTTP request's headers become metadata
+as grpc-gateway maps them (``Authorization`` to ``authorization``, ``Grpc-Metadata-X`` to ``x``, the
+standard headers to ``grpcgateway-*``), and the caller's verified client certificate becomes the auth
+context, as grpcio would present it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.message import Message
+
+log = logging.getLogger("raftkv.gateway")
+
+#: The HTTP headers grpc-gateway v1 forwards as ``grpcgateway-<name>`` metadata (``isPermanentHTTPHeader``).
+PERMANENT_HEADERS = frozenset(
+    h.lower() for h in (
+        "Accept", "Accept-Charset", "Accept-Language", "Accept-Ranges", "Authorization", "Cache-Control",
+        "Content-Type", "Cookie", "Date", "Expect", "From", "Host", "If-Match", "If-Modified-Since",
+        "If-None-Match", "If-Schedule-Tag-Match", "If-Unmodified-Since", "Max-Forwards", "Origin", "Pragma",
+        "Referer", "User-Agent", "Via", "Warning",
+    )
+)
+METADATA_HEADER_PREFIX = "grpc-metadata-"
+
+#: grpc-gateway v1's ``HTTPStatusFromCode``: the HTTP status etcd's gateway answers each gRPC code with.
+HTTP_STATUS = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 408,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 412,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+}
+
+
+class CallError(Exception):
+    """A call ended with a non-OK status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class _Details:
+    """``grpc.HandlerCallDetails`` as generic handlers and interceptors read it."""
+
+    method: str
+    invocation_metadata: tuple[tuple[str, str], ...]
+
+
+class MethodTable:
+    """The generic handlers a server serves and the interceptors around them, to call methods directly.
+    ``recording(server, interceptors)`` stands in for the server while its services are added."""
+
+    def __init__(self) -> None:
+        self._interceptors: list[grpc.aio.ServerInterceptor] = []
+        self._handlers: list[grpc.GenericRpcHandler] = []
+
+    def recording(self, server: grpc.aio.Server, interceptors: Sequence[grpc.aio.ServerInterceptor]) -> grpc.aio.Server:
+        """``server``, except that the handlers added to it are noted here too."""
+        self._interceptors = list(interceptors)
+        return _Recording(server, self)  # type: ignore[return-value]
+
+    def add(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._handlers.extend(handlers)
+
+    async def resolve(self, method: str, metadata: tuple[tuple[str, str], ...]) -> grpc.RpcMethodHandler | None:
+        """The handler grpcio would run for ``method``, interceptors applied as grpc.aio applies them."""
+
+        async def lookup(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+            for handler in self._handlers:
+                found = handler.service(details)
+                if found is not None:
+                    return found
+            return None
+
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]] = lookup
+        for interceptor in reversed(self._interceptors):
+            continuation = functools.partial(interceptor.intercept_service, continuation)  # type: ignore[arg-type]
+        return await continuation(_Details(method, metadata))  # type: ignore[arg-type]
+
+
+class _Recording:
+    def __init__(self, server: grpc.aio.Server, table: MethodTable) -> None:
+        self._server = server
+        self._table = table
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._table.add(handlers)
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
+
+
+@functools.cache
+def request_class(method: str) -> type[Message] | None:
+    """The request message class of ``/package.Service/Method`` (None if no such method is known)."""
+    service, _, name = method.strip("/").partition("/")
+    try:
+        found = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(name)
+    except KeyError:
+        return None
+    if found is None:
+        return None
+    return message_factory.GetMessageClass(found.input_type)
+
+
+def metadata_from_headers(headers: Sequence[tuple[str, str]], host: str, peer_ip: str) -> tuple[tuple[str, str], ...]:
+    """grpc-gateway v1's ``AnnotateContext``: which request headers become which metadata."""
+    pairs: list[tuple[str, str]] = []
+    for name, value in headers:
+        key = name.lower()
+        if key == "authorization":
+            pairs.append(("authorization", value))
+        if key in PERMANENT_HEADERS:
+            pairs.append(("grpcgateway-" + key, value))
+        elif key.startswith(METADATA_HEADER_PREFIX):
+            pairs.append((key[len(METADATA_HEADER_PREFIX):], value))
+    if host:
+        pairs.append(("x-forwarded-host", host))
+    if peer_ip:
+        pairs.append(("x-forwarded-for", peer_ip))
+    return tuple(pairs)
+
+
+class GatewayContext:
+    """What servicers use of ``grpc.aio.ServicerContext``, for a call that arrived as JSON."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...], auth: dict[str, list[bytes]], peer: str,
+                 timeout: float | None = None) -> None:
+        self._metadata = metadata
+        self._auth = auth
+        self._peer = peer
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._code: grpc.StatusCode | None = None
+        self._details = ""
+        self.written: asyncio.Queue[Any] = asyncio.Queue()
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return self._auth
+
+    def peer(self) -> str:
+        return self._peer
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
+        raise CallError(code, details)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    async def write(self, message: Any) -> None:
+        await self.written.put(message)
+
+    def raise_if_status_set(self) -> None:
+        """A handler may end a call by setting a code instead of raising."""
+        if self._code is not None and self._code != grpc.StatusCode.OK:
+            raise CallError(self._code, self._details)
+
+
+def _unexpected(exc: BaseException) -> CallError:
+    """What grpc.aio answers for an exception a servicer did not turn into a status."""
+    log.exception("gateway call failed", exc_info=exc)
+    return CallError(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}")
+
+
+async def call_unary(handler: grpc.RpcMethodHandler, request: Any, context: GatewayContext) -> Message:
+    """A unary-response call; raises ``CallError``."""
+    try:
+        if handler.unary_unary is not None:
+            response = await handler.unary_unary(request, context)
+        else:
+            response = await handler.stream_unary(request, context)
+    except CallError:
+        raise
+    except Exception as exc:
+        raise _unexpected(exc) from exc
+    context.raise_if_status_set()
+    return response  # type: ignore[no-any-return]
+
+
+async def call_streaming(handler: grpc.RpcMethodHandler, request: Any, context: GatewayContext) -> AsyncIterator[Message]:
+    """A streaming-response call's messages; raises ``CallError`` where the stream fails. ``request`` is a
+    message for a unary-request method, an async iterator of them for a streaming-request one."""
+    behavior = handler.unary_stream if handler.unary_stream is not None else handler.stream_stream
+    try:
+        if inspect.isasyncgenfunction(behavior) or not inspect.iscoroutinefunction(behavior):
+            produced = behavior(request, context)
+            if inspect.isawaitable(produced):  # a handler written with context.write
+                async for message in _written(produced, context):
+                    yield message
+            else:
+                async for message in produced:
+                    yield message
+        else:
+            async for message in _written(behavior(request, context), context):
+                yield message
+    except CallError:
+        raise
+    except Exception as exc:
+        raise _unexpected(exc) from exc
+    context.raise_if_status_set()
+
+
+async def _written(call: Awaitable[Any], context: GatewayContext) -> AsyncIterator[Any]:
+    """The messages a ``context.write`` style handler writes, until it returns."""
+    task = asyncio.ensure_future(call)
+    try:
+        while True:
+            getter = asyncio.ensure_future(context.written.get())
+            done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                yield getter.result()
+                continue
+            getter.cancel()
+            while not context.written.empty():
+                yield context.written.get_nowait()
+            task.result()
+            return
+    finally:
+        task.cancel()

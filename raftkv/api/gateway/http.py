@@ -1,0 +1,424 @@
+"""The HTTP/1.1 side of the client port: etcd's JSON gateway and ``/health``, ``/version``, ``/metrics``.
+
+One connection is served by :meth:`Gateway.serve` with an ``h11`` state machine (keep-alive and
+pipelining included). A gateway request is answered the way etcd 3.4's grpc-gateway answers it:
+
+- unary methods: the body's first JSON value is the request (an empty body is an empty request; what
+  follows the first value is ignored); the answer is the response as JSON, or etcd's error object
+  ``{"error": text, "message": text, "code": n}`` with grpc-gateway's HTTP status for the gRPC code;
+- streaming methods (``/v3/watch``, ``/v3/lease/keepalive``, snapshot, election observe): every JSON value
+  of the body, as it arrives, is one request; the answer is chunked, one ``{"result": ...}`` line per
+  message, headers sent with the first (so a failure before it still gets its own status); a failure
+  later ends the stream with ``{"error": {"grpc_code": ..., "http_code": ..., "message": ...,
+  "http_status": ...}}``. The call ends when the client goes away.
+
+Limits: request headers ``MAX_HEADER_BYTES`` within ``HEADER_TIMEOUT``; a unary body up to twice the gRPC
+receive limit (base64 and JSON take room) arriving with no pause over ``BODY_TIMEOUT``; one value of a
+streaming body up to the same size; an idle keep-alive connection is closed after ``IDLE_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import h11
+from google.protobuf.message import Message
+
+from raftkv.api.gateway import routes
+from raftkv.api.gateway.calls import (HTTP_STATUS, CallError, GatewayContext, MethodTable, call_streaming,
+                                      call_unary, metadata_from_headers, request_class)
+from raftkv.api.gateway.gojson import GoJSONError, NeedMore, next_value, quote
+from raftkv.api.gateway.jsonpb import decode, encode
+
+log = logging.getLogger("raftkv.gateway")
+
+MAX_HEADER_BYTES = 16 * 1024
+HEADER_TIMEOUT = 10.0
+BODY_TIMEOUT = 30.0
+IDLE_TIMEOUT = 120.0
+READ_BYTES = 64 * 1024
+
+_JSON = [("Content-Type", "application/json")]
+_GRPC_METADATA = [("Grpc-Metadata-Content-Type", "application/grpc")]
+_TEXT = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class PlainEndpoints:
+    """What ``/health``, ``/version`` and ``/metrics`` answer from (the process entry point supplies them)."""
+
+    healthy: Callable[[], Awaitable[bool]]
+    metrics: Callable[[], str]
+    version: str
+
+
+class _ClientGone(Exception):
+    """The client closed the connection (or broke the protocol) mid-request."""
+
+
+class _Connection:
+    """An h11 connection over asyncio streams."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+
+    async def next_event(self, timeout: float) -> Any:
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            if self.h11.they_are_waiting_for_100_continue:
+                await self.send(h11.InformationalResponse(status_code=100, headers=[]))
+            data = await asyncio.wait_for(self.reader.read(READ_BYTES), timeout)
+            self.h11.receive_data(data)
+
+    async def send(self, *events: Any) -> None:
+        for event in events:
+            data = self.h11.send(event)
+            if data:
+                self.writer.write(data)
+        await self.writer.drain()
+
+
+class Gateway:
+    """Serves HTTP connections handed over by the client port."""
+
+    def __init__(self, methods: MethodTable, plain: PlainEndpoints, max_receive_bytes: int) -> None:
+        self._methods = methods
+        self._plain = plain
+        self._max_receive = max_receive_bytes
+        self._max_body = 2 * max_receive_bytes + 64 * 1024
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(reader, writer)
+        identity = _Identity.of(writer)
+        timeout = HEADER_TIMEOUT
+        try:
+            while True:
+                event = await conn.next_event(IDLE_TIMEOUT if timeout is None else timeout)
+                if isinstance(event, h11.Request):
+                    await self._request(conn, event, identity)
+                elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                    return
+                if conn.h11.our_state is h11.MUST_CLOSE or conn.h11.their_state is h11.MUST_CLOSE:
+                    return
+                if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
+                    conn.h11.start_next_cycle()
+                    timeout = IDLE_TIMEOUT
+        except h11.RemoteProtocolError as exc:
+            with contextlib.suppress(Exception):
+                if conn.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    await self._text(conn, exc.error_status_hint, f"{exc.error_status_hint} Bad Request\n")
+        except (TimeoutError, ConnectionError, _ClientGone, ssl.SSLError, h11.LocalProtocolError):
+            pass
+
+    # ------------------------------------------------------------------ routing
+    async def _request(self, conn: _Connection, request: h11.Request, identity: _Identity) -> None:
+        path = request.target.decode("latin-1").partition("?")[0]
+        method = request.method.decode("latin-1")
+        plain = {"/health": self._health, "/version": self._version, "/metrics": self._metrics}.get(path)
+        if plain is not None:
+            await self._drain_body(conn)
+            if method != "GET":
+                await self._text(conn, 405, "Method Not Allowed\n", [("Allow", "GET")])
+                return
+            await plain(conn)
+            return
+        grpc_method = routes.method_for(path)
+        if grpc_method is None:
+            await self._drain_body(conn)
+            if routes.is_gateway_path(path):
+                await self._text(conn, 404, "Not Found\n")
+            else:
+                await self._text(conn, 404, "404 page not found\n")
+            return
+        if method != "POST":
+            await self._drain_body(conn)
+            await self._text(conn, 405, "Method Not Allowed\n")
+            return
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers]
+        host = next((v for k, v in headers if k.lower() == "host"), "")
+        context = GatewayContext(metadata_from_headers(headers, host, identity.ip), identity.auth, identity.peer,
+                                 _grpc_timeout(headers))
+        handler = await self._methods.resolve(grpc_method, context.invocation_metadata())
+        request_type = request_class(grpc_method)
+        if handler is None or request_type is None:
+            await self._drain_body(conn)
+            await self._error(conn, CallError(grpc.StatusCode.UNIMPLEMENTED, "Method not found!"))
+            return
+        if handler.stream_stream is not None or handler.stream_unary is not None:
+            await self._bidi(conn, handler, request_type, context)
+            return
+        body = await self._read_body(conn)
+        try:
+            message = self._parse(request_type, body)
+        except CallError as exc:
+            await self._error(conn, exc)
+            return
+        if handler.unary_stream is not None:
+            await self._stream_out(conn, call_streaming(handler, message, context))
+            return
+        try:
+            response = await call_unary(handler, message, context)
+        except CallError as exc:
+            await self._error(conn, exc)
+            return
+        await self._respond(conn, 200, _JSON + _GRPC_METADATA, encode(response).encode())
+
+    def _parse(self, request_type: type[Message], body: bytes) -> Message:
+        message = request_type()
+        try:
+            span = next_value(body, 0, final=True)
+            if span is not None:
+                decode(message, body[span[0]:span[1]])
+        except GoJSONError as exc:
+            raise CallError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        self._check_size(message.ByteSize())
+        return message
+
+    def _check_size(self, size: int) -> None:
+        """grpc-go's refusal of an oversized message, which etcd's gateway passes on."""
+        if size > self._max_receive:
+            raise CallError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"grpc: received message larger than max ({size} vs. {self._max_receive})")
+
+    # ------------------------------------------------------------------ bodies
+    async def _read_body(self, conn: _Connection) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = await conn.next_event(BODY_TIMEOUT)
+            if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > self._max_body:
+                    self._check_size(size)
+                chunks.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return b"".join(chunks)
+            else:
+                raise _ClientGone()
+
+    async def _drain_body(self, conn: _Connection) -> None:
+        """Read and drop a request body nobody wants, so the connection can serve the next request."""
+        size = 0
+        while conn.h11.their_state is h11.SEND_BODY:
+            event = await conn.next_event(BODY_TIMEOUT)
+            if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > self._max_body:
+                    raise _ClientGone()
+            elif not isinstance(event, h11.EndOfMessage):
+                raise _ClientGone()
+
+    async def _bidi(self, conn: _Connection, handler: grpc.RpcMethodHandler, request_type: type[Message],
+                    context: GatewayContext) -> None:
+        """A streaming-request call: the body's JSON values are its requests, decoded as they arrive. A
+        first request that does not decode fails the call (as UNKNOWN, grpc-gateway's choice); a later one
+        only ends the sending side."""
+        values = _BodyValues(conn, self._max_body)
+        first: Message | None = None
+        try:
+            raw = await values.next_value()
+            if raw is not None:
+                first = request_type()
+                decode(first, raw)
+        except GoJSONError as exc:
+            await self._error(conn, CallError(grpc.StatusCode.UNKNOWN, str(exc)))
+            return
+
+        async def requests() -> AsyncIterator[Message]:
+            message = first
+            while message is not None:
+                yield message
+                try:
+                    raw = await values.next_value()
+                    if raw is None:
+                        return
+                    message = request_type()
+                    decode(message, raw)
+                    self._check_size(message.ByteSize())
+                except (GoJSONError, CallError, _ClientGone):
+                    return
+
+        await self._stream_out(conn, call_streaming(handler, requests(), context), values)
+
+    async def _stream_out(self, conn: _Connection, messages: AsyncIterator[Message],
+                          values: _BodyValues | None = None) -> None:
+        """Send a streaming call's messages as they come; end it when the client goes away."""
+        watcher = asyncio.ensure_future(_client_gone(conn, values))
+        started = False
+        try:
+            async for message in _until(messages, watcher):
+                if not started:
+                    await conn.send(h11.Response(status_code=200, headers=_JSON + _GRPC_METADATA))
+                    started = True
+                await conn.send(h11.Data(data=b'{"result":' + encode(message).encode() + b"}\n"))
+        except CallError as exc:
+            status = HTTP_STATUS.get(exc.code, 500)
+            body = (f'{{"error":{{"grpc_code":{exc.code.value[0]},"http_code":{status},"message":'
+                    f'{quote(exc.message)},"http_status":{quote(http.HTTPStatus(status).phrase)}}}}}')
+            if not started:
+                await conn.send(h11.Response(status_code=status, headers=_JSON))
+                started = True
+            await conn.send(h11.Data(data=body.encode()))
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await messages.aclose()  # type: ignore[attr-defined]
+        if watcher.done() and not watcher.cancelled():
+            raise _ClientGone()
+        if not started:
+            await conn.send(h11.Response(status_code=200, headers=_JSON))
+        await conn.send(h11.EndOfMessage())
+        if conn.h11.their_state is h11.SEND_BODY:
+            await self._drain_body(conn)
+
+    # ------------------------------------------------------------------ plain endpoints
+    async def _health(self, conn: _Connection) -> None:
+        ok = await self._plain.healthy()
+        await self._text(conn, 200 if ok else 503, '{"health":"%s"}' % ("true" if ok else "false"))
+
+    async def _version(self, conn: _Connection) -> None:
+        body = f'{{"etcdserver":{quote(self._plain.version)},"etcdcluster":{quote(self._plain.version)}}}'
+        await self._respond(conn, 200, _JSON, body.encode())
+
+    async def _metrics(self, conn: _Connection) -> None:
+        await self._respond(conn, 200, [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
+                            self._plain.metrics().encode())
+
+    # ------------------------------------------------------------------ answers
+    async def _error(self, conn: _Connection, error: CallError) -> None:
+        body = f'{{"error":{quote(error.message)},"message":{quote(error.message)},"code":{error.code.value[0]}}}'
+        await self._respond(conn, HTTP_STATUS.get(error.code, 500), _JSON, body.encode())
+
+    async def _text(self, conn: _Connection, status: int, text: str, extra: list[tuple[str, str]] | None = None) -> None:
+        headers = [("Content-Type", _TEXT), ("X-Content-Type-Options", "nosniff"), *(extra or [])]
+        await self._respond(conn, status, headers, text.encode())
+
+    async def _respond(self, conn: _Connection, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        if conn.h11.their_state is h11.SEND_BODY:
+            await self._drain_body(conn)
+        await conn.send(h11.Response(status_code=status, headers=[*headers, ("Content-Length", str(len(body)))]),
+                        h11.Data(data=body), h11.EndOfMessage())
+
+
+_INCOMPLETE = (-1, -1)
+
+
+class _BodyValues:
+    """A request body read as a stream of JSON values (Go's ``json.Decoder`` over ``r.Body``)."""
+
+    def __init__(self, conn: _Connection, max_value: int) -> None:
+        self._conn = conn
+        self._buffer = b""
+        self._max = max_value
+        self.ended = asyncio.Event()  # the body is complete
+        self.gone = asyncio.Event()  # the client went away before it was
+
+    async def next_value(self) -> bytes | None:
+        """The next value's bytes; None when the body has ended. Raises ``GoJSONError``, ``_ClientGone``."""
+        while True:
+            ended = self.ended.is_set()
+            try:
+                span = next_value(self._buffer, 0, final=ended)
+            except NeedMore:
+                span = _INCOMPLETE
+            if span is None and ended:
+                return None
+            if span is not None and span is not _INCOMPLETE:
+                value = self._buffer[span[0] : span[1]]
+                self._buffer = self._buffer[span[1] :]
+                return value
+            if len(self._buffer) > self._max:
+                raise GoJSONError("request too large")
+            try:
+                event = await self._conn.next_event(IDLE_TIMEOUT)
+            except (TimeoutError, ConnectionError, h11.RemoteProtocolError):
+                event = None
+            if isinstance(event, h11.Data):
+                self._buffer += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                self.ended.set()
+            else:
+                self.gone.set()
+                raise _ClientGone()
+
+
+async def _client_gone(conn: _Connection, values: _BodyValues | None) -> None:
+    """Returns when the client closes the connection while a response streams."""
+    if values is not None:
+        ended = asyncio.ensure_future(values.ended.wait())
+        gone = asyncio.ensure_future(values.gone.wait())
+        try:
+            await asyncio.wait({ended, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            gone.cancel()
+        if values.gone.is_set():
+            return
+    while True:
+        data = await conn.reader.read(READ_BYTES)
+        if not data:
+            return
+        conn.h11.receive_data(data)  # a pipelined next request: kept for after this one
+
+
+async def _until(messages: AsyncIterator[Message], stop: asyncio.Future[None]) -> AsyncIterator[Message]:
+    """``messages`` until ``stop`` completes (the client left)."""
+    iterator = messages.__aiter__()
+    while True:
+        step = asyncio.ensure_future(iterator.__anext__())
+        done, _ = await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if step not in done:
+            step.cancel()
+            with contextlib.suppress(BaseException):
+                await step
+            return
+        try:
+            yield step.result()
+        except StopAsyncIteration:
+            return
+
+
+def _grpc_timeout(headers: list[tuple[str, str]]) -> float | None:
+    """grpc-gateway honours a ``Grpc-Timeout`` header (``10S``, ``500m``, ...) as the call's deadline."""
+    value = next((v for k, v in headers if k.lower() == "grpc-timeout"), None)
+    if not value or len(value) < 2 or not value[:-1].isdigit():
+        return None
+    unit = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}.get(value[-1])
+    return None if unit is None else int(value[:-1]) * unit
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """The caller as the TLS handshake verified it, in grpcio's auth-context shape, and its address."""
+
+    auth: dict[str, list[bytes]]
+    peer: str
+    ip: str
+
+    @classmethod
+    def of(cls, writer: asyncio.StreamWriter) -> _Identity:
+        address = writer.get_extra_info("peername") or ("", 0)
+        host, port = address[0], address[1]
+        peer = f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
+        tls: ssl.SSLObject | None = writer.get_extra_info("ssl_object")
+        if tls is None:
+            return cls({}, peer, host)
+        certificate = tls.getpeercert() or {}
+        names = [value.encode() for rdn in certificate.get("subject", ()) for key, value in rdn if key == "commonName"]
+        auth = {"transport_security_type": [b"ssl"], "x509_common_name": names[:1],
+                "x509_subject_alternative_name": [v.encode() for _k, v in certificate.get("subjectAltName", ())]}
+        der = tls.getpeercert(binary_form=True)
+        if der:
+            auth["x509_pem_cert"] = [ssl.DER_cert_to_PEM_cert(der).encode()]
+        return cls({k: v for k, v in auth.items() if v}, peer, host)
