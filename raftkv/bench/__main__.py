@@ -165,9 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.endpoints:
         run(_measure(_attached(args), args))
         return 0
+    kinds: list[Kind] = ["etcd", "raftkv"] if args.target == "both" else [args.target]
     runs: list[tuple[str, Kind, bool]] = (
         [("direct", "raftkv", False), ("gateway", "raftkv", True)] if args.gateway == "both" else
-        [(kind, kind, args.gateway != "off") for kind in (["etcd", "raftkv"] if args.target == "both" else [args.target])]
+        [(kind, kind, args.gateway != "off") for kind in kinds]
     )
     measured: dict[str, list[Result]] = {}
     for label, kind, gateway in runs:

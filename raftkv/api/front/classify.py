@@ -16,8 +16,8 @@ etcd would have served it. Nothing else is known to do that.
 Without TLS: the HTTP/2 connection preface is gRPC (as etcd's ``cmux.HTTP2()`` matcher decides); a valid
 HTTP/1.x request line is HTTP (``cmux.HTTP1()``); anything else is refused.
 
-A plain-HTTP request on a TLS port gets Go's ``Client sent an HTTP request to an HTTPS server.`` answer,
-which etcd sends too; any other bytes that do not open a TLS handshake are refused.
+Bytes that do not open a TLS handshake on a TLS port (a plain-HTTP request among them) are refused without
+an answer, as etcd refuses them: its TLS listener fails the handshake before any HTTP server sees them.
 """
 
 from __future__ import annotations
@@ -34,9 +34,6 @@ MAX_CLIENT_HELLO = 32 * 1024
 #: How many bytes a caller should peek to be able to decide every case.
 PEEK_BYTES = MAX_CLIENT_HELLO + 5 * 8
 
-#: Go's net/http answer to plain HTTP on a TLS port (``tlsRecordHeaderLooksLikeHTTP``), as etcd sends it.
-HTTP_ON_TLS_PORT_ANSWER = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
-_HTTP_STARTS = (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO")
 
 _TLS_HANDSHAKE = 0x16
 _CLIENT_HELLO = 1
@@ -48,7 +45,6 @@ _REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^ \r\n]+ HTTP/1\.[0-
 class Route(enum.Enum):
     GRPC = "grpc"
     HTTP = "http"
-    HTTP_ON_TLS_PORT = "plain HTTP on the TLS port"
     REFUSE = "refuse"
 
 
@@ -90,11 +86,7 @@ _VERSION_PREFIX = re.compile(rb"(H(T(T(P(/(1(\.([0-9]\r?)?)?)?)?)?)?)?)?")
 
 def _classify_tls(data: bytes) -> Route | None:
     if len(data) < 5:
-        if any(start.startswith(data) for start in _HTTP_STARTS) or (data and data[0] == _TLS_HANDSHAKE):
-            return None
-        return Route.REFUSE if data else None
-    if data[:5] in _HTTP_STARTS:
-        return Route.HTTP_ON_TLS_PORT
+        return None if not data or data[0] == _TLS_HANDSHAKE else Route.REFUSE
     try:
         hello = _client_hello(data)
     except Malformed:

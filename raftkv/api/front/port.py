@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from raftkv.api.front.classify import HTTP_ON_TLS_PORT_ANSWER, PEEK_BYTES, Route, classify
+from raftkv.api.front.classify import PEEK_BYTES, Route, classify
 
 log = logging.getLogger("raftkv.front")
 
@@ -178,6 +178,15 @@ class RelayProcess:
             self._exited()
 
 
+def _refuse(sock: socket.socket) -> None:
+    """Close a connection without an answer, what it sent read first (a close with unread bytes is a
+    reset, which etcd does not send a client whose request it refuses)."""
+    with contextlib.suppress(OSError):
+        while sock.recv(PEEK_BYTES):
+            pass
+    sock.close()
+
+
 @dataclass(eq=False)
 class _Undecided:
     """A connection that has not yet shown what it is: its reader is registered, or ``repeek`` is due."""
@@ -279,10 +288,7 @@ class ClientPort:
             self._serve_http(sock)
         else:
             self.refused += 1
-            if route is Route.HTTP_ON_TLS_PORT:
-                with contextlib.suppress(OSError):
-                    sock.send(HTTP_ON_TLS_PORT_ANSWER)
-            sock.close()
+            _refuse(sock)
 
     def _forget(self, fd: int) -> None:
         entry = self._undecided.pop(fd)

@@ -190,14 +190,25 @@ class GatewayContext:
     async def write(self, message: Any) -> None:
         await self.written.put(message)
 
+    def status_set(self) -> CallError | None:
+        """The status a handler set with ``set_code`` (None if none, or OK)."""
+        if self._code is not None and self._code != grpc.StatusCode.OK:
+            return CallError(self._code, self._details)
+        return None
+
     def raise_if_status_set(self) -> None:
         """A handler may end a call by setting a code instead of raising."""
-        if self._code is not None and self._code != grpc.StatusCode.OK:
-            raise CallError(self._code, self._details)
+        error = self.status_set()
+        if error is not None:
+            raise error
 
 
-def _unexpected(exc: BaseException) -> CallError:
-    """What grpc.aio answers for an exception a servicer did not turn into a status."""
+def _unexpected(exc: BaseException, context: GatewayContext) -> CallError:
+    """What grpc.aio answers for an exception a servicer did not turn into a status: the code the servicer
+    set before raising, if it set one (generated stubs do: UNIMPLEMENTED), else UNKNOWN."""
+    error = context.status_set()
+    if error is not None:
+        return error
     log.exception("gateway call failed", exc_info=exc)
     return CallError(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}")
 
@@ -212,7 +223,7 @@ async def call_unary(handler: grpc.RpcMethodHandler, request: Any, context: Gate
     except CallError:
         raise
     except Exception as exc:
-        raise _unexpected(exc) from exc
+        raise _unexpected(exc, context) from exc
     context.raise_if_status_set()
     return response  # type: ignore[no-any-return]
 
@@ -236,7 +247,7 @@ async def call_streaming(handler: grpc.RpcMethodHandler, request: Any, context: 
     except CallError:
         raise
     except Exception as exc:
-        raise _unexpected(exc) from exc
+        raise _unexpected(exc, context) from exc
     context.raise_if_status_set()
 
 

@@ -45,6 +45,11 @@ HEADER_TIMEOUT = 10.0
 BODY_TIMEOUT = 30.0
 IDLE_TIMEOUT = 120.0
 READ_BYTES = 64 * 1024
+#: After refusing a body too large to read, keep reading (and dropping) what the client still sends, up to
+#: this long and this much, before closing: a socket closed with unread bytes is reset, and a client that
+#: sends its whole body before it reads (Python's http.client) would lose the answer.
+LINGER_SECONDS = 5.0
+LINGER_BYTES = 64 * 1024 * 1024
 
 _JSON = [("Content-Type", "application/json")]
 _GRPC_METADATA = [("Grpc-Metadata-Content-Type", "application/grpc")]
@@ -64,12 +69,22 @@ class _ClientGone(Exception):
     """The client closed the connection (or broke the protocol) mid-request."""
 
 
+class _BodyTooLarge(Exception):
+    """The request body passed the gateway's limit; ``prefix`` is what was read of it."""
+
+    def __init__(self, prefix: bytes) -> None:
+        super().__init__("request body too large")
+        self.prefix = prefix
+
+
 class _Connection:
     """An h11 connection over asyncio streams."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        #: The rest of the current request's body will not be read: answer, then close.
+        self.abandoned = False
 
     async def next_event(self, timeout: float) -> Any:
         while True:
@@ -117,9 +132,16 @@ class Gateway:
         except h11.RemoteProtocolError as exc:
             with contextlib.suppress(Exception):
                 if conn.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    conn.abandoned = True
                     await self._text(conn, exc.error_status_hint, f"{exc.error_status_hint} Bad Request\n")
         except (TimeoutError, ConnectionError, _ClientGone, ssl.SSLError, h11.LocalProtocolError):
             pass
+        except Exception as exc:  # a defect here must cost one request, never the member or a traceback
+            log.exception("gateway request failed")
+            with contextlib.suppress(Exception):
+                if conn.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    conn.abandoned = True
+                    await self._error(conn, CallError(grpc.StatusCode.INTERNAL, f"gateway: {type(exc).__name__}"))
 
     # ------------------------------------------------------------------ routing
     async def _request(self, conn: _Connection, request: h11.Request, identity: _Identity) -> None:
@@ -127,7 +149,6 @@ class Gateway:
         method = request.method.decode("latin-1")
         plain = {"/health": self._health, "/version": self._version, "/metrics": self._metrics}.get(path)
         if plain is not None:
-            await self._drain_body(conn)
             if method != "GET":
                 await self._text(conn, 405, "Method Not Allowed\n", [("Allow", "GET")])
                 return
@@ -135,14 +156,12 @@ class Gateway:
             return
         grpc_method = routes.method_for(path)
         if grpc_method is None:
-            await self._drain_body(conn)
             if routes.is_gateway_path(path):
                 await self._text(conn, 404, "Not Found\n")
             else:
                 await self._text(conn, 404, "404 page not found\n")
             return
         if method != "POST":
-            await self._drain_body(conn)
             await self._text(conn, 405, "Method Not Allowed\n")
             return
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers]
@@ -152,13 +171,17 @@ class Gateway:
         handler = await self._methods.resolve(grpc_method, context.invocation_metadata())
         request_type = request_class(grpc_method)
         if handler is None or request_type is None:
-            await self._drain_body(conn)
             await self._error(conn, CallError(grpc.StatusCode.UNIMPLEMENTED, "Method not found!"))
             return
         if handler.stream_stream is not None or handler.stream_unary is not None:
             await self._bidi(conn, handler, request_type, context)
             return
-        body = await self._read_body(conn)
+        try:
+            body = await self._read_body(conn)
+        except _BodyTooLarge as exc:
+            conn.abandoned = True
+            await self._error(conn, self._too_large(exc.prefix))
+            return
         try:
             message = self._parse(request_type, body)
         except CallError as exc:
@@ -191,33 +214,48 @@ class Gateway:
             raise CallError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                             f"grpc: received message larger than max ({size} vs. {self._max_receive})")
 
+    def _too_large(self, prefix: bytes) -> CallError:
+        """The answer to a body past the limit: etcd decodes as it reads, so garbage early in the body gets
+        its syntax error; anything else is refused for its size (etcd would read on without a bound)."""
+        try:
+            next_value(prefix, 0, final=False)
+        except GoJSONError as exc:
+            return CallError(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except NeedMore:
+            pass
+        return CallError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"grpc: received message larger than max (request body over {self._max_body} bytes)")
+
     # ------------------------------------------------------------------ bodies
     async def _read_body(self, conn: _Connection) -> bytes:
+        """The whole request body; raises ``_BodyTooLarge`` once it passes the limit."""
         chunks: list[bytes] = []
         size = 0
         while True:
             event = await conn.next_event(BODY_TIMEOUT)
             if isinstance(event, h11.Data):
                 size += len(event.data)
-                if size > self._max_body:
-                    self._check_size(size)
                 chunks.append(event.data)
+                if size > self._max_body:
+                    raise _BodyTooLarge(b"".join(chunks))
             elif isinstance(event, h11.EndOfMessage):
                 return b"".join(chunks)
             else:
                 raise _ClientGone()
 
-    async def _drain_body(self, conn: _Connection) -> None:
-        """Read and drop a request body nobody wants, so the connection can serve the next request."""
+    async def _drain_body(self, conn: _Connection) -> bool:
+        """Read and drop a request body nobody wants, so the connection can serve the next request. False
+        (and the connection marked abandoned) if the body is too large to be worth reading."""
         size = 0
-        while conn.h11.their_state is h11.SEND_BODY:
+        while conn.h11.their_state is h11.SEND_BODY and not conn.abandoned:
             event = await conn.next_event(BODY_TIMEOUT)
             if isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > self._max_body:
-                    raise _ClientGone()
+                    conn.abandoned = True
             elif not isinstance(event, h11.EndOfMessage):
                 raise _ClientGone()
+        return not conn.abandoned
 
     async def _bidi(self, conn: _Connection, handler: grpc.RpcMethodHandler, request_type: type[Message],
                     context: GatewayContext) -> None:
@@ -279,8 +317,8 @@ class Gateway:
         if not started:
             await conn.send(h11.Response(status_code=200, headers=_JSON))
         await conn.send(h11.EndOfMessage())
-        if conn.h11.their_state is h11.SEND_BODY:
-            await self._drain_body(conn)
+        if conn.h11.their_state is h11.SEND_BODY and not await self._drain_body(conn):
+            raise _ClientGone()
 
     # ------------------------------------------------------------------ plain endpoints
     async def _health(self, conn: _Connection) -> None:
@@ -305,10 +343,15 @@ class Gateway:
         await self._respond(conn, status, headers, text.encode())
 
     async def _respond(self, conn: _Connection, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        """One complete answer. The request's body is read to its end first so that the connection can
+        serve the next request; a body too large for that gets the answer and then the connection closes."""
         if conn.h11.their_state is h11.SEND_BODY:
             await self._drain_body(conn)
-        await conn.send(h11.Response(status_code=status, headers=[*headers, ("Content-Length", str(len(body)))]),
+        close = [("Connection", "close")] if conn.abandoned else []
+        await conn.send(h11.Response(status_code=status, headers=[*headers, *close, ("Content-Length", str(len(body)))]),
                         h11.Data(data=body), h11.EndOfMessage())
+        if conn.abandoned:
+            await _linger(conn)
 
 
 _INCOMPLETE = (-1, -1)
@@ -351,6 +394,18 @@ class _BodyValues:
             else:
                 self.gone.set()
                 raise _ClientGone()
+
+
+async def _linger(conn: _Connection) -> None:
+    """Drop what the client still sends (within ``LINGER_SECONDS`` and ``LINGER_BYTES``) until it closes."""
+    deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
+    dropped = 0
+    with contextlib.suppress(Exception):
+        while (left := deadline - asyncio.get_running_loop().time()) > 0 and dropped < LINGER_BYTES:
+            data = await asyncio.wait_for(conn.reader.read(READ_BYTES), left)
+            if not data:
+                return
+            dropped += len(data)
 
 
 async def _client_gone(conn: _Connection, values: _BodyValues | None) -> None:
@@ -414,7 +469,7 @@ class _Identity:
         tls: ssl.SSLObject | None = writer.get_extra_info("ssl_object")
         if tls is None:
             return cls({}, peer, host)
-        certificate = tls.getpeercert() or {}
+        certificate: Any = tls.getpeercert() or {}
         names = [value.encode() for rdn in certificate.get("subject", ()) for key, value in rdn if key == "commonName"]
         auth = {"transport_security_type": [b"ssl"], "x509_common_name": names[:1],
                 "x509_subject_alternative_name": [v.encode() for _k, v in certificate.get("subjectAltName", ())]}

@@ -92,7 +92,7 @@ class _String(str):
 
 
 def _parse_string(text: str, end: int, strict: bool = True) -> tuple[str, int]:
-    value, after = json.decoder.scanstring(text, end, strict)
+    value, after = json.decoder.scanstring(text, end, strict)  # type: ignore[attr-defined]
     string = _String(value)
     string.raw = text[end : after - 1]
     return string, after
@@ -101,7 +101,8 @@ def _parse_string(text: str, end: int, strict: bool = True) -> tuple[str, int]:
 def _decoder() -> json.JSONDecoder:
     decoder = json.JSONDecoder(parse_int=_Number, parse_float=_Number, parse_constant=_Number, strict=False)
     decoder.parse_string = _parse_string  # type: ignore[attr-defined]
-    decoder.scan_once = json.scanner.py_make_scanner(decoder)  # the pure-Python scanner honours parse_string
+    # the pure-Python scanner honours parse_string
+    decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
     return decoder
 
 
