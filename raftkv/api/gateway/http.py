@@ -192,7 +192,10 @@ class Gateway:
             await self._stream_out(conn, call_streaming(handler, message, context))
             return
         try:
-            response = await call_unary(handler, message, context)
+            if grpc_method in routes.WAITING_METHODS:
+                response = await _unless_client_leaves(conn, call_unary(handler, message, context))
+            else:
+                response = await call_unary(handler, message, context)
         except CallError as exc:
             await self._error(conn, exc)
             return
@@ -426,6 +429,23 @@ async def _client_gone(conn: _Connection, values: _BodyValues | None) -> None:
         if not data:
             return
         conn.h11.receive_data(data)  # a pipelined next request: kept for after this one
+
+
+async def _unless_client_leaves(conn: _Connection, call: Awaitable[Message]) -> Message:
+    """``call``'s answer; the call is cancelled if the client closes the connection first (as a gRPC call
+    is when its client goes), so that a lock nobody waits for any more is not taken."""
+    task = asyncio.ensure_future(call)
+    watcher = asyncio.ensure_future(_client_gone(conn, None))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise _ClientGone()
+    return task.result()
 
 
 async def _until(messages: AsyncIterator[Message], stop: asyncio.Future[None]) -> AsyncIterator[Message]:

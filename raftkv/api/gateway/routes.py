@@ -63,6 +63,11 @@ METHODS: dict[str, str] = {
 }
 
 
+#: Unary methods that may wait without bound (for a lock, for leadership): the gateway cancels them when
+#: their HTTP client goes away. Every other unary call ends within the server's request timeout.
+WAITING_METHODS = frozenset({"/v3lockpb.Lock/Lock", "/v3electionpb.Election/Campaign"})
+
+
 def method_for(path: str) -> str | None:
     """The gRPC method a gateway path calls, or None if the path is not the gateway's."""
     for prefix in PREFIXES:
