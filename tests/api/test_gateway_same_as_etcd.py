@@ -349,3 +349,34 @@ def test_gateway_off_serves_grpc_alone(tmp_path: Path) -> None:
         with pytest.raises((http.client.HTTPException, ConnectionError, ssl.SSLError)):
             Http(cluster)("/health", method="GET")
         poll(lambda: cluster.is_running("n1") or None, 5, "the member to stay up")
+
+
+def lock_session(cluster: LocalCluster) -> list[Any]:
+    """A lock and an election through the gateway; a second locker that gives up while waiting (its HTTP
+    connection closes) leaves no waiter key behind, as a cancelled gRPC call leaves none."""
+    call = Http(cluster)
+    lease = json.loads(call("/v3/lease/grant", '{"TTL": 30}')[2])["ID"]
+    other = json.loads(call("/v3/lease/grant", '{"TTL": 30}')[2])["ID"]
+    answers = [call("/v3/lock/lock", json.dumps({"name": b64("/locks/job"), "lease": lease}))[:2]]
+    answers.append(call("/v3/election/campaign", json.dumps({"name": b64("/elect/job"), "lease": lease,
+                                                             "value": b64("me")}))[:2])
+    leader = json.loads(call("/v3/election/leader", json.dumps({"name": b64("/elect/job")}))[2])["kv"]
+    assert base64.b64decode(leader["key"]).startswith(b"/elect/job/") and leader["lease"] == lease
+    answers.append(leader["value"])
+    waiter = Http(cluster, cluster.names[1]).connection(timeout=2)
+    try:
+        waiter.request("POST", "/v3/lock/lock", body=json.dumps({"name": b64("/locks/job"), "lease": other}).encode())
+        with pytest.raises(TimeoutError):
+            waiter.getresponse()  # held by the first locker
+    finally:
+        waiter.close()
+    holders = json.dumps({"key": b64("/locks/job/"), "range_end": b64("/locks/job0"), "count_only": True})
+    poll(lambda: json.loads(call("/v3/kv/range", holders)[2]).get("count") == "1" or None, 20,
+         "the abandoned waiter's key to go")
+    for id_ in (lease, other):
+        call("/v3/lease/revoke", json.dumps({"ID": id_}))
+    return answers
+
+
+def test_lock_and_election_alike(clusters: dict[str, LocalCluster]) -> None:
+    assert lock_session(clusters["raftkv"]) == lock_session(clusters["etcd"])
