@@ -76,6 +76,14 @@ class Context:
                                      key=self.args.key_file, insecure=self.args.insecure,
                                      dial_timeout=self.args.dial_timeout)
 
+    def lacks_client_certificate(self) -> bool:
+        """Whether this is a TLS connection without a client certificate (what a mutual-TLS member refuses)."""
+        try:
+            config = self.config()
+        except ValueError:
+            return False
+        return config.cert is None and any(config.uses_tls(e) for e in config.endpoints)
+
     @property
     def client(self) -> Client:
         if self._client is None:

@@ -6,6 +6,7 @@ Errors are one line, ``Error: <what happened and what to do>``, with a non-zero 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -36,8 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def explain(exc: BaseException) -> str:
+def explain(exc: BaseException, ctx: Context | None = None) -> str:
     """One line: what happened, and what to do about it."""
+    if isinstance(exc, (ClientTimeout, Unavailable)) and ctx is not None and ctx.lacks_client_certificate():
+        return (f"{exc} (no client certificate was given, and members serving mutual TLS refuse a client "
+                "without one: pass --cert and --key, or set KVCTL_CERT and KVCTL_KEY; `kvctl cluster env` prints "
+                "them for a local cluster)")
     if isinstance(exc, ClientTimeout):
         return f"{exc} (is the cluster up and reachable? try `kvctl endpoint health`, or raise --command-timeout)"
     if isinstance(exc, Unavailable):
@@ -47,6 +52,8 @@ def explain(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # gRPC's core logs each failed TLS handshake to stderr; kvctl's one-line error says it (and why) instead.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `kvctl watch k | head` ends quietly
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -57,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (CommandError, ClientError, ConfigError, TLSConfigError, ValueError, OSError) as exc:
         sys.stdout.flush()
-        print(f"Error: {explain(exc)}", file=sys.stderr)
+        print(f"Error: {explain(exc, ctx)}", file=sys.stderr)
         return 1
     except grpc.RpcError as exc:  # a call outside the typed client (e.g. a stream) failed
         print(f"Error: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]

@@ -97,6 +97,16 @@ def test_errors_are_one_line_and_fail(kvctl: Run, args: tuple[str, ...]) -> None
     assert "Traceback" not in result.stderr
 
 
+def test_no_client_certificate_is_one_line_that_says_so(env: dict[str, str]) -> None:
+    """The members refuse the handshake (mutual TLS); kvctl says what is missing, without gRPC's own logs."""
+    without = {k: v for k, v in env.items() if k not in ("KVCTL_CERT", "KVCTL_KEY")}
+    result = subprocess.run(kvctl_command("--dial-timeout", "500ms", "--command-timeout", "2s", "get", "k"),
+                            capture_output=True, text=True, env=without, cwd=REPO, timeout=60)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("Error: ") and "no client certificate was given" in result.stderr, result.stderr
+    assert "--cert and --key" in result.stderr
+
+
 def test_bench_reports_throughput_and_latency(kvctl: Run) -> None:
     report = json.loads(ok(kvctl("bench", "put", "--clients", "4", "--duration", "1s", "--keys", "20", "-w", "json")))
     assert report["requests"] > 0 and report["errors"] == 0
