@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +16,11 @@ import grpc
 import grpc.aio
 import pytest
 
+from raftkv import errors
 from raftkv.localcluster import LocalCluster
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
+
+from .conftest import wait_for
 
 QUOTA = 16 << 20
 KINDS = ("etcd", "raftkv")
@@ -122,47 +126,88 @@ def _mount_tmpfs(path: Path, size: int) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small filesystem needs root")
+@pytest.mark.parametrize("role", ["follower", "leader"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_full_follower_disk_is_reported_as_no_space_and_loses_nothing(kind: str, tmp_path: Path) -> None:
-    """n3 keeps its data on a filesystem far smaller than what is written: it stops saying why, and the
-    other two keep every acknowledged write. etcd preallocates 64 MiB WAL files, so its filesystem is larger."""
+def test_a_full_disk_is_reported_as_no_space_and_loses_nothing(kind: str, role: str, tmp_path: Path) -> None:
+    """n3 keeps its data on a filesystem far smaller than what is written: it stops saying why, the other
+    two (electing a new leader when n3 led) keep every acknowledged write and go on serving, and a write that
+    failed meanwhile was answered with one of etcd's errors. etcd preallocates 64 MiB WAL files, so its
+    filesystem is larger."""
     needs(kind)
     base = tmp_path / kind
     data = base / "n3" / "data"
     _mount_tmpfs(data, (160 if kind == "etcd" else 32) << 20)
     try:
         with start(base, kind, 3) as cluster:
-            acked = asyncio.run(_write_until_stopped(cluster, "n3"))
+            _lead(cluster, "n3" if role == "leader" else "n1")
+            acked, refused = asyncio.run(_write_until_stopped(cluster, "n3"))
             log = cluster.log_path("n3").read_text(errors="replace")
             said = [line for line in log.splitlines() if "no space left on device" in line][-1:]
-            print(f"\n{kind}: n3 stopped after {len(acked)} acknowledged writes of 256 KiB; it said: {said}")
+            print(f"\n{kind}: the {role} n3 stopped after {len(acked)} acknowledged writes of 256 KiB; it said: "
+                  f"{said}; writes that failed meanwhile: {dict(refused)}")
             assert said, log[-2000:]
             assert "Input/output error" not in log
             assert sorted(cluster.running()) == ["n1", "n2"]
+            # A write in flight when n3 stopped has an unknown outcome; its client is told so in etcd's words.
+            assert all(text.split(": ", 1)[1] in errors.BY_MESSAGE for text in refused), refused
             lost = asyncio.run(_missing(cluster, acked))
             assert not lost, f"{len(lost)} acknowledged writes lost"
+            assert cluster.wait_ready(timeout=30) in ("n1", "n2")
+            asyncio.run(_put_through_each(cluster, ["n1", "n2"]))  # the two carry on as a cluster
     finally:
         subprocess.run(["umount", "-l", str(data)], check=False)
 
 
-async def _write_until_stopped(cluster: LocalCluster, victim: str) -> list[bytes]:
-    """256 KiB puts through the other members until ``victim`` has stopped (writes refused meanwhile, while
-    the cluster notices, are not acknowledged and not counted)."""
+def _lead(cluster: LocalCluster, name: str) -> None:
+    """Hand the leadership to ``name`` (MoveLeader, answered by the leader)."""
+    target = cluster.member_id(name)
+    for _ in range(3):
+        leader = cluster.wait_ready(timeout=30)
+        if leader == name:
+            return
+        url = cluster.client_url(leader)
+        with cluster.client_config([url]).channel(url) as channel:
+            try:
+                rpc_pb2_grpc.MaintenanceStub(channel).MoveLeader(
+                    rpc_pb2.MoveLeaderRequest(targetID=target), timeout=20)
+            except grpc.RpcError:
+                continue  # the leadership moved meanwhile: ask the new leader
+        try:
+            wait_for(lambda: cluster.leader_name() == name, 10, f"{name} to lead")
+            return
+        except AssertionError:
+            continue
+    raise AssertionError(f"{name} did not become the leader")
+
+
+async def _write_until_stopped(cluster: LocalCluster, victim: str) -> tuple[list[bytes], Counter[str]]:
+    """256 KiB puts through the other members until ``victim`` has stopped. Writes refused meanwhile, while
+    the cluster notices, are not acknowledged: they are counted by what the client was told."""
     urls = [cluster.client_url(n) for n in cluster.names if n != victim]
     value = os.urandom(256 << 10)
     acked: list[bytes] = []
+    refused: Counter[str] = Counter()
     async with cluster.client_config(urls).aio_channel(urls[0]) as channel:
         kv = rpc_pb2_grpc.KVStub(channel)
         for i in range(2000):
             if i % 8 == 0 and not cluster.is_running(victim):
-                return acked
+                return acked, refused
             key = b"/fill/%06d" % i
             try:
                 await kv.Put(rpc_pb2.PutRequest(key=key, value=value), timeout=20)
-            except grpc.aio.AioRpcError:
+            except grpc.aio.AioRpcError as exc:
+                refused[f"{exc.code().name}: {exc.details()}"] += 1
                 continue
             acked.append(key)
     raise AssertionError(f"{victim} still runs after {len(acked)} writes of 256 KiB")
+
+
+async def _put_through_each(cluster: LocalCluster, names: list[str]) -> None:
+    for name in names:
+        url = cluster.client_url(name)
+        async with cluster.client_config([url]).aio_channel(url) as channel:
+            await rpc_pb2_grpc.KVStub(channel).Put(rpc_pb2.PutRequest(key=b"/after/" + name.encode(), value=b"ok"),
+                                                   timeout=20)
 
 
 async def _missing(cluster: LocalCluster, keys: list[bytes]) -> list[bytes]:
