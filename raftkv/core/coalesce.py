@@ -13,8 +13,9 @@ keeps the replication protocol exactly as it was while halving that traffic:
   index), so dropping the earlier answer is the same as the network losing it — which Raft tolerates —
   and the later one leaves the leader in the state both would have.
 
-Only messages with nothing else to the same peer queued between them are folded, so each peer still sees
-its messages in the order the core produced them. Rejections are never folded: each carries a hint.
+Only messages with nothing else to the same peer queued between them, and from the same sender, are folded,
+so each peer still sees its messages in the order the core produced them. Rejections are never folded: each
+carries a hint.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ def coalesce(messages: list[Message], max_entries: int, max_bytes: int) -> list[
 
 def _fold(first: Message, second: Message, max_entries: int, max_bytes: int) -> Message | None:
     """One message saying what ``first`` then ``second`` say to the same peer, or None if there is none."""
-    assert first.sender == second.sender, "one Ready's messages all come from its own node"
-    if first.type != second.type or first.term != second.term:
+    # Not every message of a Ready is the node's own: a follower passes a proposal or ReadIndex another node
+    # sent it on to its leader as it came (``Raft._step_follower``). Only a node's own messages are folded.
+    if first.sender != second.sender or first.type != second.type or first.term != second.term:
         return None
     if first.type == MT.APP:
         return _fold_appends(first, second, max_entries, max_bytes)

@@ -67,3 +67,19 @@ def test_rejections_and_other_peers_are_left_alone() -> None:
     assert coalesce([a, b, c], 10, 1 << 20) == [Message(MT.APP, to=2, sender=1, term=2, index=3, log_term=1,
                                                         commit=4), b]
     assert coalesce([a, heartbeat, c], 10, 1 << 20) == [a, heartbeat, c]
+
+
+def test_a_request_a_follower_forwards_for_another_node_keeps_its_sender_and_is_not_folded() -> None:
+    """A follower passes a ReadIndex that another node sent it (thinking it led) on to its leader as it came;
+    in the same Ready as the follower's own answer to that leader, it is sent unfolded (this stopped a member
+    with an assertion in a five-member fault run)."""
+    rn = node(2)
+    rn.step(Message(MT.HEARTBEAT, to=2, sender=1, term=2, commit=BOOT))
+    drain(rn)
+    rn.step(Message(MT.READ_INDEX, to=2, sender=3, context=b"read"))
+    rn.step(Message(MT.APP, to=2, sender=1, term=2, index=BOOT, log_term=1, commit=BOOT))
+    sent = drain(rn)
+    assert [(m.type, m.sender, m.to) for m in sent] == [(MT.READ_INDEX, 3, 1), (MT.APP_RESP, 2, 1)]
+    forwarded = Message(MT.READ_INDEX, to=1, sender=3, context=b"read")
+    answer = Message(MT.APP_RESP, to=1, sender=2, term=2, index=BOOT)
+    assert coalesce([forwarded, answer, answer], 10, 1 << 20) == [forwarded, answer]
