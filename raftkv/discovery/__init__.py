@@ -45,7 +45,8 @@ def register(service: str, addr: str, *, instance_id: str | None = None, metadat
 
 def channel(service: str, *, policy: str = "p2c", client: Any = None, namespace: str = DEFAULT_NAMESPACE,
             credentials: Any = None, options: Any = (), health_check: bool = True, health_service: str = "",
-            timeout: float | None = None, wait: float | None = 5.0, **balancing: Any) -> BalancedChannel:
+            timeout: float | None = None, wait: float | None = 5.0, on_attempt: Any = None,
+            **balancing: Any) -> BalancedChannel:
     """A ``grpc.Channel`` over every instance of ``service``, balanced per call (see the README).
 
     ``policy``: ``p2c`` (default; peak-EWMA power of two choices), ``round_robin`` or ``ring_hash``
@@ -54,7 +55,8 @@ def channel(service: str, *, policy: str = "p2c", client: Any = None, namespace:
     credentials). ``idempotent``: True, method or service names, or a predicate: such calls are retried
     elsewhere after an ambiguous failure and may be hedged (``hedge_delay``). ``timeout``: the default
     deadline of a call without one. Also: ``retry_codes``, ``max_attempts``, ``retry_budget``, ``outlier``
-    (an ``OutlierConfig``), ``panic_threshold``, ``tau``, ``error_penalty``.
+    (an ``OutlierConfig``), ``panic_threshold``, ``tau``, ``error_penalty``. ``on_attempt(instance_id,
+    started, code)`` is told of every attempt as it ends (for tools that must know where calls went).
     The channel owns its resolver; ``wait`` bounds the first listing."""
     config, rest = split({"policy": policy, **balancing})
     if rest:
@@ -63,7 +65,7 @@ def channel(service: str, *, policy: str = "p2c", client: Any = None, namespace:
     try:
         return BalancedChannel(resolver, config.pool(), config.rules(), credentials=credentials, options=options,
                                health_check=health_check, health_service=health_service,
-                               retry_budget=config.budget(), default_timeout=timeout)
+                               retry_budget=config.budget(), default_timeout=timeout, on_attempt=on_attempt)
     except BaseException:
         resolver.stop()
         raise

@@ -32,6 +32,7 @@ from raftkv.discovery import record
 from raftkv.discovery.budget import RetryBudget
 from raftkv.discovery.calls import CallRules, Metadata, NoInstance
 from raftkv.discovery.endpoint import Endpoint, Health
+from raftkv.discovery.futures import BalancedFuture, ThreadFuture
 from raftkv.discovery.pool import Outcome, Pool, outcome_of
 from raftkv.discovery.resolver import Resolver
 from raftkv.discovery.view import Change
@@ -40,6 +41,8 @@ log = logging.getLogger("raftkv.discovery")
 
 #: Channel arguments every per-instance channel gets: its own subchannel pool (one connection per instance).
 INSTANCE_OPTIONS = (("grpc.use_local_subchannel_pool", 1),)
+#: ``on_attempt(instance_id, started, code)``: called as each attempt ends (``started`` is monotonic time).
+AttemptObserver = Callable[[str, float, grpc.StatusCode], None]
 HEALTH_BACKOFF = (0.05, 1.0)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -127,31 +130,74 @@ class _UnaryUnary(_Method, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
     def future(self, request: Any, timeout: float | None = None, metadata: Metadata = None,
                credentials: grpc.CallCredentials | None = None, wait_for_ready: bool | None = None,
                compression: grpc.Compression | None = None) -> grpc.Future:
-        # The retry loop runs on a worker thread: balanced calls need it, a plain future is one attempt.
-        return _Future(self._owner._executor().submit(
-            self._invoke, request, timeout, metadata, credentials, wait_for_ready, compression, False))
+        owner = self._owner
+        if owner.rules.hedge_delay is not None and self._idempotent:  # waits on several attempts: a thread
+            return ThreadFuture(owner._executor().submit(
+                self._invoke, request, timeout, metadata, credentials, wait_for_ready, compression, False))
+        now = time.monotonic()
+        if timeout is None:
+            timeout = owner.default_timeout
+        key = owner.rules.key(request, metadata) if owner._keyed else None
+        given = {"metadata": metadata, "credentials": credentials, "wait_for_ready": wait_for_ready,
+                 "compression": compression}
+        return BalancedFuture(self, request, None if timeout is None else now + timeout, key,
+                              {k: v for k, v in given.items() if v is not None}).start(now)
+
+    # ------------------------------------------------ one attempt: the rules shared by every way to call
+
+    def begin_attempt(self, now: float, key: bytes | None, tried: list[str]) -> Endpoint | None:
+        """Pick the instance for the next attempt (not one in ``tried``) and count it in flight; the first
+        attempt of a call also counts the call for the retry budget."""
+        owner = self._owner
+        with owner._lock:
+            if not tried:
+                owner._budget.deposit(now)
+            endpoint = owner._pool.pick(now, key, tried)
+            if endpoint is not None:
+                owner._pool.begin(endpoint)
+        return endpoint
+
+    def end_attempt(self, endpoint: Endpoint, started: float, error: grpc.RpcError | None, attempts: int,
+                    deadline: float | None) -> tuple[float, bool]:
+        """Account an attempt's outcome; returns (now, whether to try again elsewhere)."""
+        owner = self._owner
+        end = time.monotonic()
+        if error is None:
+            with owner._lock:
+                owner._pool.end(endpoint, started, Outcome.OK, end)
+            retry = False
+        else:
+            outcome = outcome_of(error)
+            with owner._lock:
+                owner._pool.end(endpoint, started, outcome, end)
+                retry = owner.rules.may_retry(error, outcome, self._idempotent, attempts, len(owner._pool.endpoints),
+                                              deadline, end, owner._budget)
+        if owner.on_attempt is not None:
+            owner.on_attempt(endpoint.id, started, grpc.StatusCode.OK if error is None else error.code())
+        return end, retry
+
+    def abandon_attempt(self, endpoint: Endpoint, started: float) -> None:
+        with self._owner._lock:
+            self._owner._pool.end(endpoint, started, Outcome.ABANDONED, time.monotonic())
+
+    def no_instance(self) -> grpc.RpcError:
+        return self._owner._no_instance()
 
     def _invoke(self, request: Any, timeout: float | None, metadata: Metadata, credentials: Any,
                 wait_for_ready: bool | None, compression: Any, with_call: bool) -> Any:
         owner = self._owner
-        rules, pool, lock = owner.rules, owner._pool, owner._lock
         now = time.monotonic()
         if timeout is None:
             timeout = owner.default_timeout
         deadline = None if timeout is None else now + timeout
-        key = rules.key(request, metadata) if owner._keyed else None
-        if rules.hedge_delay is not None and self._idempotent:
+        key = owner.rules.key(request, metadata) if owner._keyed else None
+        if owner.rules.hedge_delay is not None and self._idempotent:
             return owner._hedged(self, request, deadline, key, metadata, credentials, wait_for_ready,
                                  compression, with_call)
         tried: list[str] = []
         error: grpc.RpcError | None = None
         while True:
-            with lock:
-                if not tried:
-                    owner._budget.deposit(now)
-                endpoint = pool.pick(now, key, tried)
-                if endpoint is not None:
-                    pool.begin(endpoint)
+            endpoint = self.begin_attempt(now, key, tried)
             if endpoint is None:
                 raise error or owner._no_instance()
             call = self._callable(endpoint)
@@ -165,20 +211,13 @@ class _UnaryUnary(_Method, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
                     result = call(request, timeout=remaining, metadata=metadata, credentials=credentials,
                                   wait_for_ready=wait_for_ready, compression=compression)
             except grpc.RpcError as exc:
-                end = time.monotonic()
-                outcome = outcome_of(exc)
-                with lock:
-                    pool.end(endpoint, now, outcome, end)
-                    retry = rules.may_retry(exc, outcome, self._idempotent, len(tried) + 1,
-                                            len(pool.endpoints), deadline, end, owner._budget)
+                end, retry = self.end_attempt(endpoint, now, exc, len(tried) + 1, deadline)
                 if not retry:
                     raise
                 tried.append(endpoint.id)
                 error, now = exc, end
                 continue
-            end = time.monotonic()
-            with lock:
-                pool.end(endpoint, now, Outcome.OK, end)
+            self.end_attempt(endpoint, now, None, len(tried) + 1, deadline)
             return result
 
 
@@ -202,6 +241,8 @@ class _StreamMethod(_Method):
             outcome = outcome_of(None if code == grpc.StatusCode.OK else done)
             with owner._lock:
                 owner._pool.end(endpoint, now, outcome, time.monotonic())
+            if owner.on_attempt is not None:
+                owner.on_attempt(endpoint.id, now, code)
 
         if not call.add_callback(lambda: finished(call)):
             finished(call)  # already over
@@ -254,41 +295,11 @@ class _StreamUnary(_StreamMethod, grpc.StreamUnaryMultiCallable):  # type: ignor
             error = done.exception()
             with owner._lock:
                 owner._pool.end(endpoint, now, outcome_of(error), time.monotonic())
+            if owner.on_attempt is not None:
+                owner.on_attempt(endpoint.id, now, grpc.StatusCode.OK if error is None else error.code())
 
         call.add_done_callback(finished)
         return call
-
-
-class _Future(grpc.Future):  # type: ignore[misc]
-    """A ``grpc.Future`` over a ``concurrent.futures.Future`` of a balanced unary call."""
-
-    def __init__(self, inner: futures.Future[Any]) -> None:
-        self._inner = inner
-
-    def cancel(self) -> bool:
-        return self._inner.cancel()
-
-    def cancelled(self) -> bool:
-        return self._inner.cancelled()
-
-    def running(self) -> bool:
-        return self._inner.running()
-
-    def done(self) -> bool:
-        return self._inner.done()
-
-    def result(self, timeout: float | None = None) -> Any:
-        return self._inner.result(timeout)
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        return self._inner.exception(timeout)
-
-    def traceback(self, timeout: float | None = None) -> Any:
-        error = self._inner.exception(timeout)
-        return None if error is None else error.__traceback__
-
-    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
-        self._inner.add_done_callback(lambda _: fn(self))
 
 
 class BalancedChannel(grpc.Channel):  # type: ignore[misc]
@@ -298,8 +309,10 @@ class BalancedChannel(grpc.Channel):  # type: ignore[misc]
                  credentials: grpc.ChannelCredentials | None = None,
                  options: Sequence[tuple[str, Any]] = (), health_check: bool = True, health_service: str = "",
                  retry_budget: RetryBudget | None = None, default_timeout: float | None = None,
-                 owns_resolver: bool = True) -> None:
+                 owns_resolver: bool = True, on_attempt: AttemptObserver | None = None) -> None:
         self.resolver, self.rules = resolver, rules
+        #: Told of every attempt when it ends: (instance id, monotonic start, status code).
+        self.on_attempt = on_attempt
         self.service = resolver.service
         self.health_check, self.health_service = health_check, health_service
         self.default_timeout = default_timeout
@@ -432,6 +445,8 @@ class BalancedChannel(grpc.Channel):  # type: ignore[misc]
                 exc = future.exception()
                 with lock:
                     pool.end(endpoint, started, outcome_of(exc), now)
+                if self.on_attempt is not None:
+                    self.on_attempt(endpoint.id, started, grpc.StatusCode.OK if exc is None else exc.code())
                 if exc is None:
                     for other, other_future, other_started in running:
                         other_future.cancel()

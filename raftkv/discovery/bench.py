@@ -1,8 +1,9 @@
 """CPU per call of the balanced channel against a plain grpc channel, in one run:
-``python -m raftkv.discovery.bench [--calls N] [--policy p2c]``.
+``python -m raftkv.discovery.bench [--calls N] [--policy p2c] [--mode blocking|future]``.
 
 Starts a raftkv cluster and three demo instances (subprocesses, so their CPU is not counted), registers
-them, then makes the same sequential unary calls, round after round so that machine load hits all alike,
+them, then makes the same unary calls (sequential blocking calls, or ``future()`` calls with callbacks,
+as the chaos load generator makes them), round after round so that machine load hits all alike,
 through: a plain ``grpc.insecure_channel`` to one instance; a plain channel with grpc's own ``round_robin``
 over the three (``ipv4:a,b,c``); ``discovery.channel`` over one registered instance; and over all three.
 Prints client CPU microseconds per call (user + system of this process) and two like-for-like ratios: one
@@ -19,8 +20,10 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -30,6 +33,7 @@ from raftkv.testing import running_cluster
 
 
 def cpu_per_call(call: Callable[[bytes], object], calls: int) -> float:
+    """Sequential blocking calls."""
     payload = b"x" * 100
     for _ in range(50):
         call(payload)
@@ -39,11 +43,40 @@ def cpu_per_call(call: Callable[[bytes], object], calls: int) -> float:
     return (time.process_time() - start) / calls * 1e6
 
 
+def cpu_per_future(start_call: Callable[[bytes], Any], calls: int, window: int = 8) -> float:
+    """``future()`` calls finished by completion callbacks, ``window`` in flight: the chaos load generator's
+    way of calling (its open loop at a fixed rate has a few calls in flight too)."""
+
+    def batch(count: int) -> None:
+        slots = threading.Semaphore(window)
+        finished = threading.Semaphore(0)
+
+        def done(future: Any) -> None:
+            future.result()
+            slots.release()
+            finished.release()
+
+        for _ in range(count):
+            slots.acquire()
+            start_call(payload).add_done_callback(done)
+        for _ in range(count):
+            finished.acquire()
+
+    payload = b"x" * 100
+    batch(50)
+    start = time.process_time()
+    batch(calls)
+    return (time.process_time() - start) / calls * 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m raftkv.discovery.bench", description=__doc__.split("\n")[0])
     p.add_argument("--calls", type=int, default=3000)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--policy", default="p2c")
+    p.add_argument("--mode", choices=("blocking", "future"), default="blocking",
+                   help="sequential blocking calls, or future() calls with callbacks, 8 in flight "
+                        "(the chaos load generator's way; default blocking)")
     args = p.parse_args(argv)
     with running_cluster() as cluster:
         env = {**os.environ, **cluster.env()}
@@ -69,9 +102,13 @@ def main(argv: list[str] | None = None) -> int:
                 samples: dict[str, list[float]] = {name: [] for name in targets}
                 for _ in range(args.rounds):
                     for name, call in calls.items():
-                        samples[name].append(cpu_per_call(lambda b, c=call: c(b, timeout=5), args.calls))
+                        if args.mode == "future":
+                            samples[name].append(cpu_per_future(lambda b, c=call: c.future(b, timeout=5),
+                                                                args.calls))
+                        else:
+                            samples[name].append(cpu_per_call(lambda b, c=call: c(b, timeout=5), args.calls))
             med = {name: statistics.median(values) for name, values in samples.items()}
-            print(f"client CPU per unary call (median of {args.rounds} rounds of {args.calls} calls, load average "
+            print(f"client CPU per unary call, {args.mode} (median of {args.rounds} rounds of {args.calls} calls, load average "
                   f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
             for name, value in med.items():
                 print(f"  {name:<42} {value:8.1f} us")

@@ -43,8 +43,13 @@ class PeakEwma:
         self.stamp = now
 
     def get(self, now: float) -> float:
-        self.observe(0.0, now)
-        return self.cost
+        """The cost now: ``observe(0.0, now)``, as Finagle's ``get`` is, minus the work when there is no cost."""
+        cost = self.cost
+        if cost:
+            cost *= math.exp(-max(now - self.stamp, 0.0) / self.tau)
+            self.cost = cost
+        self.stamp = now
+        return cost
 
 
 class Endpoint:

@@ -13,7 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from raftkv.discovery import demo
+from raftkv.client import Client
+from raftkv.discovery import demo, register
 from raftkv.testing import ClusterHandle
 from tests.client.conftest import client, cluster  # noqa: F401 - one cluster per package, as there
 
@@ -84,3 +85,13 @@ def instances(cluster: ClusterHandle) -> Iterator[Instances]:
     made = Instances({**env, **cluster.env()})
     yield made
     made.close()
+
+
+@pytest.fixture
+def three(client: Client, service: str, instances: Instances) -> Iterator[list[str]]:
+    """Three in-process instances i0..i2 of ``service``, registered; their addresses."""
+    addrs = [instances.local(f"i{n}")[1] for n in range(3)]
+    regs = [register(service, a, instance_id=f"i{n}", client=client) for n, a in enumerate(addrs)]
+    yield addrs
+    for reg in regs:
+        reg.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -21,15 +20,6 @@ from tests.discovery.conftest import Instances, eventually
 def names(ch: grpc.Channel, count: int, **kwargs: object) -> Counter[str]:
     echo = ch.unary_unary(ECHO)
     return Counter(echo(b"x", timeout=5, **kwargs).split(b":")[0].decode() for _ in range(count))  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def three(client: Client, service: str, instances: Instances) -> Iterator[list[str]]:
-    addrs = [instances.local(f"i{n}")[1] for n in range(3)]
-    regs = [register(service, a, instance_id=f"i{n}", client=client) for n, a in enumerate(addrs)]
-    yield addrs
-    for reg in regs:
-        reg.stop()
 
 
 def test_round_robin_over_registered_instances_with_stubs_generic_calls_and_streams(
