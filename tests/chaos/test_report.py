@@ -59,7 +59,7 @@ def test_sidecar_removal_and_floors() -> None:
     floors = report.floors(result)
     assert floors["dead sidecar's key gone within TTL + 1 s"]["met"] is True
     assert floors["success_rate >= 99.9% and >= haproxy, nginx"]["met"] is True
-    assert floors["balanced channel CPU per call <= 1.15x plain"]["met"] is False
+    assert floors["balanced channel CPU per call <= 1.15x plain round_robin"]["met"] is False
     assert floors["killed / NOT_SERVING instance: no call 1 s after"]["met"] is None  # no such fault here
     result["floors"] = floors
     page = html.render(result)
@@ -73,3 +73,13 @@ def test_bounded_load_hashing_across_a_join() -> None:
     assert run["max_load_over_mean"] <= 1 + run["epsilon"]
     assert run["kept_of_keys_not_taken_by_newcomer"] >= hashing.MIN_KEPT and run["met"]
     assert 0.2 <= run["newcomer_share"] <= 0.25 * (1 + run["epsilon"])
+
+
+def test_calibration_ratio_is_like_for_like() -> None:
+    def cpu(us: float) -> dict:
+        return {"calls": [(0.0, 1.0, "OK", "i0")] * 100, "cpu_s": us * 100 / 1e6}
+
+    out = report.calibration({"plain": cpu(200.0), "round_robin": cpu(250.0), "balanced": cpu(275.0)})
+    assert out["cpu_ratio"] == 1.1  # against grpc's round_robin over the same instances
+    assert out["cpu_ratio_vs_one_instance"] == 1.375
+    assert report.calibration({"plain": cpu(200.0), "round_robin": None, "balanced": cpu(275.0)})["cpu_ratio"] is None

@@ -126,7 +126,9 @@ def render(result: Mapping[str, Any]) -> str:
                     for n, c in calibration.items() if isinstance(c, dict)]
         parts += ["<h2>CPU per call, calm load</h2>",
                   _table(cal_rows, ["client", "calls", "success rate", "CPU µs/call", "p50 ms"]),
-                  f"<p>balanced / plain = {_e(_fmt(calibration.get('cpu_ratio')))}</p>"]
+                  f"<p>balanced / plain round_robin over the same instances = "
+                  f"{_e(_fmt(calibration.get('cpu_ratio')))}; balanced / plain channel to one instance = "
+                  f"{_e(_fmt(calibration.get('cpu_ratio_vs_one_instance')))}</p>"]
     runs = (result.get("hashing") or {}).get("runs") or []
     if runs:
         parts += ["<h2>Bounded-load hashing across a join</h2>",

@@ -7,10 +7,14 @@ figures differ by the path the call takes, not by the client that sends it:
 
 - ``raftkv``: ``raftkv.discovery.channel("demo")``, balanced in this process from raftkv's registry;
 - ``xds``: ``grpc.insecure_channel("xds:///demo")``, grpcio's xDS client fed by ``kvctl xds serve``;
-- ``direct``: a plain channel to one address (HAProxy, Nginx, or one instance for the CPU baseline).
+- ``direct``: a plain channel to one address (HAProxy, Nginx, or one instance for the CPU baseline);
+- ``round_robin``: a plain channel with grpc's own ``round_robin`` over the same instances (the like-for-like
+  CPU baseline of balancing: three connections cost more per call than one, for any balancer).
 
 Each call is recorded as (start offset s, latency ms, status, instance): the instance is read from the
-answer (``<name>:...``) or from the error text (a failing demo instance names itself), else "".
+answer (``<name>:...``) or from the error text (a failing demo instance names itself), else "". The
+balanced channel also tells every attempt (``on_attempt``): where each went and when it started, so the
+time from a kill to the last attempt at the dead instance is exact.
 The process CPU time over the run gives the client's CPU per call. Results go to ``--out`` as JSON.
 """
 
@@ -38,16 +42,21 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def open_channel(kind: str, address: str, service: str) -> Any:
+ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def open_channel(kind: str, address: str, service: str, recorder: Recorder) -> Any:
     if kind == "direct":
         return grpc.insecure_channel(address)
+    if kind == "round_robin":  # grpc's own balancer over a fixed list: the CPU baseline for balancing
+        return grpc.insecure_channel("ipv4:" + address, options=[("grpc.service_config", ROUND_ROBIN)])
     if kind == "xds":
         return grpc.insecure_channel(f"xds:///{service}")
     if kind == "raftkv":
         from raftkv import discovery
 
         # KVCTL_* from the environment say where raftkv is; Echo is idempotent, as every target is told
-        channel = discovery.channel(service, idempotent=True)
+        channel = discovery.channel(service, idempotent=True, on_attempt=recorder.attempted)
         channel.wait_for_instances(1, timeout=30.0)
         return channel
     raise ValueError(f"unknown target kind {kind!r}")
@@ -69,9 +78,9 @@ class Recorder:
         self._lock = threading.Lock()
         self.idle = threading.Event()
         self.idle.set()
-        #: (offset s, instance id, attempts since the previous sample): from the balanced channel only.
-        self.routing: list[tuple[float, str, int]] = []
-        self.done = False
+        #: (monotonic start, instance id) of every attempt of the balanced channel (its ``on_attempt``),
+        #: which also sees attempts to a dead instance that were retried elsewhere.
+        self.attempts: list[tuple[float, str]] = []
         #: Failures by status and error text: why calls failed, for a person reading the result.
         self.reasons: collections.Counter[str] = collections.Counter()
 
@@ -79,6 +88,9 @@ class Recorder:
         with self._lock:
             self._outstanding += 1
             self.idle.clear()
+
+    def attempted(self, instance_id: str, started: float, _code: grpc.StatusCode) -> None:
+        self.attempts.append((started, instance_id))  # list.append is atomic: no lock on the call path
 
     def finished(self, record: tuple[float, float, str, str]) -> None:
         self.calls.append(record)
@@ -90,14 +102,14 @@ class Recorder:
 
 def run(kind: str, address: str, service: str, rate: float, duration: float, start_at: float,
         deadline: float, warmup: int = 20) -> dict[str, Any]:
-    channel = open_channel(kind, address, service)
+    recorder = Recorder()
+    channel = open_channel(kind, address, service, recorder)
     echo = channel.unary_unary(ECHO)
     for _ in range(warmup):  # connect before the clock starts; failures here are not counted
         try:
             echo(b"warmup", timeout=deadline * 5)
         except grpc.RpcError:
             time.sleep(0.05)
-    recorder = Recorder()
     payload = b"x" * 64
 
     def issue(scheduled: float) -> None:
@@ -122,11 +134,6 @@ def run(kind: str, address: str, service: str, rate: float, duration: float, sta
     total = int(rate * duration)
     while time.monotonic() < start_at:
         time.sleep(min(0.05, max(0.0, start_at - time.monotonic())))
-    sampler = None
-    if hasattr(channel, "instances"):  # the balanced channel says which instance each attempt went to
-        sampler = threading.Thread(target=_sample_routing, args=(channel, start_at, recorder),
-                                   daemon=True)
-        sampler.start()
     cpu0 = _cpu_seconds()
     late = 0
     for i in range(total):
@@ -139,42 +146,19 @@ def run(kind: str, address: str, service: str, rate: float, duration: float, sta
         issue(due - start_at)
     recorder.idle.wait(deadline * 3 + 5)
     cpu = _cpu_seconds() - cpu0
-    recorder.done = True
-    if sampler is not None:
-        sampler.join()
+    routing = [(round(t - start_at, 3), instance, 1) for t, instance in list(recorder.attempts) if t >= start_at]
     # Closing waits for calls still stuck on a stopped instance; the figures must not wait for that.
     threading.Thread(target=channel.close, daemon=True).start()
     return {"kind": kind, "address": address, "rate": rate, "duration": duration, "start_at": start_at,
             "cpu_s": cpu, "late_starts": late, "calls": sorted(recorder.calls),
-            "routing": recorder.routing, "reasons": dict(recorder.reasons.most_common(20))}
-
-
-#: How often the balanced channel's per-instance attempt counters are read.
-SAMPLE_EVERY = 0.05
-
-
-def _sample_routing(channel: Any, start_at: float, recorder: Recorder) -> None:
-    """Record, per instance, each sampling interval in which attempts to it started: when the balancer
-    last routed a call there, to within ``SAMPLE_EVERY`` (what the answers alone cannot tell for an
-    instance that is dead: its attempts fail on connect and are retried elsewhere)."""
-    last: dict[str, int] = {}
-    while not recorder.done:
-        now = time.monotonic() - start_at
-        for instance in channel.instances():
-            # attempts started = finished + in flight: grows when an attempt starts, not when it ends
-            calls, before = int(instance["calls"]) + int(instance["outstanding"]), last.get(instance["id"], 0)
-            if calls < before:  # the instance left the pool and came back: a fresh counter
-                before = 0
-            if calls > before:
-                recorder.routing.append((round(now, 3), instance["id"], calls - before))
-            last[instance["id"]] = calls
-        time.sleep(SAMPLE_EVERY)
+            "routing": routing, "reasons": dict(recorder.reasons.most_common(20))}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m raftkv.discovery.chaos.load")
-    p.add_argument("--kind", choices=("raftkv", "xds", "direct"), required=True)
-    p.add_argument("--address", default="", help="host:port for --kind direct")
+    p.add_argument("--kind", choices=("raftkv", "xds", "direct", "round_robin"), required=True)
+    p.add_argument("--address", default="", help="host:port for --kind direct; host:port,host:port,... for "
+                                                 "round_robin")
     p.add_argument("--service", default="demo")
     p.add_argument("--rate", type=float, default=500.0)
     p.add_argument("--duration", type=float, required=True)

@@ -247,11 +247,16 @@ class Run:
         return dict(json.loads(path.read_text()))
 
     def calibrate(self) -> dict[str, Any]:
-        """Calm load, same rate, two clients: a plain channel straight to one instance and the balanced
-        channel; their CPU per call is the overhead of balancing in Python."""
+        """Calm load, same rate, three clients at once: a plain channel straight to one instance, a plain
+        channel with grpc's own round_robin over every instance, and the balanced channel over the same
+        instances. Balanced against round_robin is the overhead of balancing in Python, like for like
+        (spreading calls over three connections costs more per call than one, for grpc's balancer too)."""
         start_at = time.monotonic() + 3.0
+        every = ",".join(i.addr for i in self.instances)
         procs = {"plain": self.load("direct", self.instances[0].addr, start_at=start_at, duration=self.o.calibrate,
                                     name="calibrate-plain"),
+                 "round_robin": self.load("round_robin", every, start_at=start_at, duration=self.o.calibrate,
+                                          name="calibrate-round_robin"),
                  "balanced": self.load("raftkv", "", start_at=start_at, duration=self.o.calibrate,
                                        name="calibrate-balanced")}
         results = {name: self.collect(f"calibrate-{name}", p, self.o.calibrate + 60) for name, p in procs.items()}
