@@ -123,6 +123,12 @@ class Resolver(_Base):
         """True once the first listing arrived."""
         return self._synced.is_set()
 
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        """Wait for the first listing, even an empty one (subscribers hear only of changes, so they cannot
+        tell "listed, nothing there" from "not listed yet"); False after ``timeout``. Unlike ``start``'s
+        ``wait``, running out of time does not stop the resolver."""
+        return self._synced.wait(timeout)
+
     def _run(self) -> None:
         backoff = Backoff(limit=RETRY_LIMIT)
         prefix = self.view.prefix
@@ -188,6 +194,14 @@ class AsyncResolver(_Base):
     @property
     def synced(self) -> bool:
         return self._synced.is_set()
+
+    async def wait_synced(self, timeout: float | None = None) -> bool:
+        """See ``Resolver.wait_synced``."""
+        try:
+            await asyncio.wait_for(self._synced.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def start(self, wait: float | None = 5.0) -> AsyncResolver:
         self._task = asyncio.create_task(self._run(), name=f"resolve-{self.view.prefix}")

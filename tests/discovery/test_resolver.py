@@ -121,3 +121,30 @@ def test_async_resolver_twin(cluster: ClusterHandle, client: Client, service: st
                 await resolver.stop()
 
     asyncio.run(scenario())
+
+
+def test_wait_synced_tells_an_empty_first_listing_from_none_yet(client: Client, service: str) -> None:
+    resolver = Resolver(service, client=client).start(wait=None)
+    try:
+        assert resolver.wait_synced(30) and resolver.instances == {}
+    finally:
+        resolver.stop()
+    with Client("127.0.0.1:1", insecure=True, timeout=0.5) as nowhere:
+        resolver = Resolver(service, client=nowhere).start(wait=None)
+        try:
+            assert not resolver.wait_synced(0.3)
+            assert resolver._thread.is_alive()  # running out of time did not stop it
+        finally:
+            resolver.stop()
+
+
+def test_async_wait_synced(cluster: ClusterHandle, service: str) -> None:
+    async def scenario() -> None:
+        async with cluster.async_client() as c:
+            resolver = await aio.resolve(service, client=c, wait=None)
+            try:
+                assert await resolver.wait_synced(30) and resolver.instances == {}
+            finally:
+                await resolver.stop()
+
+    asyncio.run(scenario())

@@ -37,8 +37,6 @@ from raftkv.security.grpc_options import server_options
 log = logging.getLogger("raftkv.discovery.xds")
 
 Listener = Callable[[str], None]
-#: How often a follower looks whether a resolver's first listing arrived (only until it has).
-_SYNC_POLL_S = 0.05
 
 
 class Follower:
@@ -89,8 +87,7 @@ class Follower:
     async def _first_listing(self, service: str, resolver: AsyncResolver) -> None:
         """Tell the streams once the first listing arrived even if it was empty (the resolver calls its
         subscribers only for changes, and an empty listing changes nothing)."""
-        while not resolver.synced:
-            await asyncio.sleep(_SYNC_POLL_S)
+        await resolver.wait_synced()
         self._changed(service)
 
     async def release(self, service: str) -> None:
