@@ -171,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ttl", type=int, default=5)
     p.add_argument("--health", default="none", help="gate the registration: none, grpc, tcp")
     p.add_argument("--namespace", default="/services")
+    p.add_argument("--register-wait", type=float, default=5.0,
+                   help="seconds to wait for the registry before saying ready (default 5); the instance "
+                        "serves either way and keeps registering in the background")
     args = p.parse_args(argv)
     server, demo, port = serve(args.port, args.name or "", args.work)
     addr = f"127.0.0.1:{port}"
@@ -181,8 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     registration: Any = None
     if args.register:
         from raftkv import discovery
+        # An instance serves whether or not the registry answers now (its leader may just have died):
+        # the registration keeps trying in the background and registers when it can.
         registration = discovery.register(args.register, addr, ttl=args.ttl, health=args.health,
-                                          namespace=args.namespace, instance_id=args.name)
+                                          namespace=args.namespace, instance_id=args.name, wait=None)
+        if not registration.wait_settled(args.register_wait) or registration.state is discovery.State.RETRYING:
+            print(f"{demo.name}: the registry did not answer within {args.register_wait:g}s; serving, and "
+                  f"registering in the background", file=sys.stderr, flush=True)
     print(f"ready {addr}", flush=True)
     stop.wait()
     if registration is not None:

@@ -112,6 +112,12 @@ class Registration(_Driver):
                 raise error or ClientError(f"registering {self.key} took longer than {wait:g}s")
         return self
 
+    def wait_settled(self, timeout: float | None) -> bool:
+        """Block until the first attempt is over (registered, withdrawn pending health, or failed and
+        retrying in the background) or ``timeout`` passes (False); the registration goes on either way."""
+        with self._changed:
+            return self._changed.wait_for(self._settled, timeout)
+
     def wait_registered(self, timeout: float) -> bool:
         """Block until the key is in the store (True) or ``timeout`` passes (False)."""
         with self._changed:

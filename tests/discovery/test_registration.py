@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
+import grpc
+
 from raftkv.client import Client
 from raftkv.discovery import State, aio, instance_key, register
-from raftkv.discovery.demo import control
+from raftkv.discovery.demo import ECHO, control
 from raftkv.testing import ClusterHandle
 from tests.discovery.conftest import Instances, eventually
 
@@ -129,3 +134,62 @@ def test_async_registration_twin(cluster: ClusterHandle, service: str, instances
             assert (await c.lease_time_to_live(reg.lifecycle.lease or first)).ttl == -1
 
     asyncio.run(scenario())
+
+
+class Forwarder:
+    """A TCP port that forwards to ``target`` once ``open()`` is called (until then nothing listens):
+    a registry that is down, then answers."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition(":")
+        self.target = (host, int(port))
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._server: socket.socket | None = None
+
+    def open(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        assert self._server is not None
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+def test_an_instance_serves_while_the_registry_is_down_and_registers_when_it_answers(
+        cluster: ClusterHandle, client: Client, service: str, instances: Instances) -> None:
+    endpoint = cluster.env()["KVCTL_ENDPOINTS"].split(",")[0].removeprefix("https://")
+    forwarder = Forwarder(endpoint)
+    try:
+        instances.env = {**instances.env, "KVCTL_ENDPOINTS": f"127.0.0.1:{forwarder.port}"}
+        proc, addr = instances.process("--register", service, "--name", "patient", "--register-wait", "0.5")
+        assert proc.poll() is None
+        with grpc.insecure_channel(addr) as channel:  # it serves before it is registered
+            assert channel.unary_unary(ECHO)(b"x", timeout=5) == b"patient:x"
+        key = instance_key(service, "patient")
+        assert client.get(key) is None
+        forwarder.open()
+        eventually(lambda: client.get(key) is not None, 30, "the registration once the registry answers")
+    finally:
+        forwarder.close()

@@ -335,7 +335,7 @@ class Run:
         if f is Fault.KILL:
             instance.kill()
         elif f is Fault.RESTART:
-            self._in_background(lambda: _retry(instance.start, attempts=3))
+            self._in_background(instance.start)
         elif f is Fault.STOP:
             instance.signal(signal.SIGSTOP)
         elif f is Fault.CONT:
@@ -377,18 +377,6 @@ class Run:
                 proc.kill()
                 proc.wait()
         self.cluster.stop()
-
-
-def _retry(work: Any, attempts: int) -> None:
-    """An instance whose first registration failed (the raftkv leader was just killed) exits: start again."""
-    for attempt in range(attempts):
-        try:
-            work()
-            return
-        except RuntimeError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(1.0)
 
 
 def _answers(addr: str) -> bool:
