@@ -6,6 +6,7 @@ and, on SIGTERM or Ctrl-C, revokes it before exiting."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -38,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--health-interval", type=duration, default=1.0, help="time between checks (default 1s)")
     p.add_argument("--rise", type=int, default=2, help="passing checks before registering (default 2)")
     p.add_argument("--fall", type=int, default=2, help="failing checks before withdrawing (default 2)")
+    p.add_argument("--health-tls", action="store_true",
+                   help="check health over TLS (files from --health-cacert/--health-cert/--health-key, else "
+                        "kvctl's own --cacert/--cert/--key)")
+    _tls_files(p, "health")
     p.add_argument("--meta", action="append", default=[], metavar="K=V", help="metadata (repeatable)")
     p.add_argument("--namespace", default=DEFAULT_NAMESPACE)
     p.set_defaults(func=register_cmd)
@@ -45,11 +50,33 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("name", nargs="?", help="one service (default: every service in the namespace)")
     p.add_argument("--namespace", default=DEFAULT_NAMESPACE)
     p.add_argument("--probe-timeout", type=duration, default=1.0, help="health probe timeout (default 1s)")
+    p.add_argument("--probe-tls", choices=("auto", "on", "off"), default="auto",
+                   help="probe instances over TLS: auto (plaintext, then TLS if that fails; default), on, off")
+    _tls_files(p, "probe")
     p.set_defaults(func=list_cmd)
     p = cmds.add_parser("watch", help="print instance changes as they happen, until interrupted")
     p.add_argument("name")
     p.add_argument("--namespace", default=DEFAULT_NAMESPACE)
     p.set_defaults(func=watch_cmd)
+
+
+def _tls_files(p: argparse.ArgumentParser, prefix: str) -> None:
+    for name, what in (("cacert", "CA bundle that signed the instances' certificates"),
+                       ("cert", "client certificate for instances that want mutual TLS"), ("key", "its key")):
+        p.add_argument(f"--{prefix}-{name}", dest=f"{prefix}_{name}", metavar="FILE",
+                       help=f"{what} (default: kvctl's own --{name})")
+
+
+def instance_credentials(ctx: Context, args: argparse.Namespace, prefix: str) -> grpc.ChannelCredentials:
+    """TLS credentials for talking to instances: the ``--PREFIX-cacert/cert/key`` files, each defaulting to
+    kvctl's own (instances are often issued by the cluster's CA). Read and checked by ``ClientConfig``, the
+    one owner of those rules."""
+    own = ctx.config()
+    given = {name: getattr(args, f"{prefix}_{name}") for name in ("cacert", "cert", "key")}
+    if (given["cert"] is None) != (given["key"] is None):
+        raise CommandError(f"--{prefix}-cert and --{prefix}-key must be given together")
+    cert, key = (given["cert"], given["key"]) if given["cert"] else (own.cert, own.key)
+    return dataclasses.replace(own, cacert=given["cacert"] or own.cacert, cert=cert, key=key).credentials
 
 
 def parse_meta(items: list[str]) -> dict[str, Any] | None:
@@ -68,9 +95,12 @@ def register_cmd(ctx: Context, args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     health = None if args.health_check == "none" else (
         f"grpc:{args.health_service}" if args.health_check == "grpc" and args.health_service else args.health_check)
+    if args.health_tls and args.health_check != "grpc":
+        raise CommandError("--health-tls needs --health-check grpc")
+    credentials = instance_credentials(ctx, args, "health") if args.health_tls else None
     reg = Registration(args.name, args.addr, client=ctx.client, instance_id=args.id, metadata=parse_meta(args.meta),
                        ttl=args.ttl, health=health, namespace=args.namespace, rise=args.rise, fall=args.fall,
-                       health_interval=args.health_interval)
+                       health_interval=args.health_interval, health_credentials=credentials)
     reg.start(wait=ctx.timeout)
     last: State | None = None
     try:
@@ -89,21 +119,40 @@ def register_cmd(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def _probe(addr: str, timeout: float) -> str:
-    with grpc.insecure_channel(addr) as channel:
+UNREACHABLE = "unreachable"
+
+
+def _probe(addr: str, timeout: float, credentials: grpc.ChannelCredentials | None = None) -> str:
+    options = [("grpc.use_local_subchannel_pool", 1)]  # a probe's connection is its own, TLS or not
+    channel = (grpc.insecure_channel(addr, options=options) if credentials is None
+               else grpc.secure_channel(addr, credentials, options=options))
+    with channel:
         try:
             resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
                 return "no-check"
-            return "unreachable"
+            return UNREACHABLE
     return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+
+def probe_health(addr: str, timeout: float, mode: str, credentials: grpc.ChannelCredentials | None) -> tuple[str, bool]:
+    """(health, whether the answer came over TLS). ``auto``: plaintext, then TLS when plaintext got no answer
+    (an instance that serves TLS closes a plaintext connection: that is not the instance being down)."""
+    if mode != "on":
+        health = _probe(addr, timeout)
+        if health != UNREACHABLE or mode == "off":
+            return health, False
+    assert credentials is not None
+    health = _probe(addr, timeout, credentials)
+    return health, health != UNREACHABLE
 
 
 def list_cmd(ctx: Context, args: argparse.Namespace) -> int:
     client = ctx.client
     namespace = record.normalize_namespace(args.namespace)
     prefix = record.service_prefix(args.name, namespace) if args.name else namespace + "/"
+    credentials = None if args.probe_tls == "off" else instance_credentials(ctx, args, "probe")
     listing = client.get_prefix(prefix)
     rows: list[dict[str, Any]] = []
     for kv in listing.kvs:
@@ -115,10 +164,10 @@ def list_cmd(ctx: Context, args: argparse.Namespace) -> int:
             inst = record.decode(kv.key, kv.value, lease=kv.lease, mod_revision=kv.mod_revision)
         except record.RecordError as exc:
             rows.append({"service": service, "id": instance_id, "addr": "", "ttl": None, "health": "invalid",
-                         "metadata": {}, "error": str(exc)})
+                         "tls": None, "metadata": {}, "error": str(exc)})
             continue
         rows.append({"service": service, "id": inst.id, "addr": inst.addr, "lease": inst.lease, "ttl": None,
-                     "health": "", "metadata": dict(inst.metadata)})
+                     "health": "", "tls": None, "metadata": dict(inst.metadata)})
 
     def fill(row: dict[str, Any]) -> None:
         if row.get("lease"):
@@ -127,7 +176,7 @@ def list_cmd(ctx: Context, args: argparse.Namespace) -> int:
             except LeaseNotFound:
                 row["ttl"] = -1
         if row["addr"]:
-            row["health"] = _probe(row["addr"], args.probe_timeout)
+            row["health"], row["tls"] = probe_health(row["addr"], args.probe_timeout, args.probe_tls, credentials)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(fill, rows))

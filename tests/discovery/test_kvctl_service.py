@@ -7,12 +7,17 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health, health_pb2_grpc
 
 from raftkv.client import Client
 from raftkv.discovery import instance_key, register
 from raftkv.discovery.demo import control
+from raftkv.security import certs
 from raftkv.testing import ClusterHandle
 from tests.discovery.conftest import REPO, Instances, eventually
 
@@ -127,12 +132,48 @@ def test_watch_prints_changes_as_they_happen(client: Client, service: str, env: 
     assert proc.returncode == 0
 
 
+@pytest.fixture
+def tls_instance(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """A gRPC server with grpc.health.v1 that speaks TLS only, its certificate from the cluster's CA."""
+    folder = Path(env["KVCTL_CACERT"]).parent
+    issued = certs.issue_node(certs.load_issued(folder / "ca.crt", folder / "ca.key"), "tls-instance")
+    certs.write_issued(issued, tmp_path / "i.crt", tmp_path / "i.key")
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(
+        [((tmp_path / "i.key").read_bytes(), (tmp_path / "i.crt").read_bytes())]))
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+def test_list_and_the_sidecar_check_health_over_tls(client: Client, service: str, env: dict[str, str],
+                                                    tls_instance: str, popen: list[subprocess.Popen[str]]) -> None:
+    with register(service, tls_instance, instance_id="tls", client=client):
+        def row(*flags: str) -> dict[str, object]:
+            out = kvctl(env, "service", "list", service, "-w", "json", *flags)
+            assert out.returncode == 0, out.stderr
+            return dict(json.loads(out.stdout)["instances"][0])
+
+        assert row()["health"] == "SERVING" and row()["tls"] is True  # auto: plaintext got no answer, TLS did
+        assert row("--probe-tls", "on")["health"] == "SERVING"
+        assert row("--probe-tls", "off")["health"] == "unreachable"
+    sidecar = start(popen, env, "service", "register", service, tls_instance, "--id", "side", "--health-check",
+                    "grpc", "--health-tls", "--health-interval", "100ms")
+    eventually(lambda: client.get(instance_key(service, "side")) is not None, 60, "the TLS-checked registration")
+    sidecar.send_signal(signal.SIGTERM)
+    sidecar.communicate(timeout=15)
+    assert sidecar.returncode == 0 and client.get(instance_key(service, "side")) is None
+
+
 @pytest.mark.parametrize("args, error", [
     (("service", "register", "svc", "nope"), "address 'nope' must be host:port"),
     (("service", "register", "a/b", "h:1"), "service name 'a/b' must be a non-empty key segment"),
     (("service", "register", "svc", "h:1", "--meta", "novalue"), "bad --meta 'novalue': expected KEY=VALUE"),
     (("service", "register", "svc", "h:1", "--meta", "weight=0"), "weight 0 must be a whole number from 1 to 1000"),
     (("service", "watch", "a/b"), "service name 'a/b' must be a non-empty key segment"),
+    (("service", "register", "svc", "h:1", "--health-tls"), "--health-tls needs --health-check grpc"),
+    (("service", "list", "--probe-cert", "c.pem"), "--probe-cert and --probe-key must be given together"),
 ])
 def test_bad_arguments_are_one_clear_line(env: dict[str, str], args: tuple[str, ...], error: str) -> None:
     out = kvctl(env, *args)
