@@ -48,6 +48,8 @@ SERVICE = "demo"
 SIDECARS = "chaos-sidecars"
 TARGETS = ("raftkv", "xds", "haproxy", "nginx")
 REPO = Path(__file__).resolve().parents[3]
+#: How long a restarted instance may take to say ready (its next kill may come first: that ends the wait).
+RESTART_TIMEOUT = 120.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,7 +337,8 @@ class Run:
         if f is Fault.KILL:
             instance.kill()
         elif f is Fault.RESTART:
-            self._in_background(instance.start)
+            # a loaded machine may take long to start Python and gRPC: wait rather than kill and retry
+            self._in_background(lambda: instance.start(timeout=RESTART_TIMEOUT))
         elif f is Fault.STOP:
             instance.signal(signal.SIGSTOP)
         elif f is Fault.CONT:
