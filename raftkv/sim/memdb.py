@@ -1,0 +1,310 @@
+"""An in-memory stand-in for the LMDB environment, so the production store runs inside the simulator.
+
+It offers the part of py-lmdb's API that ``raftkv.storage`` and ``raftkv.statemachine`` use — named
+sub-databases (some ``dupsort``), read and write transactions, cursors — with LMDB's semantics: a write
+transaction sees its own writes, a read transaction sees the state committed when it began (snapshot
+isolation), cursors walk keys (and duplicates) in byte order and stay valid while their transaction
+changes the database. ``tests/sim/test_memdb.py`` runs the same random operations against this and real
+LMDB and requires identical answers.
+
+What it adds is the disk's memory: ``commit`` makes a transaction visible, but only a *synced* commit makes
+it durable, and ``crash`` throws away everything that is not. Each sub-database is an immutable sorted list
+of (key, value) pairs, replaced (copy on write) by a commit that changed it; so a durable state or a read
+view is just a reference, and a crash is one assignment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from bisect import bisect_left
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from raftkv.storage.env import DEFAULT_MAP_SIZE, SUB_DBS
+
+Items = list[tuple[bytes, bytes]]
+State = dict[str, Items]
+_LOWEST = b""
+
+
+class _Table:
+    """One sub-database inside one transaction: the sorted items, copied before the first change."""
+
+    __slots__ = ("items", "dupsort", "owned", "version")
+
+    def __init__(self, items: Items, dupsort: bool) -> None:
+        self.items = items
+        self.dupsort = dupsort
+        self.owned = False
+        self.version = 0
+
+    def writable(self) -> Items:
+        if not self.owned:
+            self.items = list(self.items)
+            self.owned = True
+        self.version += 1
+        return self.items
+
+
+class MemoryTxn:
+    """A transaction over one ``State``; ``write`` ones collect their changes for ``MemoryEnv.commit``."""
+
+    def __init__(self, state: State, write: bool) -> None:
+        self._state = state
+        self._write = write
+        self._tables: dict[str, _Table] = {}
+
+    def table(self, db: str) -> _Table:
+        table = self._tables.get(db)
+        if table is None:
+            table = self._tables[db] = _Table(self._state[db], SUB_DBS[db])
+        return table
+
+    def changed(self) -> dict[str, Items]:
+        return {name: t.items for name, t in self._tables.items() if t.owned}
+
+    # --- py-lmdb Transaction API ------------------------------------------------------------------------
+    def get(self, key: bytes, default: bytes | None = None, db: str = "") -> bytes | None:
+        items = self.table(db).items
+        i = bisect_left(items, (bytes(key), _LOWEST))
+        if i < len(items) and items[i][0] == key:
+            return items[i][1]
+        return default
+
+    def put(self, key: bytes, value: bytes, db: str = "") -> bool:
+        assert self._write, "put in a read transaction"
+        table = self.table(db)
+        key, value = bytes(key), bytes(value)
+        assert key, "LMDB keys are never empty"
+        items = table.items
+        if table.dupsort:
+            i = bisect_left(items, (key, value))
+            if i < len(items) and items[i] == (key, value):
+                return False
+            table.writable().insert(i, (key, value))
+            return True
+        i = bisect_left(items, (key, _LOWEST))
+        writable = table.writable()
+        if i < len(items) and items[i][0] == key:
+            writable[i] = (key, value)
+        else:
+            writable.insert(i, (key, value))
+        return True
+
+    def delete(self, key: bytes, value: bytes = b"", db: str = "") -> bool:
+        assert self._write, "delete in a read transaction"
+        table = self.table(db)
+        key = bytes(key)
+        items = table.items
+        if table.dupsort and value:
+            i = bisect_left(items, (key, bytes(value)))
+            if i < len(items) and items[i] == (key, bytes(value)):
+                del table.writable()[i]
+                return True
+            return False
+        lo = bisect_left(items, (key, _LOWEST))
+        hi = lo
+        while hi < len(items) and items[hi][0] == key:
+            hi += 1
+        if hi == lo:
+            return False
+        del table.writable()[lo:hi]
+        return True
+
+    def drop(self, db: str, delete: bool = True) -> None:
+        assert self._write and not delete, "only emptying a sub-database is supported"
+        table = self.table(db)
+        table.writable().clear()
+
+    def cursor(self, db: str = "") -> MemoryCursor:
+        return MemoryCursor(self, self.table(db))
+
+
+class MemoryCursor:
+    """py-lmdb's Cursor over one sub-database. The position is the item it points at, found again by
+    bisection whenever the transaction changed the table, so deleting under a cursor moves it to the next
+    item exactly as LMDB does."""
+
+    def __init__(self, txn: MemoryTxn, table: _Table) -> None:
+        self._txn = txn
+        self._table = table
+        self._item: tuple[bytes, bytes] | None = None
+        self._index = 0
+        self._version = table.version
+
+    def _locate(self) -> int | None:
+        if self._item is None:
+            return None
+        if self._version != self._table.version:
+            # A replaced value keeps its key's place (one item per key unless dupsort).
+            probe = self._item if self._table.dupsort else (self._item[0], _LOWEST)
+            self._index = bisect_left(self._table.items, probe)
+            self._version = self._table.version
+            items = self._table.items
+            if self._index >= len(items):
+                self._item = None
+                return None
+            self._item = items[self._index]
+        return self._index
+
+    def _move(self, index: int) -> bool:
+        items = self._table.items
+        self._version = self._table.version
+        if 0 <= index < len(items):
+            self._index, self._item = index, items[index]
+            return True
+        self._item = None
+        return False
+
+    # --- positioning ------------------------------------------------------------------------------------
+    def first(self) -> bool:
+        return self._move(0)
+
+    def last(self) -> bool:
+        return self._move(len(self._table.items) - 1)
+
+    def set_key(self, key: bytes) -> bool:
+        items = self._table.items
+        i = bisect_left(items, (bytes(key), _LOWEST))
+        if i < len(items) and items[i][0] == key:
+            return self._move(i)
+        self._item = None
+        return False
+
+    def set_range(self, key: bytes) -> bool:
+        return self._move(bisect_left(self._table.items, (bytes(key), _LOWEST)))
+
+    def set_range_dup(self, key: bytes, value: bytes) -> bool:
+        items = self._table.items
+        i = bisect_left(items, (bytes(key), bytes(value)))
+        if i < len(items) and items[i][0] == key:
+            return self._move(i)
+        self._item = None
+        return False
+
+    def next(self) -> bool:
+        i = self._locate()
+        return self._move(0 if i is None else i + 1)
+
+    def prev_dup(self) -> bool:
+        i = self._locate()
+        if i is None or i == 0 or self._table.items[i - 1][0] != self._table.items[i][0]:
+            return False
+        return self._move(i - 1)
+
+    def last_dup(self) -> bool:
+        i = self._locate()
+        if i is None:
+            return False
+        items = self._table.items
+        key = items[i][0]
+        while i + 1 < len(items) and items[i + 1][0] == key:
+            i += 1
+        return self._move(i)
+
+    # --- reading ----------------------------------------------------------------------------------------
+    def key(self) -> bytes:
+        return b"" if self._locate() is None or self._item is None else self._item[0]
+
+    def value(self) -> bytes:
+        return b"" if self._locate() is None or self._item is None else self._item[1]
+
+    def item(self) -> tuple[bytes, bytes]:
+        return (self.key(), self.value())
+
+    def delete(self, dupdata: bool = False) -> bool:
+        """Delete the current item; the cursor then points at the one after it (if any)."""
+        i = self._locate()
+        if i is None:
+            return False
+        assert not dupdata
+        del self._table.writable()[i]
+        return self._move(i)
+
+    # --- iteration (starting at the current item, or at the first when unpositioned) ---------------------
+    def iternext(self, keys: bool = True, values: bool = True) -> Iterator[Any]:
+        ok = self._locate() is not None or self.first()
+        while ok:
+            yield self._shape(keys, values)
+            ok = self.next()
+
+    def iternext_nodup(self, keys: bool = True, values: bool = False) -> Iterator[Any]:
+        ok = self._locate() is not None or self.first()
+        while ok:
+            yield self._shape(keys, values)
+            current = self.key()
+            ok = self.next()
+            while ok and self.key() == current:
+                ok = self.next()
+
+    def iternext_dup(self, keys: bool = False, values: bool = True) -> Iterator[Any]:
+        if self._locate() is None:
+            return
+        current = self.key()
+        ok = True
+        while ok and self.key() == current:
+            yield self._shape(keys, values)
+            ok = self.next()
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.iternext()
+
+    def _shape(self, keys: bool, values: bool) -> Any:
+        assert self._item is not None
+        if keys and values:
+            return self._item
+        return self._item[0] if keys else self._item[1]
+
+
+class MemoryEnv:
+    """The environment: a live state (what readers see) and a durable one (what survives ``crash``)."""
+
+    def __init__(self, sync: bool = True) -> None:
+        self.sync = sync
+        self.live: State = {name: [] for name in SUB_DBS}
+        self.durable: State = self.live
+        self.map_size = DEFAULT_MAP_SIZE
+        self.path = Path("/nonexistent/sim")
+        self.commits = 0
+
+    def db(self, name: str) -> str:
+        assert name in SUB_DBS, name
+        return name
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[MemoryTxn]:
+        yield MemoryTxn(self.live, write=False)
+
+    def begin_write(self) -> MemoryTxn:
+        return MemoryTxn(self.live, write=True)
+
+    def commit(self, txn: MemoryTxn) -> None:
+        """Make ``txn`` visible, and durable too when this environment syncs (else it waits for ``flush``)."""
+        changed = txn.changed()
+        if changed:
+            self.live = {**self.live, **changed}
+        self.commits += 1
+        if self.sync:
+            self.durable = self.live
+
+    def flush(self) -> None:
+        """The operating system wrote everything back (what an unsynced environment waits for)."""
+        self.durable = self.live
+
+    def crash(self) -> None:
+        """Power loss: whatever was not durable is gone."""
+        self.live = self.durable
+
+    def file_size(self) -> int:
+        return self.used_size()
+
+    def used_size(self) -> int:
+        return sum(len(k) + len(v) for items in self.live.values() for k, v in items)
+
+    def compact_file(self) -> None:
+        """Defragmentation has nothing to do in memory."""
+
+    def close(self) -> None:
+        pass
+
