@@ -117,7 +117,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _member_env() -> dict[str, str]:
     """The environment for member processes: ours, plus this checkout on PYTHONPATH so that
-    ``python -m raftkv.server.main`` finds the same code whether or not raftkv is installed."""
+    ``python -m raftkv.main`` finds the same code whether or not raftkv is installed."""
     source_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH")) if p)
@@ -327,7 +327,7 @@ class LocalCluster:
         member = self.member(name)
         settings = self._settings
         data_dir = self.member_dir(name) / "data"
-        base = [sys.executable, "-m", "raftkv.server.main"] if settings.kind == "raftkv" else ["etcd"]
+        base = [sys.executable, "-m", "raftkv.main"] if settings.kind == "raftkv" else ["etcd"]
         args = [
             "--name", name,
             "--data-dir", str(data_dir),

@@ -1,5 +1,9 @@
 """The ``raftkv`` process: configuration, storage, Raft driver, peer transport and client API, wired once.
 
+This is the composition root, the one module that sees every layer (``tests/test_layers.py``): the server
+layer never imports the API layer; the two meet here. Tools that need a member's own rules without running
+one (``kvctl snapshot restore``) come through here too.
+
 Start-up order matters for the errors an operator sees: configuration and certificates are checked first
 (one line, exit 2, nothing touched), then the data directory (identity checked before any write), then the
 ports (a port in use is one line, exit 2), and only then does the member join the cluster.
@@ -10,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import math
 import os
 import secrets
 import signal
@@ -18,7 +21,11 @@ import socket
 import sys
 from collections.abc import Sequence
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
+
+import grpc
 
 from raftkv.api.front.port import ClientPort, RelayProcess, bind
 from raftkv.api.gateway.calls import MethodTable
@@ -29,11 +36,19 @@ from raftkv.discovery.web import RegistryPage  # this module is the process's co
 from raftkv.api.lease import LeaseServicer
 from raftkv.api.recipes import Recipes
 from raftkv.api.watch import WatchServicer
-from raftkv.proto import internal_pb2, rpc_pb2
 from raftkv.security.tls import ConfigError, channel_credentials, load_tls, server_credentials, server_ssl_context
-from raftkv.server.config import ServerConfig, host_port, member_id_for, parse_config
 from raftkv.server import quarantine
 from raftkv.server.backend import ClientSession
+from raftkv.server.config import (
+    DEFAULT_NAME,
+    DEFAULT_TOKEN,
+    ServerConfig,
+    default_peer_url,
+    host_port,
+    parse_config,
+    parse_initial_cluster,
+)
+from raftkv.server.data_dir import initial_members, open_store
 from raftkv.server.forwarding import LeaderLeaseForwarder
 from raftkv.server.hash_check import HashCheck
 from raftkv.server.integrity import mark_quarantined, quarantine_reason
@@ -42,13 +57,14 @@ from raftkv.server.metrics import MetricsServer
 from raftkv.server.node import Node
 from raftkv.server.node.maintenance import API_VERSION
 from raftkv.server.watch_hub import WatchHub
-from raftkv.statemachine.applier import ApplyConfig
-from raftkv.statemachine.node_store import NodeStore
-from raftkv.storage.raft_log import IdentityMismatch
+from raftkv.statemachine.restore import RestoreError, restore_snapshot
 from raftkv.storage.env import StorageFull
 from raftkv.storage.integrity import FormatError
 from raftkv.storage.sealed import CorruptionError
 from raftkv.transport.peer import PeerTransport
+
+__all__ = ["main", "serve", "restore_member", "RestoreError", "ConfigError", "DEFAULT_NAME", "DEFAULT_TOKEN",
+           "default_peer_url"]
 
 log = logging.getLogger("raftkv")
 
@@ -61,54 +77,21 @@ def _setup_logging(cfg: ServerConfig) -> None:
     )
 
 
-def initial_members(cfg: ServerConfig) -> list[tuple[int, bytes]]:
-    """(member id, ConfChange context) of every founding member, in --initial-cluster order."""
-    out = []
-    for name, url in cfg.initial_cluster:
-        member = rpc_pb2.Member(ID=member_id_for(cfg.cluster_token, url), name=name, peerURLs=[url])
-        out.append((member.ID, internal_pb2.MemberContext(member=member).SerializeToString()))
-    return out
+def _quarantined_client_server(cfg: ServerConfig, credentials: Any) -> quarantine.ClientServerFactory:
+    """The client API of a quarantined member: the same servicers over a backend that refuses all but
+    ``Status`` and ``Alarm`` (``raftkv.server.quarantine``)."""
 
+    def build(backend: quarantine.QuarantinedBackend) -> grpc.aio.Server:
+        return build_client_server(
+            backend=backend,  # type: ignore[arg-type]
+            watch_servicer=WatchServicer(backend, WatchHub(backend)),  # type: ignore[arg-type]
+            lease_servicer=LeaseServicer(backend),  # type: ignore[arg-type]
+            listen_addresses=[host_port(u) for u in cfg.listen_client_urls],
+            server_credentials=credentials,
+            max_request_bytes=cfg.max_request_bytes,
+        )
 
-def open_store(cfg: ServerConfig) -> tuple[NodeStore, int]:
-    """Open the data dir, checking it belongs to this cluster and member; bootstrap a brand-new cluster.
-    Returns the store and this member's id."""
-    min_lease_ttl = math.ceil(1.5 * cfg.election_ms / 1000)  # etcd's minimum TTL rule
-    store = NodeStore(
-        cfg.data_dir,
-        apply_config=ApplyConfig(min_lease_ttl=min_lease_ttl),
-        snapshot_catchup_entries=cfg.snapshot_catchup_entries,
-        sync=cfg.planted_bug != "skip-fsync",
-    )
-    member_id = cfg.member_id
-    try:
-        if store.is_initialized():
-            member_id = recorded_member_id(store, cfg)
-        elif cfg.initial_cluster_state == "new":
-            store.bootstrap(cfg.cluster_id, cfg.member_id, initial_members(cfg))
-        else:
-            store.join(cfg.cluster_id, cfg.member_id)
-    except BaseException:
-        store.close()
-        raise
-    return store, member_id
-
-
-def recorded_member_id(store: NodeStore, cfg: ServerConfig) -> int:
-    """The id a data dir was created for. A member's id derives from the peer URL it first advertised,
-    so after ``member update`` gave it another one, it restarts (on the new URL) as the member the
-    cluster's member list says has that URL, exactly as etcd keeps a member's id across an update."""
-    identity = store.log.identity()
-    assert identity is not None, "recorded_member_id needs an initialized data dir"
-    recorded = identity[1]
-    moved = any(m.ID == recorded and cfg.advertise_peer_urls[0] in m.peerURLs for m in store.members())
-    try:
-        store.check_identity(cfg.cluster_id, recorded if moved else cfg.member_id)
-    except IdentityMismatch as exc:
-        raise ConfigError(f"--data-dir {cfg.data_dir} belongs to another cluster or member: {exc}") from None
-    if recorded != cfg.member_id:
-        log.info("member %x now advertises %s, as member update recorded", recorded, cfg.advertise_peer_urls[0])
-    return recorded
+    return build
 
 
 def registry_page(cfg: ServerConfig) -> RegistryPage:
@@ -185,7 +168,7 @@ async def serve(cfg: ServerConfig) -> int:
             reason = str(exc)
             mark_quarantined(cfg.data_dir, reason)
     if reason is not None:
-        return await quarantine.serve(cfg, reason, stop, client_server_creds)
+        return await quarantine.serve(cfg, reason, stop, _quarantined_client_server(cfg, client_server_creds))
     node = Node(cfg, store, member_id, fatal=quarantine.fatal_hook(cfg.data_dir))
     transport = PeerTransport(
         node_id=member_id,
@@ -228,7 +211,7 @@ async def serve(cfg: ServerConfig) -> int:
         client_server = build_client_server(
             backend=node,
             watch_servicer=WatchServicer(node, hub, planted_bug=cfg.planted_bug),
-            lease_servicer=LeaseServicer(node, election_ms=cfg.election_ms),
+            lease_servicer=LeaseServicer(node),
             listen_addresses=[f"unix-abstract:{private}"] if methods is not None else
             [host_port(u) for u in cfg.listen_client_urls],
             server_credentials=client_server_creds,
@@ -339,6 +322,38 @@ def main(argv: list[str] | None = None) -> int:
             print(f"raftkv: error: no space left on device for {exc.filename or 'the data dir'}", file=sys.stderr)
             return 2
         raise
+
+
+def restore_member(
+    snapshot: str,
+    *,
+    name: str,
+    data_dir: str | None,
+    initial_cluster: str | None,
+    token: str,
+    advertise_peer_urls: str,
+) -> tuple[ServerConfig, int]:
+    """``kvctl snapshot restore``: make the data dir of one founder of a new cluster holding the snapshot's
+    state. The flags are read with the server's own rules, so that ``raftkv`` started with the same ones
+    derives the identity written here; returns that configuration and the restored revision.
+    Raises ``ConfigError`` for bad flags and ``RestoreError`` for a snapshot that cannot be restored."""
+    peer_urls = tuple(u.strip() for u in advertise_peer_urls.split(",") if u.strip())
+    for url in peer_urls:
+        host_port(url)
+    cfg = ServerConfig(
+        name=name,
+        data_dir=Path(data_dir or f"{name}.raftkv"),
+        listen_peer_urls=peer_urls,
+        advertise_peer_urls=peer_urls,
+        listen_client_urls=(),
+        advertise_client_urls=(),
+        initial_cluster=parse_initial_cluster(initial_cluster, name, peer_urls),
+        initial_cluster_state="new",
+        cluster_token=token,
+        client_tls=None,
+        peer_tls=None,
+    )
+    return cfg, restore_snapshot(snapshot, cfg.data_dir, cfg.cluster_id, cfg.member_id, initial_members(cfg))
 
 
 if __name__ == "__main__":

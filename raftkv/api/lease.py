@@ -6,7 +6,6 @@ the leader's lease clock (``Backend`` forwards them from followers); listing rea
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 
 from raftkv.api import validation
@@ -16,28 +15,19 @@ from raftkv.api.metadata import Context, call_timeout, with_header
 from raftkv.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 
 
-def min_lease_ttl(election_ms: int) -> int:
-    """etcd's shortest lease: 1.5 election timeouts, rounded up to whole seconds (2 s at defaults), so a
-    lease always outlives the leader election that may follow its last keep-alive."""
-    return math.ceil(1.5 * election_ms / 1000)
-
-
 class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
     """The Lease service; errors are raised as ``EtcdException`` for the admission interceptor."""
 
-    def __init__(
-        self, backend: Backend, election_ms: int = 1000, request_timeout: float = DEFAULT_REQUEST_TIMEOUT
-    ) -> None:
+    def __init__(self, backend: Backend, request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         self._backend = backend
-        self._min_ttl = min_lease_ttl(election_ms)
         self._timeout = request_timeout
 
     async def LeaseGrant(
         self, request: rpc_pb2.LeaseGrantRequest, context: Context
     ) -> rpc_pb2.LeaseGrantResponse:
-        """ID 0 lets the state machine choose; a short TTL is raised to the minimum, as etcd does."""
+        """ID 0 lets the state machine choose; the applier raises a short TTL to the minimum, as etcd does."""
         validation.check_lease_grant(request)
-        grant = rpc_pb2.LeaseGrantRequest(TTL=max(request.TTL, self._min_ttl), ID=request.ID)
+        grant = rpc_pb2.LeaseGrantRequest(TTL=request.TTL, ID=request.ID)
         result = await propose(self._backend, internal_pb2.InternalRequest(lease_grant=grant), context, self._timeout)
         return with_header(result.lease_grant, self._backend)
 

@@ -24,6 +24,7 @@ from raftkv.core.types import (
     CompactedError,
     ConfChange,
     ConfState,
+    DropReason,
     Entry,
     EntryType,
     HardState,
@@ -370,7 +371,7 @@ class Raft:
     def _step_candidate(self, m: Message) -> None:
         own_resp = MT.PRE_VOTE_RESP if self.role == Role.PRE_CANDIDATE else MT.VOTE_RESP
         if m.type in (MT.PROPOSE, MT.READ_INDEX):
-            raise ProposalDropped("no leader")
+            raise ProposalDropped(DropReason.NO_LEADER)
         if m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP):
             self.become_follower(m.term, m.sender)
             self._step_follower(m)
@@ -388,7 +389,7 @@ class Raft:
                 if m.type == MT.TRANSFER_LEADER:
                     self._info("no leader; dropping leader transfer")
                     return
-                raise ProposalDropped("no leader")
+                raise ProposalDropped(DropReason.NO_LEADER)
             self._send(dataclasses.replace(m, to=self.lead, term=0))
         elif m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP):
             self.election_elapsed = 0
@@ -463,17 +464,17 @@ class Raft:
     def _handle_propose(self, m: Message) -> None:
         assert m.entries, "empty proposal"
         if self.id not in self.progress:
-            raise ProposalDropped("not a member of the cluster")
+            raise ProposalDropped(DropReason.NOT_MEMBER)
         if self.lead_transferee != NONE:
-            raise ProposalDropped("leadership transfer in progress")
+            raise ProposalDropped(DropReason.TRANSFERRING)
         for e in m.entries:
             if e.type == EntryType.CONF_CHANGE:
                 reason = self._conf_change_refusal(ConfChange.decode(e.data))
                 if reason is not None:
                     self._info(f"refuses conf change: {reason}")
-                    raise ProposalDropped(reason)
+                    raise ProposalDropped(DropReason.CONF_CHANGE_REFUSED, reason)
         if not self._append_entries(list(m.entries)):
-            raise ProposalDropped("too many uncommitted entries")
+            raise ProposalDropped(DropReason.UNCOMMITTED_LIMIT)
         if any(e.type == EntryType.CONF_CHANGE for e in m.entries):
             self.pending_conf_index = self.log.last_index()
         self.bcast_append()

@@ -217,8 +217,22 @@ class RandomSource(Protocol):
     def randrange(self, start: int, stop: int) -> int: ...
 
 
+class DropReason(enum.Enum):
+    """Why the core refused a proposal, read or conf change: what a driver decides on (retry, which error)."""
+
+    NO_LEADER = "no leader"
+    NOT_MEMBER = "not a member of the cluster"
+    TRANSFERRING = "leadership transfer in progress"
+    UNCOMMITTED_LIMIT = "too many uncommitted entries"
+    CONF_CHANGE_REFUSED = "conf change refused"
+
+
 class ProposalDropped(Exception):
-    """A proposal (or read, or conf change) the core refused; ``str(exc)`` says why, for the client."""
+    """A proposal (or read, or conf change) the core refused: ``reason`` for code, ``str(exc)`` for people."""
+
+    def __init__(self, reason: DropReason, detail: str = "") -> None:
+        super().__init__(detail or reason.value)
+        self.reason = reason
 
 
 class StorageError(Exception):

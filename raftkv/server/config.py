@@ -15,19 +15,37 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from raftkv.security.tls import ConfigError, TLSFiles, check_peer_name, check_separate_cas
+from raftkv.statemachine.node_store import DEFAULT_SNAPSHOT_CATCHUP_ENTRIES
 
-__all__ = ["ConfigError", "ServerConfig", "parse_config", "host_port", "member_id_for"]
+__all__ = [
+    "ConfigError", "ServerConfig", "parse_config", "parse_initial_cluster", "default_peer_url", "host_port",
+    "member_id_for",
+]
 
-DEFAULT_MAX_REQUEST_BYTES = 1572864  # 1.5 MiB, etcd's default
+# Every default of a flag, once (etcd's values unless said otherwise); the parser, its help texts, the
+# configuration's own defaults and other tools that must agree with the server (kvctl snapshot restore) read these.
+DEFAULT_NAME = "default"
+DEFAULT_TOKEN = "raftkv"
+DEFAULT_HEARTBEAT_MS = 100
+DEFAULT_ELECTION_MS = 1000
+DEFAULT_SNAPSHOT_COUNT = 10000
+DEFAULT_MAX_REQUEST_BYTES = 1572864  # 1.5 MiB
 #: See raftkv/server/batching.py for why and for what these were measured on.
 DEFAULT_BATCH_DELAY_MS = 3.0
 DEFAULT_BATCH_MIN_PENDING = 16
-DEFAULT_QUOTA_BYTES = 2 * 1024**3  # 2 GiB, etcd's default
+DEFAULT_QUOTA_BYTES = 2 * 1024**3  # 2 GiB
 #: The leader's cross-member hash check (raftkv/server/hash_check.py); etcd 3.4 leaves it off by default.
 DEFAULT_CORRUPT_CHECK_SECONDS = 300.0
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 N = TypeVar("N", int, float)
-PLANTED_BUGS = ("stale-reads", "drop-watch-event", "skip-fsync", "ack-before-commit")
+PLANTED_BUGS = (
+    "stale-reads",
+    "drop-watch-event",
+    "skip-fsync",
+    "ack-before-commit",
+    "lease-query-before-apply",
+    "apply-before-persist",
+)
 
 
 
@@ -44,10 +62,10 @@ class ServerConfig:
     cluster_token: str
     client_tls: TLSFiles | None
     peer_tls: TLSFiles | None
-    heartbeat_ms: int = 100
-    election_ms: int = 1000
-    snapshot_count: int = 10000
-    snapshot_catchup_entries: int = 5000
+    heartbeat_ms: int = DEFAULT_HEARTBEAT_MS
+    election_ms: int = DEFAULT_ELECTION_MS
+    snapshot_count: int = DEFAULT_SNAPSHOT_COUNT
+    snapshot_catchup_entries: int = DEFAULT_SNAPSHOT_CATCHUP_ENTRIES
     quota_backend_bytes: int = DEFAULT_QUOTA_BYTES
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     batch_delay_ms: float = DEFAULT_BATCH_DELAY_MS
@@ -89,6 +107,39 @@ def _hash64(*parts: str) -> int:
     return int.from_bytes(digest[:8], "big") or 1
 
 
+def default_peer_url(insecure: bool = False) -> str:
+    return f"{'http' if insecure else 'https'}://127.0.0.1:2380"
+
+
+def default_client_url(insecure: bool = False) -> str:
+    return f"{'http' if insecure else 'https'}://127.0.0.1:2379"
+
+
+def parse_initial_cluster(
+    value: str | None, name: str, advertise_peer_urls: tuple[str, ...], state: str = "new"
+) -> tuple[tuple[str, str], ...]:
+    """``--initial-cluster`` (``NAME=PEER_URL,...``; this member alone when empty), checked against this
+    member's ``--name`` and ``--initial-advertise-peer-urls`` when it founds a new cluster."""
+    items: list[tuple[str, str]] = []
+    for item in _split(value) or (f"{name}={advertise_peer_urls[0]}",):
+        member, sep, url = item.partition("=")
+        if not sep or not member or not url:
+            raise ConfigError(f"--initial-cluster entry {item!r} must be NAME=PEER_URL")
+        host_port(url)
+        items.append((member, url))
+    names = [m for m, _ in items]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--initial-cluster names a member twice: {','.join(names)}")
+    if state == "new" and name not in names:
+        raise ConfigError(f"--initial-cluster does not include this member's --name {name!r}")
+    if state == "new" and dict(items)[name] not in advertise_peer_urls:
+        raise ConfigError(
+            f"--initial-cluster gives {name}={dict(items)[name]} but this member advertises "
+            f"{','.join(advertise_peer_urls)} (--initial-advertise-peer-urls)"
+        )
+    return tuple(items)
+
+
 def host_port(url: str) -> str:
     """``https://127.0.0.1:2379`` -> ``127.0.0.1:2379`` (what gRPC binds and dials)."""
     parts = urlsplit(url)
@@ -126,16 +177,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="serve and dial without TLS (http:// URLs); never use outside a sandbox",
     )
-    p.add_argument("--heartbeat-interval", type=int, help="milliseconds between leader heartbeats (default 100)")
-    p.add_argument("--election-timeout", type=int, help="milliseconds before a follower campaigns (default 1000)")
-    p.add_argument("--snapshot-count", type=int, help="applied entries between snapshots (default 10000)")
+    p.add_argument("--heartbeat-interval", type=int,
+                   help=f"milliseconds between leader heartbeats (default {DEFAULT_HEARTBEAT_MS})")
+    p.add_argument("--election-timeout", type=int,
+                   help=f"milliseconds before a follower campaigns (default {DEFAULT_ELECTION_MS})")
+    p.add_argument("--snapshot-count", type=int,
+                   help=f"applied entries between snapshots (default {DEFAULT_SNAPSHOT_COUNT})")
     p.add_argument(
         "--snapshot-catchup-entries",
         type=int,
-        help="log entries kept after a snapshot for slow followers (default 5000)",
+        help=f"log entries kept after a snapshot for slow followers (default {DEFAULT_SNAPSHOT_CATCHUP_ENTRIES})",
     )
-    p.add_argument("--quota-backend-bytes", type=int, help="database size that raises the NOSPACE alarm (default 2 GiB)")
-    p.add_argument("--max-request-bytes", type=int, help="largest client request accepted (default 1.5 MiB)")
+    p.add_argument("--quota-backend-bytes", type=int,
+                   help=f"database size that raises the NOSPACE alarm (default {DEFAULT_QUOTA_BYTES >> 30} GiB)")
+    p.add_argument("--max-request-bytes", type=int,
+                   help=f"largest client request accepted (default {DEFAULT_MAX_REQUEST_BYTES / 2**20:g} MiB)")
     p.add_argument(
         "--batch-delay-ms",
         type=float,
@@ -240,11 +296,10 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
             if args.get(key) is None:
                 args[key] = value
 
-    name = args.get("name") or "default"
+    name = args.get("name") or DEFAULT_NAME
     insecure = bool(args.get("insecure_plaintext"))
-    scheme = "http" if insecure else "https"
-    listen_peer = _split(args.get("listen_peer_urls")) or (f"{scheme}://127.0.0.1:2380",)
-    listen_client = _split(args.get("listen_client_urls")) or (f"{scheme}://127.0.0.1:2379",)
+    listen_peer = _split(args.get("listen_peer_urls")) or (default_peer_url(insecure),)
+    listen_client = _split(args.get("listen_client_urls")) or (default_client_url(insecure),)
     adv_peer = _split(args.get("initial_advertise_peer_urls")) or listen_peer
     adv_client = _split(args.get("advertise_client_urls")) or listen_client
     for url in (*listen_peer, *listen_client, *adv_peer, *adv_client):
@@ -257,24 +312,8 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
             raise ConfigError(f"URL {url!r} is https but --insecure-plaintext disables TLS")
         host_port(url)
 
-    cluster_items: list[tuple[str, str]] = []
-    for item in _split(args.get("initial_cluster")) or (f"{name}={adv_peer[0]}",):
-        member, sep, url = item.partition("=")
-        if not sep or not member or not url:
-            raise ConfigError(f"--initial-cluster entry {item!r} must be NAME=PEER_URL")
-        host_port(url)
-        cluster_items.append((member, url))
-    names = [m for m, _ in cluster_items]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--initial-cluster names a member twice: {','.join(names)}")
     state = args.get("initial_cluster_state") or "new"
-    if state == "new" and name not in names:
-        raise ConfigError(f"--initial-cluster does not include this member's --name {name!r}")
-    if state == "new" and dict(cluster_items)[name] not in adv_peer:
-        raise ConfigError(
-            f"--initial-cluster gives {name}={dict(cluster_items)[name]} but this member advertises "
-            f"{','.join(adv_peer)} (--initial-advertise-peer-urls)"
-        )
+    cluster_items = parse_initial_cluster(args.get("initial_cluster"), name, adv_peer, state)
 
     overrides: dict[str, str] = {}
     for item in args.get("peer_dial_override") or ():
@@ -283,8 +322,8 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
             raise ConfigError(f"--peer-dial-override {item!r} must be NAME=HOST:PORT")
         overrides[peer] = addr
 
-    heartbeat = args.get("heartbeat_interval") or 100
-    election = args.get("election_timeout") or 1000
+    heartbeat = args.get("heartbeat_interval") or DEFAULT_HEARTBEAT_MS
+    election = args.get("election_timeout") or DEFAULT_ELECTION_MS
     if heartbeat <= 0 or election < 2 * heartbeat:
         raise ConfigError("--election-timeout must be at least twice --heartbeat-interval (etcd suggests 10x)")
     # The default shrinks with a short heartbeat; a value given explicitly is checked instead.
@@ -316,15 +355,15 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         advertise_peer_urls=adv_peer,
         listen_client_urls=listen_client,
         advertise_client_urls=adv_client,
-        initial_cluster=tuple(cluster_items),
+        initial_cluster=cluster_items,
         initial_cluster_state=state,
-        cluster_token=args.get("initial_cluster_token") or "raftkv",
+        cluster_token=args.get("initial_cluster_token") or DEFAULT_TOKEN,
         client_tls=client_tls,
         peer_tls=peer_tls,
         heartbeat_ms=heartbeat,
         election_ms=election,
-        snapshot_count=args.get("snapshot_count") or 10000,
-        snapshot_catchup_entries=_or_default(args.get("snapshot_catchup_entries"), 5000),
+        snapshot_count=args.get("snapshot_count") or DEFAULT_SNAPSHOT_COUNT,
+        snapshot_catchup_entries=_or_default(args.get("snapshot_catchup_entries"), DEFAULT_SNAPSHOT_CATCHUP_ENTRIES),
         quota_backend_bytes=args.get("quota_backend_bytes") or DEFAULT_QUOTA_BYTES,
         max_request_bytes=args.get("max_request_bytes") or DEFAULT_MAX_REQUEST_BYTES,
         batch_delay_ms=batch_delay_ms,

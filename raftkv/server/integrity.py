@@ -85,6 +85,19 @@ def mark_quarantined(data_dir: Path, reason: str) -> None:
         os.close(fd)
 
 
+class DataDirNotes:
+    """Production's ``raftkv.server.node.world.Notes``: files in the member's data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def remember_members(self, members: list[rpc_pb2.Member]) -> None:
+        remember_members(self.data_dir, members)
+
+    def mark_quarantined(self, reason: str) -> None:
+        mark_quarantined(self.data_dir, reason)
+
+
 def corrupt_alarm(member_id: int) -> internal_pb2.InternalRequest:
     return internal_pb2.InternalRequest(alarm=rpc_pb2.AlarmRequest(
         action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=member_id, alarm=rpc_pb2.CORRUPT))

@@ -138,6 +138,13 @@ class Lessor:
         heapq.heappush(self._heap, (expiry, lease_id))
 
 
+def min_lease_ttl(election_ms: int) -> int:
+    """etcd's shortest lease: 1.5 election timeouts, rounded up to whole seconds (2 s at defaults), so a
+    lease always outlives the leader election that may follow its last keep-alive. The applier raises a
+    shorter grant to it (``ApplyConfig.min_lease_ttl``), so every member grants the same TTL."""
+    return math.ceil(1.5 * election_ms / 1000)
+
+
 def revoke_limit(check_interval: float) -> int:
     """How many expired leases one check may revoke to stay within etcd's rate (500 per 500 ms check)."""
     return max(1, math.floor(REVOKE_RATE_PER_SECOND * check_interval))

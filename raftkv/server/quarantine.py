@@ -30,17 +30,13 @@ import grpc
 import lmdb
 
 from raftkv import errors
-from raftkv.api.grpc_server import build_client_server
-from raftkv.api.lease import LeaseServicer
-from raftkv.api.watch import WatchServicer
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
 from raftkv.server.backend import RevisionEvents
-from raftkv.server.config import ServerConfig, host_port
+from raftkv.server.config import ServerConfig
 from raftkv.server.integrity import quarantine_reason, remembered_members
 from raftkv.server.member_channels import MemberChannels
 from raftkv.server.node.maintenance import API_VERSION
 from raftkv.server.node.world import exit_process
-from raftkv.server.watch_hub import WatchHub
 from raftkv.storage.env import SUB_DBS
 from raftkv.storage.integrity import check_structure
 from raftkv.storage.sealed import CorruptionError, SealedTxn
@@ -158,20 +154,17 @@ async def forward_alarm(cfg: ServerConfig, channels: MemberChannels) -> None:
         await asyncio.sleep(FORWARD_RETRY_SECONDS)
 
 
-async def serve(cfg: ServerConfig, reason: str, stop: asyncio.Event, server_credentials: Any) -> int:
+#: Builds the client API server over a quarantined member's backend. The process's composition root
+#: (``raftkv.main``) hands it in: the server layer does not import the API layer.
+ClientServerFactory = Callable[["QuarantinedBackend"], grpc.aio.Server]
+
+
+async def serve(cfg: ServerConfig, reason: str, stop: asyncio.Event, client_server: ClientServerFactory) -> int:
     """Run in quarantine until ``stop`` is set."""
     log.error("%s: quarantined: %s. This member takes no part in the cluster and serves no data. Replace it: "
               "member remove %x, empty %s, member add, start it; then alarm disarm", cfg.name, reason,
               cfg.member_id, cfg.data_dir)
-    backend = QuarantinedBackend(cfg, reason)
-    server = build_client_server(
-        backend=backend,  # type: ignore[arg-type]
-        watch_servicer=WatchServicer(backend, WatchHub(backend)),  # type: ignore[arg-type]
-        lease_servicer=LeaseServicer(backend, election_ms=cfg.election_ms),  # type: ignore[arg-type]
-        listen_addresses=[host_port(u) for u in cfg.listen_client_urls],
-        server_credentials=server_credentials,
-        max_request_bytes=cfg.max_request_bytes,
-    )
+    server = client_server(QuarantinedBackend(cfg, reason))
     await server.start()
     channels = MemberChannels(cfg.client_tls)
     forwarding = asyncio.create_task(forward_alarm(cfg, channels))

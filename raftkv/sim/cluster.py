@@ -1,34 +1,45 @@
-"""A simulated cluster: nodes, network, clock, workload and checker wired together, plus fault actions.
+"""A simulated cluster: production members, the network, clients and checkers on one loop, plus faults.
 
-The cluster is the ``NodeHooks`` of every node: it routes their messages through the network and their
-observations to the checker and the workload. It also keeps the membership view of the run (the newest
-applied configuration), resolves fault events against it, and runs membership changes the way an
-operator would (propose on the leader; start a new member once its addition is accepted; retire a member
-once its removal is applied).
+The cluster is the composition root of a run, as ``raftkv/main.py`` is of a process: it builds each
+member from its configuration, wires the checkers to the members' transports, disks and applied
+revisions, and plays the schedule's faults the way an operator and a hostile environment would —
+partitions, crashes that lose unsynced writes, restarts, leader transfers and membership changes (``member
+add`` through a running member, then start the new one with ``--initial-cluster-state existing``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
-from raftkv.core.rawnode import RawNode, bootstrap_entries
-from raftkv.core.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType, ProposalDropped, SnapshotMeta
-from raftkv.sim.clock import EventQueue
-from raftkv.sim.invariants import Checker
-from raftkv.sim.network import Envelope, LinkFaults, Network
-from raftkv.sim.node import SimNode
+from raftkv import errors
+from raftkv.core.types import ConfState, Message
+from raftkv.server.watch_hub import WatchHub
+from raftkv.sim.disk import WRITEBACK_INTERVAL
+from raftkv.sim.history import History
+from raftkv.sim.invariants import InvariantViolation, RaftChecker
+from raftkv.sim.loop import SimLoop
+from raftkv.sim.member import SimMember, member_config, peer_url
+from raftkv.sim.network import LinkFaults, Network
 from raftkv.sim.schedule import Fault, Schedule
 from raftkv.sim.workload import Workload
+from raftkv.storage.raft_log import read_u64
 
-TICK = 10  # virtual time units per Raft tick; network latencies are a few units
+UNIT = 0.01  # seconds per schedule time unit: a heartbeat (a Raft tick) is 10 units
+ADMIN_TIMEOUT = 5.0
+
+#: Bugs that can be planted in the production node for a run (``--unsafe-planted-bug`` names), and those
+#: planted beneath it, in the simulated disk.
+NODE_BUGS = ("lease-query-before-apply", "apply-before-persist", "stale-reads")
+DISK_BUGS = ("skip-fsync",)
 
 
 @dataclass(frozen=True, slots=True)
 class SimOptions:
-    core_bugs: frozenset[str] = frozenset()
-    sim_bugs: frozenset[str] = frozenset()  # "send_before_fsync", "stale_read"
+    core_bugs: frozenset[str] = frozenset()  # raftkv.core Config.unsafe_bugs
+    planted_bug: str | None = None  # one of NODE_BUGS or DISK_BUGS
     keep_trace: int = 0  # remember the last N trace lines, for failure reports
 
 
@@ -36,193 +47,157 @@ class Cluster:
     def __init__(self, schedule: Schedule, options: SimOptions) -> None:
         self.schedule = schedule
         self.options = options
+        self.loop = SimLoop()
         self._rng = random.Random(schedule.seed)
-        self.queue = EventQueue(options.keep_trace)
-        self.nodes: dict[int, SimNode] = {}
-        self.checker = Checker(self.nodes)
-        self.network = Network(self.queue, self._derive_rng(), schedule.link, self._deliver, self._lost)
+        self.members: dict[int, SimMember] = {}
+        self._by_name: dict[str, SimMember] = {}
+        self.network = Network(self.loop, self._derive_rng(), schedule.link, UNIT, self.members.get)
+        self.raft = RaftChecker(self.members)
+        self.history = History(self.loop.time, self.violation)
         self.workload = Workload(
-            self.queue,
-            self._derive_rng(),
-            self._pick_client_node,
-            schedule.clients,
-            schedule.keys,
-            stale_reads="stale_read" in options.sim_bugs,
+            self._derive_rng(), self.history, self.current_members, self.note, schedule.clients, schedule.keys, 0.15
         )
         self._nemesis_rng = self._derive_rng()
         self._hunting = schedule.hunt > 0
-        self.conf = ConfState(voters=frozenset(range(1, schedule.nodes + 1)))
-        self._conf_index = schedule.nodes
-        self._joined: set[int] = set(self.conf.voters)
-        self._next_id = schedule.nodes + 1
-        boot = bootstrap_entries([(i, f"n{i}".encode()) for i in range(1, schedule.nodes + 1)])
-        for i in range(1, schedule.nodes + 1):
-            self._add_node(i).disk.bootstrap(boot)
-        for i in range(1, schedule.nodes + 1):
-            self._start(self.nodes[i])
-        for f in schedule.faults:
-            self.queue.schedule(f.at, f"fault {f.kind}{list(f.args)}", lambda f=f: self.apply_fault(f))
-        self.workload.start()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lease_tables: dict[int, tuple[object, set[int]]] = {}
+        self._conf = ConfState()
+        self._next_name = schedule.nodes + 1
+        self.recent: list[str] = []
 
     def _derive_rng(self) -> random.Random:
         return random.Random(self._rng.getrandbits(64))
 
-    def _add_node(self, node_id: int) -> SimNode:
-        o = self.options
-        node = SimNode(node_id, self.queue, self._derive_rng(), self, self.schedule.knobs, o.core_bugs, o.sim_bugs)
-        self.nodes[node_id] = node
-        self.queue.schedule(self._rng.randint(1, TICK), f"tick n{node_id}", lambda: self._tick(node))
-        return node
+    # --- the trace, and failing -------------------------------------------------------------------------
+    def note(self, line: str) -> None:
+        self.loop.note(line)
+        if self.options.keep_trace:
+            self.recent.append(f"{self.loop.time():9.3f} {line}")
+            if len(self.recent) > 2 * self.options.keep_trace:
+                del self.recent[: -self.options.keep_trace]
 
-    def _tick(self, node: SimNode) -> None:
-        if node.removed:
+    def violation(self, message: str) -> None:
+        self.note(f"VIOLATION {message}")
+        self.loop.fail(f"InvariantViolation: {message}")
+        raise InvariantViolation(message)
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        task = self.loop.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- members --------------------------------------------------------------------------------------------
+    def _new_member(self, name: str, initial_cluster: tuple[tuple[str, str], ...], state: str) -> SimMember:
+        planted = self.options.planted_bug if self.options.planted_bug in NODE_BUGS else None
+        cfg = member_config(name, initial_cluster, state, self.schedule.knobs, planted)
+        member = SimMember(
+            self.loop, self.network, cfg, self.schedule.knobs, self._derive_rng(), UNIT,
+            self._sending, self._disk_committed, self.options.core_bugs,
+        )
+        if self.options.planted_bug == "skip-fsync":
+            member.disk.skip_fsync()
+        self.members[member.id] = member
+        self._by_name[name] = member
+        return member
+
+    def _start(self, member: SimMember) -> None:
+        member.start()
+        node = member.node
+        assert node is not None
+        member.watch_hub = WatchHub(node)
+        node.subscribe_applied(lambda revision, name=member.name: self.history.applied(name, revision))
+        self.raft.started(member)
+        self.note(f"start {member.name} (life {member.lives})")
+
+    def _crash(self, member: SimMember) -> None:
+        if member.node is None:
             return
-        node.tick()
-        self.queue.schedule(TICK, f"tick n{node.id}", lambda: self._tick(node))
+        member.crash()
+        member.watch_hub = None
+        self.raft.crashed(member)
+        self.note(f"crash {member.name}")
 
-    def _start(self, node: SimNode) -> None:
-        self.checker.restarted(node)
-        node.start()
+    def current_members(self) -> list[SimMember]:
+        """Members of the newest configuration anyone applied (plus founders before any is known)."""
+        ids = self._conf.members()
+        return [m for _, m in sorted(self.members.items()) if not m.removed and (not ids or m.id in ids)]
 
-    # -- views ------------------------------------------------------------------------------------------
+    def _refresh_conf(self) -> None:
+        best: tuple[int, ConfState] | None = None
+        for member in self.members.values():
+            if member.node is not None:
+                applied = member.node.loop.applied
+                if best is None or applied > best[0]:
+                    best = (applied, member.node.loop.raw.status().conf_state)
+        if best is not None:
+            self._conf = best[1]
 
-    def members(self) -> list[int]:
-        return sorted(self.conf.members())
+    def leader(self) -> SimMember | None:
+        lid = self.raft.current_leader()
+        return self.members.get(lid) if lid else None
 
-    def live_members(self) -> list[SimNode]:
-        return [self.nodes[i] for i in self.members() if self.nodes[i].alive]
+    def slot(self, index: int) -> SimMember:
+        members = self.current_members()
+        return members[index % len(members)]
 
-    def leader(self) -> SimNode | None:
-        lid = self.checker.current_leader()
-        return self.nodes[lid] if lid else None
+    # --- hooks from the members --------------------------------------------------------------------------------
+    def _sending(self, member: SimMember, msg: Message) -> None:
+        self.loop.note(f"send {msg.type.name} {member.name}->{msg.to:x} t{msg.term} i{msg.index}")
+        before = self.raft.elections
+        self.raft.sending(member, msg)
+        if self.raft.elections > before and self._hunting:
+            self._maybe_hunt(member)
 
-    def _pick_client_node(self, rng: random.Random) -> SimNode | None:
-        live = self.live_members()
-        return rng.choice(live) if live else None
+    def _disk_committed(self, member: SimMember) -> None:
+        self.raft.disk_committed(member)
+        items = member.disk.env.live["leases"]
+        previous = self._lease_tables.get(member.id)
+        if previous is None or previous[0] is not items:
+            leases = {read_u64(key) for key, _ in items}
+            self.history.member_lease_table(member.name, previous[1] if previous else set(), leases)
+            self._lease_tables[member.id] = (items, leases)
 
-    # -- NodeHooks --------------------------------------------------------------------------------------
+    # --- the run -------------------------------------------------------------------------------------------------
+    def boot(self) -> None:
+        names = [f"n{i}" for i in range(1, self.schedule.nodes + 1)]
+        initial = tuple((name, peer_url(name)) for name in names)
+        for name in names:
+            self._new_member(name, initial, "new")
+        for member in list(self.members.values()):
+            self._start(member)
+        self._refresh_conf()
+        for f in self.schedule.faults:
+            self.network.after(f.at, lambda f=f: self.apply_fault(f))
+        self.network.after(int(WRITEBACK_INTERVAL / UNIT), self._write_back)
+        self.workload.start(self.spawn)
 
-    def send(self, env: Envelope) -> None:
-        self.checker.sending(self.nodes[env.msg.sender], env.msg)
-        self.network.send(env)
+    def _write_back(self) -> None:
+        for member in self.members.values():
+            member.disk.write_back()
+        self.network.after(int(WRITEBACK_INTERVAL / UNIT), self._write_back)
 
-    def _deliver(self, env: Envelope) -> None:
-        node = self.nodes.get(env.msg.to)
-        if node is None or not node.alive:
-            self._lost(env)
-            return
-        node.deliver(env)
-        if env.snapshot_data is not None:
-            self._snapshot_status(env, True)
-
-    def _lost(self, env: Envelope) -> None:
-        if env.snapshot_data is not None:
-            self._snapshot_status(env, False)
-
-    def _snapshot_status(self, env: Envelope, ok: bool) -> None:
-        """The snapshot stream beside a SNAP finished (or failed): tell the sender, if it still runs."""
-        sender, to = self.nodes[env.msg.sender], env.msg.to
-        life = sender.life
-
-        def report() -> None:
-            if sender.alive and sender.life == life:
-                sender.call(lambda raw: raw.report_snapshot(to, ok))
-
-        self.queue.schedule(1, f"snap-status n{sender.id}->{to} {ok}", report)
-
-    def persisted(self, node: SimNode, entries: list[Entry]) -> None:
-        self.checker.persisted(node, entries)
-
-    def synced(self, node: SimNode) -> None:
-        self.checker.synced(node)
-
-    def applied(self, node: SimNode, entry: Entry) -> None:
-        self.checker.applied(node, entry)
-        self.workload.applied(node, entry)
-        if entry.type == EntryType.CONF_CHANGE and entry.index > self._conf_index:
-            self._conf_index = entry.index
-            self._membership_changed(node.disk.sm.conf_state)
-
-    def snapshot_installed(self, node: SimNode, meta: SnapshotMeta) -> None:
-        self.checker.snapshot_installed(node, meta)
-
-    def read_served(self, node: SimNode, ctx: bytes) -> None:
-        self.workload.read_served(node, ctx)
-
-    def observe(self, node: SimNode) -> None:
-        before = self.checker.elections
-        self.checker.observe(node)
-        if self.checker.elections > before and self._hunting:
-            rng = self._nemesis_rng
-            if rng.randrange(100) < self.schedule.hunt:
-                delay = rng.randint(0, self.schedule.hunt_delay)
-                life = node.life
-                self.queue.schedule(delay, f"hunt n{node.id}", lambda: self._hunt(node, life))
-
-    def _hunt(self, node: SimNode, life: int) -> None:
-        """Strike a leader the nemesis picked at its election, if it still leads in that life."""
-        if not self._hunting or node.life != life or not self.checker.is_leader(node.id):
-            return
-        rng = self._nemesis_rng
-        if rng.random() < 0.25:
-            self._crash(node)
-            self.queue.schedule(rng.randint(50, 400), f"restart n{node.id}", lambda: self._revive(node))
-            return
-        side = {node.id}
-        others = [n.id for n in self.live_members() if n.id != node.id]
-        if others and rng.random() < 0.5:
-            side.add(rng.choice(others))
-        self.network.partition(frozenset(side))
-
-    def _revive(self, node: SimNode) -> None:
-        if not node.alive and not node.removed:
-            self._start(node)
-
-    # -- membership -------------------------------------------------------------------------------------
-
-    def _membership_changed(self, conf: ConfState) -> None:
-        self.conf = conf
-        self._joined |= conf.members()
-        for nid in sorted(self._joined - conf.members()):
-            node = self.nodes[nid]
-            if not node.removed:
-                self._crash(node)
-                node.removed = True
-
-    def _propose_conf(self, cc: ConfChange) -> bool:
-        return self._on_leader(lambda raw: raw.propose_conf_change(cc))
-
-    def _add_member(self, kind: ConfChangeType) -> None:
-        if len(self.conf.members()) >= 6:
-            return
-        nid = self._next_id
-        if self._propose_conf(ConfChange(kind, nid, f"n{nid}".encode())):
-            self._next_id += 1
-            self._start(self._add_node(nid))
-
-    # -- faults -----------------------------------------------------------------------------------------
-
-    def _crash(self, node: SimNode) -> None:
-        node.crash()
-        self.checker.crashed(node)
-
+    # --- faults --------------------------------------------------------------------------------------------------
     def apply_fault(self, f: Fault) -> None:
-        members = self.members()
-        slot = members[f.args[0] % len(members)] if f.args else 0
+        self._refresh_conf()
+        self.note(f"fault {f.kind}{list(f.args)}")
+        members = [m.id for m in self.current_members()]
+        if not members:
+            return
+        slot = self.slot(f.args[0]) if f.args else None
         leader = self.leader()
         kind = f.kind
         if kind == "partition":
             self.network.partition(frozenset(m for i, m in enumerate(members) if f.args[0] >> i & 1))
-        elif kind == "isolate":
-            self.network.partition(frozenset({slot}))
+        elif kind == "isolate" and slot is not None:
+            self.network.partition(frozenset({slot.id}))
         elif kind == "isolate_leader" and leader is not None:
             self.network.partition(frozenset({leader.id}))
-        elif kind == "one_way":
-            self.network.block_one_way(slot, members[f.args[1] % len(members)])
+        elif kind == "one_way" and slot is not None:
+            self.network.block_one_way(slot.id, self.slot(f.args[1]).id)
         elif kind == "heal":
             self.network.heal()
-        elif kind == "crash" and self.nodes[slot].alive:
-            self._crash(self.nodes[slot])
+        elif kind == "crash" and slot is not None:
+            self._crash(slot)
         elif kind == "crash_leader" and leader is not None:
             self._crash(leader)
         elif kind == "restart":
@@ -230,26 +205,92 @@ class Cluster:
             if down:
                 self._start(down[f.args[0] % len(down)])
         elif kind == "restart_all":
-            for n in self._down():
-                self._start(n)
-        elif kind == "transfer" and leader is not None:
-            voters = sorted(self.conf.voters)
-            target = voters[f.args[0] % len(voters)]
-            if target != leader.id:
-                leader.call(lambda raw: raw.transfer_leader(target))
-        elif kind == "snapshot" and self.nodes[slot].alive:
-            self.nodes[slot].disk.take_snapshot()
+            for member in self._down():
+                self._start(member)
+        elif kind == "transfer" and leader is not None and leader.node is not None:
+            voters = sorted(self._conf.voters)
+            target = voters[f.args[0] % len(voters)] if voters else 0
+            if target and target != leader.id:
+                self.spawn(self._admin(f"transfer to {target:x}", leader.node.move_leader(target, ADMIN_TIMEOUT)))
         elif kind in ("add_learner", "add_voter"):
-            self._add_member(ConfChangeType.ADD_LEARNER if kind == "add_learner" else ConfChangeType.ADD_VOTER)
-        elif kind == "promote" and self.conf.learners:
-            learners = sorted(self.conf.learners)
-            self._propose_conf(ConfChange(ConfChangeType.ADD_VOTER, learners[f.args[0] % len(learners)]))
-        elif kind == "remove" and len(self.conf.voters) > 3:
-            voters = sorted(self.conf.voters)
-            self._propose_conf(ConfChange(ConfChangeType.REMOVE_NODE, voters[f.args[0] % len(voters)]))
+            self.spawn(self._add_member(kind == "add_learner"))
+        elif kind == "promote" and self._conf.learners:
+            learners = sorted(self._conf.learners)
+            self.spawn(self._change(lambda node, lid=learners[f.args[0] % len(learners)]: node.member_promote(lid, ADMIN_TIMEOUT),
+                                    "promote"))
+        elif kind == "remove" and len(self._conf.voters) > 3:
+            voters = sorted(self._conf.voters)
+            self.spawn(self._remove(voters[f.args[0] % len(voters)]))
 
-    def _down(self) -> list[SimNode]:
-        return [n for _, n in sorted(self.nodes.items()) if not n.alive and not n.removed]
+    def _down(self) -> list[SimMember]:
+        return [m for m in self.current_members() if m.node is None]
+
+    async def _admin(self, what: str, call: Awaitable[object]) -> bool:
+        try:
+            await call
+        except errors.EtcdException as exc:
+            self.note(f"admin {what}: {exc.error.message}")
+            return False
+        self.note(f"admin {what}: ok")
+        return True
+
+    def _any_running(self) -> SimMember | None:
+        running = [m for m in self.current_members() if m.node is not None]
+        return self._nemesis_rng.choice(running) if running else None
+
+    async def _change(self, call, what: str) -> None:  # type: ignore[no-untyped-def]
+        member = self._any_running()
+        if member is not None and member.node is not None:
+            await self._admin(what, call(member.node))
+
+    async def _add_member(self, learner: bool) -> None:
+        if len(self.current_members()) >= 6:
+            return
+        via = self._any_running()
+        if via is None or via.node is None:
+            return
+        name = f"n{self._next_name}"
+        self._next_name += 1
+        if not await self._admin(f"add {name}", via.node.member_add([peer_url(name)], learner, ADMIN_TIMEOUT)):
+            return
+        initial = tuple((m.name, peer_url(m.name)) for m in self.current_members()) + ((name, peer_url(name)),)
+        self._start(self._new_member(name, initial, "existing"))
+
+    async def _remove(self, member_id: int) -> None:
+        via = self._any_running()
+        if via is None or via.node is None:
+            return
+        if await self._admin(f"remove {member_id:x}", via.node.member_remove(member_id, ADMIN_TIMEOUT)):
+            removed = self.members.get(member_id)
+            if removed is not None:
+                self._crash(removed)
+                removed.removed = True
+
+    def _maybe_hunt(self, member: SimMember) -> None:
+        """A nemesis strikes some leaders soon after their election (the ``figure8`` profile)."""
+        rng = self._nemesis_rng
+        if rng.randrange(100) >= self.schedule.hunt:
+            return
+        life = member.life
+        self.network.after(rng.randint(0, self.schedule.hunt_delay), lambda: self._hunt(member, life))
+
+    def _hunt(self, member: SimMember, life: object) -> None:
+        if not self._hunting or member.life is not life or self.raft.current_leader() != member.id:
+            return
+        rng = self._nemesis_rng
+        if rng.random() < 0.25:
+            self._crash(member)
+            self.network.after(rng.randint(50, 400), lambda: self._revive(member))
+            return
+        side = {member.id}
+        others = [m.id for m in self.current_members() if m.node is not None and m.id != member.id]
+        if others and rng.random() < 0.5:
+            side.add(rng.choice(others))
+        self.network.partition(frozenset(side))
+
+    def _revive(self, member: SimMember) -> None:
+        if member.node is None and not member.removed:
+            self._start(member)
 
     def heal_all(self) -> None:
         """End of the fault phase: reconnect everything and bring every member back."""
@@ -257,20 +298,6 @@ class Cluster:
         self.network.heal()
         link = self.schedule.link
         self.network.faults = LinkFaults(min_latency=link.min_latency, max_latency=link.max_latency)
-        for n in self._down():
-            self._start(n)
-
-    def propose_on_leader(self, data: bytes) -> bool:
-        return self._on_leader(lambda raw: raw.propose(data))
-
-    def _on_leader(self, request: Callable[[RawNode], None]) -> bool:
-        """Run a local request on the current leader; False if there is none or it refused."""
-        leader = self.leader()
-        if leader is None:
-            return False
-        try:
-            leader.call(request)
-        except ProposalDropped:
-            return False
-        return True
-
+        for member in self._down():
+            self._start(member)
+        self.note("heal")

@@ -1,82 +1,74 @@
-"""Liveness after the storm: with the network healed and every member up, the cluster must make progress.
+"""After the faults stop: the cluster must elect a leader and commit, then every member must converge.
 
-Safety alone is easy to satisfy (a cluster that never commits anything is safe). So once the fault phase
-ends, a leader must be elected and a fresh proposal committed within a bounded simulated time, and then
-every member must catch up (through the log or a snapshot) to identical state machines.
+Both are bounded in virtual time, so a liveness bug (a member that never catches up, an election that
+never ends) fails the run with a clear message instead of hanging it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
 
-from raftkv.sim.cluster import TICK, Cluster
-from raftkv.sim.statemachine import decode_put
+from raftkv import errors
+from raftkv.proto import internal_pb2, rpc_pb2
+from raftkv.server.backend import ClientSession
+from raftkv.sim.cluster import Cluster
+
+PROBE_KEY = b"probe"
 
 
 class LivenessFailure(AssertionError):
-    """The cluster did not make progress in time although a majority was up and connected."""
+    """The healed cluster did not make progress (or did not converge) within the bound."""
 
 
-def run_until(cluster: Cluster, deadline: int, done: Callable[[], bool] = lambda: False) -> bool:
-    """Run events up to virtual time ``deadline``; True as soon as ``done()`` holds."""
-    q = cluster.queue
+async def await_commit(cluster: Cluster, bound: float) -> int:
+    """A write through some running member succeeds within ``bound`` seconds; returns its revision."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    while loop.time() < deadline:
+        for member in cluster.current_members():
+            node = member.node
+            if node is None or not node.has_leader():
+                continue
+            req = internal_pb2.InternalRequest(put=rpc_pb2.PutRequest(key=PROBE_KEY, value=b"probe"))
+            try:
+                result = await node.propose(req, ClientSession(), 3.0)
+            except errors.EtcdException:
+                continue
+            cluster.history.check_write("probe put", member.name, PROBE_KEY, b"probe", result.put.header.revision)
+            return result.put.header.revision
+        await asyncio.sleep(0.1)
+    raise LivenessFailure(f"no write committed within {bound:.0f}s of healing (members: {_describe(cluster)})")
+
+
+async def await_convergence(cluster: Cluster, revision: int, bound: float) -> None:
+    """Every member of the final configuration runs, has applied at least ``revision``, and all hold the
+    same applied index and revision; then each is checked against the history."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
     while True:
-        if done():
-            return True
-        t = q.next_time()
-        if t is None or t > deadline:
-            return False
-        q.run_next()
+        cluster._refresh_conf()
+        members = cluster.current_members()
+        nodes = [m.node for m in members]
+        if all(n is not None for n in nodes):
+            positions = {(n.loop.applied, n.store.revision()) for n in nodes if n is not None}
+            if len(positions) == 1 and next(iter(positions))[1] >= revision:
+                break
+        if loop.time() >= deadline:
+            raise LivenessFailure(f"members did not converge within {bound:.0f}s: {_describe(cluster)}")
+        await asyncio.sleep(0.1)
+    for member in members:
+        node = member.node
+        assert node is not None
+        everything = node.range(rpc_pb2.RangeRequest(key=b"\0", range_end=b"\0"))
+        cluster.history.check_final(member.name, list(everything.kvs), {lease.id for lease in node.store.leases()})
 
 
-def await_commit(cluster: Cluster, bound: int) -> int:
-    """Propose a probe through whoever leads until one commits; return its index. Fails after ``bound``."""
-    data = cluster.workload.probe()
-    key, value = decode_put(data)
-    deadline = cluster.queue.now + bound
-    proposed_to: tuple[int, int] | None = None  # (leader id, life) the probe was last handed to
-
-    def committed() -> bool:
-        return any(n.disk.sm.read(key)[0] == value for n in cluster.live_members())
-
-    while cluster.queue.now <= deadline:
-        leader = cluster.leader()
-        if leader is not None and proposed_to != (leader.id, leader.life):
-            if cluster.propose_on_leader(data):
-                proposed_to = (leader.id, leader.life)
-        if run_until(cluster, min(deadline, cluster.queue.now + 2 * TICK), committed):
-            return max(n.disk.sm.read(key)[1] for n in cluster.live_members())
-        if cluster.queue.next_time() is None:
-            break
-    raise LivenessFailure(f"no proposal committed within {bound} time units of healing; {describe(cluster)}")
-
-
-def await_convergence(cluster: Cluster, index: int, bound: int) -> None:
-    """Every member reaches ``index`` and members at equal applied index have identical state."""
-    cluster.workload.running = False
-    deadline = cluster.queue.now + bound
-
-    def converged() -> bool:
-        live = cluster.live_members()
-        return len({n.disk.sm.applied for n in live}) == 1 and live[0].disk.sm.applied >= index
-
-    if not run_until(cluster, deadline, converged):
-        raise LivenessFailure(f"members did not converge on index {index} within {bound}; {describe(cluster)}")
-    live = cluster.live_members()
-    for n in live[1:]:
-        if n.disk.sm.kv != live[0].disk.sm.kv:
-            raise AssertionError(f"n{n.id} and n{live[0].id} differ at applied index {n.disk.sm.applied}")
-
-
-def describe(cluster: Cluster) -> str:
+def _describe(cluster: Cluster) -> str:
     parts = []
-    for nid, n in sorted(cluster.nodes.items()):
-        if n.raw is None:
-            parts.append(f"n{nid}:{'removed' if n.removed else 'down'}")
-            continue
-        st = n.raw.status()
-        parts.append(
-            f"n{nid}:{st.soft_state.role.name.lower()} term={st.hard_state.term} commit={st.hard_state.commit} "
-            f"applied={n.disk.sm.applied} last={n.disk.storage.last_index()}"
-        )
-    return f"members={cluster.members()} " + ", ".join(parts)
+    for member in cluster.current_members():
+        node = member.node
+        if node is None:
+            parts.append(f"{member.name} down")
+        else:
+            parts.append(f"{member.name} applied={node.loop.applied} rev={node.store.revision()} leader={node.loop.soft.leader:x}")
+    return ", ".join(parts)

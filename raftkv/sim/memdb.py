@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import contextlib
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from raftkv.storage.env import DEFAULT_MAP_SIZE, SUB_DBS
+from raftkv.storage.sealed import SealedTxn
 
 Items = list[tuple[bytes, bytes]]
+PAGE_SIZE = 4096
 State = dict[str, Items]
 _LOWEST = b""
+#: Sub-database handles are their names here; what ``SealedTxn`` names in its errors.
+NAMES = {name: name for name in SUB_DBS}
 
 
 class _Table:
@@ -48,18 +52,30 @@ class _Table:
 
 
 class MemoryTxn:
-    """A transaction over one ``State``; ``write`` ones collect their changes for ``MemoryEnv.commit``."""
+    """A transaction over one ``State``; ``write`` ones collect their changes for ``MemoryEnv.commit``.
+    A child (``parent`` given) sees its parent's uncommitted changes and hands its own back on success."""
 
-    def __init__(self, state: State, write: bool) -> None:
+    def __init__(self, state: State, write: bool, parent: MemoryTxn | None = None) -> None:
         self._state = state
         self._write = write
+        self._parent = parent
         self._tables: dict[str, _Table] = {}
 
     def table(self, db: str) -> _Table:
         table = self._tables.get(db)
         if table is None:
-            table = self._tables[db] = _Table(self._state[db], SUB_DBS[db])
+            items = self._parent.table(db).items if self._parent is not None else self._state[db]
+            table = self._tables[db] = _Table(items, SUB_DBS[db])
         return table
+
+    def commit_into_parent(self) -> None:
+        assert self._parent is not None
+        for name, table in self._tables.items():
+            if table.owned:
+                target = self._parent.table(name)
+                target.items = table.items
+                target.owned = True
+                target.version += 1
 
     def changed(self) -> dict[str, Items]:
         return {name: t.items for name, t in self._tables.items() if t.owned}
@@ -72,12 +88,17 @@ class MemoryTxn:
             return items[i][1]
         return default
 
-    def put(self, key: bytes, value: bytes, db: str = "") -> bool:
+    def put(self, key: bytes, value: bytes, db: str = "", append: bool = False) -> bool:
+        """``append``: the caller promises ``key`` sorts after every key; as LMDB, nothing is stored (and
+        False returned) when it does not."""
         assert self._write, "put in a read transaction"
         table = self.table(db)
         key, value = bytes(key), bytes(value)
         assert key, "LMDB keys are never empty"
         items = table.items
+        if append and items and items[-1][0] >= key:
+            assert not table.dupsort, "append to a dupsort sub-database is not modelled"
+            return False
         if table.dupsort:
             i = bisect_left(items, (key, value))
             if i < len(items) and items[i] == (key, value):
@@ -119,6 +140,17 @@ class MemoryTxn:
 
     def cursor(self, db: str = "") -> MemoryCursor:
         return MemoryCursor(self, self.table(db))
+
+    def stat(self, db: str | None = None) -> dict[str, int]:
+        """LMDB's statistics of one sub-database (or of the main one, which lists the sub-databases): as if
+        each item took its bytes on leaf pages, packed."""
+        if db is None:
+            return {"psize": PAGE_SIZE, "entries": len(SUB_DBS), "branch_pages": 0, "leaf_pages": 1,
+                    "overflow_pages": 0, "depth": 1}
+        items = self.table(db).items
+        size = sum(len(k) + len(v) for k, v in items)
+        return {"psize": PAGE_SIZE, "entries": len(items), "branch_pages": 0,
+                "leaf_pages": -(-size // PAGE_SIZE), "overflow_pages": 0, "depth": 1}
 
 
 class MemoryCursor:
@@ -273,11 +305,24 @@ class MemoryEnv:
         return name
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[MemoryTxn]:
-        yield MemoryTxn(self.live, write=False)
+    def read(self) -> Iterator[SealedTxn]:
+        """As ``Env.read``: records come out checked (the production seal, over this environment)."""
+        yield SealedTxn(MemoryTxn(self.live, write=False), NAMES)
+
+    def begin(self) -> MemoryTxn:
+        """A raw read transaction (py-lmdb's ``Environment.begin()``): values as stored, seals included."""
+        return MemoryTxn(self.live, write=False)
 
     def begin_write(self) -> MemoryTxn:
+        """A raw write transaction, for ``commit``; the store's writer wraps it as ``Writer`` does."""
         return MemoryTxn(self.live, write=True)
+
+    @contextlib.contextmanager
+    def begin_child(self, parent: SealedTxn) -> Iterator[SealedTxn]:
+        """A nested write transaction: its changes join ``parent`` if the block ends normally, else vanish."""
+        child = MemoryTxn(self.live, write=True, parent=parent.raw)
+        yield SealedTxn(child, NAMES)
+        child.commit_into_parent()
 
     def commit(self, txn: MemoryTxn) -> None:
         """Make ``txn`` visible, and durable too when this environment syncs (else it waits for ``flush``)."""
@@ -297,10 +342,13 @@ class MemoryEnv:
         self.live = self.durable
 
     def file_size(self) -> int:
-        return self.used_size()
+        with self.read() as txn:
+            return self.pages_in_use(txn, SUB_DBS)
 
-    def used_size(self) -> int:
-        return sum(len(k) + len(v) for items in self.live.values() for k, v in items)
+    def pages_in_use(self, txn: SealedTxn, names: Iterable[str], *, with_overhead: bool = True) -> int:
+        """As ``Env.pages_in_use``, from ``MemoryTxn.stat``."""
+        pages = sum(txn.stat(name)["leaf_pages"] for name in names)
+        return (pages + (3 if with_overhead else 0)) * PAGE_SIZE
 
     def compact_file(self) -> None:
         """Defragmentation has nothing to do in memory."""

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
-from raftkv.sim.cluster import Cluster, SimOptions
-from raftkv.sim.liveness import await_commit, await_convergence, run_until
+from raftkv.sim.cluster import UNIT, Cluster, SimOptions
+from raftkv.sim.liveness import await_commit, await_convergence
+from raftkv.sim.loop import SimulationStalled, finish
 from raftkv.sim.schedule import Schedule
 
-LIVENESS_BOUND = 4000  # 400 ticks: ~20 election timeouts to elect a leader and commit after healing
-CONVERGENCE_BOUND = 6000
+LIVENESS_BOUND = 40.0  # seconds (400 ticks): ~20 election timeouts to elect a leader and commit after healing
+CONVERGENCE_BOUND = 60.0
 
 
 @dataclass(slots=True)
@@ -17,9 +19,9 @@ class RunResult:
     schedule: Schedule
     error: str | None
     trace_hash: str
-    end_time: int
+    end_time: float
     events: int
-    members: tuple[int, ...] = ()
+    members: tuple[str, ...] = ()
     stats: dict[str, int] = field(default_factory=dict)
     recent: list[str] = field(default_factory=list)
 
@@ -29,31 +31,48 @@ class RunResult:
 
     def summary(self) -> str:
         s = " ".join(f"{k}={v}" for k, v in self.stats.items())
-        return f"seed={self.schedule.seed} {'ok' if self.ok else 'FAIL'} t={self.end_time} events={self.events} {s}"
+        return f"seed={self.schedule.seed} {'ok' if self.ok else 'FAIL'} t={self.end_time:.1f}s steps={self.events} {s}"
+
+
+async def _scenario(cluster: Cluster) -> None:
+    cluster.boot()
+    await asyncio.sleep(cluster.schedule.duration * UNIT)
+    cluster.heal_all()
+    cluster.workload.running = False  # the clients finish what they are doing, then stop
+    revision = await await_commit(cluster, LIVENESS_BOUND)
+    await await_convergence(cluster, revision, CONVERGENCE_BOUND)
 
 
 def run_schedule(schedule: Schedule, options: SimOptions = SimOptions()) -> RunResult:
-    """Run ``schedule``; any broken invariant, failed liveness or assertion in the driver is the verdict."""
+    """Run ``schedule``; any broken invariant, failed liveness or assertion in the node is the verdict."""
     cluster = Cluster(schedule, options)
+    loop = cluster.loop
     error: str | None = None
     try:
-        run_until(cluster, schedule.duration)
-        cluster.heal_all()
-        index = await_commit(cluster, LIVENESS_BOUND)
-        await_convergence(cluster, index, CONVERGENCE_BOUND)
-        cluster.workload.check_not_lost(cluster.live_members())
-    except AssertionError as exc:  # InvariantViolation, LivenessFailure, or an assert in core or driver
+        loop.run_until_complete(_scenario(cluster))
+    except AssertionError as exc:  # LivenessFailure, or an assert in the scenario
         error = f"{type(exc).__name__}: {exc}"
-    w = cluster.workload.stats
+    except SimulationStalled as exc:
+        error = f"SimulationStalled: {exc}"
+    except RuntimeError:
+        pass  # stopped by a recorded failure
+    if loop.failure is not None:
+        error = loop.failure
+    w, h = cluster.workload.stats, cluster.history.stats
     stats = {
-        "elections": cluster.checker.elections,
-        "committed": cluster.checker.max_committed,
-        "writes_ok": w.writes_ok,
-        "reads_ok": w.reads_ok,
+        "elections": cluster.raft.elections,
+        "committed": cluster.raft.max_committed,
+        "revisions": h.revisions,
+        "ok": w.ok,
         "failed": w.failed,
         "info": w.indeterminate,
-        "members": len(cluster.members()),
+        "reads": h.reads_checked,
+        "lease_answers": h.lease_answers_checked,
+        "watch_events": h.watch_events_checked,
+        "members": len(cluster.current_members()),
     }
-    q = cluster.queue
-    recent = q.recent[-options.keep_trace :] if options.keep_trace else []
-    return RunResult(schedule, error, q.trace_hash(), q.now, q.events_run, tuple(cluster.members()), stats, recent)
+    recent = cluster.recent[-options.keep_trace :] if options.keep_trace else []
+    members = tuple(m.name for m in cluster.current_members())
+    result = RunResult(schedule, error, loop.trace_hash(), loop.time(), loop.steps, members, stats, recent)
+    finish(loop, [life for member in cluster.members.values() for life in member.all_lives])
+    return result

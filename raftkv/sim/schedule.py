@@ -7,7 +7,7 @@ than by id, so any list of faults is valid for any cluster -- which lets Hypothe
 freely. A schedule's ``repr`` is valid Python: paste it into ``run_schedule`` to replay a shrunk failure.
 
 Profiles steer generation towards classes of bugs:
-- ``mixed``: a bit of everything, including membership changes and snapshots;
+- ``mixed``: a bit of everything, including membership changes and frequent snapshots;
 - ``figure8``: a nemesis hunts leaders -- soon after most elections it isolates the new leader (alone or
   with one partner, which heals the previous partition) or crashes it. Leaders cut off with a minority
   accumulate uncommitted suffixes, and with one-entry messages a new leader replicates old-term entries one
@@ -22,8 +22,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from raftkv.sim.member import MemberKnobs
 from raftkv.sim.network import LinkFaults
-from raftkv.sim.node import NodeKnobs
 
 #: Fault kinds and the number of integer arguments each takes.
 FAULT_ARITY: dict[str, int] = {
@@ -37,7 +37,6 @@ FAULT_ARITY: dict[str, int] = {
     "restart": 1,
     "restart_all": 0,
     "transfer": 1,
-    "snapshot": 1,
     "add_learner": 0,
     "add_voter": 0,
     "promote": 1,
@@ -63,7 +62,7 @@ class Schedule:
     nodes: int = 3
     faults: tuple[Fault, ...] = ()
     link: LinkFaults = field(default_factory=LinkFaults)
-    knobs: NodeKnobs = field(default_factory=NodeKnobs)
+    knobs: MemberKnobs = field(default_factory=MemberKnobs)
     clients: int = 3
     keys: int = 4
     duration: int = 2500  # virtual time of the fault phase; then heal, liveness and convergence
@@ -94,11 +93,12 @@ def _mixed(seed: int, rng: random.Random) -> Schedule:
         duplicate=rng.choice((0.0, 0.02)),
         straggler=rng.choice((0.0, 0.01)),
     )
-    knobs = NodeKnobs(
+    knobs = MemberKnobs(
         max_entries_per_msg=rng.choice((1, 3, 4096)),
         max_inflight_msgs=rng.choice((2, 256)),
         fsync_latency=rng.choice((0, 3, 10)),
-        snapshot_every=rng.choice((5, 20, 1_000_000)),
+        snapshot_count=rng.choice((5, 20, 1_000_000)),
+        snapshot_catchup_entries=rng.choice((1, 5, 50)),
     )
     faults = []
     for _ in range(rng.randint(3, 14)):
@@ -110,7 +110,7 @@ def _mixed(seed: int, rng: random.Random) -> Schedule:
 
 
 def _figure8(seed: int, rng: random.Random) -> Schedule:
-    knobs = NodeKnobs(
+    knobs = MemberKnobs(
         max_entries_per_msg=1,
         max_inflight_msgs=rng.choice((1, 4)),
         fsync_latency=rng.choice((2, 8)),
@@ -126,7 +126,7 @@ def _split_vote(seed: int, rng: random.Random) -> Schedule:
     """Crash the leader again and again a little after it won, and bring nodes back soon after."""
     duration = 3000
     link = LinkFaults(min_latency=1, max_latency=rng.choice((3, 8)))
-    knobs = NodeKnobs(fsync_latency=rng.choice((2, 8)), pre_vote=rng.random() < 0.5)
+    knobs = MemberKnobs(fsync_latency=rng.choice((2, 8)), pre_vote=rng.random() < 0.5)
     faults: list[Fault] = []
     t = rng.randint(100, 300)
     while t < duration:
@@ -140,7 +140,7 @@ def _split_vote(seed: int, rng: random.Random) -> Schedule:
 def _crashes(seed: int, rng: random.Random) -> Schedule:
     duration = 3000
     nodes = rng.choice((3, 5))
-    knobs = NodeKnobs(fsync_latency=rng.choice((10, 25)), snapshot_every=rng.choice((10, 1_000_000)))
+    knobs = MemberKnobs(fsync_latency=rng.choice((10, 25)), snapshot_count=rng.choice((10, 1_000_000)))
     faults: list[Fault] = []
     t = rng.randint(50, 150)
     while t < duration:

@@ -7,33 +7,33 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from raftkv.sim.member import MemberKnobs
 from raftkv.sim.network import LinkFaults
-from raftkv.sim.node import NodeKnobs
 from raftkv.sim.schedule import FAULT_ARITY, FAULT_KINDS, Fault, Schedule
 
 DURATION = 1500
 
 
 @st.composite
-def faults(draw: st.DrawFn) -> Fault:
+def faults(draw: st.DrawFn, duration: int = DURATION) -> Fault:
     kind = draw(st.sampled_from(FAULT_KINDS))
     args = tuple(draw(st.integers(0, 31)) for _ in range(FAULT_ARITY[kind]))
-    return Fault(draw(st.integers(0, DURATION)), kind, args)
+    return Fault(draw(st.integers(0, duration)), kind, args)
 
 
 @st.composite
-def schedules(draw: st.DrawFn, max_faults: int = 12) -> Schedule:
+def schedules(draw: st.DrawFn, max_faults: int = 12, duration: int = DURATION) -> Schedule:
     """A schedule whose simpler forms are: fewer faults, 3 nodes, a clean network, default knobs."""
-    fs = sorted(draw(st.lists(faults(), max_size=max_faults)), key=lambda f: (f.at, f.kind, f.args))
+    fs = sorted(draw(st.lists(faults(duration), max_size=max_faults)), key=lambda f: (f.at, f.kind, f.args))
     link = LinkFaults(
         max_latency=draw(st.sampled_from((6, 2, 15))),
         drop=draw(st.sampled_from((0.0, 0.02))),
         duplicate=draw(st.sampled_from((0.0, 0.02))),
     )
-    knobs = NodeKnobs(
+    knobs = MemberKnobs(
         max_entries_per_msg=draw(st.sampled_from((4096, 1))),
         fsync_latency=draw(st.sampled_from((2, 0, 10))),
-        snapshot_every=draw(st.sampled_from((1_000_000, 5))),
+        snapshot_count=draw(st.sampled_from((1_000_000, 5))),
         pre_vote=not draw(st.booleans()),
     )
     return Schedule(
@@ -42,5 +42,6 @@ def schedules(draw: st.DrawFn, max_faults: int = 12) -> Schedule:
         faults=tuple(fs),
         link=link,
         knobs=knobs,
-        duration=DURATION,
+        clients=draw(st.sampled_from((3, 1, 6))),
+        duration=duration,
     )

@@ -1,166 +1,264 @@
-"""Simulated clients: unique writes and ReadIndex reads, with the history the checks need.
+"""Simulated clients, calling the production node's ``Backend`` as the API layer does.
 
-Each client runs one operation at a time against a random live member, like a real client with a
-connection that may point at a follower. A write proposes a value id used exactly once in the run; it is
-*acknowledged* when the node it was sent to applies it (the moment a real server answers the client).
-A read runs the ReadIndex protocol and is answered from the node's state machine once applied reaches the
-read index. Operations that neither succeed nor fail in time are indeterminate and excluded from checks.
-
-Checked here, as results arrive:
-- a read sees every write acknowledged before the read began (its key's value was written at an index at
-  least that of the latest such write), which makes reads linearizable with respect to acknowledged writes;
-- at the end, acknowledged writes are not lost: every member has applied them and still reflects them.
+Each client runs one operation at a time against a random running member (a connection that may point at
+a follower), then thinks for a moment. Operations: put (sometimes attached to a lease), delete, a
+compare-and-swap txn, linearizable and serializable gets, lease grant / keep-alive / time-to-live /
+revoke, and long-running watches that move to another member when theirs goes away. Values are unique in a
+run, so every value a read returns names exactly one write. Every answer is checked by ``History`` the
+moment it arrives; an operation that neither succeeds nor fails cleanly in time is indeterminate and only
+its observable effects are judged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from raftkv.core.types import Entry, ProposalDropped
-from raftkv.sim.clock import EventQueue
-from raftkv.sim.invariants import InvariantViolation
-from raftkv.sim.node import SimNode
-from raftkv.sim.statemachine import decode_put, encode_put
+from raftkv import errors
+from raftkv.proto import internal_pb2, rpc_pb2
+from raftkv.server.backend import ClientSession, RevisionEvents
+from raftkv.server.node import Node
+from raftkv.server.watch_hub import StreamClosed, WatchSpec
+from raftkv.sim.history import History
+from raftkv.sim.member import SimMember
 
-OP_TIMEOUT = 300
-THINK_TIME = 15
-
-
-@dataclass(slots=True)
-class _Op:
-    client: int
-    node: int
-    life: int
-    key: int
-    value: int  # 0 for a read
-    start: int
-    required: int = 0  # reads: index of the latest write to key acknowledged before the read began
-    done: bool = False
+OP_TIMEOUT = 3.0  # seconds a client waits for one answer
+LEASE_TTLS = (2, 3, 5)
 
 
 @dataclass(slots=True)
 class WorkloadStats:
-    writes_ok: int = 0
-    reads_ok: int = 0
+    ok: int = 0
     failed: int = 0
     indeterminate: int = 0
+    watch_events: int = 0
 
 
 class Workload:
     def __init__(
         self,
-        queue: EventQueue,
         rng: random.Random,
-        pick_node: Callable[[random.Random], SimNode | None],
+        history: History,
+        members: Callable[[], list[SimMember]],
+        note: Callable[[str], None],
         clients: int,
         keys: int,
-        stale_reads: bool,
+        think: float,
     ) -> None:
-        self._queue = queue
         self._rng = rng
-        self._pick = pick_node
+        self._history = history
+        self._members = members
+        self._note = note
         self._clients = clients
-        self._keys = keys
-        self._stale_reads = stale_reads
+        self._keys = [b"k%d" % i for i in range(keys)]
+        self._think = think
         self._next_value = 0
-        self._writes: dict[bytes, _Op] = {}  # encoded command -> pending write
-        self._reads: dict[tuple[int, bytes], _Op] = {}  # (node id, ctx) -> pending read
-        #: key -> index of the latest acknowledged write to it
-        self.acked: dict[int, int] = {}
+        self._leases: list[int] = []  # granted (acknowledged) and not yet revoked by a client
         self.stats = WorkloadStats()
         self.running = True
 
-    def start(self) -> None:
+    def start(self, spawn: Callable[[Awaitable[None]], object]) -> None:
         for c in range(self._clients):
-            self._queue.schedule(self._rng.randint(1, THINK_TIME), f"client {c} start", lambda c=c: self._issue(c))
+            spawn(self._client(c))
+        spawn(self._watcher("w0", WatchSpec(key=b"k", range_end=b"l")))
+        spawn(self._keeper())
 
-    # -- issuing ----------------------------------------------------------------------------------------
+    # --- the client loop ---------------------------------------------------------------------------------
+    async def _client(self, client: int) -> None:
+        while self.running:
+            await asyncio.sleep(self._rng.uniform(0.01, self._think))
+            member = self._pick()
+            if member is None:
+                continue
+            op = self._rng.choices(_OPS, weights=_WEIGHTS)[0]
+            await self._run(f"c{client}", member, op)
 
-    def _issue(self, client: int) -> None:
-        if not self.running:
-            return
-        node = self._pick(self._rng)
-        if node is None:
-            self._next(client, THINK_TIME)
-            return
-        key = self._rng.randrange(self._keys)
-        if self._rng.random() < 0.6:
-            self._next_value += 1
-            op = _Op(client, node.id, node.life, key, self._next_value, self._queue.now)
-            data = encode_put(key, op.value)
-            self._writes[data] = op
-            self._call(node, op, lambda raw: raw.propose(data))
-        else:
-            op = _Op(client, node.id, node.life, key, 0, self._queue.now, required=self.acked.get(key, 0))
-            ctx = f"c{client}v{self._next_value}t{self._queue.now}".encode()
-            self._reads[(node.id, ctx)] = op
-            if self._stale_reads:
-                node.serve_stale_read(ctx)
-            else:
-                self._call(node, op, lambda raw: raw.read_index(ctx))
-        if not op.done:
-            self._queue.schedule(OP_TIMEOUT, f"client {client} timeout", lambda: self._timeout(op))
+    def _pick(self) -> SimMember | None:
+        live = [m for m in self._members() if m.node is not None]
+        return self._rng.choice(live) if live else None
 
-    def _call(self, node: SimNode, op: _Op, fn: Callable[..., None]) -> None:
+    async def _run(self, client: str, member: SimMember, op: str) -> None:
+        node = member.node
+        assert node is not None
+        started = asyncio.get_running_loop().time()
+        key = self._rng.choice(self._keys)
         try:
-            node.call(fn)
-        except ProposalDropped:
-            self._finish(op, "fail")
+            outcome = await getattr(self, f"_op_{op}")(node, member, key, started)
+            self.stats.ok += 1
+        except errors.EtcdException as exc:
+            outcome = f"error {exc.error.message}"
+            definite = exc.error not in (errors.TIMEOUT, errors.LEADER_CHANGED, errors.STOPPED)
+            if definite:
+                self.stats.failed += 1
+            else:
+                self.stats.indeterminate += 1
+        self._note(f"{client} {op} {key.decode()} on {member.name}: {outcome}")
 
-    def _timeout(self, op: _Op) -> None:
-        if not op.done:
-            self._finish(op, "info")
-
-    def _finish(self, op: _Op, result: str) -> None:
-        op.done = True
-        if result == "fail":
-            self.stats.failed += 1
-        elif result == "info":
-            self.stats.indeterminate += 1
-        self._queue.note(f"client {op.client} {'put' if op.value else 'get'} k{op.key} on n{op.node}: {result}")
-        self._next(op.client, self._rng.randint(1, THINK_TIME))
-
-    def _next(self, client: int, delay: int) -> None:
-        self._queue.schedule(delay, f"client {client} issue", lambda: self._issue(client))
-
-    # -- results (called by the cluster's node hooks) -----------------------------------------------------
-
-    def applied(self, node: SimNode, e: Entry) -> None:
-        op = self._writes.get(e.data) if e.data else None
-        if op is None or op.done or op.node != node.id or op.life != node.life:
-            return
-        del self._writes[e.data]
-        self.stats.writes_ok += 1
-        key, _ = decode_put(e.data)
-        self.acked[key] = max(self.acked.get(key, 0), e.index)
-        self._finish(op, f"ok@{e.index}")
-
-    def read_served(self, node: SimNode, ctx: bytes) -> None:
-        op = self._reads.pop((node.id, ctx), None)
-        if op is None or op.done or op.life != node.life:
-            return
-        value, index = node.disk.sm.read(op.key)
-        if index < op.required:
-            raise InvariantViolation(
-                f"stale read: client {op.client} read key {op.key} on n{node.id} (began at {op.start}) and got "
-                f"the write at index {index}, but the write at index {op.required} was acknowledged before"
-            )
-        self.stats.reads_ok += 1
-        self._finish(op, f"ok v{value}@{index}")
-
-    def check_not_lost(self, nodes: list[SimNode]) -> None:
-        """Every acknowledged write is reflected on every given (converged) node."""
-        for n in nodes:
-            for key, index in sorted(self.acked.items()):
-                have = n.disk.sm.read(key)[1]
-                if have < index:
-                    raise InvariantViolation(
-                        f"lost write: key {key} was acknowledged at index {index}; n{n.id} has index {have}"
-                    )
-
-    def probe(self) -> bytes:
-        """A fresh command for the liveness check (a value id never used by the clients)."""
+    def _value(self) -> bytes:
         self._next_value += 1
-        return encode_put(self._keys, self._next_value)
+        return b"v%d" % self._next_value
+
+    # --- operations (each returns a short description of its outcome, for the trace) ------------------------
+    async def _op_put(self, node: Node, member: SimMember, key: bytes, started: float) -> str:
+        lease = self._rng.choice(self._leases) if self._leases and self._rng.random() < 0.3 else 0
+        value = self._value()
+        req = internal_pb2.InternalRequest(put=rpc_pb2.PutRequest(key=key, value=value, lease=lease))
+        result = await node.propose(req, ClientSession(), OP_TIMEOUT)
+        rev = result.put.header.revision
+        self._history.check_write("put", member.name, key, value, rev)
+        self._history.acknowledged(rev)
+        return f"ok @{rev}"
+
+    async def _op_delete(self, node: Node, member: SimMember, key: bytes, started: float) -> str:
+        req = internal_pb2.InternalRequest(delete_range=rpc_pb2.DeleteRangeRequest(key=key))
+        result = await node.propose(req, ClientSession(), OP_TIMEOUT)
+        rev = result.delete_range.header.revision
+        if result.delete_range.deleted:
+            self._history.check_write("delete", member.name, key, None, rev)
+        elif self._history.value_at(key, rev)[1] is not None:
+            self._history.violation(f"delete of {key!r} on {member.name} found nothing at revision {rev}")
+        self._history.acknowledged(rev)
+        return f"ok @{rev} deleted={result.delete_range.deleted}"
+
+    async def _op_cas(self, node: Node, member: SimMember, key: bytes, started: float) -> str:
+        """``if mod_revision(key) == (what a serializable read just saw) then put else get``."""
+        floor = self._history.linear_floor
+        seen = node.range(rpc_pb2.RangeRequest(key=key))
+        expected = seen.kvs[0].mod_revision if seen.kvs else 0
+        value = self._value()
+        txn = rpc_pb2.TxnRequest(
+            compare=[rpc_pb2.Compare(key=key, target=rpc_pb2.Compare.MOD, mod_revision=expected)],
+            success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value))],
+            failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=key))],
+        )
+        result = await node.propose(internal_pb2.InternalRequest(txn=txn), ClientSession(), OP_TIMEOUT)
+        rev = result.txn.header.revision
+        self._history.check_cas(member.name, key, expected, result.txn.succeeded, rev)
+        if result.txn.succeeded:
+            self._history.check_write("txn put", member.name, key, value, rev)
+        else:
+            kvs = list(result.txn.responses[0].response_range.kvs)
+            self._history.check_read("txn get", member.name, key, rev, kvs, floor)
+        self._history.acknowledged(rev)
+        return f"{'ok' if result.txn.succeeded else 'not swapped'} @{rev}"
+
+    async def _op_get(self, node: Node, member: SimMember, key: bytes, started: float) -> str:
+        floor = self._history.linear_floor
+        await node.read_barrier(OP_TIMEOUT)
+        response = node.range(rpc_pb2.RangeRequest(key=key))
+        rev = response.header.revision
+        self._history.check_read("linearizable get", member.name, key, rev, list(response.kvs), floor)
+        self._history.acknowledged(rev)
+        return f"{_shown(response)} @{rev}"
+
+    async def _op_get_serializable(self, node: Node, member: SimMember, key: bytes, started: float) -> str:
+        response = node.range(rpc_pb2.RangeRequest(key=key, serializable=True))
+        rev = response.header.revision
+        self._history.check_read("serializable get", member.name, key, rev, list(response.kvs), None)
+        return f"{_shown(response)} @{rev}"
+
+    async def _op_lease_grant(self, node: Node, member: SimMember, key: bytes, started: float) -> str:
+        ttl = self._rng.choice(LEASE_TTLS)
+        req = internal_pb2.InternalRequest(lease_grant=rpc_pb2.LeaseGrantRequest(TTL=ttl))
+        result = await node.propose(req, ClientSession(), OP_TIMEOUT)
+        lease_id = result.lease_grant.ID
+        self._history.lease_granted(lease_id, result.lease_grant.TTL, started)
+        self._leases.append(lease_id)
+        return f"lease {lease_id:x} ttl {result.lease_grant.TTL}"
+
+    async def _op_lease_keep_alive(self, node: Node, member: SimMember, key: bytes, started: float) -> str:
+        if not self._leases:
+            return "no lease"
+        lease_id = self._rng.choice(self._leases)
+        ttl = await node.lease_keep_alive(lease_id, OP_TIMEOUT)
+        self._history.check_lease_answer("keep-alive", member.name, lease_id, ttl > 0, started)
+        if ttl > 0:
+            self._history.lease_renewed(lease_id, started)
+        return f"lease {lease_id:x} ttl {ttl}"
+
+    async def _op_lease_ttl(self, node: Node, member: SimMember, key: bytes, started: float) -> str:
+        if not self._leases:
+            return "no lease"
+        lease_id = self._rng.choice(self._leases)
+        response = await node.lease_time_to_live(lease_id, False, OP_TIMEOUT)
+        self._history.check_lease_answer("time-to-live", member.name, lease_id, response.TTL >= 0, started)
+        return f"lease {lease_id:x} ttl {response.TTL}"
+
+    async def _op_lease_revoke(self, node: Node, member: SimMember, key: bytes, started: float) -> str:
+        if not self._leases:
+            return "no lease"
+        lease_id = self._rng.choice(self._leases)
+        self._leases.remove(lease_id)
+        req = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id))
+        result = await node.propose(req, ClientSession(), OP_TIMEOUT)
+        self._history.lease_revoked(lease_id)
+        self._history.acknowledged(result.lease_revoke.header.revision)
+        return f"lease {lease_id:x} revoked"
+
+    # --- long-running clients ----------------------------------------------------------------------------
+    async def _keeper(self) -> None:
+        """Keeps the newest leases alive (the rest are left to expire), as a service registration would."""
+        while self.running:
+            await asyncio.sleep(0.5)
+            member = self._pick()
+            if member is None or member.node is None:
+                continue
+            for lease_id in self._leases[-2:]:
+                started = asyncio.get_running_loop().time()
+                try:
+                    ttl = await member.node.lease_keep_alive(lease_id, 1.0)
+                except errors.EtcdException:
+                    break
+                if member.node is None:
+                    break
+                self._history.check_lease_answer("keep-alive", member.name, lease_id, ttl > 0, started)
+                if ttl > 0:
+                    self._history.lease_renewed(lease_id, started)
+                elif lease_id in self._leases:
+                    self._leases.remove(lease_id)
+
+    async def _watcher(self, name: str, spec: WatchSpec) -> None:
+        """Watch ``spec`` from revision 1, moving to another member whenever the current one goes away."""
+        next_rev = 1
+        while self.running:
+            member = self._pick()
+            if member is None or member.node is None:
+                await asyncio.sleep(0.1)
+                continue
+            hub = member.watch_hub
+            assert hub is not None
+            stream = hub.open_stream()
+            stream.create(WatchSpec(spec.key, spec.range_end, start_revision=next_rev))
+            life = member.life
+            try:
+                while self.running and member.life is life:
+                    try:
+                        deliveries = await asyncio.wait_for(stream.next(), 0.5)
+                    except TimeoutError:
+                        continue
+                    for d in deliveries:
+                        if d.canceled:
+                            raise StreamClosed(d.cancel_reason)
+                        if d.events:
+                            by_rev: dict[int, list[object]] = {}
+                            for e in d.events:
+                                by_rev.setdefault(e.kv.mod_revision, []).append(e)
+                            batch = [RevisionEvents(r, tuple(es)) for r, es in sorted(by_rev.items())]  # type: ignore[arg-type]
+                            next_rev = self._history.check_watch(f"{name} on {member.name}", spec, next_rev, batch)
+                            self.stats.watch_events += len(d.events)
+            except StreamClosed:
+                pass
+            finally:
+                if member.life is life:
+                    stream.close()
+
+
+_OPS = ("put", "delete", "cas", "get", "get_serializable", "lease_grant", "lease_keep_alive", "lease_ttl",
+        "lease_revoke")
+_WEIGHTS = (30, 5, 10, 15, 10, 5, 8, 8, 3)
+
+
+def _shown(response: rpc_pb2.RangeResponse) -> str:
+    return response.kvs[0].value.decode() if response.kvs else "nothing"

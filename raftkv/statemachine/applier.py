@@ -33,6 +33,7 @@ import lmdb
 from google.protobuf.message import DecodeError
 
 from raftkv import errors
+from raftkv.core import confchange
 from raftkv.core.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType
 from raftkv.proto import internal_pb2, kv_pb2, rpc_pb2
 from raftkv.statemachine import leases, request_shape, requests
@@ -68,7 +69,9 @@ class AppliedEntry:
 
 @dataclass(frozen=True, slots=True)
 class ApplyConfig:
-    min_lease_ttl: int = 2  # seconds: ceil(1.5 x election timeout) at etcd's defaults
+    #: Seconds a grant is raised to; members pass ``raftkv.server.lessor.min_lease_ttl`` of their election
+    #: timeout (the one rule). 0, for a store used on its own, raises nothing.
+    min_lease_ttl: int = 0
     dedup_window: int = 64  # remembered results per client
 
 
@@ -133,21 +136,6 @@ def alarms(txn: SealedTxn, env: Env) -> list[rpc_pb2.AlarmMember]:
     return out
 
 
-def next_conf_state(cs: ConfState, cc: ConfChange) -> ConfState:
-    """The membership after ``cc``; must equal what ``RawNode.apply_conf_change`` computes."""
-    voters, learners = set(cs.voters), set(cs.learners)
-    if cc.type == ConfChangeType.ADD_VOTER:
-        learners.discard(cc.node_id)
-        voters.add(cc.node_id)
-    elif cc.type == ConfChangeType.ADD_LEARNER:
-        if cc.node_id not in voters:
-            learners.add(cc.node_id)
-    else:
-        voters.discard(cc.node_id)
-        learners.discard(cc.node_id)
-    return ConfState(voters=frozenset(voters), learners=frozenset(learners))
-
-
 class Applier:
     def __init__(self, config: ApplyConfig = ApplyConfig()) -> None:
         self.config = config
@@ -163,8 +151,10 @@ class Applier:
         for entry in entries:
             if entry.type == EntryType.CONF_CHANGE:
                 cc = ConfChange.decode(entry.data)
-                conf_state = next_conf_state(conf_state, cc)
-                self._apply_member_change(w, cc)
+                # The core's rule, the only one: a change it refuses changes neither configuration nor records.
+                if confchange.validate(conf_state, cc) is None:
+                    conf_state = confchange.apply(conf_state, cc)
+                    self._apply_member_change(w, cc, conf_state)
                 out.append(AppliedEntry(entry.index, 0, None, (), self._revision(w), cc))
             elif not entry.data:
                 out.append(AppliedEntry(entry.index, 0, None, (), self._revision(w)))
@@ -309,7 +299,8 @@ class Applier:
         return resp
 
     @staticmethod
-    def _apply_member_change(w: WriteTxn, cc: ConfChange) -> None:
+    def _apply_member_change(w: WriteTxn, cc: ConfChange, after: ConfState) -> None:
+        """The member record follows the configuration ``cc`` led to (``confchange.apply``)."""
         db = w.db("members")
         key = _member_key(cc.node_id)
         if cc.type == ConfChangeType.REMOVE_NODE:
@@ -317,12 +308,10 @@ class Applier:
             return
         raw = w.txn.get(key, db=db)
         member = rpc_pb2.Member.FromString(raw) if raw else rpc_pb2.Member(ID=cc.node_id)
-        already_voter = raw is not None and not member.isLearner
         if cc.context:
             member.CopyFrom(internal_pb2.MemberContext.FromString(cc.context).member)
             member.ID = cc.node_id
-        # ADD_VOTER adds or promotes; ADD_LEARNER never demotes a voter (next_conf_state ignores it too).
-        member.isLearner = cc.type == ConfChangeType.ADD_LEARNER and not already_voter
+        member.isLearner = cc.node_id in after.learners
         w.txn.put(key, member.SerializeToString(), db=db)
 
     @staticmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import io
 import logging
 import os
 import struct
@@ -54,6 +55,8 @@ SNAP_MAGIC = b"RKVSNAP1"
 _RECORD = struct.Struct(">BII")  # db number, key length, value length
 _LEN = struct.Struct(">I")
 SNAPSHOT_CHUNK = 256 << 10
+#: etcd's default for ``--snapshot-catchup-entries`` (the flag reads this).
+DEFAULT_SNAPSHOT_CATCHUP_ENTRIES = 5000
 
 
 class SnapshotFormatError(Exception):
@@ -74,26 +77,36 @@ class NodeStore:
 
     def __init__(
         self,
-        data_dir: str | os.PathLike[str],
+        data_dir: str | os.PathLike[str] | None,
         *,
         apply_config: ApplyConfig = ApplyConfig(),
         map_size: int = DEFAULT_MAP_SIZE,
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
-        snapshot_catchup_entries: int = 5000,
+        snapshot_catchup_entries: int = DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
         sync: bool = True,
         verify_limit_bytes: int = DEFAULT_VERIFY_LIMIT_BYTES,
+        env: Env | None = None,
+        writer: Writer | None = None,
     ) -> None:
-        self.data_dir = Path(data_dir)
-        db_dir = self.data_dir / "db"
-        data_file = db_dir / "data.mdb"
-        verify = data_file.exists() and data_file.stat().st_size <= verify_limit_bytes
-        if data_file.exists() and not verify:
-            log.warning("%s is larger than %d bytes: not checked at start (every record is still checked when "
-                        "read)", data_file, verify_limit_bytes)
-        if verify:
-            integrity.check_structure(db_dir)
-        self.env = Env(db_dir, map_size=map_size, max_map_size=max_map_size, sync=sync)
-        self.writer = Writer(self.env)
+        """The LMDB store in ``data_dir``; or, with ``env`` and ``writer`` given (and ``data_dir`` None),
+        the same store over another environment: the simulator's in-memory disk. That one has no file for
+        the offline structure check, but its records are sealed, migrated and checked by the same code."""
+        self.data_dir = None if data_dir is None else Path(data_dir)
+        verify = True
+        if env is None:
+            if self.data_dir is None:
+                raise ValueError("an LMDB store needs a data dir")
+            db_dir = self.data_dir / "db"
+            data_file = db_dir / "data.mdb"
+            verify = data_file.exists() and data_file.stat().st_size <= verify_limit_bytes
+            if data_file.exists() and not verify:
+                log.warning("%s is larger than %d bytes: not checked at start (every record is still checked "
+                            "when read)", data_file, verify_limit_bytes)
+            if verify:
+                integrity.check_structure(db_dir)
+            env = Env(db_dir, map_size=map_size, max_map_size=max_map_size, sync=sync)
+        self.env = env
+        self.writer = writer or Writer(self.env)
         try:
             integrity.prepare_format(self.env, self.writer)
             if verify:
@@ -260,27 +273,8 @@ class NodeStore:
         the rename leaves the old file intact (and a log compaction already committed, which is harmless).
         """
         self.create_snapshot(keep_entries=0)
-
-        def run() -> None:
-            staging = Path(tempfile.mkdtemp(prefix="defrag-", dir=self.data_dir))
-            try:
-                # No write can interleave: this runs on the writer thread. Readers keep going during the copy.
-                self.env.lmdb.copy(str(staging), compact=True)
-                copied = staging / "data.mdb"
-                with open(copied, "rb+") as fh:
-                    os.fsync(fh.fileno())
-
-                def swap() -> None:
-                    os.replace(copied, self.env.path / "data.mdb")
-                    _fsync_dir(self.env.path)
-
-                self.env.reopen_exclusive(swap)
-            finally:
-                for leftover in staging.iterdir():
-                    leftover.unlink()
-                staging.rmdir()
-
-        return self.writer.submit_outside_txn(run)
+        # No write can interleave: this runs on the writer thread. Readers keep going during the copy.
+        return self.writer.submit_outside_txn(self.env.compact_file)
 
     def status(self) -> dict[str, int]:
         with self.env.read() as txn:
@@ -325,12 +319,17 @@ class NodeStore:
     def open_snapshot(self, meta: SnapshotMeta) -> Iterator[bytes]:
         """The state machine as a stream of chunks, from one read transaction (never all in memory).
 
-        The state may be newer than ``meta.index`` (applied moved on); the receiver learns the real applied
-        index from the stream and skips entries it already contains.
+        The state is usually newer than ``meta`` (the snapshot the core chose to send): applies went on
+        since it was taken. So the stream's header names the position of the state it actually carries —
+        the applied index, its term and the membership there, read in the same view — and the receiver
+        hands the core that position (``SnapshotInstaller.streamed_meta``). Installing a newer state under
+        an older position would leave the receiver's applied index beyond its commit index (a restart
+        would refuse it) and skip the membership changes in between.
         """
+        del meta  # the header is read from the view below
         with self.env.read() as txn:
             buf = bytearray(SNAP_MAGIC)
-            header = encode_snapshot_meta(meta)
+            header = encode_snapshot_meta(self._view_meta(txn))
             buf += _LEN.pack(len(header)) + header
             for number, name in enumerate(STATE_DBS):
                 for key, value in _state_records(txn, self.env, name):
@@ -348,6 +347,17 @@ class NodeStore:
         written to the seekable ``out``; returns its length. What ``Maintenance/Snapshot`` streams."""
         with self.env.read() as txn:
             return write_etcd_db(txn, self.env, read_applied(txn, self.env), out)
+
+    def _view_meta(self, txn: SealedTxn) -> SnapshotMeta:
+        """The position of the state machine in a read view: applied index, its term, the membership."""
+        applied = read_applied(txn, self.env)
+        raw = txn.get(applied.to_bytes(8, "big"), db=self.env.db("log"))
+        if raw is not None:
+            term = int.from_bytes(raw[:8], "big")
+        else:
+            start_index, term = self.log.start_in(txn)
+            assert start_index == applied, f"applied index {applied} is neither in the log nor its start {start_index}"
+        return SnapshotMeta(index=applied, term=term, conf_state=read_conf_state(txn, self.env))
 
     def begin_snapshot_install(self, meta: SnapshotMeta) -> SnapshotInstaller:
         return SnapshotInstaller(meta, self.data_dir)
@@ -399,14 +409,6 @@ def _read_exact(fh: IO[bytes], n: int) -> bytes:
     return data
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class SnapshotInstaller:
     """Receives a snapshot stream into a temporary file; ``NodeStore.save`` then installs it.
 
@@ -414,12 +416,23 @@ class SnapshotInstaller:
     and resets the log in the same transaction as the rest of the Ready's save, so it is atomic.
     """
 
-    def __init__(self, meta: SnapshotMeta, data_dir: Path) -> None:
+    def __init__(self, meta: SnapshotMeta, data_dir: Path | None) -> None:
         self.meta = meta
-        self._file: IO[bytes] = tempfile.NamedTemporaryFile(prefix="snap-", suffix=".tmp", dir=data_dir)
+        self._file: IO[bytes] = (
+            io.BytesIO() if data_dir is None else tempfile.NamedTemporaryFile(prefix="snap-", suffix=".tmp", dir=data_dir)
+        )
 
     def write(self, chunk: bytes) -> None:
         self._file.write(chunk)
+
+    def streamed_meta(self) -> SnapshotMeta:
+        """The position the received state is at (its header), once the whole stream is staged; from now
+        on this installer installs that position, which the core is to be told instead of the SNAP's."""
+        self._file.flush()
+        self._file.seek(0)
+        self.meta = read_snapshot_meta(self._file)
+        self._file.seek(0, io.SEEK_END)
+        return self.meta
 
     def abort(self) -> None:
         self._file.close()
@@ -440,7 +453,7 @@ class SnapshotInstaller:
         for name, key, value in read_snapshot_records(self._file):
             w.txn.put(key, value, db=w.db(name))
         applied = read_applied(w.txn, w.env)
-        assert applied >= self.meta.index, f"snapshot state at {applied} older than its meta {self.meta.index}"
+        assert applied == self.meta.index, f"snapshot state at {applied}, its header says {self.meta.index}"
         store.log.reset_to_snapshot(w, self.meta)
         w.on_commit(self._file.close)
 

@@ -20,6 +20,7 @@ import contextlib
 import errno
 import os
 import queue
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -199,9 +200,44 @@ class Env:
             finally:
                 self._open(map_size)
 
+    @contextlib.contextmanager
+    def begin_child(self, parent: SealedTxn) -> Iterator[SealedTxn]:
+        """A nested write transaction of ``parent``: commits into it if the block ends normally, else aborts."""
+        with self.lmdb.begin(write=True, parent=parent.raw) as child:
+            yield SealedTxn(child, self.names)
+
+    def compact_file(self) -> None:
+        """Rewrite the data file compactly. Crash-safe: a compacted copy is written and fsynced beside the
+        live file and atomically renamed over it; a crash before the rename leaves the old file intact.
+        Runs between write transactions (on the writer thread); readers keep going during the copy."""
+        staging = Path(tempfile.mkdtemp(prefix="defrag-", dir=self.path.parent))
+        try:
+            self.lmdb.copy(str(staging), compact=True)
+            copied = staging / "data.mdb"
+            with open(copied, "rb+") as fh:
+                os.fsync(fh.fileno())
+
+            def swap() -> None:
+                os.replace(copied, self.path / "data.mdb")
+                _fsync_dir(self.path)
+
+            self.reopen_exclusive(swap)
+        finally:
+            for leftover in staging.iterdir():
+                leftover.unlink()
+            staging.rmdir()
+
     def close(self) -> None:
         with self.gate.exclusive():
             self.lmdb.close()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -227,8 +263,8 @@ class WriteTxn:
         """A child transaction (LMDB's nested write transaction): its writes and hooks join this one if the
         block ends normally and vanish if it raises. This transaction must not be used meanwhile."""
         hooks: list[Callable[[], None]] = []
-        with self.env.lmdb.begin(write=True, parent=self.txn.raw) as child:
-            yield WriteTxn(self.env, SealedTxn(child, self.env.names), hooks)
+        with self.env.begin_child(self.txn) as child:
+            yield WriteTxn(self.env, child, hooks)
         self._hooks.extend(hooks)
 
 

@@ -289,6 +289,10 @@ class LmdbRaftStorage:
         term, vote, commit = _HARD_STATE.unpack(raw)
         return HardState(term=term, vote=vote, commit=commit)
 
+    def start_in(self, txn: SealedTxn) -> tuple[int, int]:
+        """(index, term) the log starts after (the snapshot position), as ``txn`` sees it."""
+        return self._read_start(txn)
+
     def _read_start(self, txn: SealedTxn) -> tuple[int, int]:
         raw = txn.get(K_LOG_START, db=self.env.db("meta"))
         return tuple(_POSITION.unpack(raw)) if raw else (0, 0)  # type: ignore[return-value]

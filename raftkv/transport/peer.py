@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -67,7 +68,11 @@ class SnapshotWriter(Protocol):
 
     def write(self, data: bytes) -> None: ...
 
-    def commit(self) -> None: ...
+    def commit(self) -> SnapshotMeta | None:
+        """All data is staged. Returns the position the data is really at, if it differs from the SNAP
+        message's (the sender's state moved on after its core chose the snapshot); the message handed to
+        Raft then carries that position."""
+        ...
 
     def abort(self) -> None: ...
 
@@ -431,10 +436,12 @@ class PeerTransport:
                 complete = chunk.last
             if not complete:
                 raise _Refused("snapshot stream ended before its last chunk")
-            await asyncio.to_thread(writer.commit)
+            streamed = await asyncio.to_thread(writer.commit)
         except BaseException:
             writer.abort()
             raise
+        if streamed is not None:
+            message = dataclasses.replace(message, snapshot=streamed)
         return message, received
 
     def _deliver_snapshot(self, message: Message) -> None:

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def make_importable() -> None:
-    """Members run ``python -m raftkv.server.main`` from their own directory: without an installed
+    """Members run ``python -m raftkv.main`` from their own directory: without an installed
     package (``make install``) they find raftkv only through PYTHONPATH."""
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if str(REPO) not in paths:
@@ -45,10 +45,10 @@ def unavailable(kind: str) -> str | None:
         return None if shutil.which("etcd") else "etcd is missing (Debian package etcd-server)"
     make_importable()
     probe = subprocess.run(
-        [sys.executable, "-m", "raftkv.server.main", "--help"], capture_output=True, text=True, timeout=60, cwd="/"
+        [sys.executable, "-m", "raftkv.main", "--help"], capture_output=True, text=True, timeout=60, cwd="/"
     )
     if probe.returncode != 0:
-        return f"`python -m raftkv.server.main --help` fails: {probe.stderr.strip().splitlines()[-1:]}"
+        return f"`python -m raftkv.main --help` fails: {probe.stderr.strip().splitlines()[-1:]}"
     return None
 
 

@@ -16,14 +16,14 @@ from jepsen_like.runner import HISTORY, RunConfig, run
 
 def _raftkv_runs() -> bool:
     try:
-        r = subprocess.run([sys.executable, "-m", "raftkv.server.main", "--help"], capture_output=True, timeout=30)
+        r = subprocess.run([sys.executable, "-m", "raftkv.main", "--help"], capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return r.returncode == 0
 
 
 needs_raftkv = pytest.mark.skipif(not _raftkv_runs(),
-                                  reason="`python -m raftkv.server.main --help` fails: the raftkv server is not built yet")
+                                  reason="`python -m raftkv.main --help` fails: the raftkv server is not built yet")
 needs_etcd = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd (Debian etcd-server) is not installed")
 
 

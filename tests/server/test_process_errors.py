@@ -15,7 +15,7 @@ from raftkv.security.tls import TLSFiles
 
 def run_raftkv(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "raftkv.server.main", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "raftkv.main", *args], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -86,7 +86,7 @@ def test_data_dir_of_another_cluster_is_refused(tmp_path: Path, tls_args: list[s
     peer, client = _free_port(), _free_port()
     data = str(tmp_path / "d")
     first = subprocess.Popen(
-        [sys.executable, "-m", "raftkv.server.main", *tls_args, *_urls(peer, client), "--data-dir", data],
+        [sys.executable, "-m", "raftkv.main", *tls_args, *_urls(peer, client), "--data-dir", data],
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -14,7 +14,8 @@ import lmdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raftkv.sim.memdb import MemoryEnv
+from raftkv.sim.memdb import NAMES, MemoryEnv
+from raftkv.storage.sealed import SealedTxn
 
 DBS = {"kv": False, "keyrev": True}  # one plain and one dupsort sub-database, as the store has
 keys = st.binary(min_size=1, max_size=2).map(lambda b: b"k" + b)
@@ -81,7 +82,8 @@ def test_memory_env_answers_as_lmdb_does(tmp_path: Path, txns: list[list[tuple[s
             got = [_run(wtxn, op[1], op) for op in batch]
             mem.commit(wtxn)
             assert got == expected, batch
-        with env.begin() as txn, mem.read() as mtxn:
+        with env.begin() as txn:
+            mtxn = mem.begin()
             for name in DBS:
                 assert _contents(mtxn, name) == _contents(txn, real[name])
     finally:
@@ -90,13 +92,13 @@ def test_memory_env_answers_as_lmdb_does(tmp_path: Path, txns: list[list[tuple[s
 
 def test_only_synced_commits_survive_a_crash() -> None:
     env = MemoryEnv(sync=True)
-    txn = env.begin_write()
+    txn = SealedTxn(env.begin_write(), NAMES)
     txn.put(b"a", b"1", db="kv")
-    env.commit(txn)
+    env.commit(txn.raw)
     env.sync = False  # e.g. the planted skip-fsync bug
-    txn = env.begin_write()
+    txn = SealedTxn(env.begin_write(), NAMES)
     txn.put(b"b", b"2", db="kv")
-    env.commit(txn)
+    env.commit(txn.raw)
     with env.read() as view:
         assert view.get(b"b", db="kv") == b"2"
     env.crash()
@@ -107,9 +109,28 @@ def test_only_synced_commits_survive_a_crash() -> None:
 def test_a_read_view_keeps_seeing_the_state_it_began_with() -> None:
     env = MemoryEnv()
     with env.read() as before:
-        txn = env.begin_write()
+        txn = SealedTxn(env.begin_write(), NAMES)
         txn.put(b"a", b"1", db="kv")
-        env.commit(txn)
+        env.commit(txn.raw)
         assert before.get(b"a", db="kv") is None
     with env.read() as after:
         assert after.get(b"a", db="kv") == b"1"
+
+
+def test_a_child_transaction_joins_its_parent_or_vanishes() -> None:
+    """As LMDB's nested write transactions (the applier rolls a refused request back through one)."""
+    env = MemoryEnv()
+    txn = SealedTxn(env.begin_write(), NAMES)
+    txn.put(b"a", b"1", db="kv")
+    with env.begin_child(txn) as child:
+        assert child.get(b"a", db="kv") == b"1"
+        child.put(b"b", b"2", db="kv")
+    try:
+        with env.begin_child(txn) as child:
+            child.put(b"c", b"3", db="kv")
+            raise RuntimeError("refused")
+    except RuntimeError:
+        pass
+    env.commit(txn.raw)
+    with env.read() as view:
+        assert [k for k, _ in view.cursor(db="kv")] == [b"a", b"b"]

@@ -9,12 +9,15 @@ import pytest
 
 from raftkv.core.types import Entry, HardState
 from raftkv.proto import internal_pb2, rpc_pb2
-from raftkv.statemachine.applier import AppliedEntry
+from raftkv.server.lessor import min_lease_ttl
+from raftkv.statemachine.applier import AppliedEntry, ApplyConfig
 from raftkv.statemachine.node_store import NodeStore
 
 
 class Harness:
     def __init__(self, path: Path, **store_kwargs: object) -> None:
+        # A member's settings at etcd's default election timeout (1 s: leases of at least 2 s).
+        store_kwargs.setdefault("apply_config", ApplyConfig(min_lease_ttl=min_lease_ttl(1000)))
         self.store = NodeStore(path, **store_kwargs)  # type: ignore[arg-type]
         self.store.bootstrap(0xC1, 1, [(1, b"")])
         self.index = 1

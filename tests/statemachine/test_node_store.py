@@ -30,7 +30,7 @@ def test_a_retried_request_gets_the_stored_original_response(h: Harness) -> None
 def test_dedup_window_is_bounded_per_client(tmp_path: Path) -> None:
     from raftkv.statemachine.applier import ApplyConfig
 
-    h = Harness(tmp_path / "n", apply_config=ApplyConfig(dedup_window=3))
+    h = Harness(tmp_path / "n", apply_config=ApplyConfig(dedup_window=3, min_lease_ttl=2))
     for seq in range(1, 11):
         h.apply(client_id=9, seq=seq, put=rpc_pb2.PutRequest(key=b"k", value=b"%d" % seq))
     with h.store.env.read() as txn:

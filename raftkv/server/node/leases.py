@@ -41,6 +41,10 @@ class NodeLeases:
         spawn: Spawn,
     ) -> None:
         self._cfg = cfg
+        #: PLANTED BUG (simulator self-test only, ``--unsafe-planted-bug lease-query-before-apply``): answer
+        #: lease questions from whatever this member has applied, as raftkv once did; the simulator's lease
+        #: checker must catch it.
+        self._planted_stale_leases = cfg.planted_bug == "lease-query-before-apply"
         self._store = store
         self._clock = clock
         self._loop = loop
@@ -62,11 +66,13 @@ class NodeLeases:
     async def time_to_live(self, lease_id: int, keys: bool, timeout: float) -> rpc_pb2.LeaseTimeToLiveResponse:
         """The lease as the leader sees it; a follower forwards the whole question there, so its own state,
         which may not have applied the grant yet, never answers it."""
+        response = rpc_pb2.LeaseTimeToLiveResponse(header=self._header(), ID=lease_id, TTL=-1)
         if not self._loop.is_leader():
+            if self._planted_stale_leases and self._store.lease(lease_id) is None:
+                return response  # PLANTED BUG: this member's own state, which may not have applied the grant
             leader = self._leader()
             return await self._forwarder().time_to_live(leader, lease_id, keys, timeout)
         await self._caught_up(timeout)
-        response = rpc_pb2.LeaseTimeToLiveResponse(header=self._header(), ID=lease_id, TTL=-1)
         found = self._store.lease(lease_id)
         if found is None:
             return response
@@ -85,7 +91,8 @@ class NodeLeases:
         committed before the question reached it, so a lease granted through any member, and acknowledged
         there, is known here (etcd's leader waits for its applied index in the same way). The barrier
         also confirms that this member still leads."""
-        await self._read_barrier(timeout)
+        if not self._planted_stale_leases:
+            await self._read_barrier(timeout)
         if not self._loop.is_leader():
             raise errors.LEADER_CHANGED.exception()
 

@@ -142,12 +142,21 @@ class Membership:
         transport = self._loop.transport
         if transport is None:
             return
-        known = [(m.ID, m.name, m.peerURLs[0]) for m in self._store.members() if m.peerURLs]
-        if not known:
-            # A member that joined an existing cluster knows nobody until the leader's snapshot or log
-            # arrives, yet must answer the leader: dial the peers named in --initial-cluster meanwhile.
+        members = self._store.members()
+        known = [(m.ID, m.name, m.peerURLs[0]) for m in members if m.peerURLs]
+        if not any(m.ID == self._member_id for m in members):
+            # A member that joined an existing cluster learns the membership by applying the log from the
+            # start: until it has applied its own addition, its table lacks members the leader (or the
+            # leader itself) may be among, yet it must answer them. --initial-cluster names the membership
+            # at the time of `member add`: dial those too, meanwhile. From its own addition on, the table
+            # is complete and every later change reaches it in order.
             token = self._cfg.cluster_token
-            known = [(member_id_for(token, url), name, url) for name, url in self._cfg.initial_cluster]
+            stored = {member_id for member_id, _, _ in known}
+            known += [
+                (member_id_for(token, url), name, url)
+                for name, url in self._cfg.initial_cluster
+                if member_id_for(token, url) not in stored
+            ]
         wanted: dict[int, tuple[str, str]] = {}
         for member_id, name, url in known:
             if member_id != self._member_id:

@@ -14,11 +14,13 @@ Each job lives in a module of its own and this class only composes them:
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from raftkv import errors
+from raftkv.core.config import Config as RaftConfig
 from raftkv.core.types import ConfChange, Message
 from raftkv.proto import internal_pb2, rpc_pb2
 from raftkv.server.backend import ClientSession, RevisionEvents
@@ -29,12 +31,13 @@ from raftkv.server.node.membership import Membership
 from raftkv.server.node.raft_loop import RaftLoop
 from raftkv.server.node.snapshots import StagedSnapshots
 from raftkv.server.hash_check import HashCheck
-from raftkv.server.integrity import Integrity, mark_quarantined, remember_members
+from raftkv.server.integrity import DataDirNotes, Integrity
 from raftkv.server.quota import Quota
 from raftkv.server.node.world import (
     Clock,
     Fatal,
     LoopClock,
+    Notes,
     Store,
     Transport,
     exit_process,
@@ -45,6 +48,7 @@ from raftkv.statemachine.mvcc import HistoryPage
 from raftkv.statemachine.request_shape import MAX_TXN_OPS
 from raftkv.storage.sealed import CorruptionError
 
+log = logging.getLogger("raftkv.node")
 APPLIED_CALLBACK = Callable[[RevisionEvents], None]
 
 
@@ -60,15 +64,21 @@ class Node:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         fatal: Fatal = exit_process,
+        notes: Notes | None = None,
+        raft_tuning: Callable[[RaftConfig], RaftConfig] | None = None,
     ) -> None:
+        """``raft_tuning`` adjusts the core's configuration (the simulator varies message sizes, flow
+        control and pre-vote, and plants core bugs); production runs the core as configured here."""
         self.cfg = cfg
         self.store = store
         self.member_id = member_id
+        self.notes = notes or DataDirNotes(cfg.data_dir)
+        self._fatal = fatal
         self.cluster_id = cfg.cluster_id
         self.max_request_bytes = cfg.max_request_bytes
         self.max_txn_ops = MAX_TXN_OPS
         clock = clock or LoopClock()
-        self.loop = RaftLoop(cfg, store, member_id, clock, rng or fresh_rng(), fatal, events=self)
+        self.loop = RaftLoop(cfg, store, member_id, clock, rng or fresh_rng(), fatal, self, raft_tuning)
         self.leases = NodeLeases(cfg, store, clock, self.loop, self.header, self.read_barrier, self._spawn)
         self.membership = Membership(cfg, store, member_id, self.loop, clock)
         self.integrity = Integrity(member_id, cfg.name)
@@ -93,7 +103,7 @@ class Node:
         self.membership.refresh_peers()
 
     async def start(self) -> None:
-        remember_members(self.cfg.data_dir, self.members())
+        self.notes.remember_members(self.members())
         self._spawn(self.loop.run(), "ready-loop")
         self._spawn(self.loop.ticker(), "ticker")
         self._spawn(self.leases.expiry_loop(), "lease-expiry")
@@ -115,10 +125,20 @@ class Node:
         self.loop.reads.fail_all(errors.STOPPED)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """Start a task the node keeps (so ``stop`` ends it, and it is never collected while running)."""
+        """Start a task the node keeps (so ``stop`` ends it, and it is never collected while running).
+
+        The node's tasks handle their own errors; one that escapes is a bug that would otherwise pass in
+        silence (a lease-expiry loop that died expires no lease again), so it stops the member."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        log.error("%s: the node's task %s failed", self.cfg.name, task.get_name(), exc_info=exc)
+        self._fatal(f"{self.cfg.name}: the node's task {task.get_name()} failed: {exc!r}")
 
     def on_peer_messages(self, messages: list[Message]) -> None:
         self.loop.on_peer_messages(messages)
@@ -136,7 +156,7 @@ class Node:
         if kind == "alarm":
             self.integrity.alarms_changed(self.store.alarms())
         elif kind == "publish_member":
-            remember_members(self.cfg.data_dir, self.members())
+            self.notes.remember_members(self.members())
         if result.events:
             batch = RevisionEvents(result.revision, result.events)
             for callback in list(self._subscribers):
@@ -146,7 +166,7 @@ class Node:
 
     def conf_change_applied(self, cc: ConfChange) -> None:
         self.membership.conf_change_applied(cc)
-        remember_members(self.cfg.data_dir, self.members())
+        self.notes.remember_members(self.members())
 
     def leadership_changed(self, is_leader: bool) -> None:
         self.leases.leadership_changed(is_leader)
@@ -155,11 +175,11 @@ class Node:
         self.membership.snapshot_installed()
         self.leases.snapshot_installed()
         self.integrity.alarms_changed(self.store.alarms())
-        remember_members(self.cfg.data_dir, self.members())
+        self.notes.remember_members(self.members())
 
     def storage_corrupt(self, exc: CorruptionError) -> None:
         """The loop met damaged data it cannot go on without: the member restarts into quarantine."""
-        mark_quarantined(self.cfg.data_dir, str(exc))
+        self.notes.mark_quarantined(str(exc))
 
     # ------------------------------------------------------------------ Backend: consensus
     def header(self) -> rpc_pb2.ResponseHeader:

@@ -35,6 +35,7 @@ from raftkv.core.config import Config as RaftConfig
 from raftkv.core.rawnode import RawNode
 from raftkv.core.types import (
     ConfChange,
+    DropReason,
     Entry,
     EntryType,
     Message,
@@ -94,6 +95,7 @@ class RaftLoop:
         rng: random.Random,
         fatal: Fatal,
         events: LoopEvents,
+        raft_tuning: Callable[[RaftConfig], RaftConfig] | None = None,
     ) -> None:
         self._cfg = cfg
         self._store = store
@@ -101,19 +103,16 @@ class RaftLoop:
         self._clock = clock
         self._fatal = fatal
         self._events = events
-        self.raw = RawNode(
-            RaftConfig(
-                id=member_id,
-                election_tick=cfg.election_ticks,
-                heartbeat_tick=1,
-                applied=store.applied_index(),
-                pre_vote=True,
-                check_quorum=True,
-                logger=self._core_log if log.isEnabledFor(logging.DEBUG) else None,
-            ),
-            store.log,
-            rng,
+        raft_config = RaftConfig(
+            id=member_id,
+            election_tick=cfg.election_ticks,
+            heartbeat_tick=1,
+            applied=store.applied_index(),
+            pre_vote=True,
+            check_quorum=True,
+            logger=self._core_log if log.isEnabledFor(logging.DEBUG) else None,
         )
+        self.raw = RawNode(raft_tuning(raft_config) if raft_tuning else raft_config, store.log, rng)
         self.transport: Transport | None = None
         self._proposals: list[bytes] = []
         self._conf_proposals: list[tuple[ConfChange, ConfRefused]] = []
@@ -267,7 +266,7 @@ class RaftLoop:
                 try:
                     self.raw.propose_conf_change(cc)
                 except ProposalDropped as exc:
-                    refused(cc, dropped_error(str(exc)))
+                    refused(cc, dropped_error(exc))
         self.reads.feed(self.raw, self.applied)
 
     def _propose(self, proposals: list[bytes]) -> None:
@@ -277,7 +276,7 @@ class RaftLoop:
             self.raw.propose_batch(proposals)
             return
         except ProposalDropped as exc:
-            if len(proposals) == 1 or "uncommitted" not in str(exc):
+            if len(proposals) == 1 or exc.reason is not DropReason.UNCOMMITTED_LIMIT:
                 for data in proposals:
                     self._fail_proposal(data, exc)
                 return
@@ -289,7 +288,7 @@ class RaftLoop:
 
     def _fail_proposal(self, data: bytes, exc: ProposalDropped) -> None:
         request = internal_pb2.InternalRequest.FromString(data)
-        self._waiters.fail(request.header.id, dropped_error(str(exc)))
+        self._waiters.fail(request.header.id, dropped_error(exc))
 
     async def _handle_ready(self, rd: Ready) -> None:
         self.ready_turns += 1
@@ -299,6 +298,11 @@ class RaftLoop:
             self.term = rd.hard_state.term
         installer = self.staged_snapshots.take(rd.snapshot) if rd.snapshot is not None else None
         committed = rd.committed_entries
+        if self._cfg.planted_bug == "apply-before-persist" and committed and installer is None:
+            # PLANTED BUG (simulator self-test only): apply and answer before the Ready that committed the
+            # entries is durable, as a transaction of its own.
+            self._on_applied(committed[-1].index, await asyncio.wrap_future(self._store.apply(committed)))
+            committed = []
         # A cheap apply rides in this Ready's own transaction (one fsync, not two); one that may run long (a
         # range delete, a compaction) gets a job of its own that the loop does not wait for (see below).
         with_save = committed if committed and installer is None and apply_is_bounded(committed) else []

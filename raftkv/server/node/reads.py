@@ -60,7 +60,7 @@ class LinearizableReads:
             try:
                 raw.read_index(ctx)
             except ProposalDropped as exc:
-                self._waiters.fail_round(ctx, dropped_error(str(exc)))
+                self._waiters.fail_round(ctx, dropped_error(exc))
         elif (due := self._waiters.round_due(now)) is not None and self._round_timer is None:
             self._round_timer = self._clock.call_later(due - now, self._start_due_round)
 

@@ -97,6 +97,15 @@ class StagedSnapshots:
     def discard(self, key: tuple[int, int]) -> None:
         self._staged.pop(key, None)
 
+    def restage(self, old: tuple[int, int], installer: SnapshotInstall) -> tuple[int, int]:
+        """The data turned out to be at ``installer.meta`` (newer than announced): file it there."""
+        self._staged.pop(old, None)
+        key = (installer.meta.index, installer.meta.term)
+        for stale in [k for k in self._staged if k <= key]:
+            self._staged.pop(stale).abort()
+        self._staged[key] = installer
+        return key
+
 
 class StagedWriter:
     """What the transport writes a received snapshot into; ``commit`` just leaves it staged for the core."""
@@ -107,8 +116,12 @@ class StagedWriter:
     def write(self, data: bytes) -> None:
         self._installer.write(data)
 
-    def commit(self) -> None:
-        """Complete: the SNAP message is delivered next, and the core decides whether to install it."""
+    def commit(self) -> SnapshotMeta:
+        """Complete: the SNAP message is delivered next, carrying the position the data is at (its header,
+        usually newer than the snapshot the leader's core chose), and the core decides whether to install."""
+        meta = self._installer.streamed_meta()
+        self._key = self._owner.restage(self._key, self._installer)
+        return meta
 
     def abort(self) -> None:
         self._owner.discard(self._key)

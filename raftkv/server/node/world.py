@@ -1,10 +1,11 @@
 """Everything the node takes from the world outside it, as narrow protocols.
 
 The node never reads a clock, opens a socket, touches a file, draws randomness or ends the process by
-itself: it is handed a ``Clock``, a ``Transport``, a ``Store``, a ``random.Random`` and a ``Fatal`` hook.
-Production wires the asyncio clock, the gRPC peer transport, the LMDB store and ``os._exit``
-(``raftkv/server/main.py``); the simulator (``raftkv.sim``) wires virtual time, a simulated network, an in-memory
-disk that loses unsynced writes on a crash, a seeded generator and a hook that fails the run. Because the
+itself: it is handed a ``Clock``, a ``Transport``, a ``Store``, ``Notes`` beside the store, a
+``random.Random`` and a ``Fatal`` hook. Production wires the asyncio clock, the gRPC peer transport, the
+LMDB store, files in the data dir and ``os._exit`` or a restart into quarantine (``raftkv/main.py``); the
+simulator (``raftkv.sim``) wires virtual time, a simulated network, an in-memory disk that loses unsynced
+writes on a crash, notes kept with that disk, a seeded generator and a hook that fails the run. Because the
 same node code runs under both, whatever the simulator finds is a finding about the production node.
 """
 
@@ -97,6 +98,10 @@ class SnapshotInstall(Protocol):
 
     def write(self, chunk: bytes) -> None: ...
 
+    def streamed_meta(self) -> SnapshotMeta:
+        """The position the whole staged data is at (from then on ``meta``)."""
+        ...
+
     def abort(self) -> None: ...
 
 
@@ -168,6 +173,16 @@ class Store(Protocol[InstallT]):
     def db_size_in_use(self) -> int: ...
 
     def quota_usage(self) -> int: ...
+
+
+class Notes(Protocol):
+    """What a member keeps beside its store, outside it, because it must outlive damage to the store
+    (``raftkv.server.integrity``): whom to hand a CORRUPT alarm, and the marker that keeps a member whose
+    data failed it in quarantine from its next start on."""
+
+    def remember_members(self, members: list[rpc_pb2.Member]) -> None: ...
+
+    def mark_quarantined(self, reason: str) -> None: ...
 
 
 #: Called when the node can no longer vouch for its state (a failed write, a broken Raft loop): it must stop

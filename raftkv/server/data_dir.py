@@ -1,0 +1,81 @@
+"""A member's data directory: opened only if it is this member's, set up when it is new.
+
+Everything a member derives from its flags for its store lives here, so that the process, the simulator
+(which runs the same start-up on its simulated disk) and offline tools agree: the state machine's settings,
+the founding membership, and the identity check before any write.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from raftkv.proto import internal_pb2, rpc_pb2
+from raftkv.security.tls import ConfigError
+from raftkv.server.config import ServerConfig, member_id_for
+from raftkv.server.lessor import min_lease_ttl
+from raftkv.statemachine.applier import ApplyConfig
+from raftkv.statemachine.node_store import NodeStore
+from raftkv.storage.raft_log import IdentityMismatch
+
+log = logging.getLogger("raftkv")
+
+
+def initial_members(cfg: ServerConfig) -> list[tuple[int, bytes]]:
+    """(member id, ConfChange context) of every founding member, in --initial-cluster order."""
+    out = []
+    for name, url in cfg.initial_cluster:
+        member = rpc_pb2.Member(ID=member_id_for(cfg.cluster_token, url), name=name, peerURLs=[url])
+        out.append((member.ID, internal_pb2.MemberContext(member=member).SerializeToString()))
+    return out
+
+
+def apply_config(cfg: ServerConfig) -> ApplyConfig:
+    """The replicated state machine's settings; every member must derive the same from the same flags."""
+    return ApplyConfig(min_lease_ttl=min_lease_ttl(cfg.election_ms))
+
+
+def open_store(cfg: ServerConfig) -> tuple[NodeStore, int]:
+    """Open the data dir, checking it belongs to this cluster and member; bootstrap a brand-new cluster.
+    Returns the store and this member's id."""
+    store = NodeStore(
+        cfg.data_dir,
+        apply_config=apply_config(cfg),
+        snapshot_catchup_entries=cfg.snapshot_catchup_entries,
+        sync=cfg.planted_bug != "skip-fsync",
+    )
+    try:
+        member_id = prepare_store(cfg, store)
+    except BaseException:
+        store.close()
+        raise
+    return store, member_id
+
+
+def prepare_store(cfg: ServerConfig, store: NodeStore) -> int:
+    """A store this member may run on: its own (identity checked before any write), or set up afresh as
+    a founder of a new cluster (``--initial-cluster-state new``) or a member joining one (``existing``).
+    Returns this member's id."""
+    if store.is_initialized():
+        return recorded_member_id(store, cfg)
+    if cfg.initial_cluster_state == "new":
+        store.bootstrap(cfg.cluster_id, cfg.member_id, initial_members(cfg))
+    else:
+        store.join(cfg.cluster_id, cfg.member_id)
+    return cfg.member_id
+
+
+def recorded_member_id(store: NodeStore, cfg: ServerConfig) -> int:
+    """The id a data dir was created for. A member's id derives from the peer URL it first advertised,
+    so after ``member update`` gave it another one, it restarts (on the new URL) as the member the
+    cluster's member list says has that URL, exactly as etcd keeps a member's id across an update."""
+    identity = store.log.identity()
+    assert identity is not None, "recorded_member_id needs an initialized data dir"
+    recorded = identity[1]
+    moved = any(m.ID == recorded and cfg.advertise_peer_urls[0] in m.peerURLs for m in store.members())
+    try:
+        store.check_identity(cfg.cluster_id, recorded if moved else cfg.member_id)
+    except IdentityMismatch as exc:
+        raise ConfigError(f"--data-dir {cfg.data_dir} belongs to another cluster or member: {exc}") from None
+    if recorded != cfg.member_id:
+        log.info("member %x now advertises %s, as member update recorded", recorded, cfg.advertise_peer_urls[0])
+    return recorded
