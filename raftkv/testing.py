@@ -8,8 +8,8 @@
         cluster.kill()            # SIGKILL the leader
         cluster.restart_all()
 
-Under pytest the ``raftkv_cluster`` fixture (registered through the ``pytest11`` entry point) yields the
-same handle for one cluster per test session. ``RAFTKV_TEST_KIND=etcd`` runs everything against etcd.
+Under pytest the ``raftkv_cluster`` fixture (``raftkv.pytest_plugin``, loaded where a project asks for it)
+yields the same handle for one cluster per test session. ``RAFTKV_TEST_KIND=etcd`` runs everything against etcd.
 """
 
 from __future__ import annotations
@@ -106,14 +106,3 @@ def running_cluster(size: int = 3, *, kind: Kind | None = None, tls: bool = True
         if owned:
             shutil.rmtree(root, ignore_errors=True)
 
-
-try:
-    import pytest
-except ImportError:  # running_cluster works without pytest; only the fixture needs it
-    pass
-else:
-    @pytest.fixture(scope="session")
-    def raftkv_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]:
-        """One three-member cluster for the whole test session (kind from RAFTKV_TEST_KIND)."""
-        with running_cluster(base_dir=tmp_path_factory.mktemp("raftkv-cluster")) as handle:
-            yield handle
