@@ -15,7 +15,7 @@ from raftkv.client import routing as r
 from raftkv.proto import rpc_pb2
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     lease = sub.add_parser("lease", help="lease grant|revoke|keep-alive|timetolive|list").add_subparsers(
         dest="lease_cmd", required=True, metavar="COMMAND")
     p = lease.add_parser("grant", help="grant a lease with a TTL in seconds")
@@ -72,13 +72,13 @@ def parse_id(value: str, what: str = "member ID") -> int:
     try:
         return int(value, 16)
     except ValueError:
-        raise CommandError(f"bad {what} {value!r}: expected hexadecimal, as shown by `kvctl member list`")
+        raise CommandError(f"bad {what} {value!r}: expected hexadecimal, as shown by `kvctl member list`") from None
 
 
 # ----------------------------------------------------------------------------- leases
 
 def lease_grant(ctx: Context, args: argparse.Namespace) -> int:
-    resp: Any = ctx.client.call(r.LEASE_GRANT, rpc_pb2.LeaseGrantRequest(TTL=args.ttl), write=True)
+    resp = ctx.client.call(r.LEASE_GRANT, rpc_pb2.LeaseGrantRequest(TTL=args.ttl), write=True)
     if ctx.output == "json":  # etcdctl prints the Go struct, whose header is embedded (flattened)
         h = resp.header
         print_json({"cluster_id": h.cluster_id, "member_id": h.member_id, "revision": h.revision,
@@ -109,7 +109,7 @@ def lease_keep_alive(ctx: Context, args: argparse.Namespace) -> int:
 def lease_timetolive(ctx: Context, args: argparse.Namespace) -> int:
     lease_id = parse_lease(args.id)
     request = rpc_pb2.LeaseTimeToLiveRequest(ID=lease_id, keys=args.keys)
-    resp: Any = ctx.client.call(r.LEASE_TTL, request, write=False)
+    resp = ctx.client.call(r.LEASE_TTL, request, write=False)
     if ctx.output == "json":
         print_json(resp)
     elif resp.TTL == -1:
@@ -123,7 +123,7 @@ def lease_timetolive(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def lease_list(ctx: Context, args: argparse.Namespace) -> int:
-    resp: Any = ctx.client.call(r.LEASE_LEASES, rpc_pb2.LeaseLeasesRequest(), write=False)
+    resp = ctx.client.call(r.LEASE_LEASES, rpc_pb2.LeaseLeasesRequest(), write=False)
     if ctx.output == "json":
         print_json(resp)
         return 0
@@ -136,7 +136,7 @@ def lease_list(ctx: Context, args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- members
 
 def member_list(ctx: Context, args: argparse.Namespace) -> int:
-    resp: Any = ctx.client.call(r.MEMBER_LIST, rpc_pb2.MemberListRequest(), write=False, route=r.Route.ANY)
+    resp = ctx.client.call(r.MEMBER_LIST, rpc_pb2.MemberListRequest(), write=False, route=r.Route.ANY)
     if ctx.output == "json":
         print_json(resp)
         return 0
@@ -153,7 +153,7 @@ def member_list(ctx: Context, args: argparse.Namespace) -> int:
 def member_add(ctx: Context, args: argparse.Namespace) -> int:
     urls = args.peer_urls.split(",")
     request = rpc_pb2.MemberAddRequest(peerURLs=urls, isLearner=args.learner)
-    resp: Any = ctx.client.call(r.MEMBER_ADD, request, write=True)
+    resp = ctx.client.call(r.MEMBER_ADD, request, write=True)
     if ctx.output == "json":
         print_json(resp)
         return 0
@@ -169,14 +169,14 @@ def member_add(ctx: Context, args: argparse.Namespace) -> int:
 
 def member_remove(ctx: Context, args: argparse.Namespace) -> int:
     member_id = parse_id(args.id)
-    resp: Any = ctx.client.call(r.MEMBER_REMOVE, rpc_pb2.MemberRemoveRequest(ID=member_id), write=True)
+    resp = ctx.client.call(r.MEMBER_REMOVE, rpc_pb2.MemberRemoveRequest(ID=member_id), write=True)
     write_line(f"Member {member_id:16x} removed from cluster {resp.header.cluster_id:16x}")
     return 0
 
 
 def member_promote(ctx: Context, args: argparse.Namespace) -> int:
     member_id = parse_id(args.id)
-    resp: Any = ctx.client.call(r.MEMBER_PROMOTE, rpc_pb2.MemberPromoteRequest(ID=member_id), write=True)
+    resp = ctx.client.call(r.MEMBER_PROMOTE, rpc_pb2.MemberPromoteRequest(ID=member_id), write=True)
     write_line(f"Member {member_id:16x} promoted in cluster {resp.header.cluster_id:16x}")
     return 0
 
@@ -186,7 +186,7 @@ def member_promote(ctx: Context, args: argparse.Namespace) -> int:
 def endpoints(ctx: Context, args: argparse.Namespace) -> list[str]:
     if not getattr(args, "cluster", False):
         return ctx.client.endpoints
-    return [url for m in ctx.client.member_list() for url in m.client_urls]  # type: ignore[union-attr]
+    return [url for m in ctx.client.member_list() for url in m.client_urls]
 
 
 def endpoint_status(ctx: Context, args: argparse.Namespace) -> int:
@@ -199,7 +199,7 @@ def endpoint_status(ctx: Context, args: argparse.Namespace) -> int:
         except ClientError as exc:
             failed.append(f"{endpoint}: {exc}")
     if ctx.output == "json":
-        print_json([{"Endpoint": e, "Status": to_json(resp)} for e, resp in answers])  # type: ignore[arg-type]
+        print_json([{"Endpoint": e, "Status": to_json(resp)} for e, resp in answers])
     statuses = [Status.from_pb(e, resp) for e, resp in answers]
     rows = [[s.endpoint, f"{s.member_id:x}", s.version, human_bytes(s.db_size), str(s.is_leader).lower(),
              str(s.is_learner).lower(), str(s.raft_term), str(s.raft_index), str(s.raft_applied_index),
@@ -233,7 +233,7 @@ def endpoint_health(ctx: Context, args: argparse.Namespace) -> int:
         if ctx.output != "json":
             write_line(line)
     if ctx.output == "json":
-        print_json({"health": results})  # type: ignore[arg-type]
+        print_json({"health": results})
     if unhealthy:
         raise CommandError("unhealthy cluster")
     return 0
@@ -242,13 +242,13 @@ def endpoint_health(ctx: Context, args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- maintenance
 
 def alarm_list(ctx: Context, args: argparse.Namespace) -> int:
-    for alarm in ctx.client.alarms():  # type: ignore[union-attr]
+    for alarm in ctx.client.alarms():
         write_line(f"memberID:{alarm.member_id} alarm:{alarm.alarm}")
     return 0
 
 
 def alarm_disarm(ctx: Context, args: argparse.Namespace) -> int:
-    for alarm in ctx.client.alarm_disarm():  # type: ignore[union-attr]
+    for alarm in ctx.client.alarm_disarm():
         write_line(f"memberID:{alarm.member_id} alarm:{alarm.alarm}")
     return 0
 
@@ -273,7 +273,7 @@ def move_leader(ctx: Context, args: argparse.Namespace) -> int:
 
 def _status_or_none(ctx: Context, endpoint: str) -> Status | None:
     try:
-        return ctx.client.status(endpoint)  # type: ignore[return-value]
+        return ctx.client.status(endpoint)
     except ClientError:
         return None
 

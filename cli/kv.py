@@ -6,7 +6,6 @@ import argparse
 import re
 import shlex
 import sys
-from typing import Any
 
 from cli.common import CommandError, Context
 from cli.output import print_json, print_kv, text, to_json, write_line
@@ -15,7 +14,7 @@ from raftkv.client import routing as r
 from raftkv.proto import rpc_pb2
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("put", help="put a key")
     p.add_argument("key")
     p.add_argument("value", nargs="?", help="the value (read from stdin if omitted)")
@@ -68,7 +67,7 @@ def parse_lease(value: str) -> int:
     try:
         return int(value, 16)
     except ValueError:
-        raise CommandError(f"bad lease ID {value!r}: expected hexadecimal, as printed by `kvctl lease grant`")
+        raise CommandError(f"bad lease ID {value!r}: expected hexadecimal, as printed by `kvctl lease grant`") from None
 
 
 def put(ctx: Context, args: argparse.Namespace) -> int:
@@ -79,8 +78,8 @@ def put(ctx: Context, args: argparse.Namespace) -> int:
         print_json(resp)
         return 0
     write_line("OK")
-    if args.prev_kv and resp.HasField("prev_kv"):  # type: ignore[attr-defined]
-        print_kv(resp.prev_kv)  # type: ignore[attr-defined]
+    if args.prev_kv and resp.HasField("prev_kv"):
+        print_kv(resp.prev_kv)
     return 0
 
 
@@ -97,7 +96,7 @@ def range_request(args: argparse.Namespace) -> rpc_pb2.RangeRequest:
 
 
 def get(ctx: Context, args: argparse.Namespace) -> int:
-    resp: Any = ctx.client.call(r.RANGE, range_request(args), write=False,
+    resp = ctx.client.call(r.RANGE, range_request(args), write=False,
                                 route=r.Route.ANY if args.consistency == "s" else r.Route.LEADER)
     if ctx.output == "json":
         print_json(resp)
@@ -112,7 +111,7 @@ def get(ctx: Context, args: argparse.Namespace) -> int:
 def delete(ctx: Context, args: argparse.Namespace) -> int:
     request = ops.delete_request(args.key, args.range_end, prefix=args.prefix, from_key=args.from_key,
                                  prev_kv=args.prev_kv)
-    resp: Any = ctx.client.call(r.DELETE_RANGE, request, write=True)
+    resp = ctx.client.call(r.DELETE_RANGE, request, write=True)
     if ctx.output == "json":
         print_json(resp)
         return 0
@@ -189,7 +188,7 @@ def txn(ctx: Context, args: argparse.Namespace) -> int:
     failure = [parse_request_op(line) for line in
                _read_section("failure requests (get, put, del):", args.interactive)]
     builder = ops.TxnBuilder().if_(*compares).then(*success).else_(*failure)
-    resp: Any = ctx.client.call(r.TXN, builder.request(), write=not builder.is_read_only)
+    resp = ctx.client.call(r.TXN, builder.request(), write=not builder.is_read_only)
     if ctx.output == "json":
         print_json(resp)
         return 0

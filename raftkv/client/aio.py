@@ -10,7 +10,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -20,11 +20,25 @@ from raftkv.client import routing as r
 from raftkv.client.config import ClientConfig
 from raftkv.client.errors import ClientError, LeaseNotFound, dial_failure
 from raftkv.client.snapshot import Progress, SnapshotFile, snapshot_stream
-from raftkv.client.surface import Lease, Surface
+from raftkv.client.surface import BoundTxn, Lease, Surface
 from raftkv.client.sync import keepalive_interval, resolve_config
 from raftkv.client.types import Event, Key
 from raftkv.client.watch import WATCH_METADATA, WatchState
 from raftkv.proto import rpc_pb2
+
+if TYPE_CHECKING:
+    from raftkv.client.surface import M
+    from raftkv.client.types import (
+        Alarm,
+        DeleteResult,
+        KeyValue,
+        LeaseInfo,
+        Member,
+        PutResult,
+        RangeResult,
+        Status,
+        TxnResult,
+    )
 
 T = TypeVar("T")
 
@@ -49,6 +63,65 @@ async def drive_async(plan: r.Plan[T], call: Callable[[r.Attempt], Awaitable[Mes
 
 class AsyncClient(Surface):
     """asyncio twin of ``Client``: the same methods, each returning an awaitable."""
+
+    if TYPE_CHECKING:
+        # ``Surface``'s methods with this client's own return types (see raftkv/client/surface.py).
+        def call(
+            self, method: r.Method[M], message: Message, *, write: bool, route: r.Route = r.Route.LEADER,
+            endpoint: str | None = None, timeout: float | None = None
+        ) -> Awaitable[M]: ...
+        def get(
+            self, key: Key, *, revision: int = 0, serializable: bool = False, timeout: float | None = None
+        ) -> Awaitable[KeyValue | None]: ...
+        def get_range(
+            self, key: Key, range_end: Key | None = None, *, prefix: bool = False, from_key: bool = False,
+            revision: int = 0, serializable: bool = False, keys_only: bool = False, count_only: bool = False,
+            limit: int = 0, sort_order: str = 'none', sort_target: str = 'key', timeout: float | None = None
+        ) -> Awaitable[RangeResult]: ...
+        def get_prefix(self, prefix: Key, **options: Any) -> Awaitable[RangeResult]: ...
+        def put(
+            self, key: Key, value: Key, *, lease: int = 0, prev_kv: bool = False, timeout: float | None = None
+        ) -> Awaitable[PutResult]: ...
+        def delete(
+            self, key: Key, range_end: Key | None = None, *, prefix: bool = False, from_key: bool = False,
+            prev_kv: bool = False, timeout: float | None = None
+        ) -> Awaitable[DeleteResult]: ...
+        def compare_and_swap(
+            self, key: Key, expected: Key, new: Key, *, timeout: float | None = None
+        ) -> Awaitable[bool]: ...
+        def put_if_absent(
+            self, key: Key, value: Key, *, lease: int = 0, timeout: float | None = None
+        ) -> Awaitable[bool]: ...
+        def compact(
+            self, revision: int, *, physical: bool = False, timeout: float | None = None
+        ) -> Awaitable[None]: ...
+        def lease_grant(
+            self, ttl: int, lease_id: int = 0, *, timeout: float | None = None
+        ) -> Awaitable[AsyncLease]: ...
+        def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> Awaitable[None]: ...
+        def lease_time_to_live(
+            self, lease_id: int, *, keys: bool = False, timeout: float | None = None
+        ) -> Awaitable[LeaseInfo]: ...
+        def leases(self, *, timeout: float | None = None) -> Awaitable[list[int]]: ...
+        def lease_keep_alive_once(self, lease_id: int, *, timeout: float | None = None) -> Awaitable[int]: ...
+        def member_list(self, *, timeout: float | None = None) -> Awaitable[list[Member]]: ...
+        def member_add(
+            self, peer_urls: list[str], *, learner: bool = False, timeout: float | None = None
+        ) -> Awaitable[Member]: ...
+        def member_remove(self, member_id: int, *, timeout: float | None = None) -> Awaitable[list[Member]]: ...
+        def member_promote(self, member_id: int, *, timeout: float | None = None) -> Awaitable[list[Member]]: ...
+        def status(self, endpoint: str | None = None, *, timeout: float | None = None) -> Awaitable[Status]: ...
+        def alarms(self, *, timeout: float | None = None) -> Awaitable[list[Alarm]]: ...
+        def alarm_disarm(
+            self, member_id: int = 0, alarm: str = 'NONE', *, timeout: float | None = None
+        ) -> Awaitable[list[Alarm]]: ...
+        def defragment(self, endpoint: str | None = None, *, timeout: float | None = None) -> Awaitable[None]: ...
+        def hash_kv(
+            self, endpoint: str | None = None, revision: int = 0, *, timeout: float | None = None
+        ) -> Awaitable[tuple[int, int, int]]: ...
+        def move_leader(self, target_member_id: int, *, timeout: float | None = None) -> Awaitable[None]: ...
+        def txn(self) -> AsyncTxn: ...
+
 
     def __init__(self, endpoints: Sequence[str] | str | None = None, *, cacert: str | None = None,
                  cert: str | None = None, key: str | None = None, insecure: bool | None = None,
@@ -102,7 +175,7 @@ class AsyncClient(Surface):
             call.cancel()
         if response is grpc.aio.EOF:
             raise ClientError(f"{method.path}: the server closed the stream without answering")
-        return response  # type: ignore[no-any-return]
+        return response
 
     def _execute(self, request: r.Request, convert: Callable[[Any], T], timeout: float | None) -> Awaitable[T]:
         async def run() -> T:
@@ -252,3 +325,18 @@ class AsyncKeepAlive:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+if TYPE_CHECKING:
+
+    class AsyncLease(Lease):
+        """What ``AsyncClient.lease_grant`` returns, as the type checker sees it."""
+
+        def revoke(self) -> Awaitable[None]: ...
+        def time_to_live(self, keys: bool = False) -> Awaitable[LeaseInfo]: ...
+        def keep_alive(self) -> AsyncKeepAlive: ...
+
+    class AsyncTxn(BoundTxn):
+        """What ``AsyncClient.txn`` returns, as the type checker sees it."""
+
+        def commit(self, timeout: float | None = None) -> Awaitable[TxnResult]: ...

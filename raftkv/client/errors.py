@@ -79,7 +79,7 @@ class WatchCanceled(ClientError):
     """The server canceled a watch for a reason other than compaction."""
 
 
-class DialTimeout(grpc.RpcError):
+class DialTimeout(grpc.RpcError):  # type: ignore[misc]  # grpc ships no type information
     """No connection to ``endpoint`` within the client's dial timeout (raised inside a call attempt).
 
     It is a ``grpc.RpcError`` worded like gRPC's own connect failures, so the routing policy treats it the
@@ -99,7 +99,7 @@ class DialTimeout(grpc.RpcError):
 
 def dial_failure(error: grpc.RpcError, endpoint: str, seconds: float) -> None:
     """Judge a failed connection probe: raise if no connection was made, return if the server answered."""
-    code = error.code()  # type: ignore[attr-defined]
+    code = error.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         raise DialTimeout(endpoint, seconds) from None
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -132,11 +132,11 @@ _BY_CODE: dict[grpc.StatusCode, type[ClientError]] = {
 
 def from_rpc_error(error: grpc.RpcError) -> ClientError:
     """The typed exception for a failed call (``grpc.RpcError`` or ``grpc.aio.AioRpcError``)."""
-    code: grpc.StatusCode | None = error.code()  # type: ignore[attr-defined]
-    details: str = error.details() or str(code)  # type: ignore[attr-defined]
-    known = etcd.from_rpc_error(error)  # type: ignore[arg-type]
+    code: grpc.StatusCode | None = error.code()
+    details: str = error.details() or str(code)
+    known = etcd.from_rpc_error(error)
     if known is not None and known in _BY_ERROR:
         return _BY_ERROR[known](details, code)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
         return RequestTooLarge(details, code)  # refused by gRPC itself, on either side
-    return _BY_CODE.get(code, ClientError)(details, code)  # type: ignore[arg-type]
+    return _BY_CODE.get(code, ClientError)(details, code)

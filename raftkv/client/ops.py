@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Self
 
 from raftkv.client.types import Key, to_bytes
 from raftkv.keys import prefix_end as prefix_end
@@ -67,7 +68,7 @@ class Op:
 
     @property
     def is_read(self) -> bool:
-        return self.request.WhichOneof("request") == "request_range"
+        return bool(self.request.WhichOneof("request") == "request_range")
 
 
 def get(key: Key, range_end: Key | None = None, **options: object) -> Op:
@@ -105,8 +106,9 @@ class _Target:
 
     def _make(self, result: int, operand: object) -> Compare:
         value = to_bytes(operand) if self._convert is bytes else int(operand)  # type: ignore[arg-type,call-overload]
+        fields: dict[str, object] = {self._field: value}
         compare = rpc_pb2.Compare(result=result, target=self._target, key=self._key,  # type: ignore[arg-type]
-                                  range_end=self._range_end, **{self._field: value})
+                                  range_end=self._range_end, **fields)  # type: ignore[arg-type]
         return Compare(compare)
 
     def __eq__(self, other: object) -> Compare:  # type: ignore[override]
@@ -153,15 +155,15 @@ class TxnBuilder:
         self._success: list[Op] = []
         self._failure: list[Op] = []
 
-    def if_(self, *compares: Compare) -> TxnBuilder:
+    def if_(self, *compares: Compare) -> Self:
         self._compares.extend(compares)
         return self
 
-    def then(self, *ops: Op) -> TxnBuilder:
+    def then(self, *ops: Op) -> Self:
         self._success.extend(ops)
         return self
 
-    def else_(self, *ops: Op) -> TxnBuilder:
+    def else_(self, *ops: Op) -> Self:
         self._failure.extend(ops)
         return self
 

@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import grpc
 import grpc.aio
@@ -31,14 +31,15 @@ from raftkv.client.errors import ClientError, TimeoutError, from_rpc_error
 from raftkv.proto import rpc_pb2
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 
 @dataclass(frozen=True)
-class Method:
-    """A gRPC method: its wire path and how to decode its response."""
+class Method(Generic[M]):
+    """A gRPC method: its wire path and how to decode its response (of type ``M``)."""
 
     path: str
-    response: type[Message]
+    response: type[M]
     streaming: bool = False  # bidi stream (the driver sends one request and takes one answer)
 
     def on(self, channel: grpc.Channel | grpc.aio.Channel, request_type: type[Message]) -> Any:
@@ -48,7 +49,7 @@ class Method:
                     response_deserializer=self.response.FromString)
 
 
-def _m(service: str, name: str, response: type[Message], streaming: bool = False) -> Method:
+def _m(service: str, name: str, response: type[M], streaming: bool = False) -> Method[M]:
     return Method(f"/etcdserverpb.{service}/{name}", response, streaming)
 
 
@@ -85,7 +86,7 @@ class Route(enum.Enum):
 class Request:
     """A unary request plus everything the policy needs to route and retry it."""
 
-    method: Method
+    method: Method[Any]
     message: Message
     route: Route
     #: Safe to repeat after an ambiguous failure even without server-side deduplication.
@@ -103,7 +104,7 @@ class Request:
 @dataclass(frozen=True)
 class Attempt:
     endpoint: str
-    method: Method
+    method: Method[Any]
     message: Message
     metadata: tuple[tuple[str, str], ...]
     timeout: float
@@ -114,9 +115,10 @@ class Sleep:
     seconds: float
 
 
-Step = Attempt | Sleep
-Outcome = Message | grpc.RpcError | None
-Plan = Generator[Step, Outcome, T]
+Step: TypeAlias = Attempt | Sleep
+#: What a driver sends back into a plan: the response, the gRPC error, or None after a ``Sleep``.
+Outcome: TypeAlias = "Message | grpc.RpcError | None"
+Plan: TypeAlias = Generator[Step, Outcome, T]
 
 
 class Failure(enum.Enum):
@@ -136,19 +138,19 @@ _NOT_CONNECTED = ("failed to connect", "connection refused", "connections to all
 
 def never_connected(error: grpc.RpcError) -> bool:
     """True if gRPC says no connection was established for the call, so nothing of it was sent."""
-    if error.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+    if error.code() != grpc.StatusCode.UNAVAILABLE:
         return False
-    details = (error.details() or "").lower()  # type: ignore[attr-defined]
+    details = (error.details() or "").lower()
     return any(text.lower() in details for text in _NOT_CONNECTED)
 
 
 def classify(error: grpc.RpcError) -> Failure:
-    known = etcd.from_rpc_error(error)  # type: ignore[arg-type]
+    known = etcd.from_rpc_error(error)
     if known in _NOT_APPLIED:
         return Failure.NOT_APPLIED
     if known in _AMBIGUOUS:
         return Failure.AMBIGUOUS
-    code = error.code()  # type: ignore[attr-defined]
+    code = error.code()
     if code == grpc.StatusCode.UNAVAILABLE and known is None:
         return Failure.NOT_APPLIED if never_connected(error) else Failure.AMBIGUOUS
     if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):

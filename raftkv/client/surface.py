@@ -2,8 +2,10 @@
 
 Every method builds a ``routing.Request`` and hands it to ``_execute`` with a function that turns the
 response into a result value. ``Client._execute`` returns that value; ``AsyncClient._execute`` returns an
-awaitable of it. Hence the return annotations ``Result[X]``: ``X`` from ``Client``, ``Awaitable[X]`` from
-``AsyncClient``.
+awaitable of it. Hence the return annotations ``Result[X]`` here: ``X`` or ``Awaitable[X]``. Python's types
+cannot say "the same wrapper as the subclass", so ``Client`` and ``AsyncClient`` each restate the public
+methods' signatures with their own return type for the type checker (``if TYPE_CHECKING`` blocks, checked
+against these by mypy's override rules and for completeness by ``tests/client/test_typed_surface.py``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar, Union
 
 from google.protobuf.message import Message
 
 from raftkv.client import ops
 from raftkv.client import routing as r
+from raftkv.client.errors import LeaseNotFound
 from raftkv.client.types import (
     Alarm,
     DeleteResult,
@@ -29,11 +32,12 @@ from raftkv.client.types import (
     Status,
     TxnResult,
 )
-from raftkv.client.errors import LeaseNotFound
 from raftkv.proto import rpc_pb2
 
 T = TypeVar("T")
-Result = T | Awaitable[T]
+M = TypeVar("M", bound=Message)
+#: ``T`` from ``Client``, ``Awaitable[T]`` from ``AsyncClient`` (each says which, for its own methods).
+Result: TypeAlias = Union[T, Awaitable[T]]  # noqa: UP007 - a generic alias needs Union here
 
 _ALARM_NAMES = {rpc_pb2.NONE: "NONE", rpc_pb2.NOSPACE: "NOSPACE", rpc_pb2.CORRUPT: "CORRUPT"}
 
@@ -87,19 +91,19 @@ class Surface:
     def _execute(self, request: r.Request, convert: Callable[[Any], T], timeout: float | None) -> Result[T]:
         raise NotImplementedError
 
-    def _write(self, method: r.Method, message: Message, idempotent: bool = False) -> r.Request:
+    def _write(self, method: r.Method[Any], message: Message, idempotent: bool = False) -> r.Request:
         return r.Request(method, message, r.Route.LEADER, idempotent, (self.client_id, next(self._seq)))
 
     @staticmethod
-    def _read(method: r.Method, message: Message, route: r.Route = r.Route.LEADER,
+    def _read(method: r.Method[Any], message: Message, route: r.Route = r.Route.LEADER,
               endpoint: str | None = None) -> r.Request:
         return r.Request(method, message, route, idempotent=True, endpoint=endpoint)
 
     def _keep_alive_in_background(self, lease: Lease) -> Any:
         raise NotImplementedError
 
-    def call(self, method: r.Method, message: Message, *, write: bool, route: r.Route = r.Route.LEADER,
-             endpoint: str | None = None, timeout: float | None = None) -> Result[Message]:
+    def call(self, method: r.Method[M], message: Message, *, write: bool, route: r.Route = r.Route.LEADER,
+             endpoint: str | None = None, timeout: float | None = None) -> Result[M]:
         """Send any unary etcd request and return the raw protobuf response, with the same routing and
         retry rules as the typed methods. For tools that print wire responses (``kvctl -w json``)."""
         request = (self._write(method, message) if write else
@@ -269,7 +273,7 @@ class Surface:
         return self._execute(r.Request(r.MOVE_LEADER, request, r.Route.LEADER, False), _none, timeout)
 
 
-def _identity(message: Message) -> Message:
+def _identity(message: M) -> M:
     return message
 
 

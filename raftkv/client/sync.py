@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -18,10 +18,24 @@ from raftkv.client import routing as r
 from raftkv.client.config import ClientConfig
 from raftkv.client.errors import ClientError, LeaseNotFound, dial_failure
 from raftkv.client.snapshot import Progress, SnapshotFile, snapshot_stream
-from raftkv.client.surface import Lease, Surface
+from raftkv.client.surface import BoundTxn, Lease, Surface
 from raftkv.client.types import Event, Key
 from raftkv.client.watch import WATCH_METADATA, WatchState
 from raftkv.proto import rpc_pb2
+
+if TYPE_CHECKING:
+    from raftkv.client.surface import M
+    from raftkv.client.types import (
+        Alarm,
+        DeleteResult,
+        KeyValue,
+        LeaseInfo,
+        Member,
+        PutResult,
+        RangeResult,
+        Status,
+        TxnResult,
+    )
 
 T = TypeVar("T")
 
@@ -48,6 +62,57 @@ class Client(Surface):
     default deadline of each call, retries included. Set ``server_dedupes=False`` against servers that do
     not deduplicate retried writes (etcd): ambiguous write failures are then raised, never retried.
     """
+
+    if TYPE_CHECKING:
+        # ``Surface``'s methods with this client's own return types (see raftkv/client/surface.py).
+        def call(
+            self, method: r.Method[M], message: Message, *, write: bool, route: r.Route = r.Route.LEADER,
+            endpoint: str | None = None, timeout: float | None = None
+        ) -> M: ...
+        def get(
+            self, key: Key, *, revision: int = 0, serializable: bool = False, timeout: float | None = None
+        ) -> KeyValue | None: ...
+        def get_range(
+            self, key: Key, range_end: Key | None = None, *, prefix: bool = False, from_key: bool = False,
+            revision: int = 0, serializable: bool = False, keys_only: bool = False, count_only: bool = False,
+            limit: int = 0, sort_order: str = 'none', sort_target: str = 'key', timeout: float | None = None
+        ) -> RangeResult: ...
+        def get_prefix(self, prefix: Key, **options: Any) -> RangeResult: ...
+        def put(
+            self, key: Key, value: Key, *, lease: int = 0, prev_kv: bool = False, timeout: float | None = None
+        ) -> PutResult: ...
+        def delete(
+            self, key: Key, range_end: Key | None = None, *, prefix: bool = False, from_key: bool = False,
+            prev_kv: bool = False, timeout: float | None = None
+        ) -> DeleteResult: ...
+        def compare_and_swap(self, key: Key, expected: Key, new: Key, *, timeout: float | None = None) -> bool: ...
+        def put_if_absent(self, key: Key, value: Key, *, lease: int = 0, timeout: float | None = None) -> bool: ...
+        def compact(self, revision: int, *, physical: bool = False, timeout: float | None = None) -> None: ...
+        def lease_grant(self, ttl: int, lease_id: int = 0, *, timeout: float | None = None) -> SyncLease: ...
+        def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> None: ...
+        def lease_time_to_live(
+            self, lease_id: int, *, keys: bool = False, timeout: float | None = None
+        ) -> LeaseInfo: ...
+        def leases(self, *, timeout: float | None = None) -> list[int]: ...
+        def lease_keep_alive_once(self, lease_id: int, *, timeout: float | None = None) -> int: ...
+        def member_list(self, *, timeout: float | None = None) -> list[Member]: ...
+        def member_add(
+            self, peer_urls: list[str], *, learner: bool = False, timeout: float | None = None
+        ) -> Member: ...
+        def member_remove(self, member_id: int, *, timeout: float | None = None) -> list[Member]: ...
+        def member_promote(self, member_id: int, *, timeout: float | None = None) -> list[Member]: ...
+        def status(self, endpoint: str | None = None, *, timeout: float | None = None) -> Status: ...
+        def alarms(self, *, timeout: float | None = None) -> list[Alarm]: ...
+        def alarm_disarm(
+            self, member_id: int = 0, alarm: str = 'NONE', *, timeout: float | None = None
+        ) -> list[Alarm]: ...
+        def defragment(self, endpoint: str | None = None, *, timeout: float | None = None) -> None: ...
+        def hash_kv(
+            self, endpoint: str | None = None, revision: int = 0, *, timeout: float | None = None
+        ) -> tuple[int, int, int]: ...
+        def move_leader(self, target_member_id: int, *, timeout: float | None = None) -> None: ...
+        def txn(self) -> SyncTxn: ...
+
 
     def __init__(self, endpoints: Sequence[str] | str | None = None, *, cacert: str | None = None,
                  cert: str | None = None, key: str | None = None, insecure: bool | None = None,
@@ -272,3 +337,18 @@ class KeepAlive:
                  tb: TracebackType | None) -> None:
         self._stop.set()
         self._thread.join()
+
+
+if TYPE_CHECKING:
+
+    class SyncLease(Lease):
+        """What ``Client.lease_grant`` returns, as the type checker sees it."""
+
+        def revoke(self) -> None: ...
+        def time_to_live(self, keys: bool = False) -> LeaseInfo: ...
+        def keep_alive(self) -> KeepAlive: ...
+
+    class SyncTxn(BoundTxn):
+        """What ``Client.txn`` returns, as the type checker sees it."""
+
+        def commit(self, timeout: float | None = None) -> TxnResult: ...

@@ -90,7 +90,7 @@ class WatchState:
         if self._failing_since is None:
             self._failing_since = now
         elif now - self._failing_since > self._reconnect_timeout:
-            detail = error.details() if error is not None else "stream closed"  # type: ignore[attr-defined]
+            detail = error.details() if error is not None else "stream closed"
             raise Unavailable(f"watch could not be resumed for {self._reconnect_timeout:g}s: {detail}")
         self.router.failed(self.endpoint)
         self.endpoint = self.router.current()
