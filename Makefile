@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test install fuzz-soak sim-soak bench-core bench-node bench-etcd proto clean up down bench jepsen chaos
+.PHONY: test lint install fuzz-soak sim-soak bench-core bench-node bench-etcd proto clean up down bench jepsen chaos
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Types (mypy, strict for core, client and the node) and style (ruff), as configured in pyproject.toml.
+lint: $(STAMP)
+	$(PY) -m mypy
+	$(PY) -m ruff check .
 
 # The client-API fuzz with many more examples per method (EXAMPLES=N) than `make test` runs.
 fuzz-soak: $(STAMP)

@@ -25,7 +25,7 @@ from raftkv.client.ops import put, value
 WORKLOADS = ("put", "get", "get-serializable", "txn", "watch-latency", "mixed")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="load test: throughput and latency percentiles")
     p.add_argument("workload", nargs="?", choices=WORKLOADS, default="put")
     p.add_argument("--clients", type=int, default=16, help="concurrent workers (default 16)")

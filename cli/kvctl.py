@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Error: {explain(exc, ctx)}", file=sys.stderr)
         return 1
     except grpc.RpcError as exc:  # a call outside the typed client (e.g. a stream) failed
-        print(f"Error: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        print(f"Error: {exc.details()}", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug: still one line, never a traceback in the user's terminal
         print(f"Error: unexpected {type(exc).__name__}: {exc} (please report this)", file=sys.stderr)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 DEFAULT_DIR = ".cluster"
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     certs = sub.add_parser("certs", help="certs init").add_subparsers(dest="certs_cmd", required=True,
                                                                      metavar="COMMAND")
     p = certs.add_parser("init", help="make a client CA and a peer CA, member certificates for both ports and a "
@@ -136,7 +136,7 @@ def cluster_status(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.output == "json":
         print_json({"dir": str(cluster.base_dir), "kind": cluster.kind, "members": rows})
     else:
-        cells = [[r["name"], str(r["pid"] or "-"), r["endpoint"], str(r["leader"]).lower(),
+        cells = [[str(r["name"]), str(r["pid"] or "-"), str(r["endpoint"]), str(r["leader"]).lower(),
                   "healthy" if r["healthy"] else ("stopped" if r["pid"] is None else "unhealthy")]
                  for r in rows]
         headers = ["NAME", "PID", "ENDPOINT", "LEADER", "HEALTH"]

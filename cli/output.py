@@ -21,7 +21,7 @@ from raftkv.proto import kv_pb2
 def to_json(message: Message) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field, value in message.ListFields():
-        if field.is_repeated:  # type: ignore[attr-defined]
+        if field.is_repeated:
             out[field.name] = [_scalar(field, v) for v in value]
         else:
             out[field.name] = _scalar(field, value)

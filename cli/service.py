@@ -25,7 +25,7 @@ from raftkv.discovery import DEFAULT_NAMESPACE, Registration, Resolver, State, r
 from raftkv.discovery.view import Change, ChangeKind
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     service = sub.add_parser("service", help="service register|list|watch (the raftkv.discovery registry)")
     cmds = service.add_subparsers(dest="service_cmd", required=True, metavar="COMMAND")
     p = cmds.add_parser("register", help="register NAME ADDR and keep it registered until SIGTERM/Ctrl-C")
@@ -130,7 +130,7 @@ def _probe(addr: str, timeout: float, credentials: grpc.ChannelCredentials | Non
         try:
             resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 return "no-check"
             return UNREACHABLE
     return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)

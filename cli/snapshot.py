@@ -10,7 +10,7 @@ from cli.output import human_bytes, write_line
 
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     snapshot = sub.add_parser("snapshot", help="snapshot save|restore").add_subparsers(
         dest="snapshot_cmd", required=True, metavar="COMMAND")
     p = snapshot.add_parser("save", help="stream a member's backend into a file")

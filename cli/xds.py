@@ -24,7 +24,7 @@ from raftkv.security.tls import TLSFiles, server_credentials
 DEFAULT_SERVER = "127.0.0.1:18000"
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     xds = sub.add_parser("xds", help="xds serve|bootstrap (xDS control plane for gRPC clients)").add_subparsers(
         dest="xds_cmd", required=True, metavar="COMMAND")
     p = xds.add_parser("serve", help="serve the registry over ADS in the foreground (SIGTERM stops)",

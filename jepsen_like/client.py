@@ -73,7 +73,7 @@ class Member:
 
     def _call(self, fn: Callable[..., T], request: Any) -> T:
         try:
-            return fn(request, timeout=self.timeout)  # type: ignore[no-any-return]
+            return fn(request, timeout=self.timeout)
         except grpc.RpcError as exc:
             raise classify(exc) from None
 

@@ -173,8 +173,8 @@ def pair(events: Iterable[Event]) -> list[Op]:
             open_ops[e.process] = op
             ops.append(op)
             continue
-        op = open_ops.pop(e.process, None)
-        assert op is not None, f"completion without invoke: {e}"
+        assert e.process in open_ops, f"completion without invoke: {e}"
+        op = open_ops.pop(e.process)
         op.type = e.type
         op.ret = e.time if e.type != INFO else INFINITY
         op.gave_up = e.time if e.type == INFO else None

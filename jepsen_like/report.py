@@ -124,7 +124,8 @@ def _op_mark(op: Op, clock: Clock, y: float) -> str:
         if op.gave_up is not None:
             tail = (f'<line x1="{x0:.1f}" y1="{y + 3}" x2="{clock.x(op.gave_up):.1f}" y2="{y + 3}" '
                     f'stroke="{color}" stroke-width="1"/>')
-        return f'<g><title>{title}</title><rect x="{x0 - 1:.1f}" y="{y}" width="3" height="6" fill="{color}"/>{tail}</g>'
+        return (f'<g><title>{title}</title><rect x="{x0 - 1:.1f}" y="{y}" width="3" height="6" fill="{color}"/>'
+                f'{tail}</g>')
     width = max(0.8, clock.x(op.ret) - x0)
     return f'<rect x="{x0:.1f}" y="{y}" width="{width:.1f}" height="6" fill="{color}"><title>{title}</title></rect>'
 
@@ -234,7 +235,8 @@ def _mini_timeline(spans: list[tuple[int, int | None, str]], clock: Clock) -> st
                     f'<text x="{LEFT - 4}" y="{12 + 10 * i}" font-size="9" text-anchor="end">op {i + 1}</text>')
     return (f'<svg width="{W}" height="{plot_h + 26}" xmlns="http://www.w3.org/2000/svg">{"".join(bars)}'
             f'{x_axis(local, plot_h, origin=clock.t0, title="")}'
-            f'<text x="{W - RIGHT}" y="{plot_h + 22}" font-size="9" text-anchor="end">s since the run began</text></svg>')
+            f'<text x="{W - RIGHT}" y="{plot_h + 22}" font-size="9" text-anchor="end">s since the run began</text>'
+            '</svg>')
 
 
 def write_report(path: Path, events: Sequence[Event], results: Sequence[CheckResult]) -> None:

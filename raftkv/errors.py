@@ -28,7 +28,7 @@ class EtcdError:
         """A fresh exception to raise (never raise a shared instance: tracebacks would accumulate on it)."""
         return EtcdException(self)
 
-    async def abort(self, context: grpc.aio.ServicerContext) -> NoReturn:  # type: ignore[type-arg]
+    async def abort(self, context: grpc.aio.ServicerContext) -> NoReturn:
         """End the RPC with this status; the message reaches the client unchanged."""
         await context.abort(self.code, self.message)
         raise AssertionError("ServicerContext.abort returned")  # abort always raises

@@ -155,6 +155,7 @@ class LocalCluster:
         peer_dial_overrides: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.base_dir = Path(base_dir).resolve()
+        self._settings: _Settings
         if (self.base_dir / CLUSTER_FILE).exists():
             self._load()
             if (self._settings.kind, self._settings.tls) != (kind, tls):
@@ -614,5 +615,5 @@ class LocalCluster:
                 try:
                     return call(channel)
                 except grpc.RpcError as exc:
-                    errors.append(f"{endpoint}: {exc.details()}")  # type: ignore[attr-defined]
+                    errors.append(f"{endpoint}: {exc.details()}")
         raise ClusterError("no member accepted the request: " + "; ".join(errors))

@@ -32,7 +32,7 @@ def check(events: Sequence[Event]) -> CheckResult:
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         if diff:
             res.add("final-read-mismatch", f"members {finals[0].member} and {fr.member} disagree on "
-                    f"{len(diff)} keys", [{"key": k, finals[0].member: a.get(k), fr.member: b.get(k)}
+                    f"{len(diff)} keys", [{"key": k, str(finals[0].member): a.get(k), str(fr.member): b.get(k)}
                                            for k in diff[:5]])
     ds = dumps(events)
     names = sorted(ds)

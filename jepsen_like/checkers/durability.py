@@ -54,10 +54,10 @@ def check(events: Sequence[Event], ops: Sequence[Op]) -> CheckResult:
             if lst[-1].f == "lease-put":
                 continue  # lease keys may vanish legitimately; the lease checker owns them
             last = lst[-1]
-            got = kvs.get(key)
-            mod = int(got[1]) if got else None  # type: ignore[call-overload]
+            found = kvs.get(key)
+            mod = int(found[1]) if found else None  # type: ignore[call-overload]
             deleted_later = deleted_at.get((str(fr.member), key), 0) > (last.revision or 0)
-            if got is None and last.f != "delete" and not deleted_later:
+            if found is None and last.f != "delete" and not deleted_later:
                 res.add("lost-write", f"member {fr.member}: {key!r} absent in the final read, but its last "
                         f"acknowledged write is revision {last.revision}", [last.brief()])
             elif mod is not None and last.revision is not None and mod < last.revision:

@@ -267,7 +267,7 @@ def check(ops: Sequence[Op], time_limit: float = 60.0,
             by_key[op.key].append(r)
     deadline = time.monotonic() + time_limit
     t0 = time.monotonic()
-    stats = {"keys": len(by_key), "ops": 0, "tightened": 0, "pruned": 0, "unknown_keys": []}
+    stats: dict[str, Any] = {"keys": len(by_key), "ops": 0, "tightened": 0, "pruned": 0, "unknown_keys": []}
     for key in sorted(by_key):
         if on_key:
             on_key(key)

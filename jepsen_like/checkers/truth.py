@@ -20,7 +20,7 @@ def event_tuple(raw: Sequence[object]) -> TruthEvent:
     """Watch events are stored as ``[type, key, value, mod_revision]`` lists."""
     typ, key, value, rev = raw
     assert typ in ("PUT", "DELETE"), raw
-    return int(rev), str(typ), str(key), None if typ == "DELETE" else value  # type: ignore[arg-type]
+    return int(rev), str(typ), str(key), None if typ == "DELETE" else value  # type: ignore[call-overload]
 
 
 def dumps(events: Iterable[Event]) -> dict[str, list[TruthEvent]]:

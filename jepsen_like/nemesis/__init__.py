@@ -4,9 +4,10 @@ Faults: ``kill`` (SIGKILL, restart at the end of the window), ``pause`` (SIGSTOP
 (random halves: 1+2 of three, 2+3 of five), ``kill-minority`` (as many members as the cluster can lose, at
 once: two of five), and the faults that lose the quorum until healed: ``kill-majority`` and
 ``pause-majority`` (a majority at once), ``no-majority`` (a partition in which no side has a majority:
-three singletons of three, 2+2+1 of five); ``isolate-leader``, ``bridge``, ``ring`` (majorities ring), ``one-way`` (a node hears nobody
-but is heard), ``slow`` (delay + jitter on every link), ``lossy``, ``client-isolate`` (random halves, and the
-harness's clients cut off from the minority side too), ``membership`` (remove a member through another one,
+three singletons of three, 2+2+1 of five); ``isolate-leader``, ``bridge``, ``ring`` (majorities ring),
+``one-way`` (a node hears nobody but is heard), ``slow`` (delay + jitter on every link), ``lossy``,
+``client-isolate`` (random halves, and the harness's clients cut off from the minority side too),
+``membership`` (remove a member through another one,
 wipe its data, and at the end of the window ``member add`` it back under its name and wait until it has caught
 up).  Every window is logged to the history as ``nemesis`` events (``start``/``stop``) so the report can
 shade it.

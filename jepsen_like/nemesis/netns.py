@@ -31,10 +31,11 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable
+from typing import Any
 
 PREFIX = "rkjl"
 TABLE = "rkjl"
-NETWORK = ipaddress.ip_network("10.77.0.0/16")
+NETWORK = ipaddress.IPv4Network("10.77.0.0/16")
 HUB_BRIDGE = "br0"
 _OWNED = re.compile(rf"^{PREFIX}-?(\d+)(?:-|$)")
 
@@ -98,7 +99,7 @@ def sweep_stale() -> list[str]:
 
 def _free_subnet(start: int) -> ipaddress.IPv4Network:
     """A /24 of 10.77.0.0/16 that no root-namespace address uses (concurrent runs each get their own)."""
-    used = {ipaddress.ip_interface(w).network for line in _ip("-o", "-4", "addr", "show").stdout.splitlines()
+    used: set[Any] = {ipaddress.ip_interface(w).network for line in _ip("-o", "-4", "addr", "show").stdout.splitlines()
             for w in line.split() if "/" in w and w[0].isdigit()}
     subnets = list(NETWORK.subnets(new_prefix=24))
     for i in range(len(subnets)):

@@ -79,7 +79,7 @@ class Network:
 
     # ------------------------------------------------------------------ listeners
 
-    def _run(self, coro):  # type: ignore[no-untyped-def]
+    def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=10)
 
     def set_upstream(self, dst: str, role: str, upstream: Address) -> None:
@@ -89,17 +89,17 @@ class Network:
     def link_listener(self, src: str, dst: str, upstream: Address) -> int:
         """A proxy for the one link ``src -> dst``; returns its port."""
         self.set_upstream(dst, "peer", upstream)
-        return self._run(self._listen(lambda _: src, dst, "peer", reverse=False))  # type: ignore[no-any-return]
+        return self._run(self._listen(lambda _: src, dst, "peer", reverse=False))
 
     def client_listener(self, dst: str, upstream: Address) -> int:
         """A proxy for the harness's clients in front of ``dst``'s client port; returns its port."""
         self.set_upstream(dst, "client", upstream)
-        return self._run(self._listen(lambda _: CLIENT, dst, "client", reverse=False))  # type: ignore[no-any-return]
+        return self._run(self._listen(lambda _: CLIENT, dst, "client", reverse=False))
 
     def inbound_listener(self, dst: str, upstream: Address, port: int) -> int:
         """A proxy in front of ``dst`` on ``port`` that identifies the source from etcd's headers."""
         self.set_upstream(dst, "peer", upstream)
-        return self._run(self._listen(self._sniff_source, dst, "peer", reverse=True,  # type: ignore[no-any-return]
+        return self._run(self._listen(self._sniff_source, dst, "peer", reverse=True,
                                       port=port))
 
     def _sniff_source(self, first: bytes) -> str | None:

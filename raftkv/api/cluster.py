@@ -8,10 +8,10 @@ results, so ``etcdctl member add`` can print the ``ETCD_INITIAL_CLUSTER`` line f
 from __future__ import annotations
 
 from raftkv.api import validation
-from raftkv.server.backend import Backend
 from raftkv.api.kv import DEFAULT_REQUEST_TIMEOUT
 from raftkv.api.metadata import Context, call_timeout, with_header
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
+from raftkv.server.backend import Backend
 
 
 class ClusterService(rpc_pb2_grpc.ClusterServicer):

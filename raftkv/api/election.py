@@ -111,7 +111,9 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
     ) -> rpc_pb2.ResponseHeader:
         put = rpc_pb2.PutRequest(key=leader.key, value=value, lease=leader.lease)
         done = await self._recipes.txn(
-            rpc_pb2.TxnRequest(compare=[created_at(leader.key, leader.rev)], success=[rpc_pb2.RequestOp(request_put=put)]),
+            rpc_pb2.TxnRequest(
+                compare=[created_at(leader.key, leader.rev)], success=[rpc_pb2.RequestOp(request_put=put)]
+            ),
             context,
         )
         if not done.succeeded:

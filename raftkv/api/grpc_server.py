@@ -15,7 +15,6 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from raftkv import errors
-from raftkv.server.backend import Backend
 from raftkv.api.cluster import ClusterService
 from raftkv.api.election import ElectionService
 from raftkv.api.gateway.calls import MethodTable
@@ -27,6 +26,7 @@ from raftkv.api.recipes import Recipes
 from raftkv.grpc_registration import add_service
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
 from raftkv.security.grpc_options import server_options
+from raftkv.server.backend import Backend
 
 #: etcd's gRPC server accepts requests this much larger than ``--max-request-bytes`` (for framing), so
 #: that an oversized request reaches the size check and gets etcd's "request is too large" text.

@@ -11,9 +11,9 @@ import grpc
 
 from raftkv import errors
 from raftkv.api import validation
-from raftkv.server.backend import Backend, ClientSession
 from raftkv.api.metadata import Context, call_timeout, client_session, with_header
 from raftkv.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
+from raftkv.server.backend import Backend, ClientSession
 
 #: etcd's request timeout at default settings: 5 s plus two election timeouts.
 DEFAULT_REQUEST_TIMEOUT = 7.0

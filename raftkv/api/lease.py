@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from raftkv.api import validation
-from raftkv.server.backend import Backend
 from raftkv.api.kv import DEFAULT_REQUEST_TIMEOUT, propose
 from raftkv.api.metadata import Context, call_timeout, with_header
 from raftkv.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
+from raftkv.server.backend import Backend
 
 
 class LeaseServicer(rpc_pb2_grpc.LeaseServicer):

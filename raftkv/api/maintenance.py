@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 from raftkv import errors
 from raftkv.api import validation
-from raftkv.server.backend import Backend
 from raftkv.api.kv import DEFAULT_REQUEST_TIMEOUT, propose
 from raftkv.api.metadata import Context, call_timeout, with_header
 from raftkv.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
+from raftkv.server.backend import Backend
 
 #: etcd sends snapshots in 32 KiB messages.
 SNAPSHOT_CHUNK_BYTES = 32 * 1024

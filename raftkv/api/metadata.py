@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
 from raftkv import errors
-from raftkv.server.backend import Backend, ClientSession
 from raftkv.proto import rpc_pb2
+from raftkv.server.backend import Backend, ClientSession
 from raftkv.storage.sealed import CorruptionError
 
 CLIENT_ID_KEY = "raftkv-client-id"
@@ -33,7 +33,8 @@ REQUIRE_LEADER_KEY = "hasleader"
 #: The services the interceptor guards; the standard health service stays reachable on every member.
 GUARDED_PREFIXES = ("/etcdserverpb.", "/v3lockpb.", "/v3electionpb.")
 
-Context = grpc.aio.ServicerContext  # type: ignore[type-arg]
+#: A servicer's call context (grpc ships no type information, so this is ``Any`` to the type checker).
+Context: TypeAlias = Any
 ResponseT = TypeVar("ResponseT", bound=Message)
 
 
@@ -165,7 +166,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         if handler is None or not method.startswith(GUARDED_PREFIXES):
             return handler
         cached = self._guarded.get(method)
@@ -175,14 +176,14 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
     def _guard(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.request_deserializer is not None:
-            handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))  # type: ignore[attr-defined]
+            handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=self._unary(handler.unary_unary))  # type: ignore[attr-defined]
+            return handler._replace(unary_unary=self._unary(handler.unary_unary))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=self._streaming(handler.unary_stream, True))  # type: ignore[attr-defined]
+            return handler._replace(unary_stream=self._streaming(handler.unary_stream, True))
         if handler.stream_unary is not None:
-            return handler._replace(stream_unary=self._unary(handler.stream_unary, unary_request=False))  # type: ignore[attr-defined]
-        return handler._replace(stream_stream=self._streaming(handler.stream_stream, False))  # type: ignore[attr-defined]
+            return handler._replace(stream_unary=self._unary(handler.stream_unary, unary_request=False))
+        return handler._replace(stream_stream=self._streaming(handler.stream_stream, False))
 
     def _unary(self, behavior: Unary, unary_request: bool = True) -> Unary:
         backend = self._backend
@@ -237,7 +238,7 @@ def with_header(response: ResponseT, backend: Backend) -> ResponseT:
     term always, the current revision only if the applier did not set the revision the request made.
     etcd clients dereference the header of every response."""
     current = backend.header()
-    header = response.header  # type: ignore[attr-defined]
+    header = response.header
     header.cluster_id, header.member_id, header.raft_term = current.cluster_id, current.member_id, current.raft_term
     if not header.revision:
         header.revision = current.revision

@@ -16,9 +16,10 @@ import contextlib
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -159,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import uvloop
 
-        run = uvloop.run
+        run: Callable[[Coroutine[Any, Any, Any]], Any] = uvloop.run
     except ImportError:
         run = asyncio.run
     if args.endpoints:

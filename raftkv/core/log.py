@@ -209,7 +209,9 @@ class RaftLog:
         last_new = index + len(entries)
         conflict = self.find_conflict(entries)
         if conflict:
-            assert conflict > self.committed, f"entry {conflict} conflicts with committed entry (commit {self.committed})"
+            assert conflict > self.committed, (
+                f"entry {conflict} conflicts with committed entry (commit {self.committed})"
+            )
             self.append(entries[conflict - index - 1 :])
         self.commit_to(min(committed, last_new))
         return last_new

@@ -78,6 +78,7 @@ def resolve(service: str, *, wait: float | None = 5.0, **options: Any) -> Resolv
 
 
 __all__ = [
-    "BalancedChannel", "OutlierConfig", "channel", "DEFAULT_NAMESPACE", "Change", "ChangeKind", "HealthGate", "Instance", "RecordError", "Registration",
+    "BalancedChannel", "OutlierConfig", "channel", "DEFAULT_NAMESPACE", "Change", "ChangeKind", "HealthGate",
+    "Instance", "RecordError", "Registration",
     "Resolver", "State", "instance_key", "register", "resolve", "service_prefix",
 ]

@@ -47,7 +47,7 @@ class _AsyncConn:
                                            else Health.NOT_SERVING)
                     delay = HEALTH_BACKOFF[0]
             except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                     self.owner._set_health(self.endpoint, Health.UNKNOWN)
                     return
             if self.closed:
@@ -226,7 +226,7 @@ class _AsyncStreamStream(_AsyncStream):
     kind = "stream_stream"
 
 
-class AsyncBalancedChannel(grpc.aio.Channel):  # type: ignore[misc]
+class AsyncBalancedChannel(grpc.aio.Channel):
     def __init__(self, resolver: AsyncResolver, pool: Pool, rules: CallRules, *,
                  credentials: grpc.ChannelCredentials | None = None, options: Sequence[tuple[str, Any]] = (),
                  health_check: bool = True, health_service: str = "", retry_budget: RetryBudget | None = None,
@@ -306,7 +306,9 @@ class AsyncBalancedChannel(grpc.aio.Channel):  # type: ignore[misc]
         now = time.monotonic()
         if any(e.usable(now) for e in self._pool.candidates(now)):
             return grpc.ChannelConnectivity.READY
-        return grpc.ChannelConnectivity.TRANSIENT_FAILURE if self._pool.endpoints else grpc.ChannelConnectivity.CONNECTING
+        if self._pool.endpoints:
+            return grpc.ChannelConnectivity.TRANSIENT_FAILURE
+        return grpc.ChannelConnectivity.CONNECTING
 
     async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
         while self.get_state() is last_observed_state:

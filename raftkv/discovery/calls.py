@@ -37,7 +37,8 @@ def idempotency_rule(idempotent: bool | Collection[str] | Callable[[str], bool])
     """``True`` (every method), a collection of full method names (``/pkg.Service/Method``) or of service
     names (``pkg.Service``), or a predicate on the full method name."""
     if idempotent is True or idempotent is False:
-        return lambda _method, answer=bool(idempotent): answer
+        answer = bool(idempotent)
+        return lambda _method: answer
     if callable(idempotent):
         return idempotent
     names = frozenset(idempotent)
@@ -83,12 +84,12 @@ class CallRules:
             return False
         if outcome is Outcome.NOT_CONNECTED:
             return attempts < max(instances, 1) + 1
-        if not idempotent or error.code() not in self.retry_codes:  # type: ignore[attr-defined]
+        if not idempotent or error.code() not in self.retry_codes:
             return False
         return attempts < self.max_attempts and budget.withdraw(now)
 
 
-class NoInstance(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+class NoInstance(grpc.RpcError, grpc.Call):
     """The error a call fails with when the service has no instance to try: UNAVAILABLE, with the reason."""
 
     def __init__(self, details: str) -> None:

@@ -54,7 +54,7 @@ def outcome_of(error: grpc.RpcError | None) -> Outcome:
         return Outcome.OK
     if never_connected(error):
         return Outcome.NOT_CONNECTED
-    return Outcome.FAILED if error.code() in INSTANCE_FAULTS else Outcome.OK  # type: ignore[attr-defined]
+    return Outcome.FAILED if error.code() in INSTANCE_FAULTS else Outcome.OK
 
 
 class Pool:

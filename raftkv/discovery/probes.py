@@ -107,7 +107,7 @@ def async_tcp_probe(addr: str, timeout: float = 1.0) -> AsyncProbe:
     async def probe() -> bool:
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             return False
         writer.close()
         return True
@@ -131,9 +131,9 @@ def _make(health: Any, addr: str, timeout: float, credentials: grpc.ChannelCrede
 def sync_probe(health: Any, addr: str, timeout: float = 1.0,
                credentials: grpc.ChannelCredentials | None = None) -> SyncProbe | None:
     """The probe ``health=`` asks for, or None."""
-    return _make(health, addr, timeout, credentials, asynchronous=False)  # type: ignore[no-any-return]
+    return _make(health, addr, timeout, credentials, asynchronous=False)
 
 
 def async_probe(health: Any, addr: str, timeout: float = 1.0,
                 credentials: grpc.ChannelCredentials | None = None) -> AsyncProbe | None:
-    return _make(health, addr, timeout, credentials, asynchronous=True)  # type: ignore[no-any-return]
+    return _make(health, addr, timeout, credentials, asynchronous=True)

@@ -119,5 +119,5 @@ def decode(key: bytes, value: bytes, *, lease: int = 0, mod_revision: int = 0) -
     elif not isinstance(metadata, dict):
         metadata = {"value": metadata}  # Go allows any JSON here; keep it visible without guessing
     instance = Instance(instance_id, check_addr(update["Addr"]), metadata, lease, mod_revision)
-    instance.weight  # refuse a bad weight here, not in the middle of a pick
+    _ = instance.weight  # refuse a bad weight here, not in the middle of a pick
     return instance

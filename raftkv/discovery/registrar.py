@@ -221,14 +221,14 @@ class AsyncRegistration(_Driver):
         try:
             await asyncio.wait_for(self._wait(lambda: self.registered), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def wait_for(self, state: lc.State, timeout: float) -> bool:
         try:
             await asyncio.wait_for(self._wait(lambda: self.state is state), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def _execute(self, step: lc.Step) -> lc.Outcome:

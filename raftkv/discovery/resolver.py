@@ -208,7 +208,7 @@ class AsyncResolver(_Base):
         if wait:
             try:
                 await asyncio.wait_for(self._synced.wait(), wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 error = self.last_error
                 await self.stop()
                 raise error or ClientError(f"listing {self.view.prefix} took longer than {wait:g}s") from None

@@ -68,7 +68,7 @@ class ClusterCerts:
 
 
 def _validity(builder: x509.CertificateBuilder, days: int) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return builder.not_valid_before(now - BACKDATE).not_valid_after(now + datetime.timedelta(days=days))
 
 
@@ -219,15 +219,15 @@ def init_cluster_certs(
             write_issued(issue(ca), files.cert, files.key)
         return files
 
-    def member(ca: Issued, name: str) -> Issued:
-        return issue_node(ca, name, extra_ips, extra_dns)
+    def member(name: str) -> Callable[[Issued], Issued]:
+        return lambda ca: issue_node(ca, name, extra_ips, extra_dns)
 
     client_ca = _ensure_ca(root, "raftkv client CA")
-    nodes = {name: ensure(root, name, lambda ca, n=name: member(ca, n), client_ca) for name in names}
+    nodes = {name: ensure(root, name, member(name), client_ca) for name in names}
     client = ensure(root, CLIENT_NAME, issue_client, client_ca)
     peer_root = root / PEER_DIR
     peer_ca = _ensure_ca(peer_root, "raftkv peer CA")
-    peers = {name: ensure(peer_root, name, lambda ca, n=name: member(ca, n), peer_ca) for name in names}
+    peers = {name: ensure(peer_root, name, member(name), peer_ca) for name in names}
     return ClusterCerts(ca=root / "ca.crt", nodes=nodes, client=client, peer_ca=peer_root / "ca.crt", peers=peers)
 
 

@@ -76,7 +76,7 @@ def load_tls(files: TLSFiles) -> TLSMaterial:
     leaf = chain[0]
     if _public_bytes(key.public_key()) != _public_bytes(leaf.public_key()):  # type: ignore[arg-type]
         raise ConfigError(f"key {files.key} does not match certificate {files.cert}", files.key)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
         raise ConfigError(
             f"certificate {files.cert} is not valid now (valid {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} "
@@ -124,7 +124,8 @@ def check_peer_name(peer: TLSFiles, name: str) -> None:
 
 def _ca_der(path: Path) -> set[bytes]:
     try:
-        return {c.public_bytes(serialization.Encoding.DER) for c in x509.load_pem_x509_certificates(_read(path, "CA file"))}
+        certificates = x509.load_pem_x509_certificates(_read(path, "CA file"))
+        return {c.public_bytes(serialization.Encoding.DER) for c in certificates}
     except ValueError as exc:
         raise ConfigError(f"CA file {path} holds no PEM certificate: {exc}", path) from exc
 

@@ -2,7 +2,8 @@
 
 The server layer owns this seam (the node implements it; the API layer above calls it), so that imports
 point one way: ``raftkv.api`` uses ``raftkv.server``, never the reverse. The services in ``raftkv.api``
-translate etcd's wire protocol (validation, limits, error texts, streaming) and nothing else; every decision about consensus, durability and leadership stays in the node driver
+translate etcd's wire protocol (validation, limits, error texts, streaming) and nothing else; every decision
+about consensus, durability and leadership stays in the node driver
 (``raftkv.server.node.Node``), which implements this protocol. Keeping the seam explicit lets each side be
 read — and changed — without the other.
 """

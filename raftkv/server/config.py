@@ -277,7 +277,8 @@ def _load_file(path: str) -> dict[str, object]:
 
 
 def _tls(ca: str | None, cert: str | None, key: str | None, what: str) -> TLSFiles:
-    missing = [flag for flag, v in ((f"--{what}trusted-ca-file", ca), (f"--{what}cert-file", cert), (f"--{what}key-file", key)) if not v]
+    given = ((f"--{what}trusted-ca-file", ca), (f"--{what}cert-file", cert), (f"--{what}key-file", key))
+    missing = [flag for flag, v in given if not v]
     if missing:
         raise ConfigError(
             f"mutual TLS needs {', '.join(missing)} (or pass --insecure-plaintext to run without TLS)"

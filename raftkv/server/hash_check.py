@@ -96,7 +96,7 @@ class HashCheck:
     async def _ask(self, client_url: str, revision: int) -> rpc_pb2.HashKVResponse | None:
         stub = rpc_pb2_grpc.MaintenanceStub(self._channels.to(client_url))
         try:
-            return await stub.HashKV(rpc_pb2.HashKVRequest(revision=revision), timeout=ASK_TIMEOUT)  # type: ignore[no-any-return]
+            return await stub.HashKV(rpc_pb2.HashKVRequest(revision=revision), timeout=ASK_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
             log.debug("%s: no hash from %s at revision %d: %s", self._name, client_url, revision, exc.details())
             return None

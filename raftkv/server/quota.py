@@ -65,7 +65,9 @@ class Quota:
     def over(self) -> bool:
         return self.usage() > self.quota_bytes
 
-    async def run(self, propose: Propose, has_leader: Callable[[], bool], alarms: Callable[[], list[rpc_pb2.AlarmMember]]) -> None:
+    async def run(
+        self, propose: Propose, has_leader: Callable[[], bool], alarms: Callable[[], list[rpc_pb2.AlarmMember]]
+    ) -> None:
         """Raise this member's NOSPACE alarm whenever a write was refused or the store is over the quota."""
         while True:
             try:

@@ -10,9 +10,11 @@ add`` through a running member, then start the new one with ``--initial-cluster-
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from raftkv import errors
 from raftkv.core.types import ConfState, Message
@@ -59,7 +61,7 @@ class Cluster:
         )
         self._nemesis_rng = self._derive_rng()
         self._hunting = schedule.hunt > 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         self._lease_tables: dict[int, tuple[object, set[int]]] = {}
         self._conf = ConfState()
         self._next_name = schedule.nodes + 1
@@ -81,8 +83,8 @@ class Cluster:
         self.loop.fail(f"InvariantViolation: {message}")
         raise InvariantViolation(message)
 
-    def spawn(self, coro: Awaitable[None]) -> None:
-        task = self.loop.create_task(coro)  # type: ignore[arg-type]
+    def spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[object] = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -105,7 +107,7 @@ class Cluster:
         node = member.node
         assert node is not None
         member.watch_hub = WatchHub(node)
-        node.subscribe_applied(lambda revision, name=member.name: self.history.applied(name, revision))
+        node.subscribe_applied(functools.partial(self.history.applied, member.name))
         self.raft.started(member)
         self.note(f"start {member.name} (life {member.lives})")
 
@@ -167,7 +169,7 @@ class Cluster:
             self._start(member)
         self._refresh_conf()
         for f in self.schedule.faults:
-            self.network.after(f.at, lambda f=f: self.apply_fault(f))
+            self.network.after(f.at, functools.partial(self.apply_fault, f))
         self.network.after(int(WRITEBACK_INTERVAL / UNIT), self._write_back)
         self.workload.start(self.spawn)
 
@@ -216,8 +218,8 @@ class Cluster:
             self.spawn(self._add_member(kind == "add_learner"))
         elif kind == "promote" and self._conf.learners:
             learners = sorted(self._conf.learners)
-            self.spawn(self._change(lambda node, lid=learners[f.args[0] % len(learners)]: node.member_promote(lid, ADMIN_TIMEOUT),
-                                    "promote"))
+            learner = learners[f.args[0] % len(learners)]
+            self.spawn(self._change(lambda node: node.member_promote(learner, ADMIN_TIMEOUT), "promote"))
         elif kind == "remove" and len(self._conf.voters) > 3:
             voters = sorted(self._conf.voters)
             self.spawn(self._remove(voters[f.args[0] % len(voters)]))
@@ -238,7 +240,7 @@ class Cluster:
         running = [m for m in self.current_members() if m.node is not None]
         return self._nemesis_rng.choice(running) if running else None
 
-    async def _change(self, call, what: str) -> None:  # type: ignore[no-untyped-def]
+    async def _change(self, call, what: str) -> None:
         member = self._any_running()
         if member is not None and member.node is not None:
             await self._admin(what, call(member.node))

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
-from raftkv.sim.memdb import NAMES, MemoryEnv, MemoryTxn, State
+from raftkv.sim.memdb import MemoryEnv, MemoryTxn, State, sealed
 from raftkv.statemachine.applier import ApplyConfig
 from raftkv.statemachine.node_store import NodeStore
 from raftkv.storage.env import Env, Writer, WriteTxn
@@ -112,7 +112,7 @@ class SimWriter:
         if not group[0][1]:
             return [group[0][0]()]
         txn = self._env.begin_write()
-        wtxn = WriteTxn(cast(Env, self._env), SealedTxn(txn, NAMES))
+        wtxn = WriteTxn(cast(Env, self._env), sealed(txn))
         results = [fn(wtxn) for fn, _, _ in group]
         self._env.commit(txn)
         self.commits += 1
@@ -133,7 +133,7 @@ class _DurableView:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[SealedTxn]:
-        yield SealedTxn(MemoryTxn(self._state, write=False), NAMES)
+        yield sealed(MemoryTxn(self._state, write=False))
 
 
 class SimDisk:

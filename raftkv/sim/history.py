@@ -159,7 +159,8 @@ class History:
         actual = mod if value is not None else 0  # a missing key compares as mod revision 0
         if (actual == expected_mod) != succeeded:
             self.violation(
-                f"txn on {member}: compare mod_revision({key!r}) == {expected_mod} {'succeeded' if succeeded else 'failed'} "
+                f"txn on {member}: compare mod_revision({key!r}) == {expected_mod} "
+                f"{'succeeded' if succeeded else 'failed'} "
                 f"at revision {rev}, but the key's mod revision there was {actual}"
             )
 
@@ -222,7 +223,9 @@ class History:
             expected = tuple(e for e in self.revisions.get(rev, ()) if spec.matches(e[1]))
             got = tuple(event_key(e) for e in revision.events)
             if got != expected:
-                self.violation(f"watch {watcher}: revision {rev} delivered as {_show(got)}, history has {_show(expected)}")
+                self.violation(
+                    f"watch {watcher}: revision {rev} delivered as {_show(got)}, history has {_show(expected)}"
+                )
             self.stats.watch_events_checked += len(got)
             next_rev = rev + 1
         return next_rev

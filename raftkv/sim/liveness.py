@@ -70,5 +70,6 @@ def _describe(cluster: Cluster) -> str:
         if node is None:
             parts.append(f"{member.name} down")
         else:
-            parts.append(f"{member.name} applied={node.loop.applied} rev={node.store.revision()} leader={node.loop.soft.leader:x}")
+            position = f"applied={node.loop.applied} rev={node.store.revision()}"
+            parts.append(f"{member.name} {position} leader={node.loop.soft.leader:x}")
     return ", ".join(parts)

@@ -19,7 +19,9 @@ import contextlib
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import lmdb
 
 from raftkv.storage.env import DEFAULT_MAP_SIZE, SUB_DBS
 from raftkv.storage.sealed import SealedTxn
@@ -307,7 +309,7 @@ class MemoryEnv:
     @contextlib.contextmanager
     def read(self) -> Iterator[SealedTxn]:
         """As ``Env.read``: records come out checked (the production seal, over this environment)."""
-        yield SealedTxn(MemoryTxn(self.live, write=False), NAMES)
+        yield sealed(MemoryTxn(self.live, write=False))
 
     def begin(self) -> MemoryTxn:
         """A raw read transaction (py-lmdb's ``Environment.begin()``): values as stored, seals included."""
@@ -320,8 +322,8 @@ class MemoryEnv:
     @contextlib.contextmanager
     def begin_child(self, parent: SealedTxn) -> Iterator[SealedTxn]:
         """A nested write transaction: its changes join ``parent`` if the block ends normally, else vanish."""
-        child = MemoryTxn(self.live, write=True, parent=parent.raw)
-        yield SealedTxn(child, NAMES)
+        child = MemoryTxn(self.live, write=True, parent=cast(MemoryTxn, parent.raw))
+        yield sealed(child)
         child.commit_into_parent()
 
     def commit(self, txn: MemoryTxn) -> None:
@@ -356,3 +358,8 @@ class MemoryEnv:
     def close(self) -> None:
         pass
 
+
+def sealed(txn: MemoryTxn) -> SealedTxn:
+    """``txn`` behind the production seal. A ``MemoryTxn`` answers the part of py-lmdb's ``Transaction`` that
+    ``SealedTxn`` uses, as ``tests/sim/test_memdb.py`` checks against LMDB itself."""
+    return SealedTxn(cast(lmdb.Transaction, txn), NAMES)

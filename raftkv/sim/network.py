@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import functools
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -145,8 +146,8 @@ class SimTransport:
             if msg.type == MessageType.SNAP:
                 self._send_snapshot(msg)
                 continue
-            if not self._net.transmit(msg.sender, msg.to, lambda msg=msg: self._deliver(msg)):
-                self._report(lambda node, to=msg.to: node.on_unreachable(to))
+            if not self._net.transmit(msg.sender, msg.to, functools.partial(self._deliver, msg)):
+                self._report(functools.partial(_tell_unreachable, to=msg.to))
 
     def _deliver(self, msg: Message) -> None:
         target = self._net.member(msg.to)
@@ -236,3 +237,7 @@ class SimLeaseForwarder:
             return await asyncio.wait_for(answer, timeout)
         except TimeoutError:
             raise errors.TIMEOUT.exception() from None
+
+
+def _tell_unreachable(node: Node, to: int) -> None:
+    node.on_unreachable(to)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from raftkv import errors
 from raftkv.proto import internal_pb2, rpc_pb2
@@ -59,7 +60,7 @@ class Workload:
         self.stats = WorkloadStats()
         self.running = True
 
-    def start(self, spawn: Callable[[Awaitable[None]], object]) -> None:
+    def start(self, spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
         for c in range(self._clients):
             spawn(self._client(c))
         spawn(self._watcher("w0", WatchSpec(key=b"k", range_end=b"l")))

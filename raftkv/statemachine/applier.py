@@ -39,8 +39,8 @@ from raftkv.proto import internal_pb2, kv_pb2, rpc_pb2
 from raftkv.statemachine import leases, request_shape, requests
 from raftkv.statemachine.mvcc import MvccWrite, read_revision
 from raftkv.storage.env import Env, StorageFull, WriteTxn
-from raftkv.storage.sealed import CorruptionError, SealedTxn
 from raftkv.storage.raft_log import read_applied, read_conf_state, write_applied
+from raftkv.storage.sealed import CorruptionError, SealedTxn
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,6 @@ import struct
 from collections.abc import Iterator
 from typing import BinaryIO
 
-import lmdb
-
 from raftkv.proto import kv_pb2, lease_pb2
 from raftkv.statemachine import leases as leases_mod
 from raftkv.statemachine.mvcc import (
@@ -37,6 +35,7 @@ from raftkv.statemachine.mvcc import (
 )
 from raftkv.storage.bbolt import BoltReader, BoltWriter
 from raftkv.storage.env import Env
+from raftkv.storage.sealed import SealedTxn
 
 _MAIN_SUB = struct.Struct(">Q1sQ")
 _TOMBSTONE = b"t"
@@ -56,7 +55,7 @@ def _revision_key(revision: int, sub: int, tombstone: bool) -> bytes:
     return _MAIN_SUB.pack(revision, b"_", sub) + (_TOMBSTONE if tombstone else b"")
 
 
-def write_etcd_db(txn: lmdb.Transaction, env: Env, consistent_index: int, out: BinaryIO) -> int:
+def write_etcd_db(txn: SealedTxn, env: Env, consistent_index: int, out: BinaryIO) -> int:
     """Write the state seen by ``txn`` to ``out`` as an etcd backend file; returns its length."""
     writer = BoltWriter(out)
     writer.bucket(b"key", _key_bucket(txn, env))
@@ -73,7 +72,7 @@ def write_etcd_db(txn: lmdb.Transaction, env: Env, consistent_index: int, out: B
     return writer.close()
 
 
-def _key_bucket(txn: lmdb.Transaction, env: Env) -> Iterator[tuple[bytes, bytes]]:
+def _key_bucket(txn: SealedTxn, env: Env) -> Iterator[tuple[bytes, bytes]]:
     for hkey, raw in txn.cursor(db=env.db("history")).iternext(keys=True, values=True):
         revision, sub = history_position(hkey)
         event = kv_pb2.Event.FromString(raw)

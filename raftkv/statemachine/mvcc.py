@@ -23,6 +23,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from raftkv import errors
 from raftkv.proto import kv_pb2, rpc_pb2
@@ -102,7 +103,10 @@ def _scan(txn: SealedTxn, db: object, rng: KeyRange, *, values: bool = True) -> 
     cur = txn.cursor(db=db)
     if not cur.set_range(rng.key):
         return
-    it = cur.iternext_nodup(keys=True, values=values) if not values else cur.iternext(keys=True, values=True)
+    # py-lmdb returns bytes (the environment does not ask for buffers), whatever its annotations allow.
+    it: Iterator[Any] = (
+        cur.iternext_nodup(keys=True, values=values) if not values else cur.iternext(keys=True, values=True)
+    )
     for item in it:
         k, v = (item, b"") if not values else item
         if rng.past_end(k):
@@ -160,7 +164,7 @@ class MvccReader:
             found = cur.set_key(key) and cur.last_dup()
         if not found:
             return None
-        return _POINT.unpack(cur.value())  # type: ignore[return-value]
+        return _POINT.unpack(cur.value())
 
     def _history_kv(self, rev: int, sub: int) -> kv_pb2.KeyValue:
         raw = self.txn.get(_REV.pack(rev, sub), db=self._history)
@@ -193,7 +197,9 @@ class MvccReader:
         sort_order = req.sort_order
         if req.sort_target != rpc_pb2.RangeRequest.KEY and sort_order == rpc_pb2.RangeRequest.NONE:
             sort_order = rpc_pb2.RangeRequest.ASCEND
-        filtered = bool(req.min_mod_revision or req.max_mod_revision or req.min_create_revision or req.max_create_revision)
+        filtered = bool(
+            req.min_mod_revision or req.max_mod_revision or req.min_create_revision or req.max_create_revision
+        )
         presorted = sort_order == rpc_pb2.RangeRequest.NONE or (
             sort_order == rpc_pb2.RangeRequest.ASCEND and req.sort_target == rpc_pb2.RangeRequest.KEY
         )
@@ -355,7 +361,7 @@ class MvccWrite(MvccReader):
         doomed: list[tuple[bytes, bytes]] = []
         for key, _ in _scan(self.txn, self._keyrev, KeyRange(b"\0", b"\0"), values=False):
             cur.set_key(key)
-            points = [p for p in cur.iternext_dup() if _POINT.unpack(p)[0] <= rev]
+            points: list[bytes] = [p for p in cur.iternext_dup() if _POINT.unpack(p)[0] <= rev]
             if points and not _POINT.unpack(points[-1])[2]:
                 points.pop()  # the value visible at `rev` stays readable
             doomed.extend((key, p) for p in points)

@@ -4,7 +4,8 @@ Writes are two stages, each a job on the single writer thread: ``save`` persists
 append entries, set the hard state) in one fsynced transaction, and ``apply`` applies committed entries and
 records the applied index and membership in the same transaction as the state they describe. Jobs run in
 submission order, so an apply always sees what was saved before it. When applying is cheap, ``save`` takes
-the committed entries too and does both in one transaction: one fsync per Ready instead of two. Reads (ranges, watch catch-up, hashes,
+the committed entries too and does both in one transaction: one fsync per Ready instead of two. Reads (ranges,
+watch catch-up, hashes,
 snapshots) use read transactions from any thread and never wait for the writer.
 """
 
@@ -31,7 +32,6 @@ from raftkv.statemachine.etcd_backend import write_etcd_db
 from raftkv.statemachine.mvcc import K_COMPACT, K_REVISION, HistoryPage, MvccReader
 from raftkv.storage import integrity
 from raftkv.storage.env import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, SUB_DBS, Env, Writer, WriteTxn
-from raftkv.storage.sealed import SealedTxn
 from raftkv.storage.raft_log import (
     K_APPLIED,
     K_CONF_STATE,
@@ -41,6 +41,7 @@ from raftkv.storage.raft_log import (
     read_applied,
     read_conf_state,
 )
+from raftkv.storage.sealed import SealedTxn
 
 #: Sub-databases that make up the state machine (what a snapshot carries), plus the meta keys it owns.
 #: What the backend quota counts, as etcd counts its bolt buckets: the revision history (etcd's "key" bucket),
@@ -419,7 +420,9 @@ class SnapshotInstaller:
     def __init__(self, meta: SnapshotMeta, data_dir: Path | None) -> None:
         self.meta = meta
         self._file: IO[bytes] = (
-            io.BytesIO() if data_dir is None else tempfile.NamedTemporaryFile(prefix="snap-", suffix=".tmp", dir=data_dir)
+            io.BytesIO()
+            if data_dir is None
+            else tempfile.NamedTemporaryFile(prefix="snap-", suffix=".tmp", dir=data_dir)
         )
 
     def write(self, chunk: bytes) -> None:

@@ -139,6 +139,6 @@ def _compare_one(kv: kv_pb2.KeyValue | None, c: rpc_pb2.Compare) -> bool:
     if c.result == rpc_pb2.Compare.NOT_EQUAL:
         return have != want
     if c.result == rpc_pb2.Compare.GREATER:
-        return have > want  # type: ignore[operator]
+        return have > want
     assert c.result == rpc_pb2.Compare.LESS, f"compare result {c.result} passed request_shape"
-    return have < want  # type: ignore[operator]
+    return have < want

@@ -21,8 +21,8 @@ import hashlib
 import io
 import mmap
 import os
-import struct
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,6 +32,7 @@ from google.protobuf.message import DecodeError
 
 from raftkv.core.rawnode import bootstrap_entries
 from raftkv.statemachine.etcd_backend import EtcdBackendError, read_etcd_db
+from raftkv.statemachine.mvcc import K_COMPACT, K_REVISION
 from raftkv.statemachine.node_store import (
     SNAP_MAGIC,
     STATE_DBS,
@@ -41,7 +42,6 @@ from raftkv.statemachine.node_store import (
     read_snapshot_meta,
     read_snapshot_records,
 )
-from raftkv.statemachine.mvcc import K_COMPACT, K_REVISION
 from raftkv.storage.bbolt import BoltFormatError
 from raftkv.storage.env import WriteTxn
 

@@ -50,7 +50,11 @@ def u64(value: int) -> bytes:
     return _U64.pack(value)
 
 
-def read_u64(raw: bytes) -> int:
+#: What py-lmdb hands back for a value (bytes here: the environment does not ask for buffers).
+Buffer = bytes | memoryview
+
+
+def read_u64(raw: Buffer) -> int:
     return int(_U64.unpack(raw)[0])
 
 
@@ -58,7 +62,7 @@ def encode_entry(entry: Entry) -> bytes:
     return _ENTRY_HEAD.pack(entry.term, int(entry.type)) + entry.data
 
 
-def decode_entry(index: int, raw: bytes) -> Entry:
+def decode_entry(index: int, raw: Buffer) -> Entry:
     term, kind = _ENTRY_HEAD.unpack_from(raw)
     return Entry(term=term, index=index, type=EntryType(kind), data=bytes(raw[_ENTRY_HEAD.size :]))
 
@@ -68,7 +72,7 @@ def encode_conf_state(cs: ConfState) -> bytes:
     return struct.pack(f">II{len(voters)}Q{len(learners)}Q", len(voters), len(learners), *voters, *learners)
 
 
-def decode_conf_state(raw: bytes) -> ConfState:
+def decode_conf_state(raw: Buffer) -> ConfState:
     nv, nl = struct.unpack_from(">II", raw)
     ids = struct.unpack_from(f">{nv + nl}Q", raw, 8)
     return ConfState(voters=frozenset(ids[:nv]), learners=frozenset(ids[nv:]))
@@ -78,7 +82,7 @@ def encode_snapshot_meta(meta: SnapshotMeta) -> bytes:
     return _POSITION.pack(meta.index, meta.term) + encode_conf_state(meta.conf_state)
 
 
-def decode_snapshot_meta(raw: bytes) -> SnapshotMeta:
+def decode_snapshot_meta(raw: Buffer) -> SnapshotMeta:
     index, term = _POSITION.unpack_from(raw)
     return SnapshotMeta(index=index, term=term, conf_state=decode_conf_state(raw[_POSITION.size :]))
 
@@ -295,7 +299,7 @@ class LmdbRaftStorage:
 
     def _read_start(self, txn: SealedTxn) -> tuple[int, int]:
         raw = txn.get(K_LOG_START, db=self.env.db("meta"))
-        return tuple(_POSITION.unpack(raw)) if raw else (0, 0)  # type: ignore[return-value]
+        return tuple(_POSITION.unpack(raw)) if raw else (0, 0)
 
     def _write_start(self, w: WriteTxn, index: int, term: int) -> None:
         w.txn.put(K_LOG_START, _POSITION.pack(index, term), db=w.db("meta"))

@@ -49,7 +49,9 @@ def seal(key: Raw, value: Raw) -> bytes:
 def unseal(db: str, key: Raw, raw: Raw) -> bytes:
     """The payload of a sealed record; raises ``CorruptionError`` if it does not match its checksum."""
     if len(raw) < CHECKSUM_BYTES:
-        raise CorruptionError(f"sub-database {db!r}", f"the record at key {bytes(key[:64])!r} is shorter than its checksum")
+        raise CorruptionError(
+            f"sub-database {db!r}", f"the record at key {bytes(key[:64])!r} is shorter than its checksum"
+        )
     end = len(raw) - CHECKSUM_BYTES
     payload = bytes(raw[:end])
     if _CRC.unpack_from(raw, end)[0] != _crc(key, payload):
@@ -134,7 +136,7 @@ class SealedCursor:
         return bool(self._cur.delete())
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
-        return self.iternext()  # type: ignore[return-value]
+        return self.iternext()
 
     def iternext(self, keys: bool = True, values: bool = True) -> Iterator[Any]:
         if not values:

@@ -39,7 +39,7 @@ import dataclasses
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 
@@ -269,7 +269,7 @@ class PeerTransport:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _pump(self, peer: _Peer, call: grpc.aio.StreamUnaryCall) -> AsyncIterator[None]:  # type: ignore[type-arg]
+    async def _pump(self, peer: _Peer, call: grpc.aio.StreamUnaryCall) -> AsyncIterator[None]:
         """Write batches while the call lives; yields after each successful write. Raises when it ends.
 
         The end of the call wakes the pump like new messages do, so waiting for either is one plain
@@ -343,7 +343,7 @@ class PeerTransport:
     async def _snapshot_chunks(self, message: Message) -> AsyncIterator[raft_pb2.SnapshotChunk]:
         """The SNAP message first, then the data re-cut to at most one chunk size, then an end marker."""
         assert message.snapshot is not None
-        header = {"cluster_id": self.cluster_id, "sender": self.node_id, "to": message.to}
+        header: dict[str, Any] = {"cluster_id": self.cluster_id, "sender": self.node_id, "to": message.to}
         yield raft_pb2.SnapshotChunk(message=message_to_pb(message), **header)
         pieces = await asyncio.to_thread(self._source.open, message.snapshot)
         try:
@@ -466,7 +466,7 @@ def _log_crash(task: asyncio.Task[None]) -> None:
         log.error("%s crashed", task.get_name(), exc_info=exc)
 
 
-def _certificate_names(context: grpc.aio.ServicerContext) -> frozenset[str] | None:  # type: ignore[type-arg]
+def _certificate_names(context: grpc.aio.ServicerContext) -> frozenset[str] | None:
     """The common names of the connection's client certificate; None on a plaintext connection."""
     auth = context.auth_context()
     if auth.get("transport_security_type") != [b"ssl"]:
@@ -489,7 +489,7 @@ class _Receiver(raft_pb2_grpc.RaftPeerServicer):
     async def Stream(  # noqa: N802 (gRPC method name)
         self,
         request_iterator: AsyncIterator[raft_pb2.MessageBatch],
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
     ) -> raft_pb2.StreamAck:
         names = _certificate_names(context)
         async for batch in request_iterator:
@@ -505,7 +505,7 @@ class _Receiver(raft_pb2_grpc.RaftPeerServicer):
     async def Snapshot(  # noqa: N802 (gRPC method name)
         self,
         request_iterator: AsyncIterator[raft_pb2.SnapshotChunk],
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
     ) -> raft_pb2.SnapshotAck:
         try:
             message, received = await self._transport._receive_snapshot(

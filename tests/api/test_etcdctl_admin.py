@@ -13,7 +13,6 @@ from raftkv.localcluster import LocalCluster
 from .conftest import leader
 from .etcdctl import Etcdctl, Result, normalise, poll
 
-
 _UNUSED_PORTS = itertools.count(1)
 
 

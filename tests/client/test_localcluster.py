@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-
-import pytest
 
 from raftkv.localcluster import LocalCluster
 from raftkv.testing import ClusterHandle, running_cluster

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import grpc
 
-from raftkv.localcluster import LocalCluster
 from raftkv.core.types import Entry, Message, MessageType
+from raftkv.localcluster import LocalCluster
 from raftkv.proto import internal_pb2, raft_pb2, raft_pb2_grpc, rpc_pb2
-from raftkv.transport.codec import message_to_pb
 from raftkv.security.certs import PEER_DIR, init_cluster_certs
 from raftkv.security.tls import channel_credentials
+from raftkv.transport.codec import message_to_pb
 from tests.cluster.conftest import Members, wait_for
 
 

@@ -80,7 +80,7 @@ class Instances:
 
 
 @pytest.fixture
-def instances(cluster: ClusterHandle) -> Iterator[Instances]:
+def instances(cluster: ClusterHandle) -> Iterator[Instances]:  # noqa: F811 - the fixture, not the import
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KVCTL_", "ETCDCTL_"))}
     made = Instances({**env, **cluster.env()})
     yield made

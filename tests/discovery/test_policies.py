@@ -6,14 +6,13 @@ import math
 import random
 from collections import Counter
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftkv.discovery.endpoint import Endpoint, PeakEwma
 from raftkv.discovery.policies import P2C, RingHash, RoundRobin, make
 from raftkv.discovery.record import Instance
-
-import pytest
 
 
 def endpoints(weights: list[int]) -> list[Endpoint]:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import time
 
 from jepsen_like.checkers import (
-    check_all, convergence, durability, lease, linearizable, recovery, revisions, truth, watch,
+    check_all,
+    convergence,
+    durability,
+    lease,
+    linearizable,
+    recovery,
+    revisions,
+    truth,
+    watch,
 )
 from jepsen_like.history import FAIL, INFO, NEMESIS, Event, pair
 from tests.jepsen.synth import Builder, register_history

@@ -3,7 +3,6 @@ outlives the network object or the process that made it."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time

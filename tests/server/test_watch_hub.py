@@ -12,9 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftkv import errors
-from raftkv.server.backend import RevisionEvents
 from raftkv.proto import kv_pb2
-from raftkv.statemachine.mvcc import HistoryPage
+from raftkv.server.backend import RevisionEvents
 from raftkv.server.watch_hub import (
     MAX_CONTROL_BACKLOG,
     PROGRESS_WATCH_ID,
@@ -27,6 +26,7 @@ from raftkv.server.watch_hub import (
     WatchSpec,
     WatchStream,
 )
+from raftkv.statemachine.mvcc import HistoryPage
 
 PUT = kv_pb2.Event.EventType.PUT
 DELETE = kv_pb2.Event.EventType.DELETE
@@ -356,7 +356,7 @@ async def test_a_watcher_that_does_not_read_stops_being_fed_and_later_gets_every
     drain(slow_stream)
     fast_got = drain(fast_stream)
     revisions = []
-    for i in range(30):
+    for _i in range(30):
         revisions.append(log.apply((b"k", b"v" * 100)))
         fast_got += drain(fast_stream)  # the fast reader keeps up; the slow one never reads
         assert hub.memory_bytes() <= 1000 + 300
@@ -435,7 +435,7 @@ async def test_a_replaying_watcher_whose_history_is_compacted_is_canceled_as_etc
     stream = hub.open_stream()
     stream.create(WatchSpec(b"k"))
     drain(stream)
-    for i in range(5):
+    for _i in range(5):
         log.apply((b"k", b"v" * 100))
     assert hub.replaying_count() == 1
     log.compacted = 4

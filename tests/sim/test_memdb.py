@@ -14,8 +14,7 @@ import lmdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raftkv.sim.memdb import NAMES, MemoryEnv
-from raftkv.storage.sealed import SealedTxn
+from raftkv.sim.memdb import MemoryEnv, sealed
 
 DBS = {"kv": False, "keyrev": True}  # one plain and one dupsort sub-database, as the store has
 keys = st.binary(min_size=1, max_size=2).map(lambda b: b"k" + b)
@@ -92,11 +91,11 @@ def test_memory_env_answers_as_lmdb_does(tmp_path: Path, txns: list[list[tuple[s
 
 def test_only_synced_commits_survive_a_crash() -> None:
     env = MemoryEnv(sync=True)
-    txn = SealedTxn(env.begin_write(), NAMES)
+    txn = sealed(env.begin_write())
     txn.put(b"a", b"1", db="kv")
     env.commit(txn.raw)
     env.sync = False  # e.g. the planted skip-fsync bug
-    txn = SealedTxn(env.begin_write(), NAMES)
+    txn = sealed(env.begin_write())
     txn.put(b"b", b"2", db="kv")
     env.commit(txn.raw)
     with env.read() as view:
@@ -109,7 +108,7 @@ def test_only_synced_commits_survive_a_crash() -> None:
 def test_a_read_view_keeps_seeing_the_state_it_began_with() -> None:
     env = MemoryEnv()
     with env.read() as before:
-        txn = SealedTxn(env.begin_write(), NAMES)
+        txn = sealed(env.begin_write())
         txn.put(b"a", b"1", db="kv")
         env.commit(txn.raw)
         assert before.get(b"a", db="kv") is None
@@ -120,7 +119,7 @@ def test_a_read_view_keeps_seeing_the_state_it_began_with() -> None:
 def test_a_child_transaction_joins_its_parent_or_vanishes() -> None:
     """As LMDB's nested write transactions (the applier rolls a refused request back through one)."""
     env = MemoryEnv()
-    txn = SealedTxn(env.begin_write(), NAMES)
+    txn = sealed(env.begin_write())
     txn.put(b"a", b"1", db="kv")
     with env.begin_child(txn) as child:
         assert child.get(b"a", db="kv") == b"1"

@@ -184,7 +184,7 @@ def test_history_pages_are_bounded_by_bytes_scanned_and_end_on_whole_revisions(h
     """A step stops at a revision boundary once it has read ``max_bytes``, matching or not, so a watcher
     of a rarely written key costs a bounded amount per step; following the pages misses nothing."""
     h.apply(txn=rpc_pb2.TxnRequest(success=[op_put(b"w/1", b"a" * 100), op_put(b"w/2", b"b" * 100)]))
-    for i in range(20):
+    for _i in range(20):
         h.put(b"other", b"x" * 100)
     h.put(b"w/1", b"c")
     first = history(h, 1, b"w/", b"w0", max_bytes=1)

@@ -1,7 +1,8 @@
 """The chaos benchmark and demo: ``python -m raftkv.discovery.chaos --time 120 --out DIR``.
 
 A raftkv cluster, three demo instances registered through raftkv, and the same fixed-rate load through four
-paths, one after the other under the same fault plan (``--concurrent``: at once) — ``raftkv.discovery.channel``, grpcio's xDS client fed by ``kvctl xds serve``, HAProxy and
+paths, one after the other under the same fault plan (``--concurrent``: at once) — ``raftkv.discovery.channel``,
+grpcio's xDS client fed by ``kvctl xds serve``, HAProxy and
 Nginx — while a nemesis kills, stops and sickens instances and kills the raftkv leader. Writes
 ``DIR/result.json`` and ``DIR/report.html``.
 

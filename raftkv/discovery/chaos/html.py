@@ -47,7 +47,8 @@ def chart(name: str, line: Mapping[str, Any], windows: Sequence[Mapping[str, Any
     lane = plot_h / max(len(instances), 1)
     for w in windows:  # each fault as a span in its instance's lane
         row = instances.index(w["instance"]) if w["instance"] in instances else 0
-        out.append(f'<rect x="{x(w["start"]):.1f}" y="{TOP + row * lane:.1f}" width="{max(1, x(w["end"]) - x(w["start"])):.1f}" '
+        width = max(1, x(w["end"]) - x(w["start"]))
+        out.append(f'<rect x="{x(w["start"]):.1f}" y="{TOP + row * lane:.1f}" width="{width:.1f}" '
                    f'height="{lane:.1f}" fill="{FAULT_FILL.get(w["fault"], "#999")}" opacity="0.15">'
                    f'<title>{_e(w["fault"])} {_e(w["instance"])} {w["start"]:.1f}–{w["end"]:.1f} s</title></rect>')
     for f in faults:

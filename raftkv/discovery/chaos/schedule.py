@@ -7,7 +7,8 @@ every 20 s a throwaway registration's process is SIGKILLed, to time how long its
 
 Faults on instances never overlap on the same instance and always leave one instance untouched, counting
 the time an instance takes to be back after its fault ends: the benchmark measures how well each balancer
-routes around failures, not what it does with no instance left. The same plan drives every target in one run, since all of them share the instances.
+routes around failures, not what it does with no instance left. The same plan drives every target in one run,
+since all of them share the instances.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ _ENDS = {Fault.KILL: (Fault.RESTART, 3.0), Fault.STOP: (Fault.CONT, 2.5), Fault.
          Fault.LEADER_KILL: (Fault.LEADER_RESTART, 5.0)}
 #: How long an instance stays out after its fault ends: a restarted process must start, register and be
 #: readmitted by the balancers (measured: more than 2 s on a loaded machine), a NOT_SERVING one's
-#: registration comes back after its health gate's rise count (2 checks 1 s apart). Overlaps are judged with these added, or "one instance untouched" is not true.
+#: registration comes back after its health gate's rise count (2 checks 1 s apart). Overlaps are judged with
+#: these added, or "one instance untouched" is not true.
 _RECOVERY = {Fault.KILL: 3.5, Fault.NOT_SERVING: 2.5, Fault.STOP: 0.0}
 KILL_EVERY = 5.0
 CYCLE = 20.0

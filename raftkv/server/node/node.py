@@ -25,14 +25,13 @@ from raftkv.core.types import ConfChange, Message
 from raftkv.proto import internal_pb2, rpc_pb2
 from raftkv.server.backend import ClientSession, RevisionEvents
 from raftkv.server.config import ServerConfig
+from raftkv.server.hash_check import HashCheck
+from raftkv.server.integrity import DataDirNotes, Integrity
 from raftkv.server.node.leases import NodeLeases
 from raftkv.server.node.maintenance import Maintenance
 from raftkv.server.node.membership import Membership
 from raftkv.server.node.raft_loop import RaftLoop
 from raftkv.server.node.snapshots import StagedSnapshots
-from raftkv.server.hash_check import HashCheck
-from raftkv.server.integrity import DataDirNotes, Integrity
-from raftkv.server.quota import Quota
 from raftkv.server.node.world import (
     Clock,
     Fatal,
@@ -43,6 +42,7 @@ from raftkv.server.node.world import (
     exit_process,
     fresh_rng,
 )
+from raftkv.server.quota import Quota
 from raftkv.statemachine.applier import AppliedEntry
 from raftkv.statemachine.mvcc import HistoryPage
 from raftkv.statemachine.request_shape import MAX_TXN_OPS
