@@ -9,7 +9,6 @@ from cli.common import CommandError, Context
 from cli.output import human_bytes, write_line
 
 
-
 def register(sub: argparse._SubParsersAction) -> None:
     snapshot = sub.add_parser("snapshot", help="snapshot save|restore").add_subparsers(
         dest="snapshot_cmd", required=True, metavar="COMMAND")

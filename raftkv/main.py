@@ -19,8 +19,7 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Sequence
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,11 +30,11 @@ from raftkv.api.front.port import ClientPort, RelayProcess, bind
 from raftkv.api.gateway.calls import MethodTable
 from raftkv.api.gateway.http import Gateway, PlainEndpoints
 from raftkv.api.grpc_server import build_client_server, max_receive_bytes
-from raftkv.client import ClientConfig
-from raftkv.discovery.web import RegistryPage  # this module is the process's composition root
 from raftkv.api.lease import LeaseServicer
 from raftkv.api.recipes import Recipes
 from raftkv.api.watch import WatchServicer
+from raftkv.client import ClientConfig
+from raftkv.discovery.web import RegistryPage  # this module is the process's composition root
 from raftkv.security.tls import ConfigError, channel_credentials, load_tls, server_credentials, server_ssl_context
 from raftkv.server import quarantine
 from raftkv.server.backend import ClientSession
@@ -83,9 +82,9 @@ def _quarantined_client_server(cfg: ServerConfig, credentials: Any) -> quarantin
 
     def build(backend: quarantine.QuarantinedBackend) -> grpc.aio.Server:
         return build_client_server(
-            backend=backend,  # type: ignore[arg-type]
-            watch_servicer=WatchServicer(backend, WatchHub(backend)),  # type: ignore[arg-type]
-            lease_servicer=LeaseServicer(backend),  # type: ignore[arg-type]
+            backend=backend,
+            watch_servicer=WatchServicer(backend, WatchHub(backend)),
+            lease_servicer=LeaseServicer(backend),
             listen_addresses=[host_port(u) for u in cfg.listen_client_urls],
             server_credentials=credentials,
             max_request_bytes=cfg.max_request_bytes,

@@ -74,7 +74,7 @@ class _Conn:
             except grpc.RpcError as exc:
                 if self.closed.is_set():
                     return
-                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                     self.owner._set_health(self.endpoint, Health.UNKNOWN)  # no health service: healthy
                     return
             if self.closed.is_set():
@@ -115,7 +115,7 @@ class _Method:
         return made
 
 
-class _UnaryUnary(_Method, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
+class _UnaryUnary(_Method, grpc.UnaryUnaryMultiCallable):
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata = None,
                  credentials: grpc.CallCredentials | None = None, wait_for_ready: bool | None = None,
                  compression: grpc.Compression | None = None) -> Any:
@@ -124,7 +124,7 @@ class _UnaryUnary(_Method, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
     def with_call(self, request: Any, timeout: float | None = None, metadata: Metadata = None,
                   credentials: grpc.CallCredentials | None = None, wait_for_ready: bool | None = None,
                   compression: grpc.Compression | None = None) -> tuple[Any, grpc.Call]:
-        return self._invoke(request, timeout, metadata, credentials, wait_for_ready,  # type: ignore[no-any-return]
+        return self._invoke(request, timeout, metadata, credentials, wait_for_ready,
                             compression, True)
 
     def future(self, request: Any, timeout: float | None = None, metadata: Metadata = None,
@@ -249,7 +249,7 @@ class _StreamMethod(_Method):
         return call
 
 
-class _UnaryStream(_StreamMethod, grpc.UnaryStreamMultiCallable):  # type: ignore[misc]
+class _UnaryStream(_StreamMethod, grpc.UnaryStreamMultiCallable):
     kind = "unary_stream"
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata = None,
@@ -257,7 +257,7 @@ class _UnaryStream(_StreamMethod, grpc.UnaryStreamMultiCallable):  # type: ignor
         return self._start(request, timeout, metadata, **kwargs)
 
 
-class _StreamStream(_StreamMethod, grpc.StreamStreamMultiCallable):  # type: ignore[misc]
+class _StreamStream(_StreamMethod, grpc.StreamStreamMultiCallable):
     kind = "stream_stream"
 
     def __call__(self, request_iterator: Iterator[Any], timeout: float | None = None, metadata: Metadata = None,
@@ -265,7 +265,7 @@ class _StreamStream(_StreamMethod, grpc.StreamStreamMultiCallable):  # type: ign
         return self._start(request_iterator, timeout, metadata, **kwargs)
 
 
-class _StreamUnary(_StreamMethod, grpc.StreamUnaryMultiCallable):  # type: ignore[misc]
+class _StreamUnary(_StreamMethod, grpc.StreamUnaryMultiCallable):
     kind = "stream_unary"
 
     def __call__(self, request_iterator: Iterator[Any], timeout: float | None = None, metadata: Metadata = None,
@@ -302,7 +302,7 @@ class _StreamUnary(_StreamMethod, grpc.StreamUnaryMultiCallable):  # type: ignor
         return call
 
 
-class BalancedChannel(grpc.Channel):  # type: ignore[misc]
+class BalancedChannel(grpc.Channel):
     """See the module docstring and ``raftkv.discovery.channel``."""
 
     def __init__(self, resolver: Resolver, pool: Pool, rules: CallRules, *,

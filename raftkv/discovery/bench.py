@@ -102,14 +102,19 @@ def main(argv: list[str] | None = None) -> int:
                 samples: dict[str, list[float]] = {name: [] for name in targets}
                 for _ in range(args.rounds):
                     for name, call in calls.items():
+                        def one_future(b: bytes, c: Any = call) -> Any:
+                            return c.future(b, timeout=5)
+
+                        def one_call(b: bytes, c: Any = call) -> Any:
+                            return c(b, timeout=5)
+
                         if args.mode == "future":
-                            samples[name].append(cpu_per_future(lambda b, c=call: c.future(b, timeout=5),
-                                                                args.calls))
+                            samples[name].append(cpu_per_future(one_future, args.calls))
                         else:
-                            samples[name].append(cpu_per_call(lambda b, c=call: c(b, timeout=5), args.calls))
+                            samples[name].append(cpu_per_call(one_call, args.calls))
             med = {name: statistics.median(values) for name, values in samples.items()}
-            print(f"client CPU per unary call, {args.mode} (median of {args.rounds} rounds of {args.calls} calls, load average "
-                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+            print(f"client CPU per unary call, {args.mode} (median of {args.rounds} rounds of {args.calls} calls, "
+                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
             for name, value in med.items():
                 print(f"  {name:<42} {value:8.1f} us")
             names = list(med)

@@ -41,7 +41,7 @@ class Attempts(Protocol):
     def _callable(self, endpoint: Endpoint) -> Any: ...
 
 
-class BalancedFuture(grpc.Future, grpc.Call):  # type: ignore[misc]
+class BalancedFuture(grpc.Future, grpc.Call):
     """One balanced unary call in flight, its attempts chained by completion callbacks.
 
     One attempt is in flight at a time, so the future holds it (and its instance and start) itself. The
@@ -206,7 +206,7 @@ class BalancedFuture(grpc.Future, grpc.Call):  # type: ignore[misc]
         return False
 
 
-class ThreadFuture(grpc.Future):  # type: ignore[misc]
+class ThreadFuture(grpc.Future):
     """A ``grpc.Future`` over a ``concurrent.futures.Future`` of a call run on a worker thread."""
 
     def __init__(self, inner: futures.Future[Any]) -> None:

@@ -199,7 +199,7 @@ class AsyncResolver(_Base):
         """See ``Resolver.wait_synced``."""
         try:
             await asyncio.wait_for(self._synced.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 

@@ -75,7 +75,7 @@ class Http:
 
 
 @pytest.fixture(scope="module")
-def clusters(fresh_clusters: dict[str, LocalCluster]) -> dict[str, LocalCluster]:
+def clusters(fresh_clusters: dict[str, LocalCluster]) -> dict[str, LocalCluster]:  # noqa: F811 (the fixture)
     """A fresh etcd and a fresh raftkv cluster for this module (the etcdctl comparison's fixture)."""
     return fresh_clusters
 

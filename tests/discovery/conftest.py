@@ -88,7 +88,7 @@ def instances(cluster: ClusterHandle) -> Iterator[Instances]:  # noqa: F811 - th
 
 
 @pytest.fixture
-def three(client: Client, service: str, instances: Instances) -> Iterator[list[str]]:
+def three(client: Client, service: str, instances: Instances) -> Iterator[list[str]]:  # noqa: F811 (the fixture)
     """Three in-process instances i0..i2 of ``service``, registered; their addresses."""
     addrs = [instances.local(f"i{n}")[1] for n in range(3)]
     regs = [register(service, a, instance_id=f"i{n}", client=client) for n, a in enumerate(addrs)]

@@ -88,7 +88,7 @@ class MethodTable:
     def recording(self, server: grpc.aio.Server, interceptors: Sequence[grpc.aio.ServerInterceptor]) -> grpc.aio.Server:
         """``server``, except that the handlers added to it are noted here too."""
         self._interceptors = list(interceptors)
-        return _Recording(server, self)  # type: ignore[return-value]
+        return _Recording(server, self)
 
     def add(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._handlers.extend(handlers)
@@ -105,8 +105,8 @@ class MethodTable:
 
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]] = lookup
         for interceptor in reversed(self._interceptors):
-            continuation = functools.partial(interceptor.intercept_service, continuation)  # type: ignore[arg-type]
-        return await continuation(_Details(method, metadata))  # type: ignore[arg-type]
+            continuation = functools.partial(interceptor.intercept_service, continuation)
+        return await continuation(_Details(method, metadata))
 
 
 class _Recording:
@@ -225,10 +225,12 @@ async def call_unary(handler: grpc.RpcMethodHandler, request: Any, context: Gate
     except Exception as exc:
         raise _unexpected(exc, context) from exc
     context.raise_if_status_set()
-    return response  # type: ignore[no-any-return]
+    return response
 
 
-async def call_streaming(handler: grpc.RpcMethodHandler, request: Any, context: GatewayContext) -> AsyncIterator[Message]:
+async def call_streaming(
+    handler: grpc.RpcMethodHandler, request: Any, context: GatewayContext
+) -> AsyncIterator[Message]:
     """A streaming-response call's messages; raises ``CallError`` where the stream fails. ``request`` is a
     message for a unary-request method, an async iterator of them for a streaming-request one."""
     behavior = handler.unary_stream if handler.unary_stream is not None else handler.stream_stream

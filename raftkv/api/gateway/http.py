@@ -33,8 +33,16 @@ import h11
 from google.protobuf.message import Message
 
 from raftkv.api.gateway import routes
-from raftkv.api.gateway.calls import (HTTP_STATUS, CallError, GatewayContext, MethodTable, call_streaming,
-                                      call_unary, metadata_from_headers, request_class)
+from raftkv.api.gateway.calls import (
+    HTTP_STATUS,
+    CallError,
+    GatewayContext,
+    MethodTable,
+    call_streaming,
+    call_unary,
+    metadata_from_headers,
+    request_class,
+)
 from raftkv.api.gateway.gojson import GoJSONError, NeedMore, next_value, quote
 from raftkv.api.gateway.jsonpb import decode, encode
 
@@ -342,7 +350,9 @@ class Gateway:
         body = f'{{"error":{quote(error.message)},"message":{quote(error.message)},"code":{error.code.value[0]}}}'
         await self._respond(conn, HTTP_STATUS.get(error.code, 500), _JSON, body.encode())
 
-    async def _text(self, conn: _Connection, status: int, text: str, extra: list[tuple[str, str]] | None = None) -> None:
+    async def _text(
+        self, conn: _Connection, status: int, text: str, extra: list[tuple[str, str]] | None = None
+    ) -> None:
         headers = [("Content-Type", _TEXT), ("X-Content-Type-Options", "nosniff"), *(extra or [])]
         await self._respond(conn, status, headers, text.encode())
 
@@ -352,8 +362,8 @@ class Gateway:
         if conn.h11.their_state is h11.SEND_BODY:
             await self._drain_body(conn)
         close = [("Connection", "close")] if conn.abandoned else []
-        await conn.send(h11.Response(status_code=status, headers=[*headers, *close, ("Content-Length", str(len(body)))]),
-                        h11.Data(data=body), h11.EndOfMessage())
+        response = h11.Response(status_code=status, headers=[*headers, *close, ("Content-Length", str(len(body)))])
+        await conn.send(response, h11.Data(data=body), h11.EndOfMessage())
         if conn.abandoned:
             await _linger(conn)
 

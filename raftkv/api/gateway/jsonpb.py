@@ -226,7 +226,9 @@ def _unquoted_number(text: _String) -> Any:
     try:
         span = next_value(inner, 0, final=True)
     except GoJSONError as exc:
-        raise GoJSONError("unexpected end of JSON input") if str(exc) == "unexpected EOF" else exc
+        if str(exc) == "unexpected EOF":
+            raise GoJSONError("unexpected end of JSON input") from None
+        raise
     if span is None:
         raise GoJSONError("unexpected end of JSON input")
     rest = inner[span[1]:].strip(b" \t\r\n")
