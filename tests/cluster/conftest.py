@@ -80,7 +80,11 @@ class Members:
 def start_cluster(base: Path, election_ms: int = ELECTION_MS, **kwargs: object) -> LocalCluster:
     cluster = LocalCluster(base, size=3, kind="raftkv", tls=True, election_ms=election_ms, **kwargs)  # type: ignore[arg-type]
     cluster.start()
-    cluster.wait_ready(timeout=30, all_members=True)
+    try:
+        cluster.wait_ready(timeout=30, all_members=True)
+    except BaseException:
+        cluster.stop()  # a member that failed to start must not leave the others running after the test
+        raise
     return cluster
 
 
