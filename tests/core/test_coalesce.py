@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raftkv.core.coalesce import coalesce
@@ -40,6 +40,8 @@ def follower_after(messages: list[Message]) -> tuple[list[Entry], int, list[Mess
     return log.all_entries(), log.committed, answers
 
 
+# Wall-clock limits measure the machine, not the code: on a loaded one they failed examples that pass.
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(append_runs())
 def test_a_follower_ends_the_same_given_folded_appends(run: tuple[list[Message], int]) -> None:
     messages, max_entries = run

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raftkv.core.types import Entry
@@ -21,6 +21,8 @@ def appends(draw: st.DrawFn) -> list[tuple[int, list[int]]]:
     return out
 
 
+# Wall-clock limits measure the machine, not the code: on a loaded one they failed examples that pass.
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(appends())
 def test_runs_match_the_log_they_describe(script: list[tuple[int, list[int]]]) -> None:
     log: dict[int, int] = {}  # index -> term, the model
