@@ -215,8 +215,8 @@ class Run:
         [port] = free_ports(1)
         sidecar = Instance(f"sidecar-{len(self.sidecars)}", port, 0, self.o.ttl, self.env(), self.logs,
                            service=SIDECARS, health="none")
+        self.sidecars.append(sidecar)  # before it starts: one that is slow to say ready is still stopped at the end
         sidecar.start()
-        self.sidecars.append(sidecar)
 
     # ------------------------------------------------------------------ load
 
