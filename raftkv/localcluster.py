@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,11 +31,11 @@ from typing import Literal, TypeVar
 import grpc
 
 from raftkv.client.config import ClientConfig
+from raftkv.local_processes import HOST, free_ports, pid_alive, wait_until
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
 from raftkv.security.certs import PEER_DIR, init_cluster_certs
 
 Kind = Literal["raftkv", "etcd"]
-HOST = "127.0.0.1"
 CLUSTER_FILE = "cluster.json"
 #: Prefix of every local cluster's ``--initial-cluster-token``. Each cluster adds random bytes, so that each
 #: has its own cluster id (ids derive from the token) and members of two clusters never take each other's
@@ -80,41 +78,6 @@ class _Settings:
     peer_dial_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct bindable ports below the kernel's ephemeral range.
-
-    They are released before the members bind them.  Ports the kernel hands out for ``bind(0)`` come from the
-    ephemeral range, which is also where every outgoing connection's local port comes from, so one of those
-    could take a port in that gap; ports below the range are only ever taken by an explicit bind."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    rng = random.SystemRandom()
-    ports: list[int] = []
-    while len(ports) < count:
-        port = rng.randrange(10000, low)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((HOST, port))
-            except OSError:
-                continue
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
-def _pid_alive(pid: int) -> bool:
-    """True if ``pid`` is a live (non-zombie) process. Reaps it if it is our own exited child."""
-    try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass  # not our child: a member started by an earlier process
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _member_env() -> dict[str, str]:
     """The environment for member processes: ours, plus this checkout on PYTHONPATH so that
     ``python -m raftkv.main`` finds the same code whether or not raftkv is installed."""
@@ -122,16 +85,6 @@ def _member_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH")) if p)
     return env
-
-
-def _wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 class LocalCluster:
@@ -305,7 +258,7 @@ class LocalCluster:
     def pid(self, name: str) -> int | None:
         """The member's pid if it is running, else None."""
         pid = self.member(name).pid
-        return pid if pid is not None and _pid_alive(pid) else None
+        return pid if pid is not None and pid_alive(pid) else None
 
     def is_running(self, name: str) -> bool:
         return self.pid(name) is not None
@@ -405,16 +358,16 @@ class LocalCluster:
         pid = self._signal(name, signal.SIGCONT)  # a paused member cannot handle SIGTERM
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
-            if not _wait_until(lambda: not _pid_alive(pid), timeout):
+            if not wait_until(lambda: not pid_alive(pid), timeout):
                 os.kill(pid, signal.SIGKILL)
-                _wait_until(lambda: not _pid_alive(pid), timeout)
+                wait_until(lambda: not pid_alive(pid), timeout)
         self._forget(name)
 
     def kill_member(self, name: str) -> None:
         """SIGKILL: a crash, with no chance to flush or say goodbye."""
         pid = self._signal(name, signal.SIGKILL)
         if pid is not None:
-            _wait_until(lambda: not _pid_alive(pid), 10.0)
+            wait_until(lambda: not pid_alive(pid), 10.0)
         self._forget(name)
 
     def pause_member(self, name: str) -> None:
@@ -511,7 +464,7 @@ class LocalCluster:
 
     def wait_member_ready(self, name: str, timeout: float = 30.0) -> None:
         """Wait until ``name`` answers Status and knows a leader."""
-        if not _wait_until(lambda: bool((s := self.status(name)) and s.leader), timeout, 0.1):
+        if not wait_until(lambda: bool((s := self.status(name)) and s.leader), timeout, 0.1):
             raise ClusterError(f"{name} not ready after {timeout:.0f}s; see {self.log_path(name)}")
 
     # ----------------------------------------------------------------- membership changes

@@ -31,9 +31,9 @@ STACK: list[tuple[int, tuple[str, ...]]] = [
     (7, ("raftkv.main",)),
 ]
 #: Code outside the stack: what it may import besides its own package.
-OUTSIDE = ("raftkv.client", "raftkv.localcluster", "raftkv.testing", "raftkv.bench", "raftkv.discovery", "cli",
+OUTSIDE = ("raftkv.client", "raftkv.localcluster", "raftkv.local_processes", "raftkv.testing", "raftkv.bench", "raftkv.discovery", "cli",
            "jepsen_like", "tools")
-OUTSIDE_MAY_IMPORT = ("raftkv.client", "raftkv.localcluster", "raftkv.proto", "raftkv.errors", "raftkv.keys",
+OUTSIDE_MAY_IMPORT = ("raftkv.client", "raftkv.localcluster", "raftkv.local_processes", "raftkv.proto", "raftkv.errors", "raftkv.keys",
                       "raftkv.security", "raftkv.grpc_registration", "raftkv.testing", "raftkv.bench",
                       "raftkv.discovery", "raftkv.__init__")
 #: Some outside code needs the process itself: kvctl's offline snapshot restore.

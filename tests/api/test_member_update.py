@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from raftkv.localcluster import LocalCluster, free_ports
+from raftkv.local_processes import free_ports
+from raftkv.localcluster import LocalCluster
 
 from .conftest import KINDS, leader, start_cluster
 from .etcdctl import Etcdctl, poll

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.localcluster import LocalCluster, free_ports
+from raftkv.local_processes import free_ports
+from raftkv.localcluster import LocalCluster
 from tests.cli.conftest import REPO, kvctl_command
 from tests.client.conftest import SERVER_KIND
 

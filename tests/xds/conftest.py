@@ -17,7 +17,7 @@ import pytest
 
 from raftkv import discovery
 from raftkv.discovery import demo
-from raftkv.localcluster import free_ports
+from raftkv.local_processes import free_ports
 from raftkv.security import certs
 from raftkv.testing import ClusterHandle
 from tests.client.conftest import client, cluster  # noqa: F401 - one cluster per package, as there

@@ -40,7 +40,8 @@ from raftkv.discovery.chaos import hashing, html, proxies, report
 from raftkv.discovery.chaos.schedule import Event, Fault, plan
 from raftkv.discovery.view import Change, ChangeKind
 from raftkv.discovery.xds import bootstrap
-from raftkv.localcluster import LocalCluster, free_ports
+from raftkv.local_processes import free_ports
+from raftkv.localcluster import LocalCluster
 from raftkv.security import certs
 
 log = logging.getLogger("raftkv.discovery.chaos")
