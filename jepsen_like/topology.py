@@ -17,7 +17,8 @@ import grpc
 
 from jepsen_like.nemesis.netns import NetnsNetwork
 from jepsen_like.nemesis.proxy import Network
-from raftkv.localcluster import HOST, Kind, LocalCluster, MemberInfo, free_ports
+from raftkv.local_processes import HOST, free_ports
+from raftkv.localcluster import Kind, LocalCluster, MemberInfo
 from raftkv.security.certs import init_cluster_certs
 
 NETS = ("proxy", "netns")
