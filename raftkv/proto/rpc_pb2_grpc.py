@@ -1248,6 +1248,11 @@ class AuthStub:
                 request_serializer=raftkv_dot_proto_dot_rpc__pb2.AuthRoleRevokePermissionRequest.SerializeToString,
                 response_deserializer=raftkv_dot_proto_dot_rpc__pb2.AuthRoleRevokePermissionResponse.FromString,
                 _registered_method=True)
+        self.AuthStatus = channel.unary_unary(
+                '/etcdserverpb.Auth/AuthStatus',
+                request_serializer=raftkv_dot_proto_dot_rpc__pb2.AuthStatusRequest.SerializeToString,
+                response_deserializer=raftkv_dot_proto_dot_rpc__pb2.AuthStatusResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServicer:
@@ -1349,6 +1354,13 @@ class AuthServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AuthStatus(self, request, context):
+        """From etcd 3.5 (etcdctl 3.5's `auth status`); 3.4 clients never call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1431,6 +1443,11 @@ def add_AuthServicer_to_server(servicer, server):
                     servicer.RoleRevokePermission,
                     request_deserializer=raftkv_dot_proto_dot_rpc__pb2.AuthRoleRevokePermissionRequest.FromString,
                     response_serializer=raftkv_dot_proto_dot_rpc__pb2.AuthRoleRevokePermissionResponse.SerializeToString,
+            ),
+            'AuthStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthStatus,
+                    request_deserializer=raftkv_dot_proto_dot_rpc__pb2.AuthStatusRequest.FromString,
+                    response_serializer=raftkv_dot_proto_dot_rpc__pb2.AuthStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1865,6 +1882,33 @@ class Auth:
             '/etcdserverpb.Auth/RoleRevokePermission',
             raftkv_dot_proto_dot_rpc__pb2.AuthRoleRevokePermissionRequest.SerializeToString,
             raftkv_dot_proto_dot_rpc__pb2.AuthRoleRevokePermissionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/etcdserverpb.Auth/AuthStatus',
+            raftkv_dot_proto_dot_rpc__pb2.AuthStatusRequest.SerializeToString,
+            raftkv_dot_proto_dot_rpc__pb2.AuthStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

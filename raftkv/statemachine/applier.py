@@ -36,7 +36,7 @@ from raftkv import errors
 from raftkv.core import confchange
 from raftkv.core.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType
 from raftkv.proto import internal_pb2, kv_pb2, rpc_pb2
-from raftkv.statemachine import leases, request_shape, requests
+from raftkv.statemachine import auth_store, authorize, leases, request_shape, requests
 from raftkv.statemachine.mvcc import MvccWrite, read_revision
 from raftkv.storage.env import Env, StorageFull, WriteTxn
 from raftkv.storage.raft_log import read_applied, read_conf_state, write_applied
@@ -79,7 +79,8 @@ class ApplyConfig:
 #: Raft loop waits for. Deleting a range, compacting, revoking a lease (its keys) or a txn with such an
 #: operation can take seconds on a big store, so those are applied in a job of their own.
 _BOUNDED_REQUESTS = frozenset(
-    {"put", "request_put", "lease_grant", "alarm", "publish_member", "member_update", "lease_checkpoint"}
+    {"put", "request_put", "lease_grant", "alarm", "publish_member", "member_update", "lease_checkpoint",
+     *auth_store.AUTH_REQUESTS}
 )
 
 
@@ -139,6 +140,7 @@ def alarms(txn: SealedTxn, env: Env) -> list[rpc_pb2.AlarmMember]:
 class Applier:
     def __init__(self, config: ApplyConfig = ApplyConfig()) -> None:
         self.config = config
+        self.auth = auth_store.AuthReader()
 
     def apply(self, w: WriteTxn, entries: Sequence[Entry]) -> list[AppliedEntry]:
         """Apply ``entries`` (contiguous, starting right after the applied index) and record the new position."""
@@ -239,6 +241,12 @@ class Applier:
         kind = req.WhichOneof("request")
         if kind in ADDS_DATA and self._nospace(w):
             raise errors.NO_SPACE.exception()
+        if kind in authorize.CHECKED or kind in auth_store.AUTH_REQUESTS:
+            auth = self.auth.state(w.txn, w.env)
+            if kind in auth_store.AUTH_REQUESTS:
+                auth_store.apply(w, auth, kind, getattr(req, kind), req.header, index, result)
+                return
+            authorize.check(w, auth, req, kind)
         if kind == "put":
             result.put.CopyFrom(requests.put(write, req.put))
         elif kind == "delete_range":

@@ -28,6 +28,7 @@ from raftkv.proto import rpc_pb2
 from raftkv.statemachine import applier as applier_mod
 from raftkv.statemachine import leases
 from raftkv.statemachine.applier import AppliedEntry, Applier, ApplyConfig
+from raftkv.statemachine.auth_store import AuthState
 from raftkv.statemachine.etcd_backend import write_etcd_db
 from raftkv.statemachine.mvcc import K_COMPACT, K_REVISION, HistoryPage, MvccReader
 from raftkv.storage import integrity
@@ -45,10 +46,11 @@ from raftkv.storage.sealed import SealedTxn
 
 #: Sub-databases that make up the state machine (what a snapshot carries), plus the meta keys it owns.
 #: What the backend quota counts, as etcd counts its bolt buckets: the revision history (etcd's "key" bucket),
-#: leases, members, alarms and the exactly-once table. Not the Raft log (etcd keeps it in its WAL, outside
-#: the quota), nor the key indexes ``kv`` and ``keyrev`` (etcd keeps its key index in memory).
-QUOTA_DBS = ("history", "leases", "lease_keys", "members", "dedup", "alarms")
-STATE_DBS = ("kv", "keyrev", "history", "leases", "lease_keys", "members", "dedup", "alarms", "meta")
+#: leases, members, alarms, users and roles, and the exactly-once table. Not the Raft log (etcd keeps it in its
+#: WAL, outside the quota), nor the key indexes ``kv`` and ``keyrev`` (etcd keeps its key index in memory).
+QUOTA_DBS = ("history", "leases", "lease_keys", "members", "dedup", "alarms", "auth")
+#: A snapshot numbers its records by position here: new sub-databases go at the end.
+STATE_DBS = ("kv", "keyrev", "history", "leases", "lease_keys", "members", "dedup", "alarms", "meta", "auth")
 STATE_META_KEYS = (K_REVISION, K_COMPACT, K_APPLIED, K_CONF_STATE)
 log = logging.getLogger("raftkv.storage")
 
@@ -240,6 +242,10 @@ class NodeStore:
     def leases(self) -> list[leases.Lease]:
         with self.env.read() as txn:
             return leases.all_leases(txn, self.env)
+
+    def auth_state(self) -> AuthState:
+        with self.env.read() as txn:
+            return self.applier.auth.state(txn, self.env)
 
     def members(self) -> list[rpc_pb2.Member]:
         with self.env.read() as txn:

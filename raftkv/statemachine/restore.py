@@ -4,7 +4,8 @@ A saved file is what ``Maintenance/Snapshot`` streams, then the SHA-256 of every
 backend database (``etcd_backend``; what etcd streams too, so an etcd cluster's snapshot restores into raftkv),
 or, from raftkv before it streamed that, the ``NodeStore.open_snapshot`` stream padded with zero bytes to a
 multiple of 512. Restoring keeps the key-value state
-(revision, history, compaction point, leases) and replaces everything that belonged to the old cluster:
+(revision, history, compaction point, leases) and users and roles as etcd keeps them, and replaces
+everything that belonged to the old cluster:
 
 - membership: the new member list is bootstrapped exactly as ``NodeStore.bootstrap`` does for a brand-new
   cluster (the log holds one ADD_VOTER entry per member, applied in the same commit), so a member started
@@ -50,7 +51,7 @@ HASH_BYTES = 32
 #: ... and the stream is padded to whole pages of this size (see ``raftkv.api.maintenance``).
 PAGE_BYTES = 512
 #: State kept from the old cluster; the rest (members, dedup, alarms, applied index) is the old cluster's.
-KEPT_DBS = frozenset({"kv", "keyrev", "history", "leases", "lease_keys"})
+KEPT_DBS = frozenset({"kv", "keyrev", "history", "leases", "lease_keys", "auth"})
 KEPT_META_KEYS = frozenset({K_REVISION, K_COMPACT})
 _READ_CHUNK = 1 << 20
 

@@ -47,6 +47,7 @@ SUB_DBS: dict[str, bool] = {
     "members": False,  # member id -> Member
     "dedup": False,  # client id + seq -> stored response
     "alarms": False,  # member id + alarm type -> b""
+    "auth": False,  # users, roles, the auth flag and revision (raftkv/statemachine/auth_store.py)
 }
 
 DEFAULT_MAP_SIZE = 256 << 20
