@@ -103,6 +103,13 @@ ELECTION_NO_LEADER = EtcdError(_C.UNKNOWN, "election: no leader")
 ELECTION_NOT_LEADER = EtcdError(_C.UNKNOWN, "election: not leader")
 MISSING_LEADER_KEY = EtcdError(_C.UNKNOWN, '"leader" field must be provided')
 
+# etcd's maintenance service (Defragment, Hash, HashKV, Snapshot) returns the auth package's own errors
+# untranslated: etcdctl shows them as code Unknown with these texts (``auth/store.go``).
+RAW_AUTH_PERMISSION_DENIED = EtcdError(_C.UNKNOWN, "auth: permission denied")
+RAW_AUTH_USER_EMPTY = EtcdError(_C.UNKNOWN, "auth: user name is empty")
+RAW_AUTH_USER_NOT_FOUND = EtcdError(_C.UNKNOWN, "auth: user not found")
+RAW_AUTH_INVALID_TOKEN = EtcdError(_C.UNKNOWN, "auth: invalid auth token")
+
 # Cluster availability.
 NO_LEADER = EtcdError(_C.UNAVAILABLE, "etcdserver: no leader")
 NOT_LEADER = EtcdError(_C.FAILED_PRECONDITION, "etcdserver: not leader")

@@ -7,7 +7,7 @@ results, so ``etcdctl member add`` can print the ``ETCD_INITIAL_CLUSTER`` line f
 
 from __future__ import annotations
 
-from raftkv.api import validation
+from raftkv.api import identity, validation
 from raftkv.api.kv import DEFAULT_REQUEST_TIMEOUT
 from raftkv.api.metadata import Context, call_timeout, with_header
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
@@ -36,6 +36,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     async def MemberAdd(
         self, request: rpc_pb2.MemberAddRequest, context: Context
     ) -> rpc_pb2.MemberAddResponse:
+        await identity.require_admin(context, self._backend)
         validation.check_member_urls(request.peerURLs)
         member = await self._backend.member_add(
             list(request.peerURLs), request.isLearner, call_timeout(context, self._timeout)
@@ -46,12 +47,14 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     async def MemberRemove(
         self, request: rpc_pb2.MemberRemoveRequest, context: Context
     ) -> rpc_pb2.MemberRemoveResponse:
+        await identity.require_admin(context, self._backend)
         await self._backend.member_remove(request.ID, call_timeout(context, self._timeout))
         return with_header(rpc_pb2.MemberRemoveResponse(members=self._members()), self._backend)
 
     async def MemberUpdate(
         self, request: rpc_pb2.MemberUpdateRequest, context: Context
     ) -> rpc_pb2.MemberUpdateResponse:
+        await identity.require_admin(context, self._backend)
         validation.check_member_urls(request.peerURLs)
         await self._backend.member_update(request.ID, list(request.peerURLs), call_timeout(context, self._timeout))
         return with_header(rpc_pb2.MemberUpdateResponse(members=self._members()), self._backend)
@@ -59,5 +62,6 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     async def MemberPromote(
         self, request: rpc_pb2.MemberPromoteRequest, context: Context
     ) -> rpc_pb2.MemberPromoteResponse:
+        await identity.require_admin(context, self._backend)
         await self._backend.member_promote(request.ID, call_timeout(context, self._timeout))
         return with_header(rpc_pb2.MemberPromoteResponse(members=self._members()), self._backend)

@@ -1,8 +1,7 @@
 """The client-facing gRPC server: every etcd service a member offers, on its client URLs.
 
 Besides the etcd services this registers the standard ``grpc.health.v1.Health`` service (as etcd does;
-load balancers and orchestrators probe it) and answers ``Auth/Authenticate`` the way etcd does with
-authentication off, so ``etcdctl --user`` proceeds without a token instead of failing.
+load balancers and orchestrators probe it).
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from raftkv import errors
+from raftkv.api.auth import AuthService
 from raftkv.api.cluster import ClusterService
 from raftkv.api.election import ElectionService
 from raftkv.api.gateway.calls import MethodTable
@@ -64,7 +64,7 @@ def build_client_server(
     add_service(rpc_pb2_grpc.add_KVServicer_to_server, KVService(backend), server)
     add_service(rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterService(backend), server)
     add_service(rpc_pb2_grpc.add_MaintenanceServicer_to_server, MaintenanceService(backend), server)
-    add_service(rpc_pb2_grpc.add_AuthServicer_to_server, AuthDisabledService(), server)
+    add_service(rpc_pb2_grpc.add_AuthServicer_to_server, AuthService(backend), server)
     if watch_servicer is not None:
         add_service(rpc_pb2_grpc.add_WatchServicer_to_server, watch_servicer, server)
     if lease_servicer is not None:
@@ -84,16 +84,6 @@ def build_client_server(
 def max_receive_bytes(max_request_bytes: int) -> int:
     """The largest message the client server accepts (the JSON gateway holds requests to it too)."""
     return max_request_bytes + RECEIVE_SLACK_BYTES
-
-
-class AuthDisabledService(rpc_pb2_grpc.AuthServicer):
-    """Authentication is off: etcd answers Authenticate with FAILED_PRECONDITION, which clients treat as
-    "carry on without a token". The other Auth methods stay UNIMPLEMENTED."""
-
-    async def Authenticate(
-        self, request: rpc_pb2.AuthenticateRequest, context: Context
-    ) -> rpc_pb2.AuthenticateResponse:
-        raise errors.AUTH_NOT_ENABLED.exception()
 
 
 class LeaderHealthService(health_pb2_grpc.HealthServicer):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import grpc
 
 from raftkv import errors
-from raftkv.api import validation
+from raftkv.api import identity, validation
 from raftkv.api.metadata import Context, call_timeout, client_session, with_header
 from raftkv.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 from raftkv.server.backend import Backend, ClientSession
@@ -26,11 +26,17 @@ async def propose(
 
     The size limit is checked on the internal request, as etcd does, so that a Txn cannot slip past it.
     ``context`` None is a request the server makes on its own (no session, the whole ``timeout``).
+    The caller's identity goes into the request unless the caller stamped one already: permissions are
+    checked when the entry is applied. A request the server makes on its own is marked so (etcd's
+    internal requests carry no user either) and is not checked.
     """
     validation.check_request_size(request, backend.max_request_bytes)
     if context is None:
+        request.header.by_member = True
         session, timeout = ClientSession(), timeout
     else:
+        if not request.header.auth_revision:
+            await identity.stamp(context, backend, request.header)
         session, timeout = client_session(context), call_timeout(context, timeout)
     result = await backend.propose(request, session, timeout)
     if result.error:
@@ -48,9 +54,12 @@ class KVService(rpc_pb2_grpc.KVServicer):
 
     async def Range(self, request: rpc_pb2.RangeRequest, context: Context) -> rpc_pb2.RangeResponse:
         validation.check_range(request)
+        checked = await identity.check_read(context, self._backend, request.key, request.range_end)
         if not request.serializable:
             await self._backend.read_barrier(call_timeout(context, self._timeout))
-        return with_header(self._backend.range(request), self._backend)
+        response = self._backend.range(request)
+        identity.check_still_current(self._backend, checked)
+        return with_header(response, self._backend)
 
     async def Put(self, request: rpc_pb2.PutRequest, context: Context) -> rpc_pb2.PutResponse:
         validation.check_put(request)

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import AsyncIterator
 
 from raftkv import errors
-from raftkv.api import validation
+from raftkv.api import identity, validation
 from raftkv.api.kv import DEFAULT_REQUEST_TIMEOUT, propose
 from raftkv.api.metadata import Context, call_timeout, with_header
 from raftkv.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
@@ -49,15 +49,18 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     async def Defragment(
         self, request: rpc_pb2.DefragmentRequest, context: Context
     ) -> rpc_pb2.DefragmentResponse:
+        await identity.require_admin_for_maintenance(context, self._backend)
         await self._backend.defragment()
         return rpc_pb2.DefragmentResponse()  # no header, as etcd's
 
     async def Hash(self, request: rpc_pb2.HashRequest, context: Context) -> rpc_pb2.HashResponse:
         """etcd hashes its whole database file here; raftkv's stand-in is the hash of all key-value
         history, which is what operators compare across members anyway (it differs from etcd's number)."""
+        await identity.require_admin_for_maintenance(context, self._backend)
         return with_header(rpc_pb2.HashResponse(hash=(await self._backend.hash_kv(0)).hash), self._backend)
 
     async def HashKV(self, request: rpc_pb2.HashKVRequest, context: Context) -> rpc_pb2.HashKVResponse:
+        await identity.require_admin_for_maintenance(context, self._backend)
         return with_header(await self._backend.hash_kv(request.revision), self._backend)
 
     async def Snapshot(
@@ -73,6 +76,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         The backend's consistent view is staged first, because ``remaining_bytes`` needs the total size
         up front and the view should not be held open for as long as a slow client takes to read.
         """
+        await identity.require_admin_for_maintenance(context, self._backend)
         digest = hashlib.sha256()
         with tempfile.SpooledTemporaryFile(max_size=SNAPSHOT_SPOOL_BYTES) as spool:
             async for chunk in self._backend.snapshot_chunks():

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 
 from raftkv import errors
-from raftkv.api import validation
+from raftkv.api import identity, validation
 from raftkv.api.metadata import REQUIRE_LEADER_KEY, Context, MalformedMessage
 from raftkv.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from raftkv.server.backend import Backend
@@ -33,6 +33,9 @@ DEFAULT_LEADER_LOSS_TIMEOUT = 3.0
 
 #: ``--unsafe-planted-bug drop-watch-event`` (fault-finding self-tests only): one event in this many is lost.
 PLANTED_DROP_EVERY = 10
+
+#: etcd cancels a watch its user may not read with the text of the gRPC error (``ErrGRPCPermissionDenied``).
+REASON_PERMISSION_DENIED = f"rpc error: code = PermissionDenied desc = {errors.PERMISSION_DENIED.message}"
 
 _NOPUT = rpc_pb2.WatchCreateRequest.FilterType.NOPUT
 _NODELETE = rpc_pb2.WatchCreateRequest.FilterType.NODELETE
@@ -74,7 +77,7 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
     ) -> AsyncIterator[rpc_pb2.WatchResponse]:
         stream = self._hub.open_stream()
         lost_leader = asyncio.Event()
-        reader = asyncio.create_task(self._read(request_iterator, stream), name="watch-reader")
+        reader = asyncio.create_task(self._read(request_iterator, stream, context), name="watch-reader")
         tasks = [
             reader,
             asyncio.create_task(self._progress_ticker(stream), name="watch-progress"),
@@ -99,18 +102,20 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
             raise malformed
 
     async def _read(
-        self, requests: AsyncIterator[rpc_pb2.WatchRequest], stream: WatchStream
+        self, requests: AsyncIterator[rpc_pb2.WatchRequest], stream: WatchStream, context: Context
     ) -> MalformedMessage | None:
         """Apply the client's requests in order. The client half-closing its side ends nothing (as etcd);
         a message that does not decode ends the stream, and the call fails with its error."""
         try:
-            await self._apply_requests(requests, stream)
+            await self._apply_requests(requests, stream, context)
         except MalformedMessage as exc:
             stream.close()
             return exc
         return None
 
-    async def _apply_requests(self, requests: AsyncIterator[rpc_pb2.WatchRequest], stream: WatchStream) -> None:
+    async def _apply_requests(
+        self, requests: AsyncIterator[rpc_pb2.WatchRequest], stream: WatchStream, context: Context
+    ) -> None:
         """One request at a time, and none while the client leaves the stream's answers unread."""
         with contextlib.suppress(StreamClosed):
             while True:
@@ -127,11 +132,24 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
                     except errors.EtcdException as exc:
                         stream.refuse(exc.error.message)
                         continue
-                    stream.create(spec_from_request(create), watch_id=create.watch_id)
+                    spec = spec_from_request(create)
+                    if await self._permitted(context, spec):
+                        stream.create(spec, watch_id=create.watch_id)
+                    else:
+                        stream.refuse(REASON_PERMISSION_DENIED, create.watch_id)
                 elif kind == "cancel_request":
                     stream.cancel(request.cancel_request.watch_id)
                 elif kind == "progress_request":
                     stream.request_progress()
+
+    async def _permitted(self, context: Context, spec: WatchSpec) -> bool:
+        """etcd's ``isWatchPermitted``: READ on the watched range (checked whole, also for a from-key watch,
+        where etcd 3.4 checks only the first key)."""
+        try:
+            await identity.check_read(context, self._backend, spec.key, spec.range_end)
+        except errors.EtcdException:
+            return False
+        return True
 
     async def _progress_ticker(self, stream: WatchStream) -> None:
         with contextlib.suppress(StreamClosed):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from raftkv.proto import internal_pb2, kv_pb2, rpc_pb2
+from raftkv.statemachine.auth_store import AuthState
 from raftkv.statemachine.mvcc import HistoryPage
 
 
@@ -97,6 +98,16 @@ class Backend(Protocol):
     def subscribe_applied(self, callback: Callable[[RevisionEvents], None]) -> Callable[[], None]:
         """Call ``callback`` for every newly applied revision that produced events, in revision order, on the
         loop, right after apply. Returns an unsubscribe function."""
+        ...
+
+    # --- authentication ---------------------------------------------------------------------------------
+    def auth_state(self) -> AuthState:
+        """Users, roles and permissions as of the last apply on this member."""
+        ...
+
+    async def token_user(self, token: str, timeout: float) -> str | None:
+        """The user a simple token stands for on this member (its TTL refreshed), waiting up to ``timeout``
+        for a token issued by an entry this member has not applied yet; None if it is not valid."""
         ...
 
     # --- leases ---------------------------------------------------------------------------------------------

@@ -545,10 +545,11 @@ class WatchStream:
         )
         self._wake()
 
-    def refuse(self, reason: str) -> int:
-        """A create that will not be served: etcd answers created-and-canceled with id -1 and the reason."""
+    def refuse(self, reason: str, watch_id: int = -1) -> int:
+        """A create that will not be served: etcd answers created-and-canceled with the reason, and with
+        id -1 unless the refusal names the id the client asked for (permission denied, as etcd)."""
         self._control.append(
-            Delivery(-1, self._hub.published_revision, created=True, canceled=True, cancel_reason=reason)
+            Delivery(watch_id, self._hub.published_revision, created=True, canceled=True, cancel_reason=reason)
         )
         self._wake()
         return -1

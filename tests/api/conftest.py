@@ -107,3 +107,19 @@ def member(request: pytest.FixtureRequest, cluster: LocalCluster) -> str:
 def prefix(request: pytest.FixtureRequest) -> str:
     """A key prefix no other test uses, so tests can share one cluster."""
     return f"/{request.node.name}/"
+
+
+@pytest.fixture(scope="module")
+def fresh_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LocalCluster]]:
+    """A new etcd cluster and a new raftkv cluster for one module's side-by-side session."""
+    if set(KINDS) != {"etcd", "raftkv"}:
+        pytest.skip("needs both etcd and raftkv in KINDS")
+    base = tmp_path_factory.mktemp("fresh")
+    started: dict[str, LocalCluster] = {}
+    try:
+        for kind in KINDS:
+            started[kind] = start_cluster(kind, Path(base) / kind)
+        yield started
+    finally:
+        for running in started.values():
+            running.stop()

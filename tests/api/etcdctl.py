@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -45,10 +45,16 @@ class Etcdctl:
         self._env = {**inherited, **cluster.env()}
 
     def __call__(
-        self, *args: str, member: str | None = None, stdin: str | bytes | None = None, timeout: float = 20.0
+        self,
+        *args: str,
+        member: str | None = None,
+        stdin: str | bytes | None = None,
+        timeout: float = 20.0,
+        env: Mapping[str, str] | None = None,
     ) -> Result:
+        """``env`` overrides variables (another client certificate, say) for this one command."""
         endpoints = self.cluster.client_url(member) if member else ",".join(self.cluster.endpoints)
-        env = {**self._env, "ETCDCTL_ENDPOINTS": endpoints}  # etcdctl refuses the flag and the variable
+        env = {**self._env, **(env or {}), "ETCDCTL_ENDPOINTS": endpoints}  # the flag and variable clash
         data = stdin.encode() if isinstance(stdin, str) else stdin
         done = subprocess.run([ETCDCTL, *args], input=data, capture_output=True, env=env, timeout=timeout)
         return Result(tuple(args), done.returncode, done.stdout.decode(), done.stderr.decode())
@@ -81,3 +87,13 @@ def poll(probe: Callable[[], T | None], timeout: float, what: str) -> T:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.05)
+
+
+def assert_same(expected: Sequence[tuple[object, ...]], actual: Sequence[tuple[object, ...]]) -> None:
+    """Two transcripts of one session (etcd's first), each line starting with the command it answers."""
+    differences = [
+        f"$ etcdctl {want[0]}\n  etcd:   {want[1:]}\n  raftkv: {got[1:]}"
+        for want, got in zip(expected, actual, strict=True)
+        if want != got
+    ]
+    assert not differences, "\n".join(differences)

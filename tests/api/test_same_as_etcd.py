@@ -5,17 +5,12 @@ URLs, timings and the raft term are masked."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from raftkv.localcluster import LocalCluster
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
 
-from .conftest import KINDS, start_cluster
-from .etcdctl import Etcdctl, normalise
+from .etcdctl import Etcdctl, assert_same, normalise
 
 Step = tuple[tuple[str, ...], str | None]
 
@@ -79,30 +74,8 @@ def transcript(etcdctl: Etcdctl) -> list[tuple[str, int, str, str]]:
     return lines
 
 
-@pytest.fixture(scope="module")
-def fresh_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LocalCluster]]:
-    if set(KINDS) != {"etcd", "raftkv"}:
-        pytest.skip("needs both etcd and raftkv in KINDS")
-    base = tmp_path_factory.mktemp("same-as-etcd")
-    started: dict[str, LocalCluster] = {}
-    try:
-        for kind in KINDS:
-            started[kind] = start_cluster(kind, Path(base) / kind)
-        yield started
-    finally:
-        for running in started.values():
-            running.stop()
-
-
 def test_same_session_same_output(fresh_clusters: dict[str, LocalCluster]) -> None:
-    expected = transcript(Etcdctl(fresh_clusters["etcd"]))
-    actual = transcript(Etcdctl(fresh_clusters["raftkv"]))
-    differences = [
-        f"$ etcdctl {want[0]}\n  etcd:   {want[1:]}\n  raftkv: {got[1:]}"
-        for want, got in zip(expected, actual, strict=True)
-        if want != got
-    ]
-    assert not differences, "\n".join(differences)
+    assert_same(transcript(Etcdctl(fresh_clusters["etcd"])), transcript(Etcdctl(fresh_clusters["raftkv"])))
 
 
 LEASE_TRIES = 500

@@ -151,6 +151,7 @@ class NodeLeases:
                 continue
             for lease_id in self.lessor.expired(self._clock.now(), MAX_LEASE_REVOKES_PER_CHECK):
                 request = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id))
+                request.header.by_member = True  # not a client's request: no permission applies
                 self._spawn(self._revoke_expired(request, lease_id), f"revoke-lease-{lease_id:x}")
 
     async def _revoke_expired(self, request: internal_pb2.InternalRequest, lease_id: int) -> None:

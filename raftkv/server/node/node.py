@@ -8,6 +8,7 @@ Each job lives in a module of its own and this class only composes them:
 - ``membership``  member list and changes, who the transport dials, announcing this member;
 - ``maintenance`` status, alarms and quota, leader transfer, defragmentation, hashes, backups;
 - ``snapshots``   when to snapshot, and snapshots staged from the leader;
+- ``auth``        the auth store's current view and the simple tokens;
 - ``world``       what the node is given: clock, transport, store, randomness, the fatal-error hook.
 """
 
@@ -27,6 +28,7 @@ from raftkv.server.backend import ClientSession, RevisionEvents
 from raftkv.server.config import ServerConfig
 from raftkv.server.hash_check import HashCheck
 from raftkv.server.integrity import DataDirNotes, Integrity
+from raftkv.server.node.auth import NodeAuth
 from raftkv.server.node.leases import NodeLeases
 from raftkv.server.node.maintenance import Maintenance
 from raftkv.server.node.membership import Membership
@@ -44,6 +46,7 @@ from raftkv.server.node.world import (
 )
 from raftkv.server.quota import Quota
 from raftkv.statemachine.applier import AppliedEntry
+from raftkv.statemachine.auth_store import AuthState
 from raftkv.statemachine.mvcc import HistoryPage
 from raftkv.statemachine.request_shape import MAX_TXN_OPS
 from raftkv.storage.sealed import CorruptionError
@@ -89,6 +92,7 @@ class Node:
         self.quota = Quota(store, cfg.quota_backend_bytes, member_id, cfg.name)
         #: The leader's cross-member hash check, when the process gives the node one (it needs channels).
         self.hash_check: HashCheck | None = None
+        self.auth = NodeAuth(store)
         self._subscribers: list[APPLIED_CALLBACK] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -163,6 +167,7 @@ class Node:
                 callback(batch)
         self.leases.entry_applied(result)
         self.membership.entry_applied(result)
+        self.auth.entry_applied(result)
 
     def conf_change_applied(self, cc: ConfChange) -> None:
         self.membership.conf_change_applied(cc)
@@ -175,6 +180,7 @@ class Node:
         self.membership.snapshot_installed()
         self.leases.snapshot_installed()
         self.integrity.alarms_changed(self.store.alarms())
+        self.auth.snapshot_installed()
         self.notes.remember_members(self.members())
 
     def storage_corrupt(self, exc: CorruptionError) -> None:
@@ -215,6 +221,13 @@ class Node:
 
     def is_learner(self) -> bool:
         return self.membership.is_learner()
+
+    # ------------------------------------------------------------------ Backend: authentication
+    def auth_state(self) -> AuthState:
+        return self.auth.state
+
+    async def token_user(self, token: str, timeout: float) -> str | None:
+        return await self.auth.tokens.user_when_applied(token, self.loop.applied, timeout)
 
     # ------------------------------------------------------------------ Backend: local reads
     def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:

@@ -24,6 +24,7 @@ from raftkv.core.types import ConfState, Entry, HardState, Message, SnapshotMeta
 from raftkv.proto import rpc_pb2
 from raftkv.statemachine.applier import AppliedEntry
 from raftkv.statemachine.leases import Lease
+from raftkv.statemachine.auth_store import AuthState
 from raftkv.statemachine.mvcc import HistoryPage
 
 log = logging.getLogger("raftkv.node")
@@ -167,6 +168,8 @@ class Store(Protocol[InstallT]):
     def members(self) -> list[rpc_pb2.Member]: ...
 
     def alarms(self) -> list[rpc_pb2.AlarmMember]: ...
+
+    def auth_state(self) -> AuthState: ...
 
     def db_size(self) -> int: ...
 
