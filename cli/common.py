@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import re
 from dataclasses import dataclass
 
 from raftkv.client import Client, ClientConfig
+from raftkv.client.config import split_user
 
 
 class CommandError(Exception):
@@ -35,6 +37,9 @@ def add_global_flags(parser: argparse.ArgumentParser, *, suppress: bool = False)
                        help="CA bundle that signed the members' certificates (KVCTL_CACERT)")
     group.add_argument("--cert", default=default(None), help="client certificate for mutual TLS (KVCTL_CERT)")
     group.add_argument("--key", dest="key_file", default=default(None), help="client private key (KVCTL_KEY)")
+    group.add_argument("--user", default=default(None),
+                       help="user name[:password] to authenticate as (KVCTL_USER; asks for a missing password)")
+    group.add_argument("--password", default=default(None), help="password, instead of in --user (KVCTL_PASSWORD)")
     group.add_argument("--insecure", action="store_true", default=default(None),
                        help="plaintext to servers started with --insecure-plaintext (KVCTL_INSECURE)")
     group.add_argument("--dial-timeout", type=duration, default=default(2.0),
@@ -72,9 +77,12 @@ class Context:
 
     def config(self) -> ClientConfig:
         endpoints = self.args.endpoints.split(",") if self.args.endpoints else None
+        login = split_user(self.args.user, self.args.password)
+        if login["user"] and login["password"] is None:
+            login["password"] = getpass.getpass("Password: ")  # etcdctl asks too
         return ClientConfig.from_env(endpoints=endpoints, cacert=self.args.cacert, cert=self.args.cert,
                                      key=self.args.key_file, insecure=self.args.insecure,
-                                     dial_timeout=self.args.dial_timeout)
+                                     dial_timeout=self.args.dial_timeout, **login)
 
     def lacks_client_certificate(self) -> bool:
         """Whether this is a TLS connection without a client certificate (what a mutual-TLS member refuses)."""

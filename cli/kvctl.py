@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from cli import admin, bench, kv, local, service, snapshot, xds
+from cli import admin, auth, bench, kv, local, service, snapshot, xds
 from cli.common import CommandError, Context, add_global_flags, add_global_flags_everywhere
 from raftkv.client import ClientError, ConfigError, Unavailable
 from raftkv.client import TimeoutError as ClientTimeout
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     kv.register(sub)
     admin.register(sub)
+    auth.register(sub)
     snapshot.register(sub)
     local.register(sub)
     bench.register(sub)

@@ -125,9 +125,12 @@ class AsyncClient(Surface):
 
     def __init__(self, endpoints: Sequence[str] | str | None = None, *, cacert: str | None = None,
                  cert: str | None = None, key: str | None = None, insecure: bool | None = None,
+                 user: str | None = None, password: str | None = None,
                  timeout: float = 5.0, server_dedupes: bool = True, config: ClientConfig | None = None) -> None:
-        self.config = resolve_config(config, endpoints, cacert=cacert, cert=cert, key=key, insecure=insecure)
-        super().__init__(r.Router(list(self.config.endpoints)), timeout=timeout, server_dedupes=server_dedupes)
+        self.config = resolve_config(config, endpoints, cacert=cacert, cert=cert, key=key, insecure=insecure,
+                                     user=user, password=password)
+        super().__init__(r.Router(list(self.config.endpoints)), timeout=timeout, server_dedupes=server_dedupes,
+                         login=self.config.login())
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._connected: set[str] = set()
 
@@ -250,8 +253,11 @@ class AsyncWatch:
     async def _receive(self) -> list[rpc_pb2.WatchResponse]:
         try:
             if self._call is None:
-                channel = self._client.channel(self._state.endpoint)
-                self._call = r.WATCH.on(channel, rpc_pb2.WatchRequest)(metadata=WATCH_METADATA)
+                executor, endpoint = self._client._executor, self._state.endpoint
+                await drive_async(executor.authenticate(endpoint, self._client.timeout), self._client._call)
+                channel = self._client.channel(endpoint)
+                metadata = WATCH_METADATA + executor.auth_metadata()
+                self._call = r.WATCH.on(channel, rpc_pb2.WatchRequest)(metadata=metadata)
                 await self._call.write(self._state.create_request())
             response = await self._call.read()
             if response is grpc.aio.EOF:

@@ -51,6 +51,14 @@ def split_endpoint(endpoint: str) -> tuple[str, str | None]:
     return endpoint.rstrip("/"), None
 
 
+def split_user(user: str | None, password: str | None = None) -> dict[str, str | None]:
+    """``name:password`` (etcdctl's ``--user``) into its parts; a separate ``password`` wins."""
+    if user is None:
+        return {"user": None, "password": password}
+    name, colon, inline = user.partition(":")
+    return {"user": name, "password": password if password is not None else (inline if colon else None)}
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     """Endpoints and credentials. Mutual TLS unless ``insecure`` (the server default is mTLS too).
@@ -65,16 +73,23 @@ class ClientConfig:
     key: str | None = None
     insecure: bool = False
     dial_timeout: float = 2.0
+    #: etcd user and password: the client authenticates and sends the token with every call (etcdctl's
+    #: ``--user name:password``). Without them, with a client certificate, the server takes its CN as user.
+    user: str | None = None
+    password: str | None = None
 
     def __post_init__(self) -> None:
         if not self.endpoints:
             raise ConfigError("no endpoints given; pass --endpoints or set KVCTL_ENDPOINTS")
         if (self.cert is None) != (self.key is None):
             raise ConfigError("--cert and --key must be given together")
+        if self.password is not None and not self.user:
+            raise ConfigError("a password needs a user name (--user name:password)")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ClientConfig:
-        """Read KVCTL_ENDPOINTS/CACERT/CERT/KEY/INSECURE; explicit non-None ``overrides`` win."""
+        """Read KVCTL_ENDPOINTS/CACERT/CERT/KEY/INSECURE/USER/PASSWORD; explicit non-None ``overrides``
+        win. KVCTL_USER may be ``name:password``, as etcdctl's ``--user``."""
         env = os.environ if env is None else env
         values: dict[str, object] = {
             "endpoints": tuple(e for e in env.get("KVCTL_ENDPOINTS", DEFAULT_ENDPOINT).split(",") if e),
@@ -82,11 +97,16 @@ class ClientConfig:
             "cert": env.get("KVCTL_CERT") or None,
             "key": env.get("KVCTL_KEY") or None,
             "insecure": _truthy(env.get("KVCTL_INSECURE")),
+            **split_user(env.get("KVCTL_USER") or None, env.get("KVCTL_PASSWORD")),
         }
         for name, value in overrides.items():
             if value is not None:
                 values[name] = tuple(value) if name == "endpoints" else value  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]
+
+    def login(self) -> tuple[str, str] | None:
+        """(user, password) to authenticate with, or None to rely on the certificate."""
+        return None if not self.user else (self.user, self.password or "")
 
     def with_endpoints(self, endpoints: Sequence[str]) -> ClientConfig:
         return replace(self, endpoints=tuple(endpoints))

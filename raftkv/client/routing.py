@@ -73,6 +73,7 @@ DEFRAGMENT = _m("Maintenance", "Defragment", rpc_pb2.DefragmentResponse)
 HASH_KV = _m("Maintenance", "HashKV", rpc_pb2.HashKVResponse)
 MOVE_LEADER = _m("Maintenance", "MoveLeader", rpc_pb2.MoveLeaderResponse)
 SNAPSHOT = _m("Maintenance", "Snapshot", rpc_pb2.SnapshotResponse)
+AUTHENTICATE = _m("Auth", "Authenticate", rpc_pb2.AuthenticateResponse)
 WATCH = _m("Watch", "Watch", rpc_pb2.WatchResponse, streaming=True)
 
 
@@ -119,6 +120,10 @@ Step: TypeAlias = Attempt | Sleep
 #: What a driver sends back into a plan: the response, the gRPC error, or None after a ``Sleep``.
 Outcome: TypeAlias = "Message | grpc.RpcError | None"
 Plan: TypeAlias = Generator[Step, Outcome, T]
+
+
+#: Answers after which etcd's client authenticates again and retries (``retry_interceptor.go``).
+_STALE_TOKEN = {etcd.INVALID_AUTH_TOKEN, etcd.AUTH_OLD_REVISION}
 
 
 class Failure(enum.Enum):
@@ -226,6 +231,30 @@ class Executor:
     #: Upper bound of one attempt, so a stalled member costs a fraction of the caller's deadline.
     attempt_timeout: float = 2.0
     clock: Callable[[], float] = time.monotonic
+    #: (user, password) to authenticate with; the token is fetched before the first call and again when
+    #: the server says it is no longer valid (etcd's client does the same).
+    login: tuple[str, str] | None = None
+    #: None: not authenticated yet; "": the server has authentication off, so no token is sent.
+    token: str | None = None
+
+    def auth_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("token", self.token),) if self.token else ()
+
+    def authenticate(self, endpoint: str, timeout: float) -> Plan[None]:
+        """Fetch a token if one is needed. Raises for wrong credentials; a member that cannot answer
+        leaves the token unset, so the next attempt tries again."""
+        if self.login is None or self.token is not None:
+            return
+        name, password = self.login
+        outcome = yield Attempt(endpoint, AUTHENTICATE, rpc_pb2.AuthenticateRequest(name=name, password=password),
+                                (), timeout)
+        if isinstance(outcome, rpc_pb2.AuthenticateResponse):
+            self.token = outcome.token
+        elif isinstance(outcome, grpc.RpcError):
+            if etcd.from_rpc_error(outcome) == etcd.AUTH_NOT_ENABLED:  # type: ignore[arg-type]
+                self.token = ""
+            elif classify(outcome) is Failure.FATAL:
+                raise from_rpc_error(outcome)
 
     def run(self, request: Request, timeout: float) -> Plan[Message]:
         deadline = self.clock() + timeout
@@ -239,11 +268,16 @@ class Executor:
             if request.route is Route.LEADER and self.router.leader is None:
                 yield from self._discover_leader(min(remaining, 1.0))
             endpoint = self.router.pick(request)
-            outcome = yield Attempt(endpoint, request.method, request.message, request.metadata(),
-                                    min(remaining, self.attempt_timeout))
+            yield from self.authenticate(endpoint, min(remaining, self.attempt_timeout))
+            outcome = yield Attempt(endpoint, request.method, request.message,
+                                    request.metadata() + self.auth_metadata(), min(remaining, self.attempt_timeout))
             if not isinstance(outcome, grpc.RpcError):
                 assert outcome is not None
                 return outcome
+            if self.login is not None and etcd.from_rpc_error(outcome) in _STALE_TOKEN:  # type: ignore[arg-type]
+                self.token = None  # refused before it was applied: authenticate again and retry
+                last = from_rpc_error(outcome)
+                continue
             failure = classify(outcome)
             retry = failure is Failure.NOT_APPLIED or (
                 failure is Failure.AMBIGUOUS and (request.idempotent or self.server_dedupes)

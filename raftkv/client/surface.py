@@ -77,9 +77,10 @@ class BoundTxn(ops.TxnBuilder):
 class Surface:
     """Shared API of ``Client`` and ``AsyncClient``; subclasses provide ``_execute`` and the streams."""
 
-    def __init__(self, router: r.Router, *, timeout: float, server_dedupes: bool) -> None:
+    def __init__(self, router: r.Router, *, timeout: float, server_dedupes: bool,
+                 login: tuple[str, str] | None = None) -> None:
         self.timeout = timeout
-        self._executor = r.Executor(router, server_dedupes=server_dedupes)
+        self._executor = r.Executor(router, server_dedupes=server_dedupes, login=login)
         #: Identifies this client's writes to the server's deduplication table.
         self.client_id = secrets.randbits(63) or 1
         self._seq = itertools.count(1)

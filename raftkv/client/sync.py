@@ -116,9 +116,12 @@ class Client(Surface):
 
     def __init__(self, endpoints: Sequence[str] | str | None = None, *, cacert: str | None = None,
                  cert: str | None = None, key: str | None = None, insecure: bool | None = None,
+                 user: str | None = None, password: str | None = None,
                  timeout: float = 5.0, server_dedupes: bool = True, config: ClientConfig | None = None) -> None:
-        self.config = resolve_config(config, endpoints, cacert=cacert, cert=cert, key=key, insecure=insecure)
-        super().__init__(r.Router(list(self.config.endpoints)), timeout=timeout, server_dedupes=server_dedupes)
+        self.config = resolve_config(config, endpoints, cacert=cacert, cert=cert, key=key, insecure=insecure,
+                                     user=user, password=password)
+        super().__init__(r.Router(list(self.config.endpoints)), timeout=timeout, server_dedupes=server_dedupes,
+                         login=self.config.login())
         self._channels: dict[str, grpc.Channel] = {}
         self._connected: set[str] = set()
         self._lock = threading.Lock()
@@ -259,8 +262,11 @@ class Watch:
                 assert isinstance(item, rpc_pb2.WatchRequest)
                 yield item
 
-        call = r.WATCH.on(self._client.channel(self._state.endpoint), rpc_pb2.WatchRequest)
-        self._requests, self._responses = requests, call(request_iterator(), metadata=WATCH_METADATA)
+        endpoint = self._state.endpoint
+        r.drive_sync(self._client._executor.authenticate(endpoint, self._client.timeout), self._client._call)
+        call = r.WATCH.on(self._client.channel(endpoint), rpc_pb2.WatchRequest)
+        metadata = WATCH_METADATA + self._client._executor.auth_metadata()
+        self._requests, self._responses = requests, call(request_iterator(), metadata=metadata)
 
     def _receive(self) -> list[rpc_pb2.WatchResponse]:
         if self._responses is None:
