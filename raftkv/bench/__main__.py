@@ -4,6 +4,9 @@ Without ``--endpoints`` a fresh three-member cluster with mutual TLS is started 
 (``raftkv.localcluster``) and stopped afterwards; with ``--endpoints`` (plus the TLS flags, and
 ``--metrics-urls`` for fsync and CPU figures) an already running cluster is measured instead.
 
+``--auth off,token,cn`` measures each started cluster with authentication off, then on as a non-root user
+known by password token and by certificate CN (``raftkv.bench.auth``), and prints the costs side by side.
+
 ``cpu-us/op`` is CPU microseconds per successful request, scraped from ``process_cpu_seconds_total``:
 first the busiest member's (normally the leader, the bottleneck), then all members' together.
 """
@@ -17,13 +20,14 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from raftkv.bench.load import STANDARD, LoadGenerator, Workload
+from raftkv.bench import auth
+from raftkv.bench.load import STANDARD, LoadGenerator, Metadata, Workload
 from raftkv.bench.scrape import cluster_counters, usage
 from raftkv.bench.stats import Result
 from raftkv.client.config import ClientConfig
@@ -60,6 +64,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="raftkv's client port: gRPC behind the front that also serves HTTP (on, the "
                         "default), grpcio bound directly (off, --enable-grpc-gateway=false), or both, "
                         "one after the other, with a side-by-side table")
+    parser.add_argument("--auth", default="off",
+                        help="comma-separated auth modes to measure each started cluster in, in order: "
+                             f"{','.join(auth.MODES)} (token: a password user's token; cn: its certificate)")
     attach = parser.add_argument_group("attach to a running cluster instead of starting one")
     attach.add_argument("--endpoints", help="comma-separated client URLs")
     attach.add_argument("--cacert")
@@ -71,6 +78,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         args.workloads = [names[n] for n in args.workloads.split(",") if n]
     except KeyError as exc:
         parser.error(f"unknown workload {exc}; choose from {','.join(names)}")
+    args.auth = [m for m in args.auth.split(",") if m]
+    if any(m not in auth.MODES for m in args.auth) or args.auth != sorted(args.auth, key=auth.MODES.index):
+        parser.error(f"--auth takes modes among {','.join(auth.MODES)}, in that order")
+    if args.auth != ["off"] and (args.endpoints or args.plaintext):
+        parser.error("--auth needs a cluster started with TLS by the benchmark")
     if args.endpoints and args.target == "both":
         parser.error("--target both starts its own clusters; it cannot be combined with --endpoints")
     if args.gateway == "both" and (args.target != "raftkv" or args.endpoints):
@@ -94,7 +106,7 @@ def _leader_endpoint(config: ClientConfig, endpoints: Sequence[str]) -> str:
 
 
 @contextlib.contextmanager
-def _started(kind: Kind, args: argparse.Namespace, gateway: bool = True) -> Iterator[Target]:
+def _started(kind: Kind, args: argparse.Namespace, gateway: bool = True) -> Iterator[tuple[Target, LocalCluster]]:
     """A fresh three-member cluster for the duration of the block."""
     parent = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="raftkv-bench-"))
     base = parent / kind
@@ -105,7 +117,8 @@ def _started(kind: Kind, args: argparse.Namespace, gateway: bool = True) -> Iter
         cluster.start()
         cluster.wait_ready(timeout=60, all_members=True)
         endpoints = tuple(cluster.endpoints)
-        yield Target(kind, cluster.client_config(), endpoints, tuple(cluster.metrics_url(n) for n in cluster.names))
+        target = Target(kind, cluster.client_config(), endpoints, tuple(cluster.metrics_url(n) for n in cluster.names))
+        yield target, cluster
     finally:
         cluster.stop()
         if not args.dir:
@@ -119,9 +132,9 @@ def _attached(args: argparse.Namespace) -> Target:
     return Target(args.target, config, endpoints, tuple(u for u in args.metrics_urls.split(",") if u))
 
 
-async def _measure(target: Target, args: argparse.Namespace) -> list[Result]:
+async def _measure(target: Target, args: argparse.Namespace, metadata: Metadata = ()) -> list[Result]:
     endpoints = [_leader_endpoint(target.config, target.endpoints)] if args.to == "leader" else target.endpoints
-    generator = LoadGenerator(target.config, endpoints, args.channels)
+    generator = LoadGenerator(target.config, endpoints, args.channels, metadata)
     results = []
     try:
         await generator.prepare()
@@ -175,12 +188,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, kind, gateway in runs:
         print(f"--- {label}: three members, {'plaintext' if args.plaintext else 'mutual TLS'}, "
               f"{args.duration:g}s per workload, sending to {args.to}", flush=True)
-        with _started(kind, args, gateway) as target:
-            measured[label] = run(_measure(target, args))
-    if len(runs) == 2:
+        with _started(kind, args, gateway) as (target, cluster):
+            if args.auth == ["off"]:
+                measured[label] = run(_measure(target, args))
+                continue
+            enabled = False
+            for mode in args.auth:
+                if mode != "off" and not enabled:
+                    auth.enable(cluster, target.config)
+                    enabled = True
+                ident = auth.identity(mode, cluster, target.config)
+                name = f"{label} auth {mode}"
+                measured[name] = run(_measure(replace(target, name=name, config=ident.config), args, ident.metadata))
+    if args.auth != ["off"]:
+        print("\n" + auth_table(measured))
+    elif len(runs) == 2:
         first, second = (label for label, _, _ in runs)
         print("\n" + side_by_side(measured[first], measured[second], (first, second)))
     return 0
+
+
+def auth_table(measured: dict[str, list[Result]]) -> str:
+    """Throughput and CPU per request of every workload in every (target, auth mode), one run."""
+    names = list(measured)
+    lines = [f"{'workload':<16} " + " ".join(f"{n:>22}" for n in names)]
+    for row in zip(*measured.values(), strict=True):
+        cells = [f"{r.throughput:>9,.0f}/s {r.cpu_text():>7}us" for r in row]
+        lines.append(f"{row[0].workload:<16} " + " ".join(f"{c:>22}" for c in cells))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

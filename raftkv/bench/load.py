@@ -58,21 +58,28 @@ class Tally:
         self.first_error = self.first_error or f"{exc.code().name}: {exc.details()}"
 
 
-def operation(op: str) -> Call:
+Metadata = tuple[tuple[str, str], ...]
+
+
+def operation(op: str, metadata: Metadata = ()) -> Call:
+    """``metadata`` goes with every call (an auth token)."""
     value = os.urandom(VALUE_BYTES)
+    md = metadata or None
     if op == "put":
-        return lambda stub, n: stub.Put(rpc_pb2.PutRequest(key=b"bench/%05d" % (n % KEY_SPACE), value=value))
+        return lambda stub, n: stub.Put(rpc_pb2.PutRequest(key=b"bench/%05d" % (n % KEY_SPACE), value=value),
+                                        metadata=md)
     if op in ("get-l", "get-s"):
         request = rpc_pb2.RangeRequest(key=READ_KEY, serializable=op == "get-s")
-        return lambda stub, n: stub.Range(request)
+        return lambda stub, n: stub.Range(request, metadata=md)
     raise ValueError(f"unknown operation {op!r}")
 
 
 class LoadGenerator:
     """Channels to ``endpoints`` opened once and reused by every workload of a run."""
 
-    def __init__(self, config: ClientConfig, endpoints: Sequence[str], channels: int) -> None:
+    def __init__(self, config: ClientConfig, endpoints: Sequence[str], channels: int, metadata: Metadata = ()) -> None:
         assert channels >= 1 and endpoints
+        self._metadata = metadata
         self._channels = [config.aio_channel(endpoints[i % len(endpoints)]) for i in range(channels)]
         self._stubs = [rpc_pb2_grpc.KVStub(channel) for channel in self._channels]
 
@@ -81,12 +88,15 @@ class LoadGenerator:
 
     async def prepare(self) -> None:
         """Write the key the read workloads read, and wait until every channel is connected."""
-        await self._stubs[0].Put(rpc_pb2.PutRequest(key=READ_KEY, value=os.urandom(VALUE_BYTES)), timeout=10)
-        await asyncio.gather(*(stub.Range(rpc_pb2.RangeRequest(key=READ_KEY), timeout=10) for stub in self._stubs))
+        md = self._metadata or None
+        await self._stubs[0].Put(rpc_pb2.PutRequest(key=READ_KEY, value=os.urandom(VALUE_BYTES)), timeout=10,
+                                 metadata=md)
+        await asyncio.gather(*(stub.Range(rpc_pb2.RangeRequest(key=READ_KEY), timeout=10, metadata=md)
+                               for stub in self._stubs))
 
     async def run(self, workload: Workload, duration: float) -> tuple[Tally, list[float], float]:
         """Run for ``duration`` seconds; returns the tally, every successful latency and the elapsed time."""
-        call = operation(workload.op)
+        call = operation(workload.op, self._metadata)
         tally, latencies = Tally(), []
         counter = itertools.count()
         start = time.perf_counter()
