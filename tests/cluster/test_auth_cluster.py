@@ -4,9 +4,15 @@ password (the Python client authenticates and refreshes its token) and one known
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import grpc
 import pytest
 
+from raftkv import discovery
 from raftkv.client import Client, ClientConfig, ClientError
 from raftkv.localcluster import LocalCluster
 from raftkv.proto import auth_pb2, rpc_pb2, rpc_pb2_grpc
@@ -132,3 +138,44 @@ def test_client_reauthenticates_after_password_change(cluster: LocalCluster) -> 
                 rpc_pb2.AuthUserChangePasswordRequest(name="alice", password="new"), timeout=10)
         with pytest.raises(ClientError, match="authentication failed"):
             alice.put("/alice/2", "z")  # the old token is void and the old password no longer works
+
+
+def test_registry_recipe_one_role_per_service(cluster: LocalCluster) -> None:
+    """docs/authorization.md's recipe, made with kvctl: a service's instances register, renew and are
+    resolved under their own prefix, and cannot write another service's."""
+    repo = Path(__file__).resolve().parents[2]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KVCTL_")}, **cluster.env()}
+
+    def kvctl(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "cli.kvctl", *args], capture_output=True, text=True,
+                              env=env, cwd=repo, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    kvctl("user", "add", "root", "--new-user-password=rootpw")
+    for command in (
+        ("role", "add", "svc-payments"),
+        ("role", "grant-permission", "svc-payments", "readwrite", "/services/payments/", "--prefix"),
+        ("user", "add", "svc-payments", "--no-password"),
+        ("user", "grant-role", "svc-payments", "svc-payments"),
+        ("role", "add", "services-readers"),
+        ("role", "grant-permission", "services-readers", "read", "/services/", "--prefix"),
+        ("user", "add", "orders-client", "--no-password"),
+        ("user", "grant-role", "orders-client", "services-readers"),
+    ):
+        kvctl(*command)
+    assert kvctl("auth", "enable") == "Authentication Enabled\n"
+
+    url = cluster.endpoints[0]
+    payments = Client(config=cert_config(cluster, url, "svc-payments"), timeout=10)
+    reader = Client(config=cert_config(cluster, url, "orders-client"), timeout=10)
+    with payments, reader:
+        with discovery.register("payments", "127.0.0.1:7001", instance_id="p1", client=payments):
+            resolver = discovery.resolve("payments", client=reader)
+            try:
+                wait_for(lambda: "p1" in resolver.instances, 15, "the instance to be resolved")
+            finally:
+                resolver.stop()
+            assert denied(lambda: payments.put("/services/orders/p1", "{}"))
+            assert denied(lambda: payments.delete("/services/", prefix=True))
+            assert denied(lambda: reader.put("/services/payments/fake", "{}"))
