@@ -120,7 +120,9 @@ def transcript(etcdctl: Etcdctl) -> list[tuple[str, int, str, str]]:
     for args, stdin, common_name in SESSION:
         env = client_cert_env(etcdctl.cluster, common_name) if common_name else None
         # A watch never ends by itself: one allowed is cut short, one refused ends at once.
-        result = etcdctl(*args, stdin=stdin, env=env, timeout=20.0) if args[0] != "watch" else watch(etcdctl, args)
+        # Generous client deadlines: a password check is slow on purpose (bcrypt, scrypt), more so on a loaded machine.
+        slow = (*args, "--dial-timeout=20s", "--command-timeout=30s")
+        result = etcdctl(*slow, stdin=stdin, env=env, timeout=60.0) if args[0] != "watch" else watch(etcdctl, args)
         error = error_line(result.stderr) if result.returncode else ""
         who = f" (CN {common_name})" if common_name else ""
         lines.append((" ".join(args) + who, result.returncode, normalise(result.stdout), error))
