@@ -254,7 +254,10 @@ class AsyncWatch:
         try:
             if self._call is None:
                 executor, endpoint = self._client._executor, self._state.endpoint
-                await drive_async(executor.authenticate(endpoint, self._client.timeout), self._client._call)
+                unauthenticated = await drive_async(executor.authenticate(endpoint, self._client.timeout),
+                                                    self._client._call)
+                if unauthenticated is not None:
+                    raise unauthenticated  # never open the stream under the certificate's identity instead
                 channel = self._client.channel(endpoint)
                 metadata = WATCH_METADATA + executor.auth_metadata()
                 self._call = r.WATCH.on(channel, rpc_pb2.WatchRequest)(metadata=metadata)

@@ -240,21 +240,26 @@ class Executor:
     def auth_metadata(self) -> tuple[tuple[str, str], ...]:
         return (("token", self.token),) if self.token else ()
 
-    def authenticate(self, endpoint: str, timeout: float) -> Plan[None]:
-        """Fetch a token if one is needed. Raises for wrong credentials; a member that cannot answer
-        leaves the token unset, so the next attempt tries again."""
+    def authenticate(self, endpoint: str, timeout: float) -> Plan[grpc.RpcError | None]:
+        """Fetch a token if one is needed. Raises for wrong credentials. Returns the error of a member
+        that could not answer (no leader, timed out, ...): the token stays unset and the caller must not
+        send its request, which would otherwise go out under its certificate's identity (its CN) instead
+        of the user's; the next attempt authenticates again."""
         if self.login is None or self.token is not None:
-            return
+            return None
         name, password = self.login
         outcome = yield Attempt(endpoint, AUTHENTICATE, rpc_pb2.AuthenticateRequest(name=name, password=password),
                                 (), timeout)
         if isinstance(outcome, rpc_pb2.AuthenticateResponse):
             self.token = outcome.token
-        elif isinstance(outcome, grpc.RpcError):
-            if etcd.from_rpc_error(outcome) == etcd.AUTH_NOT_ENABLED:  # type: ignore[arg-type]
-                self.token = ""
-            elif classify(outcome) is Failure.FATAL:
-                raise from_rpc_error(outcome)
+            return None
+        assert isinstance(outcome, grpc.RpcError)
+        if etcd.from_rpc_error(outcome) == etcd.AUTH_NOT_ENABLED:  # type: ignore[arg-type]
+            self.token = ""
+            return None
+        if classify(outcome) is Failure.FATAL:
+            raise from_rpc_error(outcome)
+        return outcome
 
     def run(self, request: Request, timeout: float) -> Plan[Message]:
         deadline = self.clock() + timeout
@@ -268,23 +273,27 @@ class Executor:
             if request.route is Route.LEADER and self.router.leader is None:
                 yield from self._discover_leader(min(remaining, 1.0))
             endpoint = self.router.pick(request)
-            yield from self.authenticate(endpoint, min(remaining, self.attempt_timeout))
-            outcome = yield Attempt(endpoint, request.method, request.message,
-                                    request.metadata() + self.auth_metadata(), min(remaining, self.attempt_timeout))
-            if not isinstance(outcome, grpc.RpcError):
-                assert outcome is not None
-                return outcome
-            if self.login is not None and etcd.from_rpc_error(outcome) in _STALE_TOKEN:  # type: ignore[arg-type]
-                self.token = None  # refused before it was applied: authenticate again and retry
+            unauthenticated = yield from self.authenticate(endpoint, min(remaining, self.attempt_timeout))
+            if unauthenticated is not None:
+                last = from_rpc_error(unauthenticated)  # the request itself was not sent: always retry
+            else:
+                outcome = yield Attempt(endpoint, request.method, request.message,
+                                        request.metadata() + self.auth_metadata(),
+                                        min(remaining, self.attempt_timeout))
+                if not isinstance(outcome, grpc.RpcError):
+                    assert outcome is not None
+                    return outcome
+                if self.login is not None and etcd.from_rpc_error(outcome) in _STALE_TOKEN:  # type: ignore[arg-type]
+                    self.token = None  # refused before it was applied: authenticate again and retry
+                    last = from_rpc_error(outcome)
+                    continue
+                failure = classify(outcome)
+                retry = failure is Failure.NOT_APPLIED or (
+                    failure is Failure.AMBIGUOUS and (request.idempotent or self.server_dedupes)
+                )
+                if not retry or (request.route is Route.ENDPOINT and failure is not Failure.NOT_APPLIED):
+                    raise from_rpc_error(outcome)
                 last = from_rpc_error(outcome)
-                continue
-            failure = classify(outcome)
-            retry = failure is Failure.NOT_APPLIED or (
-                failure is Failure.AMBIGUOUS and (request.idempotent or self.server_dedupes)
-            )
-            if not retry or (request.route is Route.ENDPOINT and failure is not Failure.NOT_APPLIED):
-                raise from_rpc_error(outcome)
-            last = from_rpc_error(outcome)
             self.router.failed(endpoint)
             yield Sleep(min(backoff.next(), max(0.0, deadline - self.clock())))
 

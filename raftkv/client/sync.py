@@ -263,15 +263,18 @@ class Watch:
                 yield item
 
         endpoint = self._state.endpoint
-        r.drive_sync(self._client._executor.authenticate(endpoint, self._client.timeout), self._client._call)
+        unauthenticated = r.drive_sync(self._client._executor.authenticate(endpoint, self._client.timeout),
+                                       self._client._call)
+        if unauthenticated is not None:
+            raise unauthenticated  # never open the stream under the certificate's identity instead
         call = r.WATCH.on(self._client.channel(endpoint), rpc_pb2.WatchRequest)
         metadata = WATCH_METADATA + self._client._executor.auth_metadata()
         self._requests, self._responses = requests, call(request_iterator(), metadata=metadata)
 
     def _receive(self) -> list[rpc_pb2.WatchResponse]:
-        if self._responses is None:
-            self._open()
         try:
+            if self._responses is None:
+                self._open()
             fresh = self._state.receive(next(self._responses))
             return [] if fresh is None else [fresh]
         except (grpc.RpcError, StopIteration) as exc:

@@ -98,3 +98,23 @@ def test_prefix_end_follows_etcd() -> None:
     assert prefix_end(b"a\xff") == b"b"
     assert prefix_end(b"\xff\xff") == b"\0"
     assert prefix_end(b"") == b"\0"
+
+
+def with_login() -> r.Executor:
+    return r.Executor(r.Router(list(ENDPOINTS), leader=ENDPOINTS[1]), login=("alice", "pw"))
+
+
+@pytest.mark.parametrize("error", [NO_LEADER, AMBIGUOUS])
+def test_a_request_is_never_sent_without_the_token_it_could_not_get(error: Status) -> None:
+    """A member that cannot authenticate (no leader yet, a timeout) must not lead to the request going out
+    with no token: the member would take the certificate's CN (often root) as the caller instead."""
+    plan = with_login().run(write(), timeout=5)
+    login = plan.send(None)
+    assert isinstance(login, r.Attempt) and login.method is r.AUTHENTICATE
+    assert isinstance(plan.send(error), r.Sleep)  # not the request: back off, then authenticate again
+    step = plan.send(None)
+    while step.method is not r.AUTHENTICATE:  # the leader is looked up again first
+        step = plan.send(None)
+    request = plan.send(rpc_pb2.AuthenticateResponse(token="tok.5"))
+    assert isinstance(request, r.Attempt) and request.method is r.PUT
+    assert ("token", "tok.5") in request.metadata
