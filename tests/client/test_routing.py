@@ -118,3 +118,16 @@ def test_a_request_is_never_sent_without_the_token_it_could_not_get(error: Statu
     request = plan.send(rpc_pb2.AuthenticateResponse(token="tok.5"))
     assert isinstance(request, r.Attempt) and request.method is r.PUT
     assert ("token", "tok.5") in request.metadata
+
+
+def test_authentication_has_the_whole_deadline_of_the_call() -> None:
+    """The member checks a password with a slow KDF that a loaded machine stretches past the per-attempt
+    bound; cut short, each retry would start another check beside the abandoned one and none finish."""
+    executor = with_login()
+    executor.clock = lambda: 100.0
+    plan = executor.run(write(), timeout=10)
+    login = plan.send(None)
+    assert isinstance(login, r.Attempt) and login.method is r.AUTHENTICATE
+    assert login.timeout == 10 > executor.attempt_timeout
+    request = plan.send(rpc_pb2.AuthenticateResponse(token="tok.5"))
+    assert isinstance(request, r.Attempt) and request.timeout == executor.attempt_timeout
