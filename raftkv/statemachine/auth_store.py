@@ -175,6 +175,25 @@ def apply(
         result.tokens.CopyFrom(change)
 
 
+# --- the records of the auth sub-database (also what ``etcd_backend`` moves to and from etcd's buckets) ---
+
+
+def user_record(user: auth_pb2.User) -> tuple[bytes, bytes]:
+    return _USER + user.name, user.SerializeToString()
+
+
+def role_record(role: auth_pb2.Role) -> tuple[bytes, bytes]:
+    return _ROLE + role.name, role.SerializeToString()
+
+
+def enabled_record(enabled: bool) -> tuple[bytes, bytes]:
+    return K_ENABLED, b"\x01" if enabled else b"\x00"
+
+
+def revision_record(revision: int) -> tuple[bytes, bytes]:
+    return K_REVISION, revision.to_bytes(8, "big")
+
+
 class _Tx:
     """Writes to the auth sub-database; every change commits a new revision, as etcd's ``commitRevision``."""
 
@@ -183,22 +202,22 @@ class _Tx:
         self.db = w.db(_DB)
 
     def put_user(self, user: auth_pb2.User) -> None:
-        self.w.txn.put(_USER + user.name, user.SerializeToString(), db=self.db)
+        self.w.txn.put(*user_record(user), db=self.db)
 
     def delete_user(self, name: str) -> None:
         self.w.txn.delete(_USER + name.encode(), db=self.db)
 
     def put_role(self, role: auth_pb2.Role) -> None:
-        self.w.txn.put(_ROLE + role.name, role.SerializeToString(), db=self.db)
+        self.w.txn.put(*role_record(role), db=self.db)
 
     def delete_role(self, name: str) -> None:
         self.w.txn.delete(_ROLE + name.encode(), db=self.db)
 
     def set_enabled(self, enabled: bool) -> None:
-        self.w.txn.put(K_ENABLED, b"\x01" if enabled else b"\x00", db=self.db)
+        self.w.txn.put(*enabled_record(enabled), db=self.db)
 
     def commit_revision(self, state: AuthState) -> None:
-        self.w.txn.put(K_REVISION, (state.revision + 1).to_bytes(8, "big"), db=self.db)
+        self.w.txn.put(*revision_record(state.revision + 1), db=self.db)
 
 
 def _copy_user(state: AuthState, name: str) -> auth_pb2.User:

@@ -9,7 +9,11 @@ restore`` takes an etcd snapshot (an etcd cluster's data moves into raftkv). The
   deletion) -> ``mvccpb.KeyValue`` (a deletion's holds the key only). raftkv's ``history`` is the same list
   of revisions, so each record maps to one record, both ways, and compacted history stays compacted;
 - ``meta``: ``consistent_index`` (the applied log index) and ``finishedCompactRev`` (a revision);
-- ``lease``: 8-byte big-endian lease id -> ``leasepb.Lease`` (ID, TTL, remaining TTL).
+- ``lease``: 8-byte big-endian lease id -> ``leasepb.Lease`` (ID, TTL, remaining TTL);
+- ``auth`` (``authEnabled``: one byte, ``authRevision``: 8-byte big-endian), ``authUsers`` (name ->
+  ``authpb.User``) and ``authRoles`` (name -> ``authpb.Role``), etcd ``auth/store.go``. A user's password
+  hash is carried as is: raftkv's are scrypt and etcd's bcrypt, so a user moved across keeps its roles and
+  its certificate identity, and needs ``user passwd`` before it can log in with a password.
 
 Membership, alarms and raftkv's exactly-once table are not carried: a restore makes a new cluster anyway.
 """
@@ -20,7 +24,8 @@ import struct
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from raftkv.proto import kv_pb2, lease_pb2
+from raftkv.proto import auth_pb2, kv_pb2, lease_pb2
+from raftkv.statemachine import auth_store
 from raftkv.statemachine import leases as leases_mod
 from raftkv.statemachine.mvcc import (
     K_COMPACT,
@@ -45,6 +50,8 @@ _PUT = kv_pb2.Event.EventType.PUT
 
 K_CONSISTENT_INDEX = b"consistent_index"
 K_FINISHED_COMPACT = b"finishedCompactRev"
+K_AUTH_ENABLED = b"authEnabled"
+K_AUTH_REVISION = b"authRevision"
 
 
 class EtcdBackendError(Exception):
@@ -69,6 +76,11 @@ def write_etcd_db(txn: SealedTxn, env: Env, consistent_index: int, out: BinaryIO
                                               RemainingTTL=lease.remaining_ttl).SerializeToString())
         for lease in sorted(leases_mod.all_leases(txn, env), key=lambda lease: lease.id)
     ))
+    auth = auth_store.AuthReader().state(txn, env)
+    writer.bucket(b"auth", [(K_AUTH_ENABLED, b"\x01" if auth.enabled else b"\x00"),
+                            (K_AUTH_REVISION, _U64.pack(auth.revision))])
+    writer.bucket(b"authUsers", sorted((name.encode(), user.SerializeToString()) for name, user in auth.users.items()))
+    writer.bucket(b"authRoles", sorted((name.encode(), role.SerializeToString()) for name, role in auth.roles.items()))
     return writer.close()
 
 
@@ -124,4 +136,18 @@ def read_etcd_db(data: bytes | memoryview) -> Iterator[tuple[str, bytes, bytes]]
     yield "meta", K_REVISION, encode_revision(revision)
     if compacted:
         yield "meta", K_COMPACT, encode_revision(compacted)
+    yield from _auth_records(bolt)
+
+
+def _auth_records(bolt: BoltReader) -> Iterator[tuple[str, bytes, bytes]]:
+    """etcd's auth buckets as the records of raftkv's ``auth`` sub-database (none if it never had any)."""
+    for akey, value in bolt.items(b"auth"):
+        if akey == K_AUTH_ENABLED:
+            yield ("auth", *auth_store.enabled_record(value == b"\x01"))
+        elif akey == K_AUTH_REVISION:
+            yield ("auth", *auth_store.revision_record(_U64.unpack(value)[0]))
+    for _, raw in bolt.items(b"authUsers"):
+        yield ("auth", *auth_store.user_record(auth_pb2.User.FromString(raw)))
+    for _, raw in bolt.items(b"authRoles"):
+        yield ("auth", *auth_store.role_record(auth_pb2.Role.FromString(raw)))
 
