@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 
 from raftkv import errors
+from raftkv.api import identity
 from raftkv.api.kv import DEFAULT_REQUEST_TIMEOUT, propose
 from raftkv.api.metadata import Context, call_timeout, with_header
 from raftkv.keys import prefix_end
@@ -97,7 +98,10 @@ class Recipes:
         return with_header(result.delete_range, self.backend)
 
     async def get(self, request: rpc_pb2.RangeRequest, context: Context) -> rpc_pb2.RangeResponse:
+        """A linearizable Range, checked as the caller's own would be (etcd runs its recipes through a client
+        carrying the caller's credentials)."""
         with as_plain_errors():
+            await identity.check_read(context, self.backend, request.key, request.range_end)
             await self.backend.read_barrier(call_timeout(context, self._timeout))
             return with_header(self.backend.range(request), self.backend)
 
