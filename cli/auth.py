@@ -30,7 +30,7 @@ _PERM_TYPES = {"read": auth_pb2.Permission.READ, "write": auth_pb2.Permission.WR
                "readwrite": auth_pb2.Permission.READWRITE}
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     user = sub.add_parser("user", help="user add|get|list|delete|passwd|grant-role|revoke-role").add_subparsers(
         dest="user_cmd", required=True, metavar="COMMAND")
     p = user.add_parser("add", help="add a user (NAME or NAME:PASSWORD; asks for the password otherwise)")

@@ -82,7 +82,8 @@ class Context:
             login["password"] = getpass.getpass("Password: ")  # etcdctl asks too
         return ClientConfig.from_env(endpoints=endpoints, cacert=self.args.cacert, cert=self.args.cert,
                                      key=self.args.key_file, insecure=self.args.insecure,
-                                     dial_timeout=self.args.dial_timeout, **login)
+                                     dial_timeout=self.args.dial_timeout, user=login["user"],
+                                     password=login["password"])
 
     def lacks_client_certificate(self) -> bool:
         """Whether this is a TLS connection without a client certificate (what a mutual-TLS member refuses)."""

@@ -21,11 +21,11 @@ import asyncio
 
 from raftkv import errors
 from raftkv.api import identity
-from raftkv.server.backend import Backend
 from raftkv.api.kv import DEFAULT_REQUEST_TIMEOUT, propose
 from raftkv.api.metadata import Context, call_timeout, with_header
 from raftkv.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 from raftkv.security.passwords import hash_password, verify_password
+from raftkv.server.backend import Backend
 from raftkv.server.tokens import new_prefix
 
 #: How often Authenticate re-checks a password whose store changed meanwhile before giving up.
@@ -61,7 +61,8 @@ class AuthService(rpc_pb2_grpc.AuthServicer):
     async def AuthStatus(self, request: rpc_pb2.AuthStatusRequest, context: Context) -> rpc_pb2.AuthStatusResponse:
         await self._backend.read_barrier(call_timeout(context, self._timeout))
         state = self._backend.auth_state()
-        return with_header(rpc_pb2.AuthStatusResponse(enabled=state.enabled, authRevision=state.revision), self._backend)
+        status = rpc_pb2.AuthStatusResponse(enabled=state.enabled, authRevision=state.revision)
+        return with_header(status, self._backend)
 
     # --- tokens -----------------------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from raftkv import errors
 from raftkv.api.auth import AuthService
 from raftkv.api.cluster import ClusterService
 from raftkv.api.election import ElectionService
@@ -24,7 +23,7 @@ from raftkv.api.maintenance import MaintenanceService
 from raftkv.api.metadata import AdmissionInterceptor, Context
 from raftkv.api.recipes import Recipes
 from raftkv.grpc_registration import add_service
-from raftkv.proto import rpc_pb2, rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
+from raftkv.proto import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
 from raftkv.security.grpc_options import server_options
 from raftkv.server.backend import Backend
 

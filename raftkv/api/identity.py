@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raftkv import errors
-from raftkv.server.backend import Backend
 from raftkv.api.metadata import Context, call_timeout
 from raftkv.proto import internal_pb2
+from raftkv.server.backend import Backend
 from raftkv.statemachine.auth_store import AuthState
 
 TOKEN_KEYS = ("token", "authorization")

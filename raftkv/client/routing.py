@@ -254,7 +254,7 @@ class Executor:
             self.token = outcome.token
             return None
         assert isinstance(outcome, grpc.RpcError)
-        if etcd.from_rpc_error(outcome) == etcd.AUTH_NOT_ENABLED:  # type: ignore[arg-type]
+        if etcd.from_rpc_error(outcome) == etcd.AUTH_NOT_ENABLED:
             self.token = ""
             return None
         if classify(outcome) is Failure.FATAL:
@@ -287,7 +287,7 @@ class Executor:
                 if not isinstance(outcome, grpc.RpcError):
                     assert outcome is not None
                     return outcome
-                if self.login is not None and etcd.from_rpc_error(outcome) in _STALE_TOKEN:  # type: ignore[arg-type]
+                if self.login is not None and etcd.from_rpc_error(outcome) in _STALE_TOKEN:
                     self.token = None  # refused before it was applied: authenticate again and retry
                     last = from_rpc_error(outcome)
                     continue

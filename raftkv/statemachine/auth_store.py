@@ -18,15 +18,14 @@ one LMDB lookup of the revision while nothing changes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-
-import lmdb
 
 from raftkv import errors
 from raftkv.proto import auth_pb2, internal_pb2, rpc_pb2
 from raftkv.statemachine.auth_perms import READ, WRITE, UnifiedPermissions
 from raftkv.storage.env import Env, WriteTxn
+from raftkv.storage.sealed import SealedTxn
 
 ROOT_USER = "root"
 ROOT_ROLE = "root"
@@ -108,17 +107,18 @@ class AuthState:
             raise errors.PERMISSION_DENIED.exception()
 
 
-def _revision(txn: lmdb.Transaction, env: Env) -> int:
+def _revision(txn: SealedTxn, env: Env) -> int:
     raw = txn.get(K_REVISION, db=env.db(_DB))
     return INITIAL_REVISION if raw is None else int.from_bytes(raw, "big")
 
 
-def _load(txn: lmdb.Transaction, env: Env, revision: int) -> AuthState:
+def _load(txn: SealedTxn, env: Env, revision: int) -> AuthState:
     db = env.db(_DB)
     users: dict[str, auth_pb2.User] = {}
     roles: dict[str, auth_pb2.Role] = {}
     cursor = txn.cursor(db=db)
-    for key, value in cursor.iternext(keys=True, values=True):
+    for raw_key, value in cursor.iternext(keys=True, values=True):
+        key = bytes(raw_key)
         if key.startswith(_USER):
             users[key[len(_USER):].decode()] = auth_pb2.User.FromString(value)
         elif key.startswith(_ROLE):
@@ -138,7 +138,7 @@ class AuthReader:
         self._state: AuthState | None = None
         self._lock = threading.Lock()
 
-    def state(self, txn: lmdb.Transaction, env: Env) -> AuthState:
+    def state(self, txn: SealedTxn, env: Env) -> AuthState:
         revision = _revision(txn, env)
         cached = self._state
         if cached is not None and cached.revision == revision:
@@ -251,7 +251,9 @@ def _save_permissions(tx: _Tx, state: AuthState, role: auth_pb2.Role, perms: lis
     tx.commit_revision(state)
 
 
-def _auth_enable(tx: _Tx, state: AuthState, req: rpc_pb2.AuthEnableRequest, index: int) -> internal_pb2.TokenChange | None:
+def _auth_enable(
+    tx: _Tx, state: AuthState, req: rpc_pb2.AuthEnableRequest, index: int
+) -> internal_pb2.TokenChange | None:
     if state.enabled:
         return None  # etcd: "Authentication already enabled", no change
     if ROOT_USER not in state.users:
@@ -263,7 +265,9 @@ def _auth_enable(tx: _Tx, state: AuthState, req: rpc_pb2.AuthEnableRequest, inde
     return internal_pb2.TokenChange(revoke_all=True)
 
 
-def _auth_disable(tx: _Tx, state: AuthState, req: rpc_pb2.AuthDisableRequest, index: int) -> internal_pb2.TokenChange | None:
+def _auth_disable(
+    tx: _Tx, state: AuthState, req: rpc_pb2.AuthDisableRequest, index: int
+) -> internal_pb2.TokenChange | None:
     if not state.enabled:
         return None
     tx.set_enabled(False)
@@ -283,7 +287,9 @@ def _authenticate(
     return internal_pb2.TokenChange(issue_token=f"{req.simple_token}.{index}", user=req.name)
 
 
-def _user_add(tx: _Tx, state: AuthState, req: rpc_pb2.AuthUserAddRequest, index: int) -> internal_pb2.TokenChange | None:
+def _user_add(
+    tx: _Tx, state: AuthState, req: rpc_pb2.AuthUserAddRequest, index: int
+) -> internal_pb2.TokenChange | None:
     if not req.name:
         raise errors.USER_EMPTY.exception()
     if req.name in state.users:
@@ -297,7 +303,9 @@ def _user_add(tx: _Tx, state: AuthState, req: rpc_pb2.AuthUserAddRequest, index:
     return None
 
 
-def _user_delete(tx: _Tx, state: AuthState, req: rpc_pb2.AuthUserDeleteRequest, index: int) -> internal_pb2.TokenChange | None:
+def _user_delete(
+    tx: _Tx, state: AuthState, req: rpc_pb2.AuthUserDeleteRequest, index: int
+) -> internal_pb2.TokenChange | None:
     if state.enabled and req.name == ROOT_USER:
         raise errors.INVALID_AUTH_MGMT.exception()
     _copy_user(state, req.name)
@@ -316,7 +324,9 @@ def _user_change_password(
     return internal_pb2.TokenChange(user=req.name, revoke_user=True)
 
 
-def _user_grant_role(tx: _Tx, state: AuthState, req: rpc_pb2.AuthUserGrantRoleRequest, index: int) -> internal_pb2.TokenChange | None:
+def _user_grant_role(
+    tx: _Tx, state: AuthState, req: rpc_pb2.AuthUserGrantRoleRequest, index: int
+) -> internal_pb2.TokenChange | None:
     user = _copy_user(state, req.user)
     if req.role != ROOT_ROLE and req.role not in state.roles:
         raise errors.ROLE_NOT_FOUND.exception()
@@ -327,7 +337,9 @@ def _user_grant_role(tx: _Tx, state: AuthState, req: rpc_pb2.AuthUserGrantRoleRe
     return None
 
 
-def _user_revoke_role(tx: _Tx, state: AuthState, req: rpc_pb2.AuthUserRevokeRoleRequest, index: int) -> internal_pb2.TokenChange | None:
+def _user_revoke_role(
+    tx: _Tx, state: AuthState, req: rpc_pb2.AuthUserRevokeRoleRequest, index: int
+) -> internal_pb2.TokenChange | None:
     if state.enabled and req.name == ROOT_USER and req.role == ROOT_ROLE:
         raise errors.INVALID_AUTH_MGMT.exception()
     user = _copy_user(state, req.name)
@@ -338,7 +350,9 @@ def _user_revoke_role(tx: _Tx, state: AuthState, req: rpc_pb2.AuthUserRevokeRole
     return None
 
 
-def _role_add(tx: _Tx, state: AuthState, req: rpc_pb2.AuthRoleAddRequest, index: int) -> internal_pb2.TokenChange | None:
+def _role_add(
+    tx: _Tx, state: AuthState, req: rpc_pb2.AuthRoleAddRequest, index: int
+) -> internal_pb2.TokenChange | None:
     if not req.name:
         raise errors.ROLE_EMPTY.exception()
     if req.name in state.roles:
@@ -348,7 +362,9 @@ def _role_add(tx: _Tx, state: AuthState, req: rpc_pb2.AuthRoleAddRequest, index:
     return None
 
 
-def _role_delete(tx: _Tx, state: AuthState, req: rpc_pb2.AuthRoleDeleteRequest, index: int) -> internal_pb2.TokenChange | None:
+def _role_delete(
+    tx: _Tx, state: AuthState, req: rpc_pb2.AuthRoleDeleteRequest, index: int
+) -> internal_pb2.TokenChange | None:
     if state.enabled and req.role == ROOT_ROLE:
         raise errors.INVALID_AUTH_MGMT.exception()
     _copy_role(state, req.role)
@@ -387,7 +403,7 @@ def _role_revoke_permission(
     return None
 
 
-_APPLY = {
+_APPLY: dict[str, Callable[..., internal_pb2.TokenChange | None]] = {
     "auth_enable": _auth_enable,
     "auth_disable": _auth_disable,
     "authenticate": _authenticate,

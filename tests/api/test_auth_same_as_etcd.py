@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import subprocess
 
-
 from raftkv.localcluster import LocalCluster
 from raftkv.security.certs import issue_client, load_issued, write_issued
 

@@ -19,7 +19,7 @@ from raftkv.localcluster import LocalCluster
 from raftkv.proto import auth_pb2, rpc_pb2, rpc_pb2_grpc
 from raftkv.security.certs import issue_client, load_issued, write_issued
 
-from .conftest import Members, wait_for
+from .conftest import wait_for
 
 READWRITE = auth_pb2.Permission.READWRITE
 

@@ -23,8 +23,8 @@ from raftkv.core.storage import Storage
 from raftkv.core.types import ConfState, Entry, HardState, Message, SnapshotMeta
 from raftkv.proto import rpc_pb2
 from raftkv.statemachine.applier import AppliedEntry
-from raftkv.statemachine.leases import Lease
 from raftkv.statemachine.auth_store import AuthState
+from raftkv.statemachine.leases import Lease
 from raftkv.statemachine.mvcc import HistoryPage
 
 log = logging.getLogger("raftkv.node")
