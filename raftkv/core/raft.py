@@ -5,7 +5,8 @@ synchronously; outputs accumulate in ``msgs``, ``read_states`` and the log's uns
 ``RawNode`` packages into a ``Ready``. The algorithm follows the Raft paper and thesis with the refinements
 of etcd-io/raft: pre-vote, check-quorum with leader lease, per-follower flow control, fast log
 backtracking, ReadIndex, leader transfer and one-at-a-time membership changes. The leader's side of replication,
-committing, ReadIndex and transfer is in ``leading.py`` (``Raft`` inherits it).
+committing, ReadIndex and transfer is in ``leading.py`` (``Raft`` inherits it). One addition: a follower told
+that its leader's process is gone (``PEER_GONE``) forgets it and campaigns early (``failover.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from raftkv.core import confchange, quorum
+from raftkv.core import confchange, failover, quorum
 from raftkv.core.config import Config
 from raftkv.core.leading import MT, Leading
 from raftkv.core.log import RaftLog
@@ -78,6 +79,8 @@ class Raft(Leading):
         self.lead_transferee = NONE
         self.pending_conf_index = 0
         self.uncommitted_size = 0
+        #: A pre-vote started because the leader's process is gone: re-ask the silent voters every tick.
+        self.early_campaign = False
         self._set_conf(cs)
         self.become_follower(hs.term, NONE)
         self.vote = hs.vote
@@ -116,6 +119,7 @@ class Raft(Leading):
         self.uncommitted_size = 0
         self.read_only = ReadOnly()
         self.pending_read_index = []
+        self.early_campaign = False
 
     def _new_progress(self, match: int, next_index: int, is_learner: bool) -> Progress:
         return Progress(
@@ -137,6 +141,7 @@ class Raft(Leading):
         self.role = Role.PRE_CANDIDATE
         self.votes = {}
         self.lead = NONE
+        self.early_campaign = False
         self._info(f"became pre-candidate at term {self.term}")
 
     def become_candidate(self) -> None:
@@ -189,9 +194,12 @@ class Raft(Leading):
             self._on_election_won()
             return
         ctx = CAMPAIGN_TRANSFER if kind == _Campaign.TRANSFER else b""
+        self._request_votes(vote_type, term, sorted(self.conf.voters - {self.id}), ctx)
+
+    def _request_votes(self, vote_type: MessageType, term: int, peers: list[int], ctx: bytes = b"") -> None:
         last = self.log.last_index()
         last_term = self.log.last_term()
-        for peer in sorted(self.conf.voters - {self.id}):
+        for peer in peers:
             self._send(Message(vote_type, to=peer, term=term, index=last, log_term=last_term, context=ctx))
 
     def _poll(self, node: int, granted: bool) -> VoteResult:
@@ -251,6 +259,8 @@ class Raft(Leading):
 
         if m.type == MT.HUP:
             self._hup(_Campaign.ELECTION)
+        elif m.type == MT.PEER_GONE:
+            self._handle_peer_gone(m.sender)
         elif m.type in (MT.VOTE, MT.PRE_VOTE):
             self._handle_vote_request(m)
         elif self.role == Role.LEADER:
@@ -336,6 +346,30 @@ class Raft(Leading):
             self.read_states.append(ReadState(m.index, m.context))
 
     # -- follower handlers ------------------------------------------------------------------------------
+
+    def _handle_peer_gone(self, gone: int) -> None:
+        """The driver saw ``gone``'s process end. If it is our leader, its lease ends here: forget it (we
+        then grant pre-votes at once) and campaign early, in the turn ``failover`` gives us.
+
+        Safe whatever the report's truth: a pre-vote changes no term, and every voter that still hears a
+        live leader (the leader included) ignores it, so a false report to a minority costs nothing and the
+        next heartbeat makes us follow again. Without pre-vote and check-quorum that would not hold (an
+        early election would raise the term, or be granted despite a live leader), so then we only forget."""
+        if self.role != Role.FOLLOWER or self.lead != gone:
+            self._info(f"ignores that {gone} is gone: not its leader")
+            return
+        self._info(f"forgets leader {gone} at term {self.term}: its process is gone")
+        self.lead = NONE
+        if not (self.cfg.pre_vote and self.cfg.check_quorum and self.promotable()):
+            return
+        delay = failover.campaign_delay(self.id, self.conf.voters, gone)
+        if delay == 0:
+            self._hup(_Campaign.ELECTION)
+            self.early_campaign = self.role == Role.PRE_CANDIDATE
+            return
+        # Fire in ``delay`` ticks unless a leader or a vote resets the timer first (both set elapsed to 0).
+        self.election_elapsed = max(self.election_elapsed, self.randomized_election_timeout - delay)
+        self._info(f"campaigns in {delay} ticks unless it hears a leader")
 
     def _handle_append_entries(self, m: Message) -> None:
         if m.index < self.log.committed:
@@ -446,6 +480,11 @@ class Raft(Leading):
         if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
             self.step(Message(MT.HUP))
+        elif self.early_campaign and self.role == Role.PRE_CANDIDATE:
+            # A voter that had not yet heard the leader was gone ignored our first request (its lease);
+            # pre-votes change nothing, so asking again each tick is free and saves an election timeout.
+            silent = sorted(self.conf.voters - set(self.votes))
+            self._request_votes(MT.PRE_VOTE, self.term + 1, silent)
 
     def _tick_heartbeat(self) -> None:
         self.heartbeat_elapsed += 1

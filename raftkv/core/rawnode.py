@@ -108,6 +108,12 @@ class RawNode:
     def report_unreachable(self, node_id: int) -> None:
         self.raft.step(Message(MessageType.UNREACHABLE, sender=node_id))
 
+    def report_peer_gone(self, node_id: int) -> None:
+        """The driver saw ``node_id``'s process end: the stream to it broke and an immediate reconnect was
+        refused (the port is closed), which a partition or a paused process never causes. A follower of that
+        leader forgets it and campaigns early (``raftkv/core/failover.py``); anyone else ignores it."""
+        self.raft.step(Message(MessageType.PEER_GONE, sender=node_id))
+
     def report_snapshot(self, node_id: int, ok: bool) -> None:
         self.raft.step(Message(MessageType.SNAP_STATUS, sender=node_id, reject=not ok))
 

@@ -132,10 +132,18 @@ class MessageType(enum.IntEnum):
     SNAP_STATUS = 16  # local: the driver reports whether a snapshot send finished
     UNREACHABLE = 17  # local: the driver reports a peer it could not reach
     CHECK_QUORUM = 18  # local: leader checks it heard from a quorum in the last election timeout
+    PEER_GONE = 19  # local: the driver saw `sender`'s process end (a reconnect to its port was refused)
 
 
 LOCAL_MESSAGES = frozenset(
-    {MessageType.HUP, MessageType.BEAT, MessageType.SNAP_STATUS, MessageType.UNREACHABLE, MessageType.CHECK_QUORUM}
+    {
+        MessageType.HUP,
+        MessageType.BEAT,
+        MessageType.SNAP_STATUS,
+        MessageType.UNREACHABLE,
+        MessageType.CHECK_QUORUM,
+        MessageType.PEER_GONE,
+    }
 )
 
 

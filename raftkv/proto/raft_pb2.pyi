@@ -33,6 +33,7 @@ class MessageType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MSG_SNAP_STATUS: _ClassVar[MessageType]
     MSG_UNREACHABLE: _ClassVar[MessageType]
     MSG_CHECK_QUORUM: _ClassVar[MessageType]
+    MSG_PEER_GONE: _ClassVar[MessageType]
 ENTRY_NORMAL: EntryType
 ENTRY_CONF_CHANGE: EntryType
 MSG_HUP: MessageType
@@ -54,6 +55,7 @@ MSG_READ_INDEX_RESP: MessageType
 MSG_SNAP_STATUS: MessageType
 MSG_UNREACHABLE: MessageType
 MSG_CHECK_QUORUM: MessageType
+MSG_PEER_GONE: MessageType
 
 class Entry(_message.Message):
     __slots__ = ("term", "index", "type", "data")

@@ -123,11 +123,13 @@ class Env:
         self.isolated: set[int] = set()
         self.out: list[str] = []
         self._indent = ""
+        self._quiet = False
 
     # -- output -----------------------------------------------------------------------------------------
 
     def emit(self, line: str) -> None:
-        self.out.append(self._indent + line)
+        if not self._quiet:
+            self.out.append(self._indent + line)
 
     def _logger(self, line: str) -> None:
         self.emit("INFO " + line)
@@ -182,6 +184,11 @@ class Env:
                 logger=self._logger,
             )
             self.nodes[node_id] = Node(RawNode(config, storage, random.Random(node_id)), storage)
+
+    def cmd_log_level(self, pos: list[str], kw: dict[str, str]) -> None:
+        """log-level none|info: ``none`` hides everything the following commands print (set-up steps)."""
+        assert pos[0] in ("none", "info"), f"unknown log level {pos[0]!r}"
+        self._quiet = pos[0] == "none"
 
     def cmd_campaign(self, pos: list[str], kw: dict[str, str]) -> None:
         self.nodes[int(pos[0])].raw.campaign()
@@ -245,6 +252,10 @@ class Env:
 
     def cmd_report_unreachable(self, pos: list[str], kw: dict[str, str]) -> None:
         self.nodes[int(pos[0])].raw.report_unreachable(int(pos[1]))
+
+    def cmd_report_peer_gone(self, pos: list[str], kw: dict[str, str]) -> None:
+        """report-peer-gone <node> <peer>: the node's driver saw the peer's process end."""
+        self.nodes[int(pos[0])].raw.report_peer_gone(int(pos[1]))
 
     def cmd_raft_log(self, pos: list[str], kw: dict[str, str]) -> None:
         self._print_log(int(pos[0]))
