@@ -81,6 +81,8 @@ class Raft(Leading):
         self.uncommitted_size = 0
         #: A pre-vote started because the leader's process is gone: re-ask the silent voters every tick.
         self.early_campaign = False
+        #: Pre-votes ignored under the leader lease since we last heard the leader; answered if it is gone.
+        self.ignored_pre_votes: dict[int, Message] = {}
         self._set_conf(cs)
         self.become_follower(hs.term, NONE)
         self.vote = hs.vote
@@ -120,6 +122,7 @@ class Raft(Leading):
         self.read_only = ReadOnly()
         self.pending_read_index = []
         self.early_campaign = False
+        self.ignored_pre_votes = {}
 
     def _new_progress(self, match: int, next_index: int, is_learner: bool) -> Progress:
         return Progress(
@@ -242,6 +245,8 @@ class Raft(Leading):
                     # Leader lease: we heard from a live leader within the minimum election timeout, so this
                     # candidate is probably partitioned or restarted; don't let it disrupt the cluster.
                     self._info(f"ignores {m.type.name} from {m.sender} at term {m.term}: lease not expired")
+                    if m.type == MT.PRE_VOTE:
+                        self.ignored_pre_votes[m.sender] = m
                     return
             if m.type == MT.PRE_VOTE or (m.type == MT.PRE_VOTE_RESP and not m.reject):
                 pass  # pre-votes never change our term; a granted pre-vote carries the future term
@@ -332,6 +337,8 @@ class Raft(Leading):
         elif m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP):
             self.election_elapsed = 0
             self.lead = m.sender
+            if self.ignored_pre_votes:
+                self.ignored_pre_votes = {}  # the lease was right to refuse them
             if m.type == MT.APP:
                 self._handle_append_entries(m)
             elif m.type == MT.HEARTBEAT:
@@ -360,6 +367,11 @@ class Raft(Leading):
             return
         self._info(f"forgets leader {gone} at term {self.term}: its process is gone")
         self.lead = NONE
+        # A follower told a moment earlier may have asked already; only the lease stopped us answering.
+        held, self.ignored_pre_votes = self.ignored_pre_votes, {}
+        for sender in sorted(held):
+            self._info(f"answers the PRE_VOTE from {sender} it ignored under {gone}'s lease")
+            self.step(held[sender])
         if not (self.cfg.pre_vote and self.cfg.check_quorum and self.promotable()):
             return
         delay = failover.campaign_delay(self.id, self.conf.voters, gone)
