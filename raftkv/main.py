@@ -177,6 +177,7 @@ async def serve(cfg: ServerConfig) -> int:
         channel_credentials=peer_channel_creds,
         on_messages=node.on_peer_messages,
         on_unreachable=node.on_unreachable,
+        on_peer_gone=node.on_peer_gone,
         on_snapshot_status=node.on_snapshot_status,
         snapshot_sink=node.staged_snapshots,
         snapshot_source=node.staged_snapshots,

@@ -63,6 +63,12 @@ class ProposalWaiters:
         if future is not None and not future.done():
             future.set_exception(error.exception())
 
+    def fail_all(self, error: EtcdError) -> None:
+        futures, self._futures = self._futures, {}
+        for future in futures.values():
+            if not future.done():
+                future.set_exception(error.exception())
+
     def __len__(self) -> int:
         return len(self._futures)
 
@@ -140,6 +146,11 @@ class ReadWaiters:
             if now - started >= max_age:
                 del self._rounds[ctx]
                 self._queued.extend(f for f in futures if not f.done())
+
+    def requeue_in_flight(self) -> None:
+        """The leader changed: rounds in flight went to the old one (or died with its term here) and will
+        not be answered, so their reads join the next round now rather than after ``requeue_stale``."""
+        self.requeue_stale(float("inf"), 0.0)
 
     def answered(self, ctx: bytes, index: int, applied: int) -> None:
         started_futures = self._rounds.pop(ctx, None)

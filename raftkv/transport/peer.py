@@ -11,6 +11,12 @@ Design, and why:
 - A broken stream is reopened with exponential backoff (capped at ``MAX_BACKOFF``); every failure is
   reported through ``on_unreachable`` so the core stops pipelining to that peer. Messages of the failed
   write are lost, as on any network.
+- After a break the peer's port is probed with a plain TCP connect (``nothing_serves``). *Refused* (or
+  accepted and dropped at once, each time: a dying listener, a relay in front of a dead process) means
+  the process is gone, and ``on_peer_gone`` says so, so that the core fails over without waiting out an
+  election timeout. A partition or a paused process never refuses (the connect times out, or the paused
+  process's kernel still accepts and holds it), and a reset while the peer lives ends in a connection
+  that stays open: neither is reported.
 - Snapshots do not travel on the stream: a SNAP message opens a ``Snapshot`` call on its own channel that
   sends the message in the first chunk and then the data in chunks of at most ``snapshot_chunk_bytes``,
   read lazily from ``SnapshotSource`` so the whole snapshot is never in memory. The receiver stages the
@@ -61,6 +67,13 @@ DEFAULT_MAX_MESSAGE_BYTES = 32 << 20
 DEFAULT_SNAPSHOT_CHUNK_BYTES = 1 << 20
 #: Ping interval and timeout on peer connections: a partitioned peer is noticed within ~4 s even if idle.
 PEER_KEEPALIVE_MS = 2_000
+#: How long the connect probe after a broken stream may take. A refusal is immediate (one round trip);
+#: a probe still waiting after this long is a silent peer, which is not reported.
+GONE_PROBE_TIMEOUT = 0.25
+#: How long an accepted probe connection is held to see whether a dying listener resets it, and how many
+#: accepted-then-dropped connects in a row count as nothing serving there.
+GONE_PROBE_SETTLE = 0.05
+GONE_PROBE_ATTEMPTS = 3
 
 
 class SnapshotWriter(Protocol):
@@ -118,6 +131,7 @@ class PeerTransport:
         snapshot_source: SnapshotSource,
         *,
         on_unreachable: Callable[[int], None] = lambda node_id: None,
+        on_peer_gone: Callable[[int], None] = lambda node_id: None,
         on_snapshot_status: Callable[[int, bool], None] = lambda node_id, ok: None,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
@@ -137,6 +151,7 @@ class PeerTransport:
         self._sink = snapshot_sink
         self._source = snapshot_source
         self._on_unreachable = on_unreachable
+        self._on_peer_gone = on_peer_gone
         self._on_snapshot_status = on_snapshot_status
         self._queue_limit = queue_limit
         self._batch_bytes = batch_bytes
@@ -258,15 +273,21 @@ class PeerTransport:
             while True:
                 await peer.wakeup.wait()
                 call = stub.Stream()
+                pause = backoff
                 try:
                     async for _ in self._pump(peer, call):
-                        backoff = INITIAL_BACKOFF
+                        backoff = pause = INITIAL_BACKOFF
                 except (grpc.RpcError, asyncio.InvalidStateError, _StreamEnded) as exc:
                     log.info("raft stream to %x at %s failed: %s", peer.node_id, peer.address, _describe(exc))
                     self._on_unreachable(peer.node_id)
+                    probe_started = asyncio.get_running_loop().time()
+                    if await nothing_serves(peer.address, GONE_PROBE_TIMEOUT):
+                        log.info("raft peer %x is gone: nothing serves %s any more", peer.node_id, peer.address)
+                        self._on_peer_gone(peer.node_id)
+                    pause -= asyncio.get_running_loop().time() - probe_started  # the probe waited already
                 finally:
                     call.cancel()
-                await asyncio.sleep(backoff)
+                await asyncio.sleep(max(0.0, pause))
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _pump(self, peer: _Peer, call: grpc.aio.StreamUnaryCall) -> AsyncIterator[None]:
@@ -472,6 +493,45 @@ def _certificate_names(context: grpc.aio.ServicerContext) -> frozenset[str] | No
     if auth.get("transport_security_type") != [b"ssl"]:
         return None
     return frozenset(name.decode(errors="replace") for name in auth.get("x509_common_name", ()))
+
+
+async def nothing_serves(address: str, timeout: float, settle: float = GONE_PROBE_SETTLE) -> bool:
+    """Whether nothing serves ``host:port`` any more: a TCP connect is refused (nothing listens), or each
+    of a few is accepted and then closed on us before a byte (a listener closing as its process dies, or a
+    relay in front of a dead process). Timing out, holding the connection, or failing otherwise (no
+    route, unparsable address) proves nothing: False.
+
+    A killed process closes its listening socket a moment after its connections, so a connect at that
+    moment may still be accepted, into the backlog of a listener about to close (which then resets it);
+    hence each accepted connection is held for ``settle`` seconds: a live server says nothing before our
+    TLS hello and keeps it open, a dying one drops it, and the connect is tried again.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return False
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for _ in range(GONE_PROBE_ATTEMPTS):
+        try:
+            connect = asyncio.open_connection(host.strip("[]"), int(port))
+            reader, writer = await asyncio.wait_for(connect, max(0.0, deadline - loop.time()))
+        except ConnectionRefusedError:
+            return True
+        except (OSError, asyncio.TimeoutError):
+            return False
+        try:
+            dropped = await asyncio.wait_for(reader.read(1), settle) == b""
+        except asyncio.TimeoutError:
+            dropped = False
+        except OSError:
+            dropped = True
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        if not dropped:
+            return False
+    return True
 
 
 def _describe(exc: BaseException) -> str:

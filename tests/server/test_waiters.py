@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from raftkv import errors
-from raftkv.server.waiters import ReadWaiters
+from raftkv.server.waiters import ProposalWaiters, ReadWaiters
 
 
 def test_refused_round_fails_its_reads_and_spares_other_rounds() -> None:
@@ -69,5 +69,37 @@ def test_rounds_are_spaced_only_under_load() -> None:
         assert reads.round_due(now=10.001) == pytest.approx(10.0025)
         third = reads.take_queued(now=10.003)
         assert third is not None and len(third[1]) == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_new_leader_is_asked_at_once_for_rounds_the_old_one_left_unanswered() -> None:
+    async def scenario() -> None:
+        reads = ReadWaiters(member_id=1, base=1)
+        lost = reads.enqueue()
+        old = reads.take_queued(now=0.0)
+        assert old is not None
+        reads.requeue_in_flight()  # the leader changed long before requeue_stale would give up on it
+        again = reads.take_queued(now=0.001)
+        assert again is not None and again[0] != old[0], "a retried round never reuses its context"
+        reads.answered(old[0], index=99, applied=0)  # a late answer from the old leader counts for nothing
+        assert not lost.done()
+        reads.answered(again[0], index=3, applied=3)
+        assert lost.done() and lost.exception() is None
+
+    asyncio.run(scenario())
+
+
+def test_proposals_still_waiting_when_the_leader_changes_are_told_so() -> None:
+    async def scenario() -> None:
+        waiters = ProposalWaiters(base=1)
+        _, first = waiters.register()
+        _, second = waiters.register()
+        waiters.fail_all(errors.LEADER_CHANGED)
+        for future in (first, second):
+            with pytest.raises(errors.EtcdException) as exc:
+                future.result()
+            assert exc.value.error == errors.LEADER_CHANGED
+        assert len(waiters) == 0
 
     asyncio.run(scenario())

@@ -88,6 +88,7 @@ class Inbox:
 
     deliveries: list[list[Message]] = field(default_factory=list)
     unreachable: list[int] = field(default_factory=list)
+    gone: list[int] = field(default_factory=list)
     snapshot_status: list[tuple[int, bool]] = field(default_factory=list)
 
     def on_messages(self, messages: list[Message]) -> None:
@@ -118,6 +119,7 @@ def make_transport(
         snapshots,
         snapshots,
         on_unreachable=inbox.unreachable.append,
+        on_peer_gone=inbox.gone.append,
         on_snapshot_status=lambda node, ok: inbox.snapshot_status.append((node, ok)),
         **kwargs,  # type: ignore[arg-type]
     )

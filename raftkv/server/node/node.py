@@ -150,6 +150,9 @@ class Node:
     def on_unreachable(self, node_id: int) -> None:
         self.loop.on_unreachable(node_id)
 
+    def on_peer_gone(self, node_id: int) -> None:
+        self.loop.on_peer_gone(node_id)
+
     def on_snapshot_status(self, node_id: int, ok: bool) -> None:
         self.loop.on_snapshot_status(node_id, ok)
 

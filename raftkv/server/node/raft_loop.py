@@ -118,6 +118,7 @@ class RaftLoop:
         self._conf_proposals: list[tuple[ConfChange, ConfRefused]] = []
         self._inbox: list[Message] = []
         self._unreachable: set[int] = set()
+        self._gone: set[int] = set()
         self._ticks = 0
         self._wake = asyncio.Event()
         self.stopping = False
@@ -155,6 +156,11 @@ class RaftLoop:
 
     def on_unreachable(self, node_id: int) -> None:
         self._unreachable.add(node_id)
+        self._wake.set()
+
+    def on_peer_gone(self, node_id: int) -> None:
+        """Transport callback: ``node_id``'s process is gone (its port refused a reconnect)."""
+        self._gone.add(node_id)
         self._wake.set()
 
     def on_snapshot_status(self, node_id: int, ok: bool) -> None:
@@ -257,6 +263,13 @@ class RaftLoop:
                 self._inbox.append(msg)
             else:
                 self.raw.step(msg)
+        # After the inbox: a heartbeat the peer sent before it died must not make us follow it again (and
+        # what it sent that is still held back goes: dropping a message is always safe).
+        if self._gone:
+            self._inbox = [msg for msg in self._inbox if msg.sender not in self._gone]
+            for node_id in sorted(self._gone):
+                self.raw.report_peer_gone(node_id)
+            self._gone.clear()
         if not stalled:
             proposals, self._proposals = self._proposals, []
             if proposals:
@@ -403,6 +416,14 @@ class RaftLoop:
         if soft.leader != self.soft.leader:
             self.leader_changes += 1
             log.info("%s: leader is now %x (term %d)", self._cfg.name, soft.leader, self.raw.status().hard_state.term)
+            if self.soft.leader:
+                # Whatever waits was proposed through the old leader (forwarded, or by us as leader) and
+                # may or may not commit now: say so at once ("leader changed", an ambiguous outcome the
+                # client retries under the same sequence number) instead of letting it wait out its
+                # timeout for an answer a dead leader will never send.
+                self._waiters.fail_all(errors.LEADER_CHANGED)
+            if soft.leader:
+                self.reads.leader_changed()
         self.soft = soft
         if (soft.role == Role.LEADER) != was_leader:
             self._events.leadership_changed(soft.role == Role.LEADER)

@@ -76,6 +76,11 @@ class LinearizableReads:
     def applied(self, applied: int) -> None:
         self._waiters.applied(applied)
 
+    def leader_changed(self) -> None:
+        """A new leader is known: ask it again for whatever the old one left unanswered."""
+        self._waiters.requeue_in_flight()
+        self._wake()
+
     def fail_all(self, error: errors.EtcdError) -> None:
         self._waiters.fail_all(error)
 

@@ -61,7 +61,9 @@ class LoopClock:
 class Transport(Protocol):
     """Raft messages to peers. ``send`` never blocks and may lose messages (Raft retransmits); the
     transport reports back through the node's ``on_peer_messages`` / ``on_unreachable`` /
-    ``on_snapshot_status`` and streams snapshots between the nodes' ``StagedSnapshots``."""
+    ``on_peer_gone`` (the peer's process ended: its port refused a reconnect, which a partition or a
+    paused process never causes) / ``on_snapshot_status`` and streams snapshots between the nodes'
+    ``StagedSnapshots``."""
 
     def send(self, messages: list[Message]) -> None: ...
 
