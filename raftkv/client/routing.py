@@ -5,6 +5,13 @@ The policy is a generator (``Executor.run``) that yields *steps* — "call this 
 (``drive_sync`` here, ``drive_async`` in ``aio.py``), so they cannot disagree about where a request goes
 or whether retrying it is safe.
 
+Failover. A leader whose process died refuses connections (its port is closed), and a call in flight to
+it fails at once: that is "leader gone", not "leader slow". The plan then asks the other members who leads
+now without sleeping first, skips members that refused it (for ``REFUSED_HOLD``) and names they still give
+as leader until they notice, and while an election runs ("no leader") asks again every 25 ms
+(``FIRST_DELAY``) instead of backing off further, so the request reaches the new leader as soon as one answers. A member
+that is merely slow or cut off is no different from before: its attempt times out.
+
 Retry rules. An error that proves the request was never applied (connection refused, "no leader", ...)
 is always retried. An ambiguous one (timeout, connection lost mid-call, "leader changed") is retried only
 if the request is idempotent or the server deduplicates writes: every write carries
@@ -141,6 +148,12 @@ _NOT_CONNECTED = ("failed to connect", "connection refused", "connections to all
                   "DNS resolution failed")
 
 
+def _connection_failed(error: grpc.RpcError) -> bool:
+    """gRPC's own failure (refused, or the connection lost mid-call), not an answer from the server."""
+    code = error.code()  # type: ignore[attr-defined]
+    return code == grpc.StatusCode.UNAVAILABLE and etcd.from_rpc_error(error) is None  # type: ignore[arg-type]
+
+
 def never_connected(error: grpc.RpcError) -> bool:
     """True if gRPC says no connection was established for the call, so nothing of it was sent."""
     if error.code() != grpc.StatusCode.UNAVAILABLE:
@@ -166,14 +179,22 @@ def classify(error: grpc.RpcError) -> Failure:
     return Failure.FATAL
 
 
+#: How long an endpoint that refused a connection is passed over (and not believed as leader): about an
+#: election, long enough for the others to notice the death, short enough for a restarted member.
+REFUSED_HOLD = 1.0
+
+
 @dataclass
 class Router:
     """Which endpoint to try next. ``leader`` is a best guess, cleared whenever it fails."""
 
     endpoints: list[str]
     leader: str | None = None
+    clock: Callable[[], float] = time.monotonic
     _cursor: int = 0
     _rng: random.Random = field(default_factory=random.Random)
+    #: Endpoint -> when it last refused a connection (its process is gone, or was a moment ago).
+    _refused: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         assert self.endpoints, "a router needs endpoints"
@@ -181,6 +202,20 @@ class Router:
 
     def current(self) -> str:
         return self.endpoints[self._cursor % len(self.endpoints)]
+
+    def refused(self, endpoint: str) -> bool:
+        """Whether ``endpoint`` refused a connection within the last ``REFUSED_HOLD`` seconds."""
+        at = self._refused.get(endpoint)
+        if at is not None and self.clock() - at >= REFUSED_HOLD:
+            del self._refused[endpoint]
+            return False
+        return at is not None
+
+    def candidates(self) -> list[str]:
+        """Endpoints to ask, from the current one on; those that refused us last (or all, if all did)."""
+        n = len(self.endpoints)
+        order = [self.endpoints[(self._cursor + i) % n] for i in range(n)]
+        return [e for e in order if not self.refused(e)] + [e for e in order if self.refused(e)]
 
     def pick(self, request: Request) -> str:
         if request.route is Route.ENDPOINT:
@@ -190,11 +225,21 @@ class Router:
             return self.leader
         return self.current()
 
-    def failed(self, endpoint: str) -> None:
+    def failed(self, endpoint: str, refused: bool = False) -> None:
+        """A call to ``endpoint`` failed; ``refused``: it refused the connection (nothing listens)."""
+        if refused:
+            self._refused[endpoint] = self.clock()
         if endpoint == self.leader:
             self.leader = None
         if endpoint == self.current():
             self._cursor += 1
+            for _ in range(len(self.endpoints) - 1):  # on to one that did not refuse us, if any
+                if not self.refused(self.current()):
+                    break
+                self._cursor += 1
+
+    def succeeded(self, endpoint: str) -> None:
+        self._refused.pop(endpoint, None)
 
     def learn_leader(self, client_urls: list[str]) -> None:
         """Adopt the leader's advertised client URL, matched against ours by host:port."""
@@ -202,24 +247,34 @@ class Router:
         for url in client_urls:
             target = split_endpoint(url)[0]
             if target in by_target:
-                self.leader = by_target[target]
+                # A member that has not yet noticed the leader's death still names it: not believed.
+                self.leader = None if self.refused(by_target[target]) else by_target[target]
                 return
         if client_urls:  # a member we were not told about: the cluster knows better than our list
             self.endpoints.append(client_urls[0])
             self.leader = client_urls[0]
 
 
+#: The first (and, while polling an election, every) wait between attempts: etcd's client waits 25 ms too.
+FIRST_DELAY = 0.025
+
+
 @dataclass
 class Backoff:
-    """Exponential backoff with jitter, 25 ms up to 500 ms (etcd's client starts at 25 ms too)."""
+    """Exponential backoff with jitter, 25 ms up to 500 ms."""
 
-    delay: float = 0.025
+    delay: float = FIRST_DELAY
     limit: float = 0.5
 
     def next(self) -> float:
         current = self.delay
         self.delay = min(self.limit, self.delay * 2)
         return current * random.uniform(0.8, 1.2)
+
+    def first(self) -> float:
+        """The shortest wait, without growing: for polling an election (it ends in milliseconds once
+        the members know the leader is gone, or after an election timeout if they must wait it out)."""
+        return FIRST_DELAY * random.uniform(0.8, 1.2)
 
 
 @dataclass
@@ -265,27 +320,34 @@ class Executor:
         deadline = self.clock() + timeout
         backoff = Backoff()
         last: ClientError | None = None
+        asked_at_once = False  # a lost leader skipped the sleep; the next failure sleeps whatever it is
         while True:
             remaining = deadline - self.clock()
             if remaining <= 0:
                 raise TimeoutError(f"deadline of {timeout:g}s exceeded" + (f"; last error: {last}" if last else ""),
                                    grpc.StatusCode.DEADLINE_EXCEEDED)
             if request.route is Route.LEADER and self.router.leader is None:
-                yield from self._discover_leader(min(remaining, 1.0))
+                yield from self._discover_leader(deadline)
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    continue
             endpoint = self.router.pick(request)
             # Not cut to ``attempt_timeout``: the member checks the password with a deliberately slow KDF,
             # which a loaded machine stretches past that bound, and a check the client gives up on still
             # runs to its end on the member, so each retry would add another and none would finish
             # (etcd's client, too, authenticates within the call's own deadline).
             unauthenticated = yield from self.authenticate(endpoint, remaining)
+            electing = False
             if unauthenticated is not None:
                 last = from_rpc_error(unauthenticated)  # the request itself was not sent: always retry
+                self.router.failed(endpoint)
             else:
                 outcome = yield Attempt(endpoint, request.method, request.message,
                                         request.metadata() + self.auth_metadata(),
                                         min(remaining, self.attempt_timeout))
                 if not isinstance(outcome, grpc.RpcError):
                     assert outcome is not None
+                    self.router.succeeded(endpoint)
                     return outcome
                 if self.login is not None and etcd.from_rpc_error(outcome) in _STALE_TOKEN:
                     self.token = None  # refused before it was applied: authenticate again and retry
@@ -298,26 +360,44 @@ class Executor:
                 if not retry or (request.route is Route.ENDPOINT and failure is not Failure.NOT_APPLIED):
                     raise from_rpc_error(outcome)
                 last = from_rpc_error(outcome)
-            self.router.failed(endpoint)
-            yield Sleep(min(backoff.next(), max(0.0, deadline - self.clock())))
+                leader_lost = endpoint == self.router.leader and _connection_failed(outcome)
+                self.router.failed(endpoint, refused=never_connected(outcome))
+                if leader_lost and not asked_at_once:
+                    asked_at_once = True  # the leader's process is gone or its link broke: ask the others now
+                    continue
+                electing = etcd.from_rpc_error(outcome) == etcd.NO_LEADER  # type: ignore[arg-type]
+            asked_at_once = False
+            yield Sleep(min(backoff.first() if electing else backoff.next(), max(0.0, deadline - self.clock())))
 
-    def _discover_leader(self, timeout: float) -> Plan[None]:
-        """Ask members for the leader: Status says its id; MemberList maps the id to client URLs.
+    def _discover_leader(self, deadline: float) -> Plan[None]:
+        """Ask members for the leader: Status says its id; MemberList maps the id to client URLs. Members
+        that refused us are asked last, and the first answer naming a leader that did not is taken. Each
+        question waits at most a second, and none outlasts the caller's deadline.
 
         Best effort: on failure the request simply goes to the current endpoint, which forwards it."""
-        for endpoint in list(self.router.endpoints):
-            status = yield Attempt(endpoint, STATUS, rpc_pb2.StatusRequest(), (), timeout)
+        def timeout() -> float:
+            return min(1.0, deadline - self.clock())
+
+        for endpoint in self.router.candidates():
+            if timeout() <= 0:
+                return
+            status = yield Attempt(endpoint, STATUS, rpc_pb2.StatusRequest(), (), timeout())
+            if isinstance(status, grpc.RpcError):
+                self.router.failed(endpoint, refused=never_connected(status))
             if not isinstance(status, rpc_pb2.StatusResponse) or not status.leader:
                 continue
             if status.leader == status.header.member_id:
                 self.router.leader = endpoint
                 return
-            members = yield Attempt(endpoint, MEMBER_LIST, rpc_pb2.MemberListRequest(), (), timeout)
+            if timeout() <= 0:
+                return
+            members = yield Attempt(endpoint, MEMBER_LIST, rpc_pb2.MemberListRequest(), (), timeout())
             if isinstance(members, rpc_pb2.MemberListResponse):
                 for member in members.members:
                     if member.ID == status.leader:
                         self.router.learn_leader(list(member.clientURLs))
-                        return
+                if self.router.leader is not None:
+                    return
 
 
 def drive_sync(plan: Plan[T], call: Callable[[Attempt], Message]) -> T:

@@ -16,7 +16,7 @@ import grpc
 
 from raftkv.client import ops
 from raftkv.client.errors import CompactedError, Unavailable, WatchCanceled, from_rpc_error
-from raftkv.client.routing import Backoff, Failure, Router, classify
+from raftkv.client.routing import Backoff, Failure, Router, classify, never_connected
 from raftkv.client.types import Key
 from raftkv.proto import rpc_pb2
 
@@ -92,6 +92,8 @@ class WatchState:
         elif now - self._failing_since > self._reconnect_timeout:
             detail = error.details() if error is not None else "stream closed"
             raise Unavailable(f"watch could not be resumed for {self._reconnect_timeout:g}s: {detail}")
-        self.router.failed(self.endpoint)
+        refused = error is not None and never_connected(error)
+        self.router.failed(self.endpoint, refused=refused)
         self.endpoint = self.router.current()
-        return self._backoff.next()
+        # A member that refused us is gone: the next one is another member, and can be asked at once.
+        return 0.0 if refused and not self.router.refused(self.endpoint) else self._backoff.next()

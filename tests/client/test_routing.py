@@ -44,9 +44,8 @@ def test_retried_write_reuses_its_sequence_number_and_moves_off_the_failed_leade
     first = plan.send(None)
     assert isinstance(first, r.Attempt) and first.endpoint == ENDPOINTS[1]
     assert dict(first.metadata) == {"raftkv-client-id": "99", "raftkv-seq": "7"}
-    assert isinstance(plan.send(AMBIGUOUS), r.Sleep)
-    # The leader is forgotten: the plan asks members for the new one before retrying.
-    discovery = plan.send(None)
+    # The leader's connection broke: it is forgotten, and the plan asks the members for the new one at once.
+    discovery = plan.send(AMBIGUOUS)
     assert isinstance(discovery, r.Attempt) and discovery.method is r.STATUS
     status = rpc_pb2.StatusResponse(leader=5)
     status.header.member_id = 5
@@ -69,7 +68,8 @@ def test_ambiguous_write_failure_is_raised_when_the_server_does_not_deduplicate(
 def test_not_applied_failures_are_retried_even_without_deduplication(error: Status) -> None:
     plan = leader_known(dedupes=False).run(write(), timeout=5)
     plan.send(None)
-    assert isinstance(plan.send(error), r.Sleep)
+    # No leader: wait a moment. Refused: the leader is gone, ask the others at once.
+    assert isinstance(plan.send(error), r.Sleep if error is NO_LEADER else r.Attempt)
 
 
 @pytest.mark.parametrize("code", [grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED])
@@ -131,3 +131,75 @@ def test_authentication_has_the_whole_deadline_of_the_call() -> None:
     assert login.timeout == 10 > executor.attempt_timeout
     request = plan.send(rpc_pb2.AuthenticateResponse(token="tok.5"))
     assert isinstance(request, r.Attempt) and request.timeout == executor.attempt_timeout
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def status_of(member_id: int, leader: int) -> rpc_pb2.StatusResponse:
+    status = rpc_pb2.StatusResponse(leader=leader)
+    status.header.member_id = member_id
+    return status
+
+
+def members_list() -> rpc_pb2.MemberListResponse:
+    """Members 1, 2, 3 serve ENDPOINTS a, b, c."""
+    return rpc_pb2.MemberListResponse(members=[
+        rpc_pb2.Member(ID=i + 1, clientURLs=[url]) for i, url in enumerate(ENDPOINTS)])
+
+
+def test_a_refused_leader_is_replaced_at_once_and_not_believed_while_a_member_still_names_it() -> None:
+    clock = FakeClock()
+    router = r.Router(list(ENDPOINTS), leader=ENDPOINTS[1], clock=clock)
+    plan = r.Executor(router, clock=clock).run(write(), timeout=5)
+    first = plan.send(None)
+    assert first.endpoint == ENDPOINTS[1]
+    steps: list[r.Step] = []
+    step = plan.send(REFUSED)  # b's process is gone
+    answers = {ENDPOINTS[0]: status_of(1, leader=2), ENDPOINTS[2]: status_of(3, leader=3)}  # a has not noticed
+    while not (isinstance(step, r.Attempt) and step.method is r.PUT):
+        steps.append(step)
+        assert isinstance(step, r.Attempt), "no sleep between losing the leader and finding the new one"
+        assert step.endpoint != ENDPOINTS[1], "the refused member is not asked again"
+        step = plan.send(members_list() if step.method is r.MEMBER_LIST else answers[step.endpoint])
+    assert step.endpoint == ENDPOINTS[2] and step.metadata == first.metadata
+    assert router.refused(ENDPOINTS[1])
+    clock.now += r.REFUSED_HOLD
+    assert not router.refused(ENDPOINTS[1]), "a restarted member is asked again after a while"
+
+
+def test_an_election_is_polled_not_backed_off_and_never_past_the_deadline() -> None:
+    clock = FakeClock()
+    router = r.Router(list(ENDPOINTS), clock=clock)
+    plan = r.Executor(router, clock=clock).run(write(), timeout=1.0)
+    step = plan.send(None)
+    sleeps: list[float] = []
+    with pytest.raises(r.TimeoutError):
+        while True:
+            if isinstance(step, r.Sleep):
+                assert clock.now + step.seconds <= 101.0 + 1e-9, "a sleep past the caller's deadline"
+                sleeps.append(step.seconds)
+                clock.now += step.seconds
+                step = plan.send(None)
+            else:
+                assert 0 < step.timeout and clock.now + step.timeout <= 101.0 + 1e-9, "an attempt past it"
+                clock.now += 0.001
+                # Nobody knows a leader yet, and a follower says so.
+                step = plan.send(status_of(1, leader=0) if step.method is r.STATUS else NO_LEADER)
+    assert len(sleeps) > 20 and max(sleeps[:-1]) <= r.FIRST_DELAY * 1.2
+
+
+def test_a_watch_moves_off_a_refused_member_at_once() -> None:
+    from raftkv.client.watch import WatchState
+
+    router = r.Router(list(ENDPOINTS))
+    watch = WatchState(router, b"k")
+    gone = watch.endpoint
+    assert watch.stream_failed(REFUSED) == 0.0
+    assert watch.endpoint != gone
+    assert watch.stream_failed(AMBIGUOUS) > 0, "a broken stream on a live member still backs off"
