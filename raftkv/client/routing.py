@@ -179,6 +179,10 @@ def classify(error: grpc.RpcError) -> Failure:
     return Failure.FATAL
 
 
+#: Default upper bound of one attempt: a member that is silent (paused, cut off) costs this much before
+#: the plan tries another; the caller's deadline bounds the whole request.
+ATTEMPT_TIMEOUT = 2.0
+
 #: How long an endpoint that refused a connection is passed over (and not believed as leader): about an
 #: election, long enough for the others to notice the death, short enough for a restarted member.
 REFUSED_HOLD = 1.0
@@ -284,7 +288,7 @@ class Executor:
     router: Router
     server_dedupes: bool = True
     #: Upper bound of one attempt, so a stalled member costs a fraction of the caller's deadline.
-    attempt_timeout: float = 2.0
+    attempt_timeout: float = ATTEMPT_TIMEOUT
     clock: Callable[[], float] = time.monotonic
     #: (user, password) to authenticate with; the token is fetched before the first call and again when
     #: the server says it is no longer valid (etcd's client does the same).
@@ -357,11 +361,12 @@ class Executor:
                 retry = failure is Failure.NOT_APPLIED or (
                     failure is Failure.AMBIGUOUS and (request.idempotent or self.server_dedupes)
                 )
-                if not retry or (request.route is Route.ENDPOINT and failure is not Failure.NOT_APPLIED):
-                    raise from_rpc_error(outcome)
                 last = from_rpc_error(outcome)
                 leader_lost = endpoint == self.router.leader and _connection_failed(outcome)
-                self.router.failed(endpoint, refused=never_connected(outcome))
+                if failure is not Failure.FATAL:  # (a definite answer came from a member that works)
+                    self.router.failed(endpoint, refused=never_connected(outcome))
+                if not retry or (request.route is Route.ENDPOINT and failure is not Failure.NOT_APPLIED):
+                    raise last
                 if leader_lost and not asked_at_once:
                     asked_at_once = True  # the leader's process is gone or its link broke: ask the others now
                     continue

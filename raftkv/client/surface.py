@@ -78,9 +78,10 @@ class Surface:
     """Shared API of ``Client`` and ``AsyncClient``; subclasses provide ``_execute`` and the streams."""
 
     def __init__(self, router: r.Router, *, timeout: float, server_dedupes: bool,
-                 login: tuple[str, str] | None = None) -> None:
+                 login: tuple[str, str] | None = None, attempt_timeout: float = r.ATTEMPT_TIMEOUT) -> None:
         self.timeout = timeout
-        self._executor = r.Executor(router, server_dedupes=server_dedupes, login=login)
+        self._executor = r.Executor(router, server_dedupes=server_dedupes, login=login,
+                                    attempt_timeout=attempt_timeout)
         #: Identifies this client's writes to the server's deduplication table.
         self.client_id = secrets.randbits(63) or 1
         self._seq = itertools.count(1)

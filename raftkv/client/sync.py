@@ -61,6 +61,8 @@ class Client(Surface):
     ``Client()`` reads KVCTL_ENDPOINTS/KVCTL_CACERT/KVCTL_CERT/KVCTL_KEY/KVCTL_INSECURE. ``timeout`` is the
     default deadline of each call, retries included. Set ``server_dedupes=False`` against servers that do
     not deduplicate retried writes (etcd): ambiguous write failures are then raised, never retried.
+    ``attempt_timeout`` bounds one attempt: how long a silent member (paused, cut off) is waited for
+    before another is tried.
     """
 
     if TYPE_CHECKING:
@@ -117,11 +119,12 @@ class Client(Surface):
     def __init__(self, endpoints: Sequence[str] | str | None = None, *, cacert: str | None = None,
                  cert: str | None = None, key: str | None = None, insecure: bool | None = None,
                  user: str | None = None, password: str | None = None,
-                 timeout: float = 5.0, server_dedupes: bool = True, config: ClientConfig | None = None) -> None:
+                 timeout: float = 5.0, server_dedupes: bool = True, attempt_timeout: float = r.ATTEMPT_TIMEOUT,
+                 config: ClientConfig | None = None) -> None:
         self.config = resolve_config(config, endpoints, cacert=cacert, cert=cert, key=key, insecure=insecure,
                                      user=user, password=password)
         super().__init__(r.Router(list(self.config.endpoints)), timeout=timeout, server_dedupes=server_dedupes,
-                         login=self.config.login())
+                         login=self.config.login(), attempt_timeout=attempt_timeout)
         self._channels: dict[str, grpc.Channel] = {}
         self._connected: set[str] = set()
         self._lock = threading.Lock()
