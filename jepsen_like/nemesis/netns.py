@@ -15,7 +15,10 @@ receiving side, by source address):
 
 * link ``a -> b`` blocked: in b, drop packets from a that travel in the *original* direction of their
   connection -- connections a opened to b go silent, while b's own connections to a keep working.  That is
-  the proxy back end's notion of a directed link; blocking both directions is a symmetric partition.
+  the proxy back end's notion of a directed link.  Both directions blocked is a symmetric partition, and
+  then b drops *everything* from a, replies on b's own connections included: etcd streams its messages in
+  response bodies, and with TCP_NODELAY and a congestion window grown over a long connection those
+  replies would otherwise keep flowing for seconds after the cut.
 * loss: member-to-member packets dropped at random (``numgen``); TCP turns that into retransmission stalls.
 * client cut: in the member, drop everything from the harness address (its clients then time out).
 
@@ -165,7 +168,7 @@ class NetnsNetwork:
     # ------------------------------------------------------------------ faults
 
     def _rules(self, name: str) -> list[str]:
-        rules = [f"ip saddr {self.hosts[src]} ct direction original drop"
+        rules = [f"ip saddr {self.hosts[src]}{'' if (name, src) in self._blocked else ' ct direction original'} drop"
                  for src, dst in sorted(self._blocked) if dst == name]
         if name in self._clients_cut:
             rules.append(f"ip saddr {self.root_ip} drop")

@@ -99,3 +99,37 @@ def test_sigterm_tears_a_running_test_down(tmp_path: Path) -> None:
     assert our_namespaces(tag) == []
     pids = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
     assert pids == []
+
+
+PUSHER = ("import socket,sys,time; s=socket.socket(); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1); "
+          "print('ready', flush=True); c,_=s.accept(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n"
+          "while True: c.sendall(b'x'); time.sleep(0.05)")
+COUNTER = ("import socket,sys,time; c=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5); "
+           "c.settimeout(0.1); print('connected', flush=True)\nwhile True:\n try: print(len(c.recv(100)), "
+           "time.monotonic(), flush=True)\n except socket.timeout: pass")
+
+
+def test_a_symmetric_cut_also_silences_replies_on_established_connections(net: netns.NetnsNetwork) -> None:
+    """n1 pushes a byte every 50 ms down a connection n2 opened (the reply direction, as etcd's streams
+    carry messages). A cut both ways must stop it at once; dropping only n1's original-direction packets
+    would let it run on until TCP's congestion window is spent (ten segments, half a second, here)."""
+    pusher = subprocess.Popen([*net.exec_prefix("n1"), sys.executable, "-c", PUSHER, net.hosts["n1"], "5001"],
+                              stdout=subprocess.PIPE, text=True)
+    counter = None
+    try:
+        assert pusher.stdout is not None and pusher.stdout.readline().strip() == "ready"
+        counter = subprocess.Popen([*net.exec_prefix("n2"), sys.executable, "-c", COUNTER, net.hosts["n1"],
+                                    "5001"], stdout=subprocess.PIPE, text=True)
+        assert counter.stdout is not None and counter.stdout.readline().strip() == "connected"
+        assert counter.stdout.readline().split()[0] == "1"  # bytes flow before the cut
+        net.set_links({("n1", "n2"), ("n2", "n1")})
+        cut_at = time.monotonic()
+        time.sleep(1.0)  # twice what the congestion window alone would let through
+        counter.kill()  # what it printed until now is all we need
+        late = [float(line.split()[1]) for line in counter.stdout.read().splitlines() if line.split()[0] == "1"]
+        assert [t for t in late if t > cut_at + 0.2] == [], "bytes still arrived across a symmetric cut"
+    finally:
+        for p in (pusher, counter):
+            if p is not None:
+                p.kill()
+                p.wait()
