@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint install fuzz-soak sim-soak bench-core bench-node bench-etcd proto clean up down bench jepsen chaos
+.PHONY: test lint install fuzz-soak sim-soak bench-core bench-node bench-etcd bench-failover proto clean up down bench jepsen chaos
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench-etcd: $(STAMP)
 	@if [ -x /usr/bin/etcd ]; then $(PY) -m raftkv.bench --target both; \
 	else echo "bench-etcd: /usr/bin/etcd not found (apt-get install etcd-server)"; exit 1; fi
 
+# Leader faults (SIGKILL, SIGSTOP, partition) against etcd and raftkv, side by side: time to the first
+# acknowledged write and the write gap (ROUNDS per fault).
+bench-failover: $(STAMP)
+	$(PY) -m jepsen_like failover --rounds $${ROUNDS:-3}
+
 # Regenerate the Python code for raftkv's .proto files.
 proto: $(STAMP)
 	$(PY) -m tools.genproto
@@ -70,7 +75,7 @@ clean:
 # in network namespaces; then a run whose every fault window loses the quorum (a majority killed or paused at
 # once, partitions with no majority side), and a five-member run (2+3 splits, two members down, 2+2+1).
 # etcd churns membership only in namespaces (its proxied peers are told apart by member id).
-JEPSEN_FAULTS := kill,pause,partition,isolate-leader,bridge,ring,one-way,lossy,client-isolate,kill-majority,pause-majority,no-majority
+JEPSEN_FAULTS := kill,kill-leader,pause,partition,isolate-leader,bridge,ring,one-way,lossy,client-isolate,kill-majority,pause-majority,no-majority
 JEPSEN_QUORUM := kill-majority,pause-majority,no-majority
 JEPSEN_FIVE := partition,kill-minority,no-majority,kill-majority,pause-majority,ring,bridge,kill
 jepsen: $(STAMP)

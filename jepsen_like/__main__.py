@@ -1,4 +1,5 @@
-"""Command line: ``python -m jepsen_like run ...`` and ``python -m jepsen_like check DIR``."""
+"""Command line: ``python -m jepsen_like run ...``, ``python -m jepsen_like check DIR`` and
+``python -m jepsen_like failover ...`` (the failover benchmark, ``jepsen_like/failover.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from jepsen_like.checkers import check_all, verdict
 from jepsen_like.history import read_events
-from jepsen_like.report import write_report
+from jepsen_like.report import write_gaps, write_report
 from jepsen_like.runner import HISTORY, RunConfig, run
 from jepsen_like.topology import NETS
 
@@ -25,12 +26,19 @@ def check_dir(out: Path, time_limit: float = 60.0) -> bool:
         print(f"{r.name:14s} {status:8s} {len(r.anomalies)} anomalies  {json.dumps(r.stats, default=str)}")
         for a in r.anomalies[:3]:
             print(f"    {a.kind}: {a.message}")
+    for detail, gap in write_gaps(events):
+        print(f"{'write gap':14s} {'-' if gap is None else f'{1000 * gap:,.0f} ms':>8s}  {detail}")
     ok = verdict(results)
     print(f"{'VALID' if ok else 'INVALID'}: {out / 'report.html'}")
     return ok
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["failover"]:
+        from jepsen_like import failover
+
+        return failover.main(argv[1:])
     p = argparse.ArgumentParser(prog="jepsen_like", description="Fault-injection tests for raftkv and etcd.")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a test, then check it")
@@ -48,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("check", help="check a finished run's directory")
     c.add_argument("dir", type=Path)
     c.add_argument("--time-limit", type=float, default=60.0)
+    sub.add_parser("failover", help="benchmark: time to the first acknowledged write after a leader fault "
+                   "(see python -m jepsen_like failover --help)")
     args = p.parse_args(argv)
     if args.cmd == "run":
         faults = [] if args.nemesis == "none" else [f for f in args.nemesis.split(",") if f]

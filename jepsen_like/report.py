@@ -1,5 +1,6 @@
-"""One self-contained HTML report: verdicts, a per-process timeline with nemesis windows shaded, throughput
-and latency over time (inline SVG), and every anomaly explained by the few operations that prove it.
+"""One self-contained HTML report: verdicts, a per-process timeline with nemesis windows shaded, the write
+gap of every fault window (how long no write was acknowledged), throughput and latency over time (inline
+SVG), and every anomaly explained by the few operations that prove it.
 
 Every time shown -- axes, nemesis windows, the operations of an anomaly -- is in seconds since the first
 event of the run, so a time read in a table is found at that place on the charts. The timeline tells four
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from jepsen_like.checkers.result import Anomaly, CheckResult
-from jepsen_like.history import FAIL, INFINITY, NEMESIS, Event, Op, pair
+from jepsen_like.history import FAIL, INFINITY, NEMESIS, OK, WRITE_FS, Event, Op, pair
 
 COLORS = {"ok": "#3a3", "fail": "#c33", "info": "#e90", "answered": "#39c"}
 LABELS = {"ok": "ok", "fail": "failed (did not happen)", "answered": "answered: compare false",
@@ -90,6 +91,23 @@ def _windows(events: Sequence[Event], t1: int) -> list[tuple[int, int, str]]:
             open_at = None
     if open_at:
         out.append((open_at[0], t1, open_at[1]))
+    return out
+
+
+def write_gaps(events: Sequence[Event]) -> list[tuple[str, float | None]]:
+    """Per fault window: its description and the longest stretch (seconds) without an acknowledged write in
+    it, counted from the last acknowledgement before it; if none came during the window, up to the first one
+    after it (None: none ever came). What a client of the store sees of the fault: the outage."""
+    acked = sorted(o.ret for o in pair(events) if o.type == OK and o.f in WRITE_FS and o.ret < INFINITY)
+    out: list[tuple[str, float | None]] = []
+    for start, stop, detail in _windows(events, max((e.time for e in events if e.time), default=1)):
+        during = [t for t in acked if start < t <= stop]
+        after = [t for t in acked if t > stop][:1]
+        if not during and not after:
+            out.append((detail, None))
+            continue
+        marks = [t for t in acked if t <= start][-1:] + during + ([stop] if during else after)
+        out.append((detail, max(b - a for a, b in zip(marks, marks[1:])) / NS if len(marks) > 1 else None))
     return out
 
 
@@ -251,7 +269,10 @@ def write_report(path: Path, events: Sequence[Event], results: Sequence[CheckRes
         for r in results)
     anomalies = "".join(f"<h2>{html.escape(r.name)}</h2>" + "".join(explain(a, clock) for a in r.anomalies[:50])
                         for r in results if r.anomalies)
-    nem = "".join(f"<li>{clock.s(a):.1f} s - {clock.s(b):.1f} s: {html.escape(d)}</li>" for a, b, d in windows)
+    gaps = [gap for _, gap in write_gaps(events)]
+    nem = "".join(f"<li>{clock.s(a):.1f} s - {clock.s(b):.1f} s: {html.escape(d)}; write gap "
+                  f"{'none acknowledged' if gap is None else f'{1000 * gap:,.0f} ms'}</li>"
+                  for (a, b, d), gap in zip(windows, gaps, strict=True))
     counts = {kind: sum(1 for o in ops if outcome(o) == kind) for kind in LABELS}
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>jepsen_like report</title>
 <style>body{{font-family:sans-serif;margin:20px}}td,th{{border:1px solid #ccc;padding:4px;font-size:13px}}
@@ -259,7 +280,8 @@ table{{border-collapse:collapse}}code{{font-size:12px}}</style>
 </head><body><h1>{'VALID' if all(r.valid for r in results) else 'INVALID'}</h1>
 <table><tr><th>checker</th><th>verdict</th><th>anomalies</th><th>stats</th></tr>{rows}</table>
 <p>{len(ops)} operations over {clock.s(clock.t1):.1f} s: {", ".join(f"{n} {LABELS[k]}" for k, n in counts.items())}.
-Nemesis windows (shaded on every chart):</p><ul>{nem}</ul>
+Nemesis windows (shaded on every chart), each with its write gap: the longest time no write was
+acknowledged, from the last acknowledgement before the fault on:</p><ul>{nem}</ul>
 <h2>Timeline: one row per process</h2>{timeline(ops, windows, clock)}
 {series(ops, windows, clock)}<h2>Anomalies</h2>{anomalies or '<p>none</p>'}</body></html>"""
     path.write_text(body, encoding="utf-8")

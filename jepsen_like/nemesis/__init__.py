@@ -1,6 +1,7 @@
 """Fault schedules: alternate calm and fault windows, each fault drawn from the enabled kinds.
 
-Faults: ``kill`` (SIGKILL, restart at the end of the window), ``pause`` (SIGSTOP/SIGCONT), ``partition``
+Faults: ``kill`` (SIGKILL, restart at the end of the window), ``kill-leader`` (the same, always the
+leader), ``pause`` (SIGSTOP/SIGCONT), ``partition``
 (random halves: 1+2 of three, 2+3 of five), ``kill-minority`` (as many members as the cluster can lose, at
 once: two of five), and the faults that lose the quorum until healed: ``kill-majority`` and
 ``pause-majority`` (a majority at once), ``no-majority`` (a partition in which no side has a majority:
@@ -29,7 +30,7 @@ from raftkv.localcluster import ClusterError, LocalCluster
 if TYPE_CHECKING:
     from jepsen_like.topology import FaultNetwork
 
-FAULTS = ("kill", "pause", "partition", "isolate-leader", "bridge", "ring", "one-way", "slow", "lossy",
+FAULTS = ("kill", "kill-leader", "pause", "partition", "isolate-leader", "bridge", "ring", "one-way", "slow", "lossy",
           "client-isolate", "membership", "kill-minority", "kill-majority", "pause-majority", "no-majority")
 NETWORK_FAULTS = frozenset({"partition", "isolate-leader", "bridge", "ring", "one-way", "slow", "lossy",
                             "client-isolate", "no-majority"})
@@ -140,6 +141,14 @@ class Nemesis:
     def inject(self, fault: str) -> str:
         names = [n for n in self.cluster.names if n not in self._killed]
         victim = self.rng.choice(names)
+        leader = self.leader() if fault in ("kill", "kill-leader", "pause") else None
+        if fault == "kill-leader":
+            if leader is None:
+                raise ClusterError("no leader to kill")
+            self.cluster.kill_member(leader)
+            self._killed.add(leader)
+            return f"killed {leader} (the leader)"
+        role = " (the leader)"
         if fault in ("kill", "kill-minority", "kill-majority"):
             count = {"kill": 1, "kill-minority": (len(self.cluster.names) - 1) // 2,
                      "kill-majority": majority(len(self.cluster.names))}[fault]
@@ -147,14 +156,14 @@ class Nemesis:
             for name in victims:
                 self.cluster.kill_member(name)
             self._killed.update(victims)
-            return f"killed {', '.join(victims)}"
+            return f"killed {', '.join(victims)}" + (role if leader is not None and victims == [leader] else "")
         if fault in ("pause", "pause-majority"):
             count = 1 if fault == "pause" else majority(len(self.cluster.names))
             victims = sorted(self.rng.sample(names, min(len(names), count)))
             for name in victims:
                 self.cluster.pause_member(name)
             self._paused.update(victims)
-            return f"paused {', '.join(victims)}"
+            return f"paused {', '.join(victims)}" + (role if leader is not None and victims == [leader] else "")
         if fault == "membership":
             self.cluster.remove_member(victim)
             shutil.rmtree(self.cluster.member_dir(victim) / "data")

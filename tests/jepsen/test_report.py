@@ -42,3 +42,21 @@ def test_the_report_labels_its_axes_in_run_seconds_and_tells_the_outcomes_apart(
     # The stale read's anomaly shows its operations with invocation times in run seconds.
     assert "<h2>Anomalies</h2>" in page and "<th>invoked (s)</th>" in page
     assert "<td>3.000</td><td>3.100</td>" in page
+
+
+def test_each_fault_window_reports_its_write_gap() -> None:
+    from jepsen_like.report import write_gaps
+
+    b = Builder()
+    for i, at in enumerate([0.0, 0.5, 1.0, 1.9, 2.2, 2.4, 6.0]):  # acknowledged writes, seconds
+        b.op(i, "write", "k", f"v{i}", int(at * S) - S // 100, int(at * S), revision=i + 2)
+    b.op(90, "read", "k", None, int(1.5 * S), int(1.6 * S), result="v2", revision=4, mod_revision=4)
+    b.events.append(Event(NEMESIS, INFO, "start", value={"fault": "kill-leader", "detail": "killed n1 (the leader)"},
+                          time=int(1.1 * S)))
+    b.events.append(Event(NEMESIS, INFO, "stop", value={"fault": "kill-leader"}, time=int(3 * S)))
+    b.events.append(Event(NEMESIS, INFO, "start", value={"fault": "pause", "detail": "paused n2"}, time=int(7 * S)))
+    b.events.append(Event(NEMESIS, INFO, "stop", value={"fault": "pause"}, time=int(8 * S)))
+    (kill, gap), (pause, none) = write_gaps(b.sorted())
+    # From the last write before the fault (1.0 s) to the next one (1.9 s); a read does not end a gap.
+    assert kill == "killed n1 (the leader)" and abs(gap - 0.9) < 1e-9  # type: ignore[operator]
+    assert pause == "paused n2" and none is None

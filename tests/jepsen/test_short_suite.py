@@ -21,7 +21,7 @@ pytestmark = [needs_raftkv, pytest.mark.slow]
 NET = "netns" if netns.available() is None else "proxy"
 RUNS = {
     "partition": dict(nemesis=["partition", "client-isolate"], net=NET),
-    "kill": dict(nemesis=["kill"]),
+    "kill": dict(nemesis=["kill", "kill-leader"]),
     "pause": dict(nemesis=["pause", "membership"]),
     # No quorum until healed: a majority killed or paused at once, or no side of a partition with a majority.
     "quorum-loss": dict(nemesis=["kill-majority", "pause-majority", "no-majority"], net=NET),
