@@ -168,8 +168,12 @@ def _steady(topo: Topology, writer: Writer) -> str:
     return leader
 
 
-def _inject(topo: Topology, fault: str, leader: str) -> None:
+def _inject(topo: Topology, fault: str, leader: str) -> float:
+    """Strike ``leader``; returns when the fault took effect. A signal does at once (``kill_member`` then
+    waits for the process to be reaped); a partition only once every member's firewall has its rules,
+    which takes a while under load, while writes still flow."""
     cluster = topo.cluster
+    struck = time.monotonic()
     if fault == "kill":
         cluster.kill_member(leader)
     elif fault == "pause":
@@ -178,6 +182,8 @@ def _inject(topo: Topology, fault: str, leader: str) -> None:
         assert topo.net is not None
         others = [n for n in cluster.names if n != leader]
         topo.net.set_links(cut([[leader], others], cluster.names), clients_cut=[leader])
+        struck = time.monotonic()
+    return struck
 
 
 def _recover(topo: Topology, fault: str, leader: str) -> None:
@@ -223,9 +229,8 @@ def measure(kind: Kind, args: argparse.Namespace, base: Path) -> list[Round]:
             for fault in args.faults:
                 for i in range(1, args.rounds + 1):
                     leader = _steady(topo, writer)
-                    fault_at = time.monotonic()
-                    _inject(topo, fault, leader)
                     try:
+                        fault_at = _inject(topo, fault, leader)
                         first = writer.first_ack_after(fault_at, RECOVERY_LIMIT_S)
                         time.sleep(SETTLE_S)
                         gap = writer.longest_gap(fault_at - 1.0, time.monotonic())
