@@ -32,6 +32,7 @@ def test_a_peer_whose_process_ends_is_reported_gone(certs: ClusterCerts, tmp_pat
         async with running(t1):
             await t2.start()
             t1.set_peer(2, f"127.0.0.1:{t2.port}")
+            t2.set_peer(1, f"127.0.0.1:{t1.port}")  # a member accepts batches only from members it knows
             sender = asyncio.create_task(_keep_sending(t1, 2))
             try:
                 await eventually(lambda: len(inbox2.messages) > 0, what="the stream to be up")
@@ -92,6 +93,7 @@ def test_a_reset_while_the_peer_lives_is_not_reported(certs: ClusterCerts, tmp_p
         async with running(t1, t2):
             proxy = _ResettingProxy(t2.port)
             t1.set_peer(2, f"127.0.0.1:{await proxy.start()}")
+            t2.set_peer(1, f"127.0.0.1:{t1.port}")
             sender = asyncio.create_task(_keep_sending(t1, 2))
             try:
                 for blip in range(3):

@@ -119,6 +119,8 @@ class RaftLoop:
         self._inbox: list[Message] = []
         self._unreachable: set[int] = set()
         self._gone: set[int] = set()
+        #: The leader whose process was reported gone, until our leader changes: what waits on it is lost.
+        self._dead_leader = 0
         self._ticks = 0
         self._wake = asyncio.Event()
         self.stopping = False
@@ -268,6 +270,8 @@ class RaftLoop:
         if self._gone:
             self._inbox = [msg for msg in self._inbox if msg.sender not in self._gone]
             for node_id in sorted(self._gone):
+                if node_id == self.soft.leader:
+                    self._dead_leader = node_id
                 self.raw.report_peer_gone(node_id)
             self._gone.clear()
         if not stalled:
@@ -416,12 +420,14 @@ class RaftLoop:
         if soft.leader != self.soft.leader:
             self.leader_changes += 1
             log.info("%s: leader is now %x (term %d)", self._cfg.name, soft.leader, self.raw.status().hard_state.term)
-            if self.soft.leader:
-                # Whatever waits was proposed through the old leader (forwarded, or by us as leader) and
-                # may or may not commit now: say so at once ("leader changed", an ambiguous outcome the
-                # client retries under the same sequence number) instead of letting it wait out its
-                # timeout for an answer a dead leader will never send.
+            if self.soft.leader and self.soft.leader == self._dead_leader:
+                # Whatever waits went through a leader whose process is gone and may or may not commit now:
+                # say so at once ("leader changed", an ambiguous outcome the client retries under the same
+                # sequence number) instead of letting it wait out its timeout for an answer a dead leader
+                # will never send. A leader that is merely deposed may still see its entries committed by
+                # the next one, so what waits on it keeps waiting, as in etcd.
                 self._waiters.fail_all(errors.LEADER_CHANGED)
+            self._dead_leader = 0
             if soft.leader:
                 self.reads.leader_changed()
         self.soft = soft
