@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -79,18 +80,18 @@ class Writer:
         self._acked: list[tuple[float, float]] = []  # (started, acknowledged)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="failover-writer", daemon=True)
-        self._task: asyncio.Future[None] | None = None
+        self._task: concurrent.futures.Future[None] | None = None
 
     def __enter__(self) -> Writer:
         self._thread.start()
-        self._task = asyncio.run_coroutine_threadsafe(self._run(), self._loop)  # type: ignore[assignment]
+        self._task = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
         return self
 
     def __exit__(self, *exc: object) -> None:
         assert self._task is not None
         self._loop.call_soon_threadsafe(self._task.cancel)
         with contextlib.suppress(BaseException):
-            self._task.result(timeout=10)  # type: ignore[attr-defined]
+            self._task.result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
 

@@ -150,8 +150,8 @@ _NOT_CONNECTED = ("failed to connect", "connection refused", "connections to all
 
 def _connection_failed(error: grpc.RpcError) -> bool:
     """gRPC's own failure (refused, or the connection lost mid-call), not an answer from the server."""
-    code = error.code()  # type: ignore[attr-defined]
-    return code == grpc.StatusCode.UNAVAILABLE and etcd.from_rpc_error(error) is None  # type: ignore[arg-type]
+    code = error.code()
+    return code == grpc.StatusCode.UNAVAILABLE and etcd.from_rpc_error(error) is None
 
 
 def never_connected(error: grpc.RpcError) -> bool:
@@ -370,7 +370,7 @@ class Executor:
                 if leader_lost and not asked_at_once:
                     asked_at_once = True  # the leader's process is gone or its link broke: ask the others now
                     continue
-                electing = etcd.from_rpc_error(outcome) == etcd.NO_LEADER  # type: ignore[arg-type]
+                electing = etcd.from_rpc_error(outcome) == etcd.NO_LEADER
             asked_at_once = False
             yield Sleep(min(backoff.first() if electing else backoff.next(), max(0.0, deadline - self.clock())))
 

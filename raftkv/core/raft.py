@@ -199,7 +199,7 @@ class Raft(Leading):
         ctx = CAMPAIGN_TRANSFER if kind == _Campaign.TRANSFER else b""
         self._request_votes(vote_type, term, sorted(self.conf.voters - {self.id}), ctx)
 
-    def _request_votes(self, vote_type: MessageType, term: int, peers: list[int], ctx: bytes = b"") -> None:
+    def _request_votes(self, vote_type: MT, term: int, peers: list[int], ctx: bytes = b"") -> None:
         last = self.log.last_index()
         last_term = self.log.last_term()
         for peer in peers:
@@ -377,7 +377,8 @@ class Raft(Leading):
         delay = failover.campaign_delay(self.id, self.conf.voters, gone)
         if delay == 0:
             self._hup(_Campaign.ELECTION)
-            self.early_campaign = self.role == Role.PRE_CANDIDATE
+            # mypy keeps the narrowing to FOLLOWER from above across _hup, which changes the role
+            self.early_campaign = self.role == Role.PRE_CANDIDATE  # type: ignore[comparison-overlap]
             return
         # Fire in ``delay`` ticks unless a leader or a vote resets the timer first (both set elapsed to 0).
         self.election_elapsed = max(self.election_elapsed, self.randomized_election_timeout - delay)

@@ -517,11 +517,11 @@ async def nothing_serves(address: str, timeout: float, settle: float = GONE_PROB
             reader, writer = await asyncio.wait_for(connect, max(0.0, deadline - loop.time()))
         except ConnectionRefusedError:
             return True
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             return False
         try:
             dropped = await asyncio.wait_for(reader.read(1), settle) == b""
-        except asyncio.TimeoutError:
+        except TimeoutError:
             dropped = False
         except OSError:
             dropped = True
