@@ -23,7 +23,6 @@ from raftkv.localcluster import LocalCluster
 
 from .conftest import KINDS
 from .etcdctl import Etcdctl, poll
-from .test_same_as_etcd import fresh_clusters  # noqa: F401 (a fixture: pytest finds it by name)
 
 
 def b64(text: str | bytes) -> str:
@@ -75,7 +74,7 @@ class Http:
 
 
 @pytest.fixture(scope="module")
-def clusters(fresh_clusters: dict[str, LocalCluster]) -> dict[str, LocalCluster]:  # noqa: F811 (the fixture)
+def clusters(fresh_clusters: dict[str, LocalCluster]) -> dict[str, LocalCluster]:
     """A fresh etcd and a fresh raftkv cluster for this module (the etcdctl comparison's fixture)."""
     return fresh_clusters
 
