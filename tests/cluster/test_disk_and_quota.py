@@ -117,7 +117,9 @@ def test_the_quota_holds_what_etcds_holds_and_defrag_gives_the_space_back(
         if reference is not None:
             print(f"side by side: raftkv {held_mib:.1f} MiB / etcd {reference[0]:.1f} MiB held; "
                   f"raftkv {defragged / 1024:.0f} KiB / etcd {reference[1] / 1024:.0f} KiB after defrag")
-            assert held_mib >= 0.9 * reference[0]
+            # etcd checks the quota before each write, so it can end past it (15.1–17.7 MiB seen with 64 KiB
+            # values): raftkv must hold nearly as much as etcd, up to the quota itself.
+            assert held_mib >= 0.9 * min(reference[0], QUOTA / 2**20)
 
 
 def _mount_tmpfs(path: Path, size: int) -> None:
