@@ -36,6 +36,8 @@ import subprocess
 from collections.abc import Iterable
 from typing import Any
 
+from raftkv.local_processes import pid_alive
+
 PREFIX = "rkjl"
 TABLE = "rkjl"
 NETWORK = ipaddress.IPv4Network("10.77.0.0/16")
@@ -62,16 +64,6 @@ def available() -> str | None:
     return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _owned_names(lines: Iterable[str]) -> dict[str, int]:
     """Our resource names (namespace or root interface) mapped to the pid that made them."""
     out: dict[str, int] = {}
@@ -88,13 +80,13 @@ def sweep_stale() -> list[str]:
     removed: list[str] = []
     namespaces = _owned_names(_ip("netns", "list").stdout.splitlines())
     for ns, pid in namespaces.items():
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             _ip("netns", "del", ns, check=False)
             removed.append(ns)
     links = _owned_names(line.split(": ", 1)[1] for line in _ip("-o", "link", "show").stdout.splitlines()
                          if ": " in line)
     for link, pid in links.items():
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             _ip("link", "del", link, check=False)
             removed.append(link)
     return removed
