@@ -278,12 +278,14 @@ class PeerTransport:
                     async for _ in self._pump(peer, call):
                         backoff = pause = INITIAL_BACKOFF
                 except (grpc.RpcError, asyncio.InvalidStateError, _StreamEnded) as exc:
+                    _raise_if_cancelling()
                     log.info("raft stream to %x at %s failed: %s", peer.node_id, peer.address, _describe(exc))
                     self._on_unreachable(peer.node_id)
                     probe_started = asyncio.get_running_loop().time()
                     if await nothing_serves(peer.address, GONE_PROBE_TIMEOUT):
                         log.info("raft peer %x is gone: nothing serves %s any more", peer.node_id, peer.address)
                         self._on_peer_gone(peer.node_id)
+                    _raise_if_cancelling()
                     pause -= asyncio.get_running_loop().time() - probe_started  # the probe waited already
                 finally:
                     call.cancel()
@@ -513,14 +515,15 @@ async def nothing_serves(address: str, timeout: float, settle: float = GONE_PROB
     deadline = loop.time() + timeout
     for _ in range(GONE_PROBE_ATTEMPTS):
         try:
-            connect = asyncio.open_connection(host.strip("[]"), int(port))
-            reader, writer = await asyncio.wait_for(connect, max(0.0, deadline - loop.time()))
+            async with asyncio.timeout_at(deadline):  # not wait_for: on 3.11 it can swallow a cancel
+                reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
         except ConnectionRefusedError:
             return True
         except (TimeoutError, OSError):
             return False
         try:
-            dropped = await asyncio.wait_for(reader.read(1), settle) == b""
+            async with asyncio.timeout(settle):
+                dropped = await reader.read(1) == b""
         except TimeoutError:
             dropped = False
         except OSError:
@@ -532,6 +535,18 @@ async def nothing_serves(address: str, timeout: float, settle: float = GONE_PROB
         if not dropped:
             return False
     return True
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation of this task that an await swallowed.
+
+    ``stop()`` cancels the stream task and waits for it. grpc.aio can answer that cancel with an
+    ``AioRpcError`` (CANCELLED) instead of ``CancelledError``, and the loop would then carry on into its
+    backoff and reconnect as if the peer had failed, so ``stop()`` waited forever. The task's own
+    cancellation count says what really happened."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _describe(exc: BaseException) -> str:
