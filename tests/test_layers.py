@@ -22,7 +22,7 @@ PACKAGES = ("raftkv", "cli", "jepsen_like", "tools")
 #: (rank, prefixes): a module belongs to the longest prefix that matches it.
 STACK: list[tuple[int, tuple[str, ...]]] = [
     (0, ("raftkv.core",)),
-    (1, ("raftkv.proto", "raftkv.errors", "raftkv.keys", "raftkv.grpc_registration")),
+    (1, ("raftkv.proto", "raftkv.errors", "raftkv.keys", "raftkv.grpc_registration", "raftkv.cancellation")),
     (2, ("raftkv.security",)),
     (3, ("raftkv.storage", "raftkv.transport")),
     (4, ("raftkv.statemachine",)),
@@ -34,7 +34,7 @@ STACK: list[tuple[int, tuple[str, ...]]] = [
 OUTSIDE = ("raftkv.client", "raftkv.localcluster", "raftkv.local_processes", "raftkv.testing", "raftkv.bench", "raftkv.discovery", "cli",
            "jepsen_like", "tools")
 OUTSIDE_MAY_IMPORT = ("raftkv.client", "raftkv.localcluster", "raftkv.local_processes", "raftkv.proto", "raftkv.errors", "raftkv.keys",
-                      "raftkv.security", "raftkv.grpc_registration", "raftkv.testing", "raftkv.bench",
+                      "raftkv.security", "raftkv.grpc_registration", "raftkv.cancellation", "raftkv.testing", "raftkv.bench",
                       "raftkv.discovery", "raftkv.__init__")
 #: Some outside code needs the process itself: kvctl's offline snapshot restore.
 EXTRA = {"cli": ("raftkv.main",)}

@@ -16,6 +16,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
+from raftkv.cancellation import raise_if_cancelling
 from raftkv.client import routing as r
 from raftkv.client.config import ClientConfig
 from raftkv.client.errors import ClientError, LeaseNotFound, dial_failure
@@ -273,6 +274,7 @@ class AsyncWatch:
                 return []
             if isinstance(exc, asyncio.CancelledError):
                 raise
+            raise_if_cancelling()  # a cancel grpc.aio reported as an RpcError: stop, do not reconnect
             self._drop_stream()
             await asyncio.sleep(self._state.stream_failed(exc if isinstance(exc, grpc.RpcError) else None))
             return []

@@ -49,6 +49,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from raftkv.cancellation import raise_if_cancelling
 from raftkv.core.types import Message, MessageType, SnapshotMeta
 from raftkv.grpc_registration import add_service
 from raftkv.proto import raft_pb2, raft_pb2_grpc
@@ -278,14 +279,14 @@ class PeerTransport:
                     async for _ in self._pump(peer, call):
                         backoff = pause = INITIAL_BACKOFF
                 except (grpc.RpcError, asyncio.InvalidStateError, _StreamEnded) as exc:
-                    _raise_if_cancelling()
+                    raise_if_cancelling()
                     log.info("raft stream to %x at %s failed: %s", peer.node_id, peer.address, _describe(exc))
                     self._on_unreachable(peer.node_id)
                     probe_started = asyncio.get_running_loop().time()
                     if await nothing_serves(peer.address, GONE_PROBE_TIMEOUT):
                         log.info("raft peer %x is gone: nothing serves %s any more", peer.node_id, peer.address)
                         self._on_peer_gone(peer.node_id)
-                    _raise_if_cancelling()
+                    raise_if_cancelling()
                     pause -= asyncio.get_running_loop().time() - probe_started  # the probe waited already
                 finally:
                     call.cancel()
@@ -535,18 +536,6 @@ async def nothing_serves(address: str, timeout: float, settle: float = GONE_PROB
         if not dropped:
             return False
     return True
-
-
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation of this task that an await swallowed.
-
-    ``stop()`` cancels the stream task and waits for it. grpc.aio can answer that cancel with an
-    ``AioRpcError`` (CANCELLED) instead of ``CancelledError``, and the loop would then carry on into its
-    backoff and reconnect as if the peer had failed, so ``stop()`` waited forever. The task's own
-    cancellation count says what really happened."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _describe(exc: BaseException) -> str:
