@@ -1,4 +1,4 @@
-"""`kvctl certs init` and `kvctl cluster up|status|env|down`: a local cluster in one command."""
+"""`kvctl certs init|rotate` and `kvctl cluster up|status|env|down`: a local cluster in one command."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ DEFAULT_DIR = ".cluster"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    certs = sub.add_parser("certs", help="certs init").add_subparsers(dest="certs_cmd", required=True,
+    certs = sub.add_parser("certs", help="certs init|rotate").add_subparsers(dest="certs_cmd", required=True,
                                                                      metavar="COMMAND")
     p = certs.add_parser("init", help="make a client CA and a peer CA, member certificates for both ports and a "
                          "client certificate (adds what is missing, e.g. the peer CA of an older directory)")
@@ -28,6 +28,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ip", action="append", default=[], help="extra IP address for member certificates")
     p.add_argument("--dns", action="append", default=[], help="extra DNS name for member certificates")
     p.set_defaults(func=certs_init)
+    p = certs.add_parser(
+        "rotate",
+        help="renew every member and client certificate in place (new keys, same names); running members pick "
+             "them up without a restart. A CA is changed in three runs: --add-ca, then a plain rotate, then "
+             "--drop-old-ca",
+    )
+    p.add_argument("--dir", default="certs",
+                   help="certificate directory, or a local cluster's directory (default ./certs)")
+    step = p.add_mutually_exclusive_group()
+    step.add_argument("--add-ca", action="store_true",
+                      help="only add a new client CA and peer CA to the bundles; later renewals are signed by them")
+    step.add_argument("--drop-old-ca", action="store_true",
+                      help="only drop every CA but the newest from the bundles (after the renewal)")
+    p.set_defaults(func=certs_rotate)
 
     cluster = sub.add_parser("cluster", help="cluster up|status|env|down (local processes)").add_subparsers(
         dest="cluster_cmd", required=True, metavar="COMMAND")
@@ -71,6 +85,26 @@ def certs_init(ctx: Context, args: argparse.Namespace) -> int:
             f"{made.peer_ca} and its --peer-cert-file/--peer-key-file from {root / PEER_DIR}, then restart them all "
             "(`kvctl cluster up` does this for its own clusters)"
         )
+    return 0
+
+
+def certs_rotate(ctx: Context, args: argparse.Namespace) -> int:
+    from raftkv.localcluster import CLUSTER_FILE
+    from raftkv.security import rotation
+    from raftkv.security.tls import ConfigError
+
+    directory = Path(args.dir)
+    if (directory / CLUSTER_FILE).exists():
+        directory = _open(args.dir).certs_dir
+    step = rotation.add_cas if args.add_ca else rotation.drop_old_cas if args.drop_old_ca else rotation.renew_leaves
+    try:
+        changes = step(directory)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    for change in changes:
+        write_line(f"{change.path}: {change.what}")
+    if not changes:
+        write_line(f"nothing to change in {directory}")
     return 0
 
 

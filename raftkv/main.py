@@ -35,7 +35,14 @@ from raftkv.api.recipes import Recipes
 from raftkv.api.watch import WatchServicer
 from raftkv.client import ClientConfig
 from raftkv.discovery.web import RegistryPage  # this module is the process's composition root
-from raftkv.security.tls import ConfigError, channel_credentials, load_tls, server_credentials, server_ssl_context
+from raftkv.security.revocation import RevocationList, guards, revocation_list
+from raftkv.security.tls import (
+    ConfigError,
+    ReloadingChannelCredentials,
+    ReloadingSSLContext,
+    load_tls,
+    server_credentials,
+)
 from raftkv.server import quarantine
 from raftkv.server.backend import ClientSession
 from raftkv.server.config import (
@@ -76,9 +83,11 @@ def _setup_logging(cfg: ServerConfig) -> None:
     )
 
 
-def _quarantined_client_server(cfg: ServerConfig, credentials: Any) -> quarantine.ClientServerFactory:
+def _quarantined_client_server(
+    cfg: ServerConfig, credentials: Any, crl: RevocationList | None
+) -> quarantine.ClientServerFactory:
     """The client API of a quarantined member: the same servicers over a backend that refuses all but
-    ``Status`` and ``Alarm`` (``raftkv.server.quarantine``)."""
+    ``Status`` and ``Alarm`` (``raftkv.server.quarantine``), and the same revocation list."""
 
     def build(backend: quarantine.QuarantinedBackend) -> grpc.aio.Server:
         return build_client_server(
@@ -88,6 +97,7 @@ def _quarantined_client_server(cfg: ServerConfig, credentials: Any) -> quarantin
             listen_addresses=[host_port(u) for u in cfg.listen_client_urls],
             server_credentials=credentials,
             max_request_bytes=cfg.max_request_bytes,
+            interceptors=guards(crl),
         )
 
     return build
@@ -156,8 +166,10 @@ async def serve(cfg: ServerConfig) -> int:
         load_tls(cfg.peer_tls)
         load_tls(cfg.client_tls)
         peer_server_creds = server_credentials(cfg.peer_tls)
-        peer_channel_creds = channel_credentials(cfg.peer_tls)
+        peer_channel_creds = ReloadingChannelCredentials(cfg.peer_tls)  # follows the files, as the servers do
         client_server_creds = server_credentials(cfg.client_tls)
+    client_crl = revocation_list(cfg.client_crl_file, cfg.client_tls)
+    peer_crl = revocation_list(cfg.peer_crl_file, cfg.peer_tls)
 
     reason = quarantine_reason(cfg.data_dir)
     if reason is None:
@@ -167,7 +179,8 @@ async def serve(cfg: ServerConfig) -> int:
             reason = str(exc)
             mark_quarantined(cfg.data_dir, reason)
     if reason is not None:
-        return await quarantine.serve(cfg, reason, stop, _quarantined_client_server(cfg, client_server_creds))
+        return await quarantine.serve(cfg, reason, stop,
+                                      _quarantined_client_server(cfg, client_server_creds, client_crl))
     node = Node(cfg, store, member_id, fatal=quarantine.fatal_hook(cfg.data_dir))
     transport = PeerTransport(
         node_id=member_id,
@@ -182,6 +195,7 @@ async def serve(cfg: ServerConfig) -> int:
         snapshot_sink=node.staged_snapshots,
         snapshot_source=node.staged_snapshots,
         name=cfg.name,
+        interceptors=guards(peer_crl),
     )
     try:
         await transport.start()
@@ -218,6 +232,7 @@ async def serve(cfg: ServerConfig) -> int:
             max_request_bytes=cfg.max_request_bytes,
             recipes=Recipes(node, hub),
             methods=methods,
+            interceptors=guards(client_crl),
         )
         await client_server.start()
     except (OSError, RuntimeError) as exc:
@@ -269,9 +284,10 @@ async def serve(cfg: ServerConfig) -> int:
     front = None
     if methods is not None and relay is not None:
         gateway = Gateway(methods, PlainEndpoints(healthy(node), metrics.render, API_VERSION),
-                          max_receive_bytes(cfg.max_request_bytes))
+                          max_receive_bytes(cfg.max_request_bytes), revoked=client_crl)
+        # HTTP's TLS follows the files as grpcio's does (the gRPC connections' TLS is grpcio's, via the relay).
         front = ClientPort(listeners, relay, gateway.serve,
-                           server_ssl_context(cfg.client_tls) if cfg.client_tls is not None else None)
+                           ReloadingSSLContext(cfg.client_tls) if cfg.client_tls is not None else None)
         front.start()
 
     await node.start()

@@ -22,7 +22,8 @@ PACKAGES = ("raftkv", "cli", "jepsen_like", "tools")
 #: (rank, prefixes): a module belongs to the longest prefix that matches it.
 STACK: list[tuple[int, tuple[str, ...]]] = [
     (0, ("raftkv.core",)),
-    (1, ("raftkv.proto", "raftkv.errors", "raftkv.keys", "raftkv.grpc_registration", "raftkv.cancellation")),
+    (1, ("raftkv.proto", "raftkv.errors", "raftkv.keys", "raftkv.grpc_registration", "raftkv.cancellation",
+         "raftkv.grpc_guard")),
     (2, ("raftkv.security",)),
     (3, ("raftkv.storage", "raftkv.transport")),
     (4, ("raftkv.statemachine",)),

@@ -45,21 +45,23 @@ def build_client_server(
     max_request_bytes: int,
     recipes: Recipes | None = None,
     methods: MethodTable | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> grpc.aio.Server:
     """A bound, not yet started server (``await server.start()``); ``listen_addresses`` are ``host:port``.
 
     ``server_credentials`` None means plaintext (the explicit insecure mode). A servicer given as None is
     left unregistered, so its methods answer UNIMPLEMENTED; so are the Lock and Election services without
-    ``recipes``. ``methods``, if given, learns every handler and interceptor, for the JSON gateway to
-    call. Raises RuntimeError if a port cannot be bound.
+    ``recipes``. ``interceptors`` run before admission, on every service (certificate revocation).
+    ``methods``, if given, learns every handler and interceptor, for the JSON gateway to call. Raises
+    RuntimeError if a port cannot be bound.
     """
     assert listen_addresses, "a client server needs at least one address"
-    interceptors = [AdmissionInterceptor(backend)]
+    chain = [*interceptors, AdmissionInterceptor(backend)]
     grpc_server = grpc.aio.server(
-        interceptors=interceptors,
+        interceptors=chain,
         options=server_options(max_receive_bytes=max_receive_bytes(max_request_bytes), max_send_bytes=MAX_SEND_BYTES),
     )
-    server = grpc_server if methods is None else methods.recording(grpc_server, interceptors)
+    server = grpc_server if methods is None else methods.recording(grpc_server, chain)
     add_service(rpc_pb2_grpc.add_KVServicer_to_server, KVService(backend), server)
     add_service(rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterService(backend), server)
     add_service(rpc_pb2_grpc.add_MaintenanceServicer_to_server, MaintenanceService(backend), server)

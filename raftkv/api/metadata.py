@@ -13,15 +13,15 @@ metadata, the time a call may take, and etcd's filling of response headers.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeAlias, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
 from raftkv import errors
+from raftkv.grpc_guard import Context, GuardingInterceptor
 from raftkv.proto import rpc_pb2
 from raftkv.server.backend import Backend, ClientSession
 from raftkv.storage.sealed import CorruptionError
@@ -33,8 +33,6 @@ REQUIRE_LEADER_KEY = "hasleader"
 #: The services the interceptor guards; the standard health service stays reachable on every member.
 GUARDED_PREFIXES = ("/etcdserverpb.", "/v3lockpb.", "/v3electionpb.")
 
-#: A servicer's call context (grpc ships no type information, so this is ``Any`` to the type checker).
-Context: TypeAlias = Any
 ResponseT = TypeVar("ResponseT", bound=Message)
 
 
@@ -148,83 +146,36 @@ async def abort(context: Context, error: BaseException, backend: Backend) -> NoR
 
 
 _Handled = (errors.EtcdException, MalformedMetadata, MalformedMessage, CorruptionError)
-Unary = Callable[[Any, Context], Awaitable[Any]]
-Streaming = Callable[[Any, Context], Any]
 
 
-class AdmissionInterceptor(grpc.aio.ServerInterceptor):
+class AdmissionInterceptor(GuardingInterceptor):
     """Runs :func:`admit` before every etcd RPC and turns ``EtcdException`` into etcd's status."""
 
+    refusals = _Handled
+
     def __init__(self, backend: Backend) -> None:
+        super().__init__()
         self._backend = backend
-        #: method -> (the service's handler, its guarded version), built on the method's first call.
-        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or not method.startswith(GUARDED_PREFIXES):
+    def guards(self, method: str) -> bool:
+        return method.startswith(GUARDED_PREFIXES)
+
+    def prepare(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.request_deserializer is None:
             return handler
-        cached = self._guarded.get(method)
-        if cached is None or cached[0] is not handler:
-            cached = self._guarded[method] = (handler, self._guard(handler))
-        return cached[1]
+        return handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
 
-    def _guard(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        if handler.request_deserializer is not None:
-            handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=self._unary(handler.unary_unary))
-        if handler.unary_stream is not None:
-            return handler._replace(unary_stream=self._streaming(handler.unary_stream, True))
-        if handler.stream_unary is not None:
-            return handler._replace(stream_unary=self._unary(handler.stream_unary, unary_request=False))
-        return handler._replace(stream_stream=self._streaming(handler.stream_stream, False))
+    def before(self, request: Any, context: Context, streaming_request: bool) -> Any:
+        if streaming_request:
+            request = _decoded(request)
+            admit(context, self._backend, None)
+        else:
+            request = _decoded_one(request)
+            admit(context, self._backend, request)
+        return request
 
-    def _unary(self, behavior: Unary, unary_request: bool = True) -> Unary:
-        backend = self._backend
-
-        async def guarded(request: Any, context: Context) -> Any:
-            try:
-                request = _decoded_one(request) if unary_request else _decoded(request)
-                admit(context, backend, request if unary_request else None)
-                return await behavior(request, context)
-            except _Handled as exc:
-                await abort(context, exc, backend)
-
-        return guarded
-
-    def _streaming(self, behavior: Streaming, unary_request: bool) -> Streaming:
-        """Wrap a response-streaming handler in the same style it was written in (async generator, or
-        coroutine writing with ``context.write``): grpc.aio picks the calling convention by inspection."""
-        backend = self._backend
-
-        if inspect.isasyncgenfunction(behavior):
-
-            async def guarded_gen(request: Any, context: Context) -> AsyncIterator[Any]:
-                try:
-                    request = _decoded_one(request) if unary_request else _decoded(request)
-                    admit(context, backend, request if unary_request else None)
-                    async for response in behavior(request, context):
-                        yield response
-                except _Handled as exc:
-                    await abort(context, exc, backend)
-
-            return guarded_gen
-
-        async def guarded(request: Any, context: Context) -> None:
-            try:
-                request = _decoded_one(request) if unary_request else _decoded(request)
-                admit(context, backend, request if unary_request else None)
-                await behavior(request, context)
-            except _Handled as exc:
-                await abort(context, exc, backend)
-
-        return guarded
+    async def refuse(self, context: Context, error: BaseException) -> NoReturn:
+        await abort(context, error, self._backend)
 
 
 def call_timeout(context: Context, default: float) -> float:

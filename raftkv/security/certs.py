@@ -163,7 +163,7 @@ def issue_client(ca: Issued, common_name: str = "root", days: int = LEAF_DAYS) -
     return _issue(ca, common_name, [ExtendedKeyUsageOID.CLIENT_AUTH], [], days)
 
 
-def _write_private(path: Path, data: bytes, mode: int) -> None:
+def write_private(path: Path, data: bytes, mode: int) -> None:
     """Write atomically: a crash leaves either no file or a whole one, never a truncated key."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.unlink(missing_ok=True)
@@ -180,8 +180,8 @@ def write_issued(issued: Issued, cert_path: Path, key_path: Path) -> None:
     key_pem = issued.key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_private(key_path, key_pem, 0o600)
-    _write_private(cert_path, issued.cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_private(key_path, key_pem, 0o600)
+    write_private(cert_path, issued.cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def load_issued(cert_path: Path, key_path: Path) -> Issued:
@@ -239,3 +239,18 @@ def _ensure_ca(folder: Path, common_name: str) -> Issued:
     ca = create_ca(common_name)
     write_issued(ca, cert, key)
     return ca
+
+
+def reissue(ca: Issued, old: x509.Certificate, days: int = LEAF_DAYS) -> Issued:
+    """A new key and certificate with ``old``'s common name, usages and SANs, signed by ``ca``: the renewal
+    of a leaf without knowing how it was first made (extra IPs and names survive)."""
+    names = old.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    try:
+        usages = list(old.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    try:
+        sans = list(old.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        sans = []
+    return _issue(ca, str(names[0].value) if names else "", usages, sans, days)

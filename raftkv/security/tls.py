@@ -9,6 +9,8 @@ certificate expired.
 from __future__ import annotations
 
 import datetime
+import logging
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes, PrivateKeyTypes
+
+_log = logging.getLogger("raftkv.tls")
 
 
 class ConfigError(Exception):
@@ -139,29 +143,128 @@ def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
 
 
 def server_credentials(files: TLSFiles) -> grpc.ServerCredentials:
-    """Server side of mutual TLS: clients must present a certificate signed by the CA."""
-    material = load_tls(files)
-    return grpc.ssl_server_credentials(
-        [(material.key, material.cert)], root_certificates=material.ca, require_client_auth=True
-    )
+    """Server side of mutual TLS: clients must present a certificate signed by a CA of the bundle.
+
+    The key, certificate and CA bundle are re-read when their files change, before the handshake of each
+    new connection (grpcio's dynamic server credentials), so an operator rotates them without a restart;
+    connections already open keep what they negotiated. Raises ``ConfigError`` if the files are unusable
+    now; later, files that do not validate (say, half-way through being replaced) are ignored with a
+    warning and the previous material stays in use."""
+    watched = WatchedTLS(files)
+
+    def configuration() -> grpc.ServerCertificateConfiguration:
+        m = watched.material
+        return grpc.ssl_server_certificate_configuration([(m.key, m.cert)], root_certificates=m.ca)
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        """Called by gRPC before each new connection's handshake: None keeps the current configuration."""
+        return configuration() if watched.refresh() else None
+
+    return grpc.dynamic_ssl_server_credentials(configuration(), fetch, require_client_authentication=True)
 
 
 def channel_credentials(files: TLSFiles) -> grpc.ChannelCredentials:
     """Client side of mutual TLS: verify the server against the CA and present our certificate."""
-    material = load_tls(files)
+    return _channel_credentials(load_tls(files))
+
+
+def _channel_credentials(material: TLSMaterial) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(
         root_certificates=material.ca, private_key=material.key, certificate_chain=material.cert
     )
 
 
+class ReloadingChannelCredentials:
+    """Client side of mutual TLS for a member's own outgoing connections (to peers, to the leader's client
+    port), following its files as the server side does.
+
+    grpcio's channel credentials are fixed when made, so calling this returns the credentials of the
+    newest valid files, the same object while they are unchanged: a caller that gets a different one
+    dials anew with it (an existing connection keeps what it negotiated). Without this a member whose
+    peers moved to a certificate of a new CA could not reach them again once its connection dropped."""
+
+    def __init__(self, files: TLSFiles) -> None:
+        self._watched = WatchedTLS(files)
+        self._credentials = _channel_credentials(self._watched.material)
+
+    def __call__(self) -> grpc.ChannelCredentials:
+        if self._watched.refresh():
+            self._credentials = _channel_credentials(self._watched.material)
+        return self._credentials
+
+
+class WatchedTLS:
+    """The newest valid ``TLSMaterial`` of some files, re-read when a file's size or mtime changes."""
+
+    def __init__(self, files: TLSFiles) -> None:
+        self._files = files
+        self._stamp = self._file_stamp()
+        self.material = load_tls(files)
+
+    def _file_stamp(self) -> tuple[tuple[int, int], ...]:
+        stamps = []
+        for path in (self._files.ca, self._files.cert, self._files.key):
+            try:
+                st = Path(path).stat()
+            except OSError:
+                stamps.append((-1, -1))
+            else:
+                stamps.append((st.st_mtime_ns, st.st_size))
+        return tuple(stamps)
+
+    def refresh(self) -> bool:
+        """Re-read the files if they changed (three ``stat`` calls otherwise); True if the material did.
+        Files that do not validate now are ignored, with a warning, until they change again."""
+        stamp = self._file_stamp()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            material = load_tls(self._files)
+        except ConfigError as exc:
+            _log.warning("keeping the previous TLS files: %s", exc)
+            return False
+        if material == self.material:
+            return False
+        self.material = material
+        _log.info("reloaded TLS certificate %s and CA bundle %s", self._files.cert, self._files.ca)
+        return True
+
+
 def server_ssl_context(files: TLSFiles, alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
     """Server side of mutual TLS for what Python terminates itself (the client port's HTTP), held to the
     rules ``server_credentials`` gives grpcio: TLS 1.2 or later, a client certificate signed by the CA."""
-    load_tls(files)
+    return _ssl_context(load_tls(files), alpn)
+
+
+def _ssl_context(material: TLSMaterial, alpn: tuple[str, ...]) -> ssl.SSLContext:
+    """A context of exactly ``material`` (validated bytes, not the files again: they may be changing).
+    ``load_cert_chain`` reads only files, so the key and certificate go through an in-memory one."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(files.cert, files.key)
-    context.load_verify_locations(cafile=files.ca)
+    fd = os.memfd_create("raftkv-tls", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, material.key + b"\n" + material.cert)
+        context.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+    context.load_verify_locations(cadata=material.ca.decode("ascii"))
     context.verify_mode = ssl.CERT_REQUIRED
     context.set_alpn_protocols(list(alpn))
     return context
+
+
+class ReloadingSSLContext:
+    """``server_ssl_context`` following its files as ``server_credentials`` does for grpcio: calling it
+    before a connection's handshake gives the context of the newest valid files (the same object while
+    they are unchanged). Connections already open keep what they negotiated."""
+
+    def __init__(self, files: TLSFiles, alpn: tuple[str, ...] = ("http/1.1",)) -> None:
+        self._alpn = alpn
+        self._watched = WatchedTLS(files)
+        self._context = _ssl_context(self._watched.material, alpn)
+
+    def __call__(self) -> ssl.SSLContext:
+        if self._watched.refresh():
+            self._context = _ssl_context(self._watched.material, self._alpn)
+        return self._context

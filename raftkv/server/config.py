@@ -76,6 +76,9 @@ class ServerConfig:
     peer_dial_overrides: dict[str, str] = field(default_factory=dict)
     log_level: str = "info"
     planted_bug: str | None = None
+    #: Certificate revocation lists checked on every call of the client and of the peer port.
+    client_crl_file: Path | None = None
+    peer_crl_file: Path | None = None
 
     @property
     def insecure(self) -> bool:
@@ -171,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "that --trusted-ca-file trusts, or client certificates could act as members)")
     p.add_argument("--peer-cert-file", help="certificate for the peer port; its CN must be --name")
     p.add_argument("--peer-key-file", help="key of --peer-cert-file")
+    p.add_argument("--client-crl-file", help="CRL (PEM or DER) of revoked client certificates, signed by a CA "
+                                             "of --trusted-ca-file; re-read on change")
+    p.add_argument("--peer-crl-file", help="CRL of revoked peer certificates, signed by a CA of "
+                                           "--peer-trusted-ca-file; re-read on change")
     p.add_argument(
         "--insecure-plaintext",
         action="store_true",
@@ -376,4 +383,12 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         peer_dial_overrides=overrides,
         log_level=args.get("log_level") or "info",
         planted_bug=args.get("unsafe_planted_bug"),
+        client_crl_file=_crl(args.get("client_crl_file"), insecure, "client"),
+        peer_crl_file=_crl(args.get("peer_crl_file"), insecure, "peer"),
     )
+
+
+def _crl(path: str | None, insecure: bool, what: str) -> Path | None:
+    if path and insecure:
+        raise ConfigError(f"--{what}-crl-file needs TLS; it cannot be combined with --insecure-plaintext")
+    return Path(path) if path else None

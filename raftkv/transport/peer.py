@@ -44,7 +44,7 @@ import contextlib
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -126,7 +126,7 @@ class PeerTransport:
         cluster_id: int,
         listen_addr: str,
         server_credentials: grpc.ServerCredentials | None,
-        channel_credentials: grpc.ChannelCredentials | None,
+        channel_credentials: grpc.ChannelCredentials | Callable[[], grpc.ChannelCredentials] | None,
         on_messages: Callable[[list[Message]], None],
         snapshot_sink: SnapshotSink,
         snapshot_source: SnapshotSource,
@@ -139,6 +139,7 @@ class PeerTransport:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         snapshot_chunk_bytes: int = DEFAULT_SNAPSHOT_CHUNK_BYTES,
         name: str = "",
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         assert node_id != 0 and queue_limit > 0 and 0 < snapshot_chunk_bytes < max_message_bytes
         assert batch_bytes < max_message_bytes
@@ -147,7 +148,14 @@ class PeerTransport:
         self.name = name
         self.listen_addr = listen_addr
         self._server_credentials = server_credentials
-        self._channel_credentials = channel_credentials
+        # Asked before each dial: a source that follows the TLS files (``ReloadingChannelCredentials``)
+        # hands out new credentials after a rotation, and the next dial uses them.
+        self._channel_credentials: Callable[[], grpc.ChannelCredentials] | None
+        if isinstance(channel_credentials, grpc.ChannelCredentials):
+            fixed = channel_credentials
+            self._channel_credentials = lambda: fixed
+        else:
+            self._channel_credentials = channel_credentials
         self._on_messages = on_messages
         self._sink = snapshot_sink
         self._source = snapshot_source
@@ -158,6 +166,7 @@ class PeerTransport:
         self._batch_bytes = batch_bytes
         self._max_message_bytes = max_message_bytes
         self._chunk_bytes = snapshot_chunk_bytes
+        self._interceptors = list(interceptors)  # run before every call of the peer port (revocation)
         self._peers: dict[int, _Peer] = {}
         self._server: grpc.aio.Server | None = None
         self._started = False
@@ -172,7 +181,8 @@ class PeerTransport:
         """Bind and serve the peer port, and start sending to the peers known so far."""
         assert not self._started, "start() called twice"
         server = grpc.aio.server(
-            options=server_options(self._max_message_bytes, self._max_message_bytes)
+            interceptors=self._interceptors,
+            options=server_options(self._max_message_bytes, self._max_message_bytes),
         )
         add_service(raft_pb2_grpc.add_RaftPeerServicer_to_server, _Receiver(self), server)
         if self._server_credentials is None:
@@ -254,7 +264,10 @@ class PeerTransport:
         peer.stream_task = asyncio.create_task(self._stream_loop(peer), name=f"raft-stream-{peer.node_id}")
         peer.stream_task.add_done_callback(_log_crash)
 
-    def _channel(self, address: str) -> grpc.aio.Channel:
+    def _credentials(self) -> grpc.ChannelCredentials | None:
+        return None if self._channel_credentials is None else self._channel_credentials()
+
+    def _channel(self, address: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
         options = channel_options(
             self._max_message_bytes,
             self._max_message_bytes,
@@ -262,36 +275,39 @@ class PeerTransport:
             keepalive_time_ms=PEER_KEEPALIVE_MS,
             keepalive_timeout_ms=PEER_KEEPALIVE_MS,
         )
-        if self._channel_credentials is None:
+        if credentials is None:
             return grpc.aio.insecure_channel(address, options=options)
-        return grpc.aio.secure_channel(address, self._channel_credentials, options=options)
+        return grpc.aio.secure_channel(address, credentials, options=options)
 
     async def _stream_loop(self, peer: _Peer) -> None:
-        """Keep one stream open to the peer while there is traffic; reopen it with backoff on failure."""
+        """Keep one stream open to the peer while there is traffic; reopen it with backoff on failure, on
+        a new channel if the TLS files changed meanwhile."""
         backoff = INITIAL_BACKOFF
-        async with self._channel(peer.address) as channel:
-            stub = raft_pb2_grpc.RaftPeerStub(channel)
-            while True:
-                await peer.wakeup.wait()
-                call = stub.Stream()
-                pause = backoff
-                try:
-                    async for _ in self._pump(peer, call):
-                        backoff = pause = INITIAL_BACKOFF
-                except (grpc.RpcError, asyncio.InvalidStateError, _StreamEnded) as exc:
-                    raise_if_cancelling()
-                    log.info("raft stream to %x at %s failed: %s", peer.node_id, peer.address, _describe(exc))
-                    self._on_unreachable(peer.node_id)
-                    probe_started = asyncio.get_running_loop().time()
-                    if await nothing_serves(peer.address, GONE_PROBE_TIMEOUT):
-                        log.info("raft peer %x is gone: nothing serves %s any more", peer.node_id, peer.address)
-                        self._on_peer_gone(peer.node_id)
-                    raise_if_cancelling()
-                    pause -= asyncio.get_running_loop().time() - probe_started  # the probe waited already
-                finally:
-                    call.cancel()
-                await asyncio.sleep(max(0.0, pause))
-                backoff = min(backoff * 2, MAX_BACKOFF)
+        while True:
+            credentials = self._credentials()
+            async with self._channel(peer.address, credentials) as channel:
+                stub = raft_pb2_grpc.RaftPeerStub(channel)
+                while self._credentials() is credentials:
+                    await peer.wakeup.wait()
+                    call = stub.Stream()
+                    pause = backoff
+                    try:
+                        async for _ in self._pump(peer, call):
+                            backoff = pause = INITIAL_BACKOFF
+                    except (grpc.RpcError, asyncio.InvalidStateError, _StreamEnded) as exc:
+                        raise_if_cancelling()
+                        log.info("raft stream to %x at %s failed: %s", peer.node_id, peer.address, _describe(exc))
+                        self._on_unreachable(peer.node_id)
+                        probe_started = asyncio.get_running_loop().time()
+                        if await nothing_serves(peer.address, GONE_PROBE_TIMEOUT):
+                            log.info("raft peer %x is gone: nothing serves %s any more", peer.node_id, peer.address)
+                            self._on_peer_gone(peer.node_id)
+                        raise_if_cancelling()
+                        pause -= asyncio.get_running_loop().time() - probe_started  # the probe waited already
+                    finally:
+                        call.cancel()
+                    await asyncio.sleep(max(0.0, pause))
+                    backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _pump(self, peer: _Peer, call: grpc.aio.StreamUnaryCall) -> AsyncIterator[None]:
         """Write batches while the call lives; yields after each successful write. Raises when it ends.
@@ -344,7 +360,7 @@ class PeerTransport:
     async def _send_snapshot(self, node_id: int, address: str, message: Message) -> None:
         ok = False
         try:
-            async with self._channel(address) as channel:
+            async with self._channel(address, self._credentials()) as channel:
                 call = raft_pb2_grpc.RaftPeerStub(channel).Snapshot()
                 try:
                     sent = 0

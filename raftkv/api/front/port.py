@@ -200,8 +200,9 @@ class _Undecided:
 class ClientPort:
     """Serves listening sockets: gRPC connections to ``relay``, HTTP ones to ``http_handler``.
 
-    ``ssl_context`` None means plaintext (``--insecure-plaintext``); otherwise it terminates TLS for HTTP
-    connections and must check client certificates as grpcio does.
+    ``ssl_context`` None means plaintext (``--insecure-plaintext``); otherwise it is asked, before each
+    HTTP connection's handshake, for the context that terminates its TLS (the newest certificate files),
+    and that must check client certificates as grpcio does.
     """
 
     def __init__(
@@ -209,7 +210,7 @@ class ClientPort:
         listeners: list[socket.socket],
         relay: RelayProcess,
         http_handler: HttpHandler,
-        ssl_context: ssl.SSLContext | None,
+        ssl_context: Callable[[], ssl.SSLContext] | None,
     ) -> None:
         self._listeners = listeners
         self._relay = relay
@@ -325,7 +326,7 @@ class ClientPort:
         protocol = asyncio.StreamReaderProtocol(reader)
         try:
             transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol, sock, ssl=self._ssl,
+                lambda: protocol, sock, ssl=self._ssl() if self._ssl is not None else None,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self._ssl is not None else None,
             )
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:

@@ -45,6 +45,7 @@ from raftkv.api.gateway.calls import (
 )
 from raftkv.api.gateway.gojson import GoJSONError, NeedMore, next_value, quote
 from raftkv.api.gateway.jsonpb import decode, encode
+from raftkv.security.revocation import REVOKED_CODE, RevocationList
 
 log = logging.getLogger("raftkv.gateway")
 
@@ -116,8 +117,11 @@ class _Connection:
 class Gateway:
     """Serves HTTP connections handed over by the client port."""
 
-    def __init__(self, methods: MethodTable, plain: PlainEndpoints, max_receive_bytes: int) -> None:
+    def __init__(self, methods: MethodTable, plain: PlainEndpoints, max_receive_bytes: int,
+                 revoked: RevocationList | None = None) -> None:
+        """``revoked``: the client port's CRL (a certificate it lists gets only the refusal)."""
         self._methods = methods
+        self._revoked = revoked
         self._plain = plain
         self._max_receive = max_receive_bytes
         self._max_body = 2 * max_receive_bytes + 64 * 1024
@@ -154,6 +158,13 @@ class Gateway:
 
     # ------------------------------------------------------------------ routing
     async def _request(self, conn: _Connection, request: h11.Request, identity: _Identity) -> None:
+        refusal = None if self._revoked is None else self._revoked.refusal(identity.auth)
+        if refusal is not None:
+            # etcd refuses a revoked certificate at the handshake, so nothing on the connection is served;
+            # here every request gets the gRPC port's refusal (as JSON), then the connection closes.
+            conn.abandoned = True
+            await self._error(conn, CallError(REVOKED_CODE, refusal))
+            return
         path = request.target.decode("latin-1").partition("?")[0]
         method = request.method.decode("latin-1")
         plain = {"/health": self._health, "/version": self._version, "/metrics": self._metrics}.get(path)
