@@ -40,6 +40,7 @@ from raftkv.security.tls import (
     ConfigError,
     ReloadingChannelCredentials,
     ReloadingSSLContext,
+    common_name,
     load_tls,
     server_credentials,
 )
@@ -140,6 +141,14 @@ def healthy(node: Node) -> Callable[[], Awaitable[bool]]:
         return True
 
     return check
+
+
+def member_identity(cfg: ServerConfig) -> dict[str, list[bytes]] | None:
+    """The auth context of the member's own client-port certificate, as its gRPC server would see it: what
+    the JSON gateway's calls carry, as etcd's gateway dials its member with that certificate."""
+    if cfg.client_tls is None:
+        return None
+    return {"transport_security_type": [b"ssl"], "x509_common_name": [common_name(cfg.client_tls.cert).encode()]}
 
 
 def bind_client_urls(cfg: ServerConfig) -> list[socket.socket]:
@@ -284,7 +293,8 @@ async def serve(cfg: ServerConfig) -> int:
     front = None
     if methods is not None and relay is not None:
         gateway = Gateway(methods, PlainEndpoints(healthy(node), metrics.render, API_VERSION),
-                          max_receive_bytes(cfg.max_request_bytes), revoked=client_crl)
+                          max_receive_bytes(cfg.max_request_bytes), revoked=client_crl,
+                          auth_enabled=lambda: node.auth_state().enabled, member_identity=member_identity(cfg))
         # HTTP's TLS follows the files as grpcio's does (the gRPC connections' TLS is grpcio's, via the relay).
         front = ClientPort(listeners, relay, gateway.serve,
                            ReloadingSSLContext(cfg.client_tls) if cfg.client_tls is not None else None)

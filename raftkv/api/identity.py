@@ -1,8 +1,9 @@
 """Who is calling, and what the auth store lets them do before a request runs (etcd's ``AuthInfoFromCtx``).
 
 The identity of a call, as etcd 3.4 with ``--client-cert-auth`` decides it: the simple token in the ``token``
-(or ``authorization``) metadata if there is one — an unknown or expired token fails the call with
-``invalid auth token`` — and otherwise the CommonName of the verified client certificate. raftkv always
+metadata, else in the ``authorization`` metadata (what the JSON gateway makes of the HTTP ``Authorization``
+header, taken verbatim as etcd takes it: no ``Bearer``), if there is one — an unknown or expired token fails
+the call with ``invalid auth token`` — and otherwise the CommonName of the verified client certificate. raftkv always
 verifies client certificates on TLS listeners, so the CN rule always applies there.
 
 Reads and watch creation are checked here, before they run; writes are stamped with the identity and the
@@ -20,6 +21,7 @@ from raftkv.proto import internal_pb2
 from raftkv.server.backend import Backend
 from raftkv.statemachine.auth_store import AuthState
 
+#: Where a token may be, in etcd's order of preference (``AuthInfoFromCtx``).
 TOKEN_KEYS = ("token", "authorization")
 #: How long a member waits for a token issued by an entry it has not applied yet.
 TOKEN_WAIT_SECONDS = 5.0
@@ -34,10 +36,11 @@ class AuthInfo:
 
 
 def _token(context: Context) -> str | None:
+    found: dict[str, str] = {}
     for key, value in context.invocation_metadata() or ():
         if key in TOKEN_KEYS and isinstance(value, str):
-            return value
-    return None
+            found.setdefault(key, value)
+    return next((found[key] for key in TOKEN_KEYS if key in found), None)
 
 
 def common_name(context: Context) -> str | None:

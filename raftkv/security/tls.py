@@ -109,6 +109,16 @@ def check_separate_cas(client: TLSFiles, peer: TLSFiles) -> None:
         )
 
 
+def common_name(path: Path) -> str:
+    """The CommonName of the first certificate in ``path`` ("" if it has none)."""
+    try:
+        leaf = x509.load_pem_x509_certificates(_read(path, "certificate"))[0]
+    except ValueError as exc:
+        raise ConfigError(f"certificate {path} holds no PEM certificate: {exc}", path) from exc
+    names = leaf.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
+
+
 def check_peer_name(peer: TLSFiles, name: str) -> None:
     """The peer certificate must name this member (CN = ``--name``): members match every sender's
     certificate to the name the sender has in the membership."""

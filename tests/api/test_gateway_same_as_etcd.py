@@ -7,6 +7,7 @@ plain HTTP on the TLS port, a client without a certificate.
 from __future__ import annotations
 
 import base64
+import datetime
 import http.client
 import json
 import re
@@ -18,8 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from raftkv.localcluster import LocalCluster
+from raftkv.security.certs import Issued, load_issued, write_issued
 
 from .conftest import KINDS
 from .etcdctl import Etcdctl, poll
@@ -57,12 +63,13 @@ class Http:
     def connection(self, timeout: float = 20.0) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=timeout)
 
-    def __call__(self, path: str, body: bytes | str | None = b"", method: str = "POST") -> tuple[int, str, str]:
+    def __call__(self, path: str, body: bytes | str | None = b"", method: str = "POST",
+                 headers: dict[str, str] | None = None) -> tuple[int, str, str]:
         """``(status, content type, body)``; a JSON body is parsed, masked and written back canonically."""
         conn = self.connection()
         try:
             data = body.encode() if isinstance(body, str) else body
-            conn.request(method, path, body=data)
+            conn.request(method, path, body=data, headers=headers or {})
             response = conn.getresponse()
             text = response.read().decode()
             kind = response.getheader("Content-Type") or ""
@@ -379,3 +386,85 @@ def lock_session(cluster: LocalCluster) -> list[Any]:
 
 def test_lock_and_election_alike(clusters: dict[str, LocalCluster]) -> None:
     assert lock_session(clusters["raftkv"]) == lock_session(clusters["etcd"])
+
+
+def without_common_name(cluster: LocalCluster) -> Http:
+    """A client of the cluster's CA with a certificate whose subject has no CommonName (``O=...`` only):
+    with auth on, etcd's gateway serves only such certificates, by token."""
+    ca = load_issued(cluster.certs_dir / "ca.crt", cluster.certs_dir / "ca.key")
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "raftkv tests")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    cert_path, key_path = cluster.certs_dir / "no-cn.crt", cluster.certs_dir / "no-cn.key"
+    write_issued(Issued(cert, key), cert_path, key_path)
+    call = Http(cluster)
+    call.context = ssl.create_default_context(cafile=str(cluster.certs_dir / "ca.crt"))
+    call.context.load_cert_chain(str(cert_path), str(key_path))
+    return call
+
+
+def token_session(cluster: LocalCluster) -> list[tuple[str, int, str]]:
+    """Auth over the gateway, a token in each place a client may put it. grpc-gateway forwards the HTTP
+    ``Authorization`` header as ``authorization`` metadata and ``Grpc-Metadata-Token`` as ``token``; etcd
+    3.4 takes the token from ``token`` first, else from ``authorization`` (verbatim: no ``Bearer``).
+    With auth on, etcd refuses every /v3/ request from a certificate with a CommonName (its gateway could
+    not pass the CN on), whatever token it carries; the token requests use a certificate without one."""
+    with_cn, no_cn = Http(cluster), without_common_name(cluster)
+    answers: list[tuple[str, int, str]] = []
+
+    def step(label: str, path: str, body: dict[str, Any], headers: dict[str, str] | None = None,
+             call: Http = no_cn) -> Any:
+        status, kind, text = call(path, json.dumps(body), headers=headers)
+        if '"token"' in text:
+            text = re.sub(r'"token": "[^"]*"', '"token": "<masked>"', text)
+        answers.append((label, status, text))
+        return json.loads(text) if kind == "application/json" else {}
+
+    def token(name: str, password: str) -> str:
+        status, _kind, text = no_cn("/v3/auth/authenticate", json.dumps({"name": name, "password": password}))
+        answers.append((f"{name}'s token", status, re.sub(r'"token": "[^"]*"', '"token": "<masked>"', text)))
+        return str(json.loads(text).get("token", ""))
+
+    put = {"key": b64("/t"), "value": b64("v")}
+    step("add root", "/v3/auth/user/add", {"name": "root", "password": "rootpw"})
+    step("add alice", "/v3/auth/user/add", {"name": "alice", "password": "alicepw"})
+    step("enable without the root role", "/v3/auth/enable", {})
+    step("grant root", "/v3/auth/user/grant", {"user": "root", "role": "root"})
+    step("enable", "/v3/auth/enable", {})
+    root, alice = token("root", "rootpw"), token("alice", "alicepw")
+    try:
+        step("no token", "/v3/kv/put", put)
+        step("Authorization: alice's token", "/v3/kv/put", put, {"Authorization": alice})
+        step("Authorization: root's token", "/v3/kv/put", put, {"Authorization": root})
+        step("Authorization: Bearer", "/v3/kv/put", put, {"Authorization": f"Bearer {root}"})
+        step("Authorization: unknown", "/v3/kv/range", {"key": b64("/t")}, {"Authorization": "bogus.1"})
+        step("Grpc-Metadata-Token", "/v3/kv/range", {"key": b64("/t")}, {"Grpc-Metadata-Token": root})
+        step("token before authorization", "/v3/kv/put", put, {"Grpc-Metadata-Token": alice, "Authorization": root})
+        step("authorization after token", "/v3/kv/put", put, {"Authorization": alice, "Grpc-Metadata-Token": root})
+        step("a CN, no token", "/v3/kv/range", {"key": b64("/t")}, call=with_cn)
+        step("a CN and root's token", "/v3/kv/range", {"key": b64("/t")}, {"Authorization": root}, call=with_cn)
+        status, kind, text = with_cn("/version", None, "GET")
+        answers.append(("a CN, /version", status, kind))
+    finally:
+        step("disable", "/v3/auth/disable", {}, {"Authorization": root})
+    step("a CN after disable", "/v3/kv/range", {"key": b64("/t")}, call=with_cn)
+    return answers
+
+
+def test_tokens_in_the_authorization_header(clusters: dict[str, LocalCluster]) -> None:
+    expected = token_session(clusters["etcd"])
+    actual = token_session(clusters["raftkv"])
+    differences = [f"{want[0]}\n  etcd:   {want[1:]}\n  raftkv: {got[1:]}"
+                   for want, got in zip(expected, actual, strict=True) if want != got]
+    assert not differences, "\n".join(differences)

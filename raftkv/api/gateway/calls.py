@@ -5,8 +5,8 @@ the exact handler objects and interceptor chain grpcio runs (``MethodTable`` rec
 built), so admission, validation and error texts cannot differ between gRPC and JSON. A
 :class:`GatewayContext` stands in for grpcio's servicer context: the HTTP request's headers become metadata
 as grpc-gateway maps them (``Authorization`` to ``authorization``, ``Grpc-Metadata-X`` to ``x``, the
-standard headers to ``grpcgateway-*``), and the caller's verified client certificate becomes the auth
-context, as grpcio would present it.
+standard headers to ``grpcgateway-*``), and the auth context is what the HTTP side hands over (the member's
+own certificate, as etcd's gateway presents it to its gRPC server: ``http.Gateway``).
 """
 
 from __future__ import annotations

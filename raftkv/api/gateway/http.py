@@ -60,6 +60,9 @@ READ_BYTES = 64 * 1024
 LINGER_SECONDS = 5.0
 LINGER_BYTES = 64 * 1024 * 1024
 
+#: etcd's answer (HTTP 400, plain text) to a /v3/ request with auth on from a certificate that has a CN.
+CN_REFUSED = "CommonName of client sending a request against gateway will be ignored and not used as expected\n"
+
 _JSON = [("Content-Type", "application/json")]
 _GRPC_METADATA = [("Grpc-Metadata-Content-Type", "application/grpc")]
 _TEXT = "text/plain; charset=utf-8"
@@ -118,10 +121,16 @@ class Gateway:
     """Serves HTTP connections handed over by the client port."""
 
     def __init__(self, methods: MethodTable, plain: PlainEndpoints, max_receive_bytes: int,
-                 revoked: RevocationList | None = None) -> None:
-        """``revoked``: the client port's CRL (a certificate it lists gets only the refusal)."""
+                 revoked: RevocationList | None = None, auth_enabled: Callable[[], bool] = lambda: False,
+                 member_identity: dict[str, list[bytes]] | None = None) -> None:
+        """``revoked``: the client port's CRL (a certificate it lists gets only the refusal).
+        ``member_identity``: the auth context the gateway's calls carry. etcd's gateway is a gRPC client of
+        its own member with the member's certificate, so a token-less call there is the member's CN (no
+        user, usually: permission denied), never the caller's; None (plaintext) keeps the caller's."""
         self._methods = methods
         self._revoked = revoked
+        self._auth_enabled = auth_enabled
+        self._member_identity = member_identity
         self._plain = plain
         self._max_receive = max_receive_bytes
         self._max_body = 2 * max_receive_bytes + 64 * 1024
@@ -166,6 +175,12 @@ class Gateway:
             await self._error(conn, CallError(REVOKED_CODE, refusal))
             return
         path = request.target.decode("latin-1").partition("?")[0]
+        if path.startswith("/v3/") and identity.auth.get("x509_common_name") and self._auth_enabled():
+            # etcd 3.4's gateway calls its own gRPC server with the member's certificate, so a caller's CN
+            # cannot be its identity there: with auth on, etcd refuses such a caller's every /v3/ request
+            # (its accessController) rather than let a token-less request pass as someone else.
+            await self._text(conn, 400, CN_REFUSED)
+            return
         method = request.method.decode("latin-1")
         plain = {"/health": self._health, "/version": self._version, "/metrics": self._metrics}.get(path)
         if plain is not None:
@@ -186,7 +201,8 @@ class Gateway:
             return
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers]
         host = next((v for k, v in headers if k.lower() == "host"), "")
-        context = GatewayContext(metadata_from_headers(headers, host, identity.ip), identity.auth, identity.peer,
+        auth = identity.auth if self._member_identity is None else self._member_identity
+        context = GatewayContext(metadata_from_headers(headers, host, identity.ip), auth, identity.peer,
                                  _grpc_timeout(headers))
         handler = await self._methods.resolve(grpc_method, context.invocation_metadata())
         request_type = request_class(grpc_method)
