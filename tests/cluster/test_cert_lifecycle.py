@@ -35,6 +35,7 @@ from raftkv.security.certs import (
     write_issued,
 )
 
+from ..security.crls import write_crl
 from .conftest import ELECTION_MS, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,18 +43,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 def ca_of(folder: Path) -> Issued:
     return load_issued(folder / "ca.crt", folder / "ca.key")
-
-
-def write_crl(path: Path, ca: Issued, revoked: list[x509.Certificate]) -> None:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject)
-    builder = builder.last_update(now).next_update(now + datetime.timedelta(days=1))
-    for cert in revoked:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(cert.serial_number).revocation_date(now).build())
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
-    tmp.replace(path)
 
 
 def files_for(folder: Path, name: str, issued: Issued, endpoints: tuple[str, ...]) -> ClientConfig:
