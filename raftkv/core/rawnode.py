@@ -16,6 +16,7 @@ from raftkv.core.raft import Raft
 from raftkv.core.storage import Storage
 from raftkv.core.tracker import PeerStatus
 from raftkv.core.types import (
+    FORWARDED_REQUESTS,
     LOCAL_MESSAGES,
     NONE,
     ConfChange,
@@ -34,10 +35,6 @@ from raftkv.core.types import (
 )
 
 __all__ = ["Config", "RawNode", "Status", "bootstrap_entries"]
-
-#: Requests a follower forwards to the leader; if the leader refuses one, the forwarding node's client
-#: simply times out and retries, so a refusal of a remote request is dropped rather than raised.
-_FORWARDED_REQUESTS = frozenset({MessageType.PROPOSE, MessageType.READ_INDEX, MessageType.TRANSFER_LEADER})
 
 
 @dataclass(frozen=True)
@@ -85,13 +82,14 @@ class RawNode:
         self.raft.step(Message(MessageType.PROPOSE, entries=(entry,)))
 
     def step(self, msg: Message) -> None:
-        """A message from a peer. Local-only types are rejected; refused forwarded requests are dropped."""
+        """A message from a peer. Local-only types are rejected; a refused forwarded request is dropped (the
+        member that asked never hears: its client times out and retries), as etcd's raft drops it."""
         if msg.type in LOCAL_MESSAGES:
             raise ValueError(f"{msg.type.name} is local and cannot arrive from the network")
         try:
             self.raft.step(msg)
         except ProposalDropped:
-            if msg.type not in _FORWARDED_REQUESTS:
+            if msg.type not in FORWARDED_REQUESTS:
                 raise
 
     def read_index(self, ctx: bytes) -> None:

@@ -147,6 +147,13 @@ LOCAL_MESSAGES = frozenset(
 )
 
 
+#: Requests a follower passes on to its leader as they came (``Raft._step_follower``), term 0 and ``sender``
+#: kept: the member that asked (for a transfer, the transferee). A member that is no longer the leader a peer
+#: took it for relays that peer's request the same way, so on the wire such a request's sender need not be
+#: the member sending it. A leader that refuses one drops it.
+FORWARDED_REQUESTS = frozenset({MessageType.PROPOSE, MessageType.READ_INDEX, MessageType.TRANSFER_LEADER})
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """A Raft message. Fields not used by a type stay at their defaults.

@@ -146,7 +146,8 @@ class SimTransport:
             if msg.type == MessageType.SNAP:
                 self._send_snapshot(msg)
                 continue
-            if not self._net.transmit(msg.sender, msg.to, functools.partial(self._deliver, msg)):
+            # On the link of the member sending it: a relayed request (FORWARDED_REQUESTS) names another.
+            if not self._net.transmit(self._owner.id, msg.to, functools.partial(self._deliver, msg)):
                 self._report(functools.partial(_tell_unreachable, to=msg.to))
 
     def _deliver(self, msg: Message) -> None:

@@ -27,7 +27,11 @@ Design, and why:
 - Identity: a batch's sender must be a member this member knows (``set_peer``), and the TLS certificate of
   the connection must be that member's: its common name is the member's name, or, while the member's name
   is not yet known (added, not yet started), a name no other member has. Every message must come from the
-  batch's sender. Anything else is forgery: the stream is aborted with PERMISSION_DENIED. Which
+  batch's sender, with one exception: a forwarded request (proposal, ReadIndex, leader transfer; term 0)
+  that the sender relays for another member this member knows, as a member does when it is no longer the
+  leader the asker took it for (the leader then answers the asker directly, as etcd's raft does). A batch
+  from the wrong sender is forgery: the stream is aborted with PERMISSION_DENIED; a message claiming
+  another sender is dropped. Which
   certificates may connect at all is decided by the peer CA (``raftkv.security.certs``), which signs no
   client certificate.
 - Mutual TLS with client certificates is required unless both credentials are None (explicit insecure
@@ -50,7 +54,7 @@ from typing import Any, Protocol
 import grpc
 
 from raftkv.cancellation import raise_if_cancelling
-from raftkv.core.types import Message, MessageType, SnapshotMeta
+from raftkv.core.types import FORWARDED_REQUESTS, Message, MessageType, SnapshotMeta
 from raftkv.grpc_registration import add_service
 from raftkv.proto import raft_pb2, raft_pb2_grpc
 from raftkv.security.grpc_options import channel_options, server_options
@@ -422,6 +426,16 @@ class PeerTransport:
             return f"a certificate issued to {shown} belongs to another member than {sender:x}"
         return None
 
+    def _relayed(self, message: Message) -> bool:
+        """Whether ``message``, in a batch from another member than its sender, is a request relayed for a
+        member this member knows. It carries no term, so it cannot move anyone's term or election; its sender
+        only says whom a leader answers (a ReadIndex) or makes leader (a transfer)."""
+        return (
+            message.type in FORWARDED_REQUESTS
+            and message.term == 0
+            and (message.sender in self._peers or message.sender == self.node_id)
+        )
+
     def _deliver_batch(self, batch: raft_pb2.MessageBatch) -> None:
         messages: list[Message] = []
         for pb in batch.messages:
@@ -430,7 +444,7 @@ class PeerTransport:
             except CodecError as exc:
                 log.warning("dropping undecodable message from %x: %s", batch.sender, exc)
                 continue
-            if message.sender != batch.sender:
+            if message.sender != batch.sender and not self._relayed(message):
                 log.warning("dropping %s claiming to be from %x in a batch from %x", message.type.name,
                             message.sender, batch.sender)
                 continue

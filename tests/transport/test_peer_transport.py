@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 from peer_helpers import FileSnapshots, Inbox, app, eventually, make_transport, running
 
-from raftkv.core.types import ConfState, Message, MessageType, SnapshotMeta
+from raftkv.core.types import ConfState, Entry, Message, MessageType, SnapshotMeta
 from raftkv.proto import raft_pb2, raft_pb2_grpc
 from raftkv.security.certs import ClusterCerts, init_cluster_certs
 from raftkv.security.tls import TLSFiles, channel_credentials
 from raftkv.transport.codec import message_to_pb
+from raftkv.transport.peer import PeerTransport
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -254,17 +257,24 @@ async def _send_as(port: int, files: TLSFiles, sender: int, messages: list[Messa
         return grpc.StatusCode.OK
 
 
+@contextlib.asynccontextmanager
+async def _member_n2(certs: ClusterCerts, tmp_path: Path) -> AsyncIterator[tuple[PeerTransport, Inbox]]:
+    """Member 2 (n2) serving, knowing members 1 (n1) and 3 (n3) by name; what it delivers goes to the inbox."""
+    inbox = Inbox()
+    transport = make_transport(2, certs.peers["n2"], inbox, FileSnapshots(tmp_path), name="n2")
+    async with running(transport):
+        transport.set_peer(1, "127.0.0.1:1", "n1")
+        transport.set_peer(3, "127.0.0.1:1", "n3")
+        yield transport, inbox
+
+
 def test_a_sender_must_be_a_member_speaking_with_its_own_certificate(certs: ClusterCerts, tmp_path: Path) -> None:
     """Peer certificates name their member; one member's certificate cannot speak for another, nor for a
     stranger, and a member not yet named may not use a certificate that names someone else."""
     n4 = init_cluster_certs(certs.ca.parent, ["n4"]).peers["n4"]  # a member added later, same peer CA
 
     async def scenario() -> None:
-        inbox2 = Inbox()
-        t2 = make_transport(2, certs.peers["n2"], inbox2, FileSnapshots(tmp_path), name="n2")
-        async with running(t2):
-            t2.set_peer(1, "127.0.0.1:1", "n1")
-            t2.set_peer(3, "127.0.0.1:1", "n3")
+        async with _member_n2(certs, tmp_path) as (t2, inbox2):
             t2.set_peer(4, "127.0.0.1:1")  # its name is not known yet
             denied = grpc.StatusCode.PERMISSION_DENIED
             assert await _send_as(t2.port, certs.peers["n3"], 1, [app(2, 1, 1)]) == denied
@@ -276,6 +286,30 @@ def test_a_sender_must_be_a_member_speaking_with_its_own_certificate(certs: Clus
             assert await _send_as(t2.port, n4, 4, [app(2, 4, 4)]) == grpc.StatusCode.OK
             # A message claiming another sender inside a member's batch is dropped.
             assert [(m.sender, m.entries[0].index) for m in inbox2.messages] == [(1, 2), (4, 4)]
+
+    asyncio.run(scenario())
+
+
+def test_a_member_relays_the_requests_of_another(certs: ClusterCerts, tmp_path: Path) -> None:
+    """n3 forwarded a proposal and a ReadIndex to n1, which had meanwhile lost the leadership to n2 and
+    passes both on as they came (sender n3, term 0): the new leader takes them, and answers the ReadIndex
+    to n3 itself. Before, they were dropped as forged, and n3's clients waited out their deadlines. A
+    relayed message may not carry a term or speak for a stranger, and no other type may be relayed."""
+
+    async def scenario() -> None:
+        async with _member_n2(certs, tmp_path) as (t2, inbox2):
+            proposal = Message(MessageType.PROPOSE, to=2, sender=3, entries=(Entry(0, 0, data=b"put"),))
+            read = Message(MessageType.READ_INDEX, to=2, sender=3, context=b"read-7")
+            own_read = Message(MessageType.READ_INDEX, to=2, sender=2, context=b"read-8")  # back to the asker
+            transfer = Message(MessageType.TRANSFER_LEADER, to=2, sender=3)  # sender: the transferee
+            refused = [
+                Message(MessageType.READ_INDEX, to=2, sender=3, term=5, context=b"read-9"),  # a term: no
+                Message(MessageType.PROPOSE, to=2, sender=9, entries=(Entry(0, 0, data=b"x"),)),  # a stranger
+                Message(MessageType.HEARTBEAT_RESP, to=2, sender=3, term=1),  # not a forwarded request
+            ]
+            batch = [proposal, refused[0], read, refused[1], own_read, refused[2], transfer]
+            assert await _send_as(t2.port, certs.peers["n1"], 1, batch) == grpc.StatusCode.OK
+            assert inbox2.messages == [proposal, read, own_read, transfer]
 
     asyncio.run(scenario())
 
