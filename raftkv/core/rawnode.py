@@ -184,6 +184,10 @@ class RawNode:
         if index > log.applied:
             log.applied_to(index)
 
+    def leads_in(self, term: int) -> bool:
+        """Whether this node is the leader, in ``term``, as of the last input it took."""
+        return self.raft.role == Role.LEADER and self.raft.term == term
+
     def status(self) -> Status:
         r = self.raft
         progress = {}

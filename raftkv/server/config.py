@@ -45,6 +45,7 @@ PLANTED_BUGS = (
     "ack-before-commit",
     "lease-query-before-apply",
     "apply-before-persist",
+    "expiry-by-successor",
 )
 
 

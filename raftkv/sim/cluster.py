@@ -34,7 +34,7 @@ ADMIN_TIMEOUT = 5.0
 
 #: Bugs that can be planted in the production node for a run (``--unsafe-planted-bug`` names), and those
 #: planted beneath it, in the simulated disk.
-NODE_BUGS = ("lease-query-before-apply", "apply-before-persist", "stale-reads")
+NODE_BUGS = ("lease-query-before-apply", "apply-before-persist", "stale-reads", "expiry-by-successor")
 DISK_BUGS = ("skip-fsync",)
 
 

@@ -146,6 +146,7 @@ class SimDisk:
         self._on_commit = on_commit
         self._writer: SimWriter | None = None
         self._durable_log: tuple[State, LmdbRaftStorage] | None = None
+        self._stall: float | None = None
 
     def open_store(self, apply_config: ApplyConfig, snapshot_catchup_entries: int) -> NodeStore:
         """The store a (re)started member opens: production ``NodeStore`` over this disk."""
@@ -158,7 +159,15 @@ class SimDisk:
             writer=cast(Writer, self._writer),
         )
 
+    def stall_next_write(self, seconds: float) -> None:
+        """The next write takes ``seconds`` to become durable: a disk that hangs (an overloaded or paused
+        machine), while its member's network and timers go on."""
+        self._stall = seconds
+
     def _draw_latency(self) -> float:
+        if self._stall is not None:
+            stall, self._stall = self._stall, None
+            return stall
         return self._rng.uniform(0, self._max_latency) if self._max_latency else 0.0
 
     def crash(self) -> None:

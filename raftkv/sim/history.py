@@ -17,6 +17,9 @@ Against that history every answer is checked as it arrives:
   acknowledged before the question and no member has applied its revoke is a stale answer — unless, for a
   keep-alive, the lease may have legitimately expired (its TTL passed since the last acknowledged renewal
   began). An answer saying it is alive after its revoke was applied before the question began is stale too.
+  A lease no client asked to revoke is never revoked before its TTL has passed since the start of its latest
+  acknowledged grant or renewal (the leader's deadline is at least that far): an early expiry deletes keys a
+  client was promised.
 - **Watches** deliver exactly the history's events of their range, in revision order, with no gap and no
   duplicate, from their start revision on.
 - **At the end** every member holds exactly the history's final state, and no key outlives its lease.
@@ -49,6 +52,7 @@ class _LeaseFacts:
     grant_acked_at: float | None = None
     ttl: int = 0
     renewed_from: float = 0.0  # start time of the latest acknowledged grant or keep-alive
+    revoke_asked_at: float | None = None  # when a client first asked to revoke it
     revoke_acked_at: float | None = None
 
 
@@ -108,6 +112,7 @@ class History:
             facts = self._leases.setdefault(lease_id, _LeaseFacts())
             if facts.revoked_at is None:
                 facts.revoked_at = now
+                self._check_not_early(lease_id, facts)
 
     # --- the state at a revision --------------------------------------------------------------------------
     @property
@@ -178,6 +183,29 @@ class History:
     def lease_renewed(self, lease_id: int, started: float) -> None:
         facts = self._leases.setdefault(lease_id, _LeaseFacts())
         facts.renewed_from = max(facts.renewed_from, started)
+        if facts.revoked_at is not None:
+            self._check_not_early(lease_id, facts)  # a renewal that took effect before the revoke applied
+
+    def lease_revoke_asked(self, lease_id: int) -> None:
+        facts = self._leases.setdefault(lease_id, _LeaseFacts())
+        if facts.revoke_asked_at is None:
+            facts.revoke_asked_at = self._now()
+
+    def _check_not_early(self, lease_id: int, facts: _LeaseFacts) -> None:
+        """The lease's revoke has applied: unless a client asked for it, its deadline must have passed."""
+        revoked_at = facts.revoked_at
+        assert revoked_at is not None
+        if facts.revoke_asked_at is not None and facts.revoke_asked_at <= revoked_at:
+            return
+        if facts.grant_acked_at is None or revoked_at <= facts.renewed_from:
+            return  # nothing acknowledged yet, or the renewal began after the revoke (a stale-answer matter)
+        deadline = facts.renewed_from + facts.ttl
+        if revoked_at < deadline:
+            self.violation(
+                f"lease {lease_id:x} expired early: its revoke applied at {revoked_at:.2f}, no client asked for "
+                f"it, and a grant or keep-alive begun at {facts.renewed_from:.2f} had promised {facts.ttl}s "
+                f"(until {deadline:.2f})"
+            )
 
     def lease_revoked(self, lease_id: int) -> None:
         facts = self._leases.setdefault(lease_id, _LeaseFacts())

@@ -193,6 +193,7 @@ class Workload:
         lease_id = self._rng.choice(self._leases)
         self._leases.remove(lease_id)
         req = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id))
+        self._history.lease_revoke_asked(lease_id)
         result = await node.propose(req, ClientSession(), OP_TIMEOUT)
         self._history.lease_revoked(lease_id)
         self._history.acknowledged(result.lease_revoke.header.revision)

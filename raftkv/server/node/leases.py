@@ -4,7 +4,9 @@ Which leases exist is replicated state (granted and revoked through the log); wh
 by the leader alone (``raftkv.server.lessor``), so a keep-alive or time-to-live query is answered from the
 leader's clock, forwarded there when it reaches a follower, and only after a read barrier: the answer
 is linearizable wherever the question was asked. The leader checks its clock every
-``LEASE_CHECK_INTERVAL`` and proposes a revoke for each expired lease, at most etcd's rate.
+``LEASE_CHECK_INTERVAL`` and proposes a revoke for each expired lease, at most etcd's rate. That revoke
+is the decision of the leader of one term: if that member no longer leads in that term when the proposal
+reaches its core, the revoke is dropped, never forwarded to the next leader, whose clock runs on its own.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class NodeLeases:
         #: lease questions from whatever this member has applied, as raftkv once did; the simulator's lease
         #: checker must catch it.
         self._planted_stale_leases = cfg.planted_bug == "lease-query-before-apply"
+        #: PLANTED BUG (simulator self-test only, ``expiry-by-successor``): let a lease revoke this member
+        #: decided as leader be forwarded to the next leader, as raftkv once did.
+        self._planted_expiry_by_successor = cfg.planted_bug == "expiry-by-successor"
         self._store = store
         self._clock = clock
         self._loop = loop
@@ -149,14 +154,22 @@ class NodeLeases:
             await self._clock.sleep(LEASE_CHECK_INTERVAL)
             if not self._loop.is_leader():
                 continue
+            term = self._loop.term  # the term whose leader keeps the lessor's clocks
+            assert term > 0, "a leader without a term"
             for lease_id in self.lessor.expired(self._clock.now(), MAX_LEASE_REVOKES_PER_CHECK):
                 request = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id))
                 request.header.by_member = True  # not a client's request: no permission applies
-                self._spawn(self._revoke_expired(request, lease_id), f"revoke-lease-{lease_id:x}")
+                self._spawn(self._revoke_expired(request, lease_id, term), f"revoke-lease-{lease_id:x}")
 
-    async def _revoke_expired(self, request: internal_pb2.InternalRequest, lease_id: int) -> None:
+    async def _revoke_expired(self, request: internal_pb2.InternalRequest, lease_id: int, term: int) -> None:
+        """Only this leader's expiry decision: never carried out by a successor (``RaftLoop.propose``)."""
         try:
-            await self._loop.propose(request, ClientSession(), timeout=self._cfg.election_ms / 1000 * 2)
+            await self._loop.propose(
+                request,
+                ClientSession(),
+                timeout=self._cfg.election_ms / 1000 * 2,
+                as_leader_of=0 if self._planted_expiry_by_successor else term,
+            )
         except errors.EtcdException as exc:
             if exc.error == errors.LEASE_NOT_FOUND:
                 self.lessor.revoke(lease_id)  # revoked meanwhile by a client

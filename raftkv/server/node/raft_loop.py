@@ -115,6 +115,8 @@ class RaftLoop:
         self.raw = RawNode(raft_tuning(raft_config) if raft_tuning else raft_config, store.log, rng)
         self.transport: Transport | None = None
         self._proposals: list[bytes] = []
+        #: (term, request id, request) of proposals only this member, leading in that term, may make.
+        self._leader_proposals: list[tuple[int, int, bytes]] = []
         self._conf_proposals: list[tuple[ConfChange, ConfRefused]] = []
         self._inbox: list[Message] = []
         self._unreachable: set[int] = set()
@@ -176,9 +178,20 @@ class RaftLoop:
         return self.soft.leader != 0
 
     async def propose(
-        self, request: internal_pb2.InternalRequest, session: ClientSession, timeout: float
+        self,
+        request: internal_pb2.InternalRequest,
+        session: ClientSession,
+        timeout: float,
+        *,
+        as_leader_of: int = 0,
     ) -> internal_pb2.ApplyResult:
-        """Replicate ``request`` and return its result once this member applied it."""
+        """Replicate ``request`` and return its result once this member applied it.
+
+        ``as_leader_of``: the request is a decision this member took as the leader of that term (a lease
+        expiry, on that leader's clock). It enters the log only from here, and only while this member still
+        leads in that term; otherwise it fails with "leader changed". Forwarded, it would be carried out by
+        a successor whose own clock says otherwise (it extended every lease on taking office and may since
+        have renewed this one), so keys a client was promised would vanish early."""
         if self.stopping:
             raise errors.STOPPED.exception()
         if not self.has_leader():
@@ -187,7 +200,10 @@ class RaftLoop:
         request.header.id = request_id
         request.header.client_id = session.client_id
         request.header.seq = session.seq
-        self._proposals.append(request.SerializeToString())
+        if as_leader_of:
+            self._leader_proposals.append((as_leader_of, request_id, request.SerializeToString()))
+        else:
+            self._proposals.append(request.SerializeToString())
         self._wake.set()
         try:
             result = await within(future, timeout)
@@ -276,6 +292,15 @@ class RaftLoop:
             self._gone.clear()
         if not stalled:
             proposals, self._proposals = self._proposals, []
+            for term, request_id, data in self._leader_proposals:
+                # Checked against the core itself: the inbox stepped just now may have deposed us.
+                if self.raw.leads_in(term):
+                    proposals.append(data)
+                else:
+                    log.info("%s: drops a request it made as the leader of term %d: it no longer leads in it",
+                             self._cfg.name, term)
+                    self._waiters.fail(request_id, errors.LEADER_CHANGED)
+            self._leader_proposals = []
             if proposals:
                 self._propose(proposals)
             conf, self._conf_proposals = self._conf_proposals, []
