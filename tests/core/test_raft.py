@@ -146,3 +146,31 @@ def test_non_member_does_not_campaign() -> None:
     for _ in range(100):
         rn.tick()
     assert rn.raft.role == Role.FOLLOWER and rn.raft.term == 1
+
+
+def test_a_follower_relays_another_members_request_as_it_came() -> None:
+    """Member 3 took 1 for the leader; 1 follows 2 by now and passes 3's requests on, still naming 3 and
+    with no term: the shape the peer transport accepts from a relaying member (FORWARDED_REQUESTS). The
+    leader answers the ReadIndex to 3; the proposal's origin does not matter to it."""
+    rn = node(1, term=2)
+    rn.step(Message(MT.HEARTBEAT, to=1, sender=2, term=2))
+    drain(rn)
+    proposal = Message(MT.PROPOSE, to=1, sender=3, entries=(Entry(0, 0, data=b"put"),))
+    read = Message(MT.READ_INDEX, to=1, sender=3, context=b"read-7")
+    rn.step(proposal)
+    rn.step(read)
+    relayed = drain(rn)
+    assert relayed == [
+        Message(MT.PROPOSE, to=2, sender=3, entries=proposal.entries),
+        Message(MT.READ_INDEX, to=2, sender=3, context=b"read-7"),
+    ]
+
+
+def test_leads_in_names_the_term_of_the_leadership() -> None:
+    rn = node(1, voters=(1,))
+    rn.campaign()
+    drain(rn)
+    term = rn.raft.term
+    assert rn.raft.role == Role.LEADER and rn.leads_in(term) and not rn.leads_in(term - 1)
+    rn.raft.become_follower(term + 1, 0)
+    assert not rn.leads_in(term) and not rn.leads_in(term + 1)
