@@ -22,6 +22,7 @@ from cli.common import CommandError, Context, duration
 from cli.output import table, write_line
 from raftkv.client import LeaseNotFound
 from raftkv.discovery import DEFAULT_NAMESPACE, Registration, Resolver, State, record
+from raftkv.discovery.lifecycle import UNKNOWN_AFTER
 from raftkv.discovery.view import Change, ChangeKind
 
 
@@ -39,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--health-interval", type=duration, default=1.0, help="time between checks (default 1s)")
     p.add_argument("--rise", type=int, default=2, help="passing checks before registering (default 2)")
     p.add_argument("--fall", type=int, default=2, help="failing checks before withdrawing (default 2)")
+    p.add_argument("--unknown-after", type=duration, default=UNKNOWN_AFTER,
+                   help="a check that times out is unknown, not failing: withdraw only after this long without "
+                        f"any answer (default {UNKNOWN_AFTER:g}s)")
     p.add_argument("--health-tls", action="store_true",
                    help="check health over TLS (files from --health-cacert/--health-cert/--health-key, else "
                         "kvctl's own --cacert/--cert/--key)")
@@ -100,15 +104,18 @@ def register_cmd(ctx: Context, args: argparse.Namespace) -> int:
     credentials = instance_credentials(ctx, args, "health") if args.health_tls else None
     reg = Registration(args.name, args.addr, client=ctx.client, instance_id=args.id, metadata=parse_meta(args.meta),
                        ttl=args.ttl, health=health, namespace=args.namespace, rise=args.rise, fall=args.fall,
-                       health_interval=args.health_interval, health_credentials=credentials)
+                       unknown_after=args.unknown_after, health_interval=args.health_interval,
+                       health_credentials=credentials)
     reg.start(wait=ctx.timeout)
+    gate = reg.lifecycle.gate
     last: State | None = None
     try:
         while not stop.is_set():
             if reg.state is not last:
                 last = reg.state
+                why = f": {gate.reason}" if gate is not None and gate.reason else ""
                 detail = {State.REGISTERED: f"lease {reg.lease:x}, ttl {args.ttl}s",
-                          State.WITHDRAWN: "health check not passing", State.STARTING: "waiting for health check",
+                          State.WITHDRAWN: f"health check not passing{why}", State.STARTING: "waiting for health check",
                           State.RETRYING: str(reg.lifecycle.last_error or "")}.get(last, "")
                 write_line(f"{last.value} {reg.key}" + (f" ({detail})" if detail else ""))
                 sys.stdout.flush()

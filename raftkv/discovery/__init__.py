@@ -20,7 +20,7 @@ from typing import Any
 
 from raftkv.discovery.balanced import BalancedChannel
 from raftkv.discovery.ejection import OutlierConfig
-from raftkv.discovery.lifecycle import HealthGate, State
+from raftkv.discovery.lifecycle import HealthGate, State, Verdict
 from raftkv.discovery.options import split
 from raftkv.discovery.record import DEFAULT_NAMESPACE, Instance, RecordError, instance_key, service_prefix
 from raftkv.discovery.registrar import Registration
@@ -33,8 +33,10 @@ def register(service: str, addr: str, *, instance_id: str | None = None, metadat
     """Register ``addr`` as an instance of ``service``; returns the running ``Registration`` (a context
     manager: leaving it revokes the lease first, so drain after it).
 
-    ``health``: None, ``"grpc"``, ``"grpc:SERVICE"``, ``"tcp"`` or a callable returning a bool; the key then
-    exists only while the check passes (``rise``/``fall`` consecutive results, every ``health_interval`` s).
+    ``health``: None, ``"grpc"``, ``"grpc:SERVICE"``, ``"tcp"`` or a callable returning a bool (None: no
+    answer); the key then exists only while the check passes (``rise``/``fall`` consecutive answers, every
+    ``health_interval`` s; a probe not answered within ``health_timeout`` is unknown, not failing, and
+    withdraws only after ``unknown_after`` s, default 30, without any answer).
     Other options: ``client`` (a ``raftkv.client.Client``; default one from KVCTL_* variables),
     ``namespace`` (default ``/services``), ``health_timeout``, ``health_credentials``.
     Raises the registry's error if the first attempt fails within ``wait`` seconds."""
@@ -80,5 +82,5 @@ def resolve(service: str, *, wait: float | None = 5.0, **options: Any) -> Resolv
 __all__ = [
     "BalancedChannel", "OutlierConfig", "channel", "DEFAULT_NAMESPACE", "Change", "ChangeKind", "HealthGate",
     "Instance", "RecordError", "Registration",
-    "Resolver", "State", "instance_key", "register", "resolve", "service_prefix",
+    "Resolver", "State", "Verdict", "instance_key", "register", "resolve", "service_prefix",
 ]

@@ -15,6 +15,10 @@ The rules a service owner relies on:
   ``success_before_passing``/``failures_before_critical``: it takes ``rise`` consecutive successes to pass and
   ``fall`` consecutive failures to go critical, so a flapping instance does not flap its registration. An
   instance starts critical, as Consul's checks do: it is registered once it has proven healthy.
+- A probe that gets *no answer* in time is not a failure but an unknown (``HealthGate``): on a loaded
+  machine every probe times out together, and counting that as ``fall`` failures would withdraw every
+  instance of a service at once although each was serving. An unknown keeps the state the gate is in; a
+  passing instance goes critical for silence only after ``unknown_after`` seconds without any answer.
 - Stopping revokes the lease *first*: the key disappears atomically with it, watchers drop the instance, and
   only then does the caller drain in-flight calls.
 """
@@ -56,7 +60,8 @@ class KeepAlive:
 
 @dataclass(frozen=True)
 class Probe:
-    """Ask the instance whether it is healthy; the outcome is a bool."""
+    """Ask the instance whether it is healthy; the outcome is a ``Verdict`` (or a bool, or None for no
+    answer: see ``Verdict.of``)."""
 
 
 @dataclass(frozen=True)
@@ -71,10 +76,30 @@ class Wait:
     seconds: float
 
 
+class Verdict(enum.Enum):
+    """What one health probe learnt. The distinction that matters is between an instance that *answered*
+    that it is not healthy and one that did not answer in time (gRPC's health-checking protocol leaves a
+    timeout's meaning to the client; Envoy and Consul both tell a refusal from silence)."""
+
+    PASS = "pass"          # answered SERVING (TCP: the connection was accepted)
+    FAIL = "fail"          # answered something else (NOT_SERVING, UNIMPLEMENTED, ...) or refused the connection
+    UNKNOWN = "unknown"    # no answer within the probe's timeout: the instance, or this machine, is slow
+
+    @staticmethod
+    def of(outcome: object) -> Verdict:
+        """A probe's outcome as a verdict: a ``Verdict`` as is, None (a callable's "no answer") as
+        UNKNOWN, anything else by its truth."""
+        if isinstance(outcome, Verdict):
+            return outcome
+        if outcome is None:
+            return Verdict.UNKNOWN
+        return Verdict.PASS if outcome else Verdict.FAIL
+
+
 Step = Grant | Put | Delete | KeepAlive | Probe | Revoke | Wait
-#: What a driver sends back: a lease id (Grant), a TTL (KeepAlive), a bool (Probe, Wait), None (Put, Delete,
-#: Revoke) or the ClientError the step raised.
-Outcome = int | bool | None | ClientError
+#: What a driver sends back: a lease id (Grant), a TTL (KeepAlive), a bool (Wait), a Verdict, bool or None
+#: (Probe), None (Put, Delete, Revoke) or the ClientError the step raised.
+Outcome = int | bool | Verdict | None | ClientError
 Plan = Generator[Step, Outcome, None]
 
 
@@ -86,27 +111,63 @@ class State(enum.Enum):
     STOPPED = "stopped"          # lease revoked (or given up): no key
 
 
+#: Seconds without any answer from the instance before a passing check goes critical. Long enough to ride
+#: out a load spike, a pause for a core dump or a debugger, a slow GC; a hung instance's calls are ejected by
+#: the callers' outlier detection long before (five consecutive failures). Envoy ejects for 30 s by default.
+UNKNOWN_AFTER = 30.0
+
+
 @dataclass
 class HealthGate:
-    """Consul-style flap damping: ``rise`` consecutive successes to pass, ``fall`` failures to go critical."""
+    """Consul-style flap damping: ``rise`` consecutive successes to pass, ``fall`` failures to go critical,
+    and silence treated as unknown, not as failure (the one owner of that rule).
+
+    - PASS: counts toward ``rise`` while critical; while passing, clears the failure streak.
+    - FAIL (an answer): counts toward ``fall`` while passing; while critical, breaks the ``rise`` streak.
+    - UNKNOWN (no answer in time): keeps the current state. It neither counts toward ``fall`` nor clears
+      it; it breaks a ``rise`` streak (an instance that does not answer has not proven healthy). A passing
+      gate goes critical when no probe has been answered for ``unknown_after`` seconds."""
 
     rise: int = 2
     fall: int = 2
+    unknown_after: float = UNKNOWN_AFTER
     passing: bool = False
-    _streak: int = 0  # consecutive outcomes that disagree with ``passing``
+    #: The latest verdict; probes that got no answer, in all; why the gate last went critical ("" if never).
+    last: Verdict | None = None
+    unknowns: int = 0
+    reason: str = ""
+    _streak: int = 0  # consecutive answers that disagree with ``passing``
+    _answered: float = 0.0  # when a probe was last answered (meaningful while passing)
 
     def __post_init__(self) -> None:
         if self.rise < 1 or self.fall < 1:
             raise ValueError("rise and fall must be at least 1")
+        if not self.unknown_after > 0:
+            raise ValueError("unknown_after must be positive")
 
-    def observe(self, healthy: bool) -> bool:
-        """Feed one probe result; returns True if ``passing`` changed."""
+    def observe(self, verdict: Verdict | bool, now: float) -> bool:
+        """Feed one probe's verdict at monotonic time ``now``; returns True if ``passing`` changed."""
+        verdict = self.last = Verdict.of(verdict)
+        if verdict is Verdict.UNKNOWN:
+            self.unknowns += 1
+            if not self.passing:
+                self._streak = 0
+                return False
+            if now - self._answered < self.unknown_after:
+                return False
+            self.passing, self._streak = False, 0
+            self.reason = f"no answer for {self.unknown_after:g}s"
+            return True
+        self._answered = now
+        healthy = verdict is Verdict.PASS
         if healthy == self.passing:
             self._streak = 0
             return False
         self._streak += 1
         if self._streak >= (self.rise if healthy else self.fall):
             self.passing, self._streak = healthy, 0
+            if not healthy:
+                self.reason = f"{self.fall} failing check{'s' if self.fall > 1 else ''}"
             return True
         return False
 
@@ -209,8 +270,8 @@ class Lifecycle:
                 break
             now = self.clock()
             if self.gate is not None and now >= next_probe:
-                healthy = yield Probe()
-                self.gate.observe(bool(healthy))
+                verdict = yield Probe()
+                self.gate.observe(Verdict.of(verdict), self.clock())
                 next_probe = now + self.probe_interval
             if self.lease and now >= next_refresh:
                 outcome = yield KeepAlive(self.lease, timeout=interval)

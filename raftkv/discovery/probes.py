@@ -1,9 +1,12 @@
 """Health probes a registration can be gated on: the instance's own ``grpc.health.v1`` status, or a TCP
-connect. Each probe answers one question, "is the instance healthy right now?", with a bool, and never
-raises: an unreachable instance is simply unhealthy.
+connect. Each probe answers one question, "is the instance healthy right now?", with a ``Verdict`` and
+never raises: PASS; FAIL when the instance answered otherwise or nothing listens (the connection was
+refused); UNKNOWN when no answer came within the timeout, which the gate (``lifecycle.HealthGate``) does not
+count as a failure.
 
 ``health=`` accepts ``None`` (no gating), ``"grpc"`` (overall status, service ``""``), ``"grpc:NAME"`` (the
-status of service NAME), ``"tcp"``, or a callable returning a bool (an awaitable in the asyncio twin).
+status of service NAME), ``"tcp"``, or a callable returning a bool, or None for "no answer" (an awaitable
+in the asyncio twin).
 """
 
 from __future__ import annotations
@@ -17,12 +20,23 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from raftkv.discovery.lifecycle import Verdict
 from raftkv.discovery.record import check_addr
 
-SyncProbe = Callable[[], bool]
-AsyncProbe = Callable[[], Awaitable[bool]]
+SyncProbe = Callable[[], Verdict | bool | None]
+AsyncProbe = Callable[[], Awaitable[Verdict | bool | None]]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 CHECK_PATH = "/grpc.health.v1.Health/Check"
+
+
+def check_verdict(response: health_pb2.HealthCheckResponse | None, error: grpc.RpcError | None) -> Verdict:
+    """A ``Health/Check`` outcome as a verdict. Only a missed deadline is UNKNOWN: every other error is an
+    answer (UNIMPLEMENTED, a check asked for but not offered, is critical as in Consul; UNAVAILABLE is a
+    refused or reset connection, nothing serving there)."""
+    if error is not None:
+        return Verdict.UNKNOWN if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED else Verdict.FAIL
+    assert response is not None
+    return Verdict.PASS if response.status == SERVING else Verdict.FAIL
 
 
 def _split(addr: str) -> tuple[str, int]:
@@ -55,11 +69,11 @@ class GrpcProbe:
                          else grpc.secure_channel(addr, credentials, options=options))
         self._check = health_pb2_grpc.HealthStub(self._channel).Check
 
-    def __call__(self) -> bool:
+    def __call__(self) -> Verdict:
         try:
-            return bool(self._check(self._request, timeout=self._timeout).status == SERVING)
-        except grpc.RpcError:
-            return False  # UNIMPLEMENTED too: a check asked for but not offered is critical, as in Consul
+            return check_verdict(self._check(self._request, timeout=self._timeout), None)
+        except grpc.RpcError as exc:
+            return check_verdict(None, exc)
 
     def close(self) -> None:
         self._channel.close()
@@ -77,12 +91,11 @@ class AsyncGrpcProbe:
                          else grpc.aio.secure_channel(addr, credentials, options=options))
         self._check = health_pb2_grpc.HealthStub(self._channel).Check
 
-    async def __call__(self) -> bool:
+    async def __call__(self) -> Verdict:
         try:
-            response = await self._check(self._request, timeout=self._timeout)
-            return bool(response.status == SERVING)
-        except grpc.RpcError:
-            return False
+            return check_verdict(await self._check(self._request, timeout=self._timeout), None)
+        except grpc.RpcError as exc:
+            return check_verdict(None, exc)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -91,12 +104,14 @@ class AsyncGrpcProbe:
 def tcp_probe(addr: str, timeout: float = 1.0) -> SyncProbe:
     host, port = _split(addr)
 
-    def probe() -> bool:
+    def probe() -> Verdict:
         try:
             socket.create_connection((host, port), timeout=timeout).close()
-            return True
+            return Verdict.PASS
+        except TimeoutError:
+            return Verdict.UNKNOWN
         except OSError:
-            return False
+            return Verdict.FAIL
 
     return probe
 
@@ -104,13 +119,15 @@ def tcp_probe(addr: str, timeout: float = 1.0) -> SyncProbe:
 def async_tcp_probe(addr: str, timeout: float = 1.0) -> AsyncProbe:
     host, port = _split(addr)
 
-    async def probe() -> bool:
+    async def probe() -> Verdict:
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        except (TimeoutError, OSError):
-            return False
+        except TimeoutError:
+            return Verdict.UNKNOWN
+        except OSError:
+            return Verdict.FAIL
         writer.close()
-        return True
+        return Verdict.PASS
 
     return probe
 

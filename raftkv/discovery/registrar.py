@@ -26,9 +26,10 @@ log = logging.getLogger("raftkv.discovery")
 
 
 def _lifecycle(service: str, addr: str, *, instance_id: str | None, metadata: Mapping[str, Any] | None,
-               ttl: int, gated: bool, namespace: str, rise: int, fall: int, interval: float) -> lc.Lifecycle:
+               ttl: int, gated: bool, namespace: str, rise: int, fall: int, unknown_after: float,
+               interval: float) -> lc.Lifecycle:
     key = record.instance_key(service, instance_id or addr, namespace)
-    gate = lc.HealthGate(rise, fall) if gated else None
+    gate = lc.HealthGate(rise, fall, unknown_after) if gated else None
     return lc.Lifecycle(key, record.encode(addr, metadata), ttl, gate, interval)
 
 
@@ -57,13 +58,14 @@ class _Driver:
     def __init__(self, service: str, addr: str, *, instance_id: str | None = None,
                  metadata: Mapping[str, Any] | None = None, ttl: int = 5, health: Any = None,
                  namespace: str = record.DEFAULT_NAMESPACE, rise: int = 2, fall: int = 2,
-                 health_interval: float = 1.0, health_timeout: float = 1.0,
+                 unknown_after: float = lc.UNKNOWN_AFTER, health_interval: float = 1.0, health_timeout: float = 1.0,
                  health_credentials: grpc.ChannelCredentials | None = None) -> None:
         self.service, self.addr = record.check_name("service name", service), record.check_addr(addr)
         probes.parse_spec(health) if not callable(health) else None  # refuse a bad spec before any I/O
         self.lifecycle = _lifecycle(service, addr, instance_id=instance_id, metadata=metadata, ttl=ttl,
                                     gated=health is not None and health != "none", namespace=namespace,
-                                    rise=rise, fall=fall, interval=health_interval)
+                                    rise=rise, fall=fall, unknown_after=unknown_after,
+                                    interval=health_interval)
         self._health = (health, health_timeout, health_credentials)
 
     @property

@@ -84,7 +84,7 @@ def test_register_with_health_check_follows_the_instance(client: Client, service
                                                          popen: list[subprocess.Popen[str]]) -> None:
     _, addr = instances.local()
     proc = start(popen, env, "service", "register", service, addr, "--health-check", "grpc", "--health-interval",
-                 "100ms")
+                 "100ms", "--unknown-after", "20s")
     key = instance_key(service, addr)
     # The first wait includes starting kvctl, which alone takes 7 s at load 25; what is tested is that the
     # key follows the health, not how fast a loaded machine starts a process or runs the probes.
@@ -94,8 +94,15 @@ def test_register_with_health_check_follows_the_instance(client: Client, service
     control(addr, "serving")
     eventually(lambda: client.get(key) is not None, 30, "restoration")
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=15)
+    out, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0
+    # It says why: the instance answered NOT_SERVING (an unanswered check would say "no answer for 20s").
+    assert f"withdrawn {key} (health check not passing: 2 failing checks)" in out.splitlines()
+
+
+def test_register_refuses_a_bad_unknown_after(env: dict[str, str]) -> None:
+    out = kvctl(env, "service", "register", "s", "127.0.0.1:1", "--health-check", "grpc", "--unknown-after", "0")
+    assert out.returncode != 0 and "unknown_after must be positive" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_list_shows_address_ttl_health_and_metadata(client: Client, service: str, env: dict[str, str],

@@ -143,9 +143,9 @@ def test_health_gating_registers_after_rise_successes_and_withdraws_after_fall_f
 def test_gate_flips_only_after_rise_or_fall_agreeing_results(results: list[bool], rise: int, fall: int) -> None:
     gate = lc.HealthGate(rise, fall)
     history: list[bool] = []
-    for ok in results:
+    for n, ok in enumerate(results):
         was = gate.passing
-        changed = gate.observe(ok)
+        changed = gate.observe(ok, float(n))
         history.append(ok)
         assert changed == (gate.passing != was)
         if changed:
@@ -153,6 +153,72 @@ def test_gate_flips_only_after_rise_or_fall_agreeing_results(results: list[bool]
             assert history[-need:] == [gate.passing] * need
 
 
+verdicts = st.sampled_from(list(lc.Verdict))
+
+
+@given(st.lists(st.tuples(verdicts, st.floats(0.01, 5.0)), max_size=80), st.integers(1, 4), st.integers(1, 4),
+       st.floats(1.0, 20.0))
+def test_unknown_keeps_the_state_until_unknown_after_without_an_answer(
+        probes: list[tuple[lc.Verdict, float]], rise: int, fall: int, unknown_after: float) -> None:
+    """UNKNOWN never counts toward ``fall`` and never passes an instance; a passing gate goes critical for
+    silence only once no probe was answered for ``unknown_after`` s. Answers alone follow the rise/fall rule."""
+    gate = lc.HealthGate(rise, fall, unknown_after)
+    now, answered = 0.0, 0.0
+    answers: list[bool] = []  # answered verdicts since the last change, newest last
+    for verdict, gap in probes:
+        now += gap
+        was = gate.passing
+        changed = gate.observe(verdict, now)
+        assert changed == (gate.passing != was)
+        if verdict is lc.Verdict.UNKNOWN:
+            assert not (changed and gate.passing)  # silence never passes an instance
+            if changed:
+                assert now - answered >= unknown_after and "no answer" in gate.reason
+            elif was:
+                assert now - answered < unknown_after
+            if not was:
+                answers.clear()  # an unanswered probe breaks a rise streak
+            continue
+        answered = now
+        answers.append(verdict is lc.Verdict.PASS)
+        if changed:
+            need = rise if gate.passing else fall
+            assert answers[-need:] == [gate.passing] * need
+            answers.clear()
+        elif verdict is lc.Verdict.PASS if was else verdict is lc.Verdict.FAIL:
+            answers.clear()  # an answer agreeing with the state clears the streak
+
+
+def test_probes_that_time_out_do_not_withdraw_until_unknown_after_but_a_hung_instance_does() -> None:
+    s = Script(lambda clock: lc.Lifecycle("/services/s/i", b"v", 6, lc.HealthGate(2, 2, 10.0), 1.0, clock))
+
+    def answer(step: lc.Step) -> lc.Outcome:
+        if isinstance(step, lc.Probe):
+            # answers for 2 s, then silent for 5 s (a load spike), answers again, then hangs for good at 12 s
+            return lc.Verdict.PASS if s.now < 2 or 7 <= s.now < 12 else lc.Verdict.UNKNOWN
+        return healthy_registry(step)
+
+    s.run(answer, until=22.5)
+    now, writes = 0.0, []
+    for step in s.steps:
+        if isinstance(step, lc.Wait):
+            now += step.seconds
+        if isinstance(step, (lc.Put, lc.Delete)):
+            writes.append((type(step).__name__, round(now, 3)))
+    # Registered after two passes; the 5 s spike withdrew nothing; the hang withdrew once the last answer
+    # (t=11) was 10 s old.
+    assert writes == [("Put", 1.0), ("Delete", 21.0)]
+    assert s.life.gate is not None and s.life.gate.reason == "no answer for 10s" and s.life.gate.unknowns >= 15
+
+
+def test_a_callable_probe_may_say_none_for_no_answer() -> None:
+    assert lc.Verdict.of(None) is lc.Verdict.UNKNOWN
+    assert lc.Verdict.of(True) is lc.Verdict.PASS and lc.Verdict.of(False) is lc.Verdict.FAIL
+    assert lc.Verdict.of(lc.Verdict.FAIL) is lc.Verdict.FAIL
+
+
 def test_gate_thresholds_must_be_positive() -> None:
     with pytest.raises(ValueError):
         lc.HealthGate(0, 1)
+    with pytest.raises(ValueError, match="unknown_after"):
+        lc.HealthGate(1, 1, 0)
