@@ -24,15 +24,17 @@ async def register(service: str, addr: str, *, instance_id: str | None = None,
 
 async def channel(service: str, *, policy: str = "p2c", client: Any = None, namespace: str = DEFAULT_NAMESPACE,
                   credentials: Any = None, options: Any = (), health_check: bool = True, health_service: str = "",
-                  timeout: float | None = None, wait: float | None = 5.0, **balancing: Any) -> AsyncBalancedChannel:
-    """As ``raftkv.discovery.channel``, a ``grpc.aio.Channel`` (``client`` is an ``AsyncClient``; no hedging)."""
+                  timeout: float | None = None, wait: float | None = 5.0, on_attempt: Any = None,
+                  **balancing: Any) -> AsyncBalancedChannel:
+    """As ``raftkv.discovery.channel``, a ``grpc.aio.Channel`` (``client`` is an ``AsyncClient``; no hedging;
+    ``on_attempt`` is called on the event loop)."""
     config, rest = split({"policy": policy, **balancing})
     if rest or config.hedge_delay is not None:
         raise TypeError(f"unknown or unsupported channel option(s): {', '.join(sorted(rest)) or 'hedge_delay'}")
     resolver = await AsyncResolver(service, client=client, namespace=namespace).start(wait)
     return AsyncBalancedChannel(resolver, config.pool(), config.rules(), credentials=credentials, options=options,
                                 health_check=health_check, health_service=health_service,
-                                retry_budget=config.budget(), default_timeout=timeout)
+                                retry_budget=config.budget(), default_timeout=timeout, on_attempt=on_attempt)
 
 
 async def resolve(service: str, *, wait: float | None = 5.0, **options: Any) -> AsyncResolver:

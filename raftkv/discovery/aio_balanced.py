@@ -1,8 +1,9 @@
 """``AsyncBalancedChannel``: the asyncio twin of ``balanced.BalancedChannel`` (a ``grpc.aio.Channel``).
 
-The same pool, policies, rules and budget; one ``grpc.aio`` channel per instance; a health-watch task per
-instance. Create it inside the running event loop (``await raftkv.discovery.aio.channel(...)``). A unary call
-returns an awaitable call object, as grpc.aio's do; hedging is offered by the blocking channel only.
+The same pool, policies, rules and budget, and the same rules for an attempt (``attempts.Attempts``, which
+also tells ``on_attempt``); one ``grpc.aio`` channel per instance; a health-watch task per instance. Create
+it inside the running event loop (``await raftkv.discovery.aio.channel(...)``). A unary call returns an
+awaitable call object, as grpc.aio's do; hedging is offered by the blocking channel only.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -18,11 +19,12 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from raftkv.discovery import record
+from raftkv.discovery.attempts import AttemptObserver, Attempts, ObservedAttempts
 from raftkv.discovery.balanced import HEALTH_BACKOFF, INSTANCE_OPTIONS
 from raftkv.discovery.budget import RetryBudget
 from raftkv.discovery.calls import CallRules, Metadata, NoInstance
 from raftkv.discovery.endpoint import Endpoint, Health
-from raftkv.discovery.pool import Outcome, Pool, outcome_of
+from raftkv.discovery.pool import Pool
 from raftkv.discovery.resolver import AsyncResolver
 from raftkv.discovery.view import Change
 
@@ -84,14 +86,6 @@ class _AsyncMethod:
                 self._method, request_serializer=self._serializer, response_deserializer=self._deserializer)
         return made
 
-    def _pick(self, metadata: Metadata, request: Any = None) -> Endpoint:
-        owner = self._owner
-        key = owner.rules.key(request, metadata) if owner._keyed else None
-        endpoint = owner._pool.pick(time.monotonic(), key)
-        if endpoint is None:
-            raise owner._no_instance()
-        owner._pool.begin(endpoint)
-        return endpoint
 
 
 class _BalancedUnaryCall:
@@ -151,20 +145,18 @@ class _AsyncUnaryUnary(_AsyncMethod):
     async def _invoke(self, holder: _BalancedUnaryCall, request: Any, timeout: float | None, metadata: Metadata,
                       credentials: Any, wait_for_ready: bool | None, compression: Any) -> Any:
         owner = self._owner
-        rules, pool = owner.rules, owner._pool
+        attempts = owner._attempts
         now = time.monotonic()
         if timeout is None:
             timeout = owner.default_timeout
         deadline = None if timeout is None else now + timeout
-        key = rules.key(request, metadata) if owner._keyed else None
+        key = owner.rules.key(request, metadata) if owner._keyed else None
         tried: list[str] = []
         error: grpc.RpcError | None = None
-        owner._budget.deposit(now)
         while True:
-            endpoint = pool.pick(now, key, tried)
+            endpoint = attempts.begin(now, key, tried, first=not tried)
             if endpoint is None:
                 raise error or owner._no_instance()
-            pool.begin(endpoint)
             remaining = None if deadline is None else max(0.0, deadline - now)
             call = self._callable(endpoint)(request, timeout=remaining, metadata=metadata, credentials=credentials,
                                             wait_for_ready=wait_for_ready, compression=compression)
@@ -172,19 +164,17 @@ class _AsyncUnaryUnary(_AsyncMethod):
             try:
                 result = await call
             except grpc.RpcError as exc:
-                end = time.monotonic()
-                outcome = outcome_of(exc)
-                pool.end(endpoint, now, outcome, end)
-                if not rules.may_retry(exc, outcome, self._idempotent, len(tried) + 1, len(pool.endpoints),
-                                       deadline, end, owner._budget):
+                end, retry = attempts.end(endpoint, now, exc, idempotent=self._idempotent, attempts=len(tried) + 1,
+                                          deadline=deadline)
+                if not retry:
                     raise
                 tried.append(endpoint.id)
                 error, now = exc, end
                 continue
             except asyncio.CancelledError:
-                pool.end(endpoint, now, Outcome.ABANDONED, time.monotonic())
+                attempts.abandon(endpoint, now)
                 raise
-            pool.end(endpoint, now, Outcome.OK, time.monotonic())
+            attempts.end(endpoint, now, None, attempts=len(tried) + 1, deadline=deadline)
             return result
 
 
@@ -192,25 +182,22 @@ class _AsyncStream(_AsyncMethod):
     def __call__(self, request: Any = None, *, timeout: float | None = None, metadata: Metadata = None,
                  **kwargs: Any) -> Any:
         owner = self._owner
-        endpoint = self._pick(metadata)
         started = time.monotonic()
+        endpoint = owner._attempts.begin(started, owner.rules.key(None, metadata) if owner._keyed else None)
+        if endpoint is None:
+            raise owner._no_instance()
         args = () if request is None and self.kind in ("stream_unary", "stream_stream") else (request,)
         call = self._callable(endpoint)(*args, timeout=owner.default_timeout if timeout is None else timeout,
                                         metadata=metadata, **kwargs)
 
-        def finished(done: Any) -> None:
-            try:
-                code = done.code()
-                if asyncio.iscoroutine(code):
-                    code.close()
-                    code = None
-            except Exception:
-                code = None
-            error = None if code in (None, grpc.StatusCode.OK) else done
-            owner._pool.end(endpoint, started, outcome_of(error) if code is not None else Outcome.OK,
-                            time.monotonic())
+        async def finished(done: Any) -> None:
+            # A grpc.aio call's status is read with ``await`` (the call is over: it answers at once).
+            code = await done.code()
+            error = None if code == grpc.StatusCode.OK else grpc.aio.AioRpcError(
+                code, grpc.aio.Metadata(), grpc.aio.Metadata(), await done.details())
+            owner._attempts.end(endpoint, started, error, retryable=False)
 
-        call.add_done_callback(finished)
+        call.add_done_callback(lambda done: owner._spawn(finished(done)))
         return call
 
 
@@ -226,11 +213,11 @@ class _AsyncStreamStream(_AsyncStream):
     kind = "stream_stream"
 
 
-class AsyncBalancedChannel(grpc.aio.Channel):
+class AsyncBalancedChannel(ObservedAttempts, grpc.aio.Channel):
     def __init__(self, resolver: AsyncResolver, pool: Pool, rules: CallRules, *,
                  credentials: grpc.ChannelCredentials | None = None, options: Sequence[tuple[str, Any]] = (),
                  health_check: bool = True, health_service: str = "", retry_budget: RetryBudget | None = None,
-                 default_timeout: float | None = None) -> None:
+                 default_timeout: float | None = None, on_attempt: AttemptObserver | None = None) -> None:
         self.resolver, self.rules = resolver, rules
         self.service = resolver.service
         self.health_check, self.health_service = health_check, health_service
@@ -238,10 +225,19 @@ class AsyncBalancedChannel(grpc.aio.Channel):
         self._credentials, self._options = credentials, [*INSTANCE_OPTIONS, *options]
         self._pool = pool
         self._budget = retry_budget or RetryBudget()
+        # Everything runs on the event loop: the pool needs no lock.
+        self._attempts = Attempts(pool, rules, self._budget, contextlib.nullcontext(), on_attempt)
+        #: Tasks that account a finished stream (kept referenced until done, as asyncio asks).
+        self._tasks: set[asyncio.Future[None]] = set()
         self._keyed = rules.hash_key is not None or rules.hash_header is not None
         self._closed = False
         self._state_changed = asyncio.Event()
         resolver.subscribe(self._on_change)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _dial(self, addr: str) -> grpc.aio.Channel:
         if self._credentials is None:

@@ -29,11 +29,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from raftkv.discovery import record
+from raftkv.discovery.attempts import AttemptObserver, Attempts, ObservedAttempts
 from raftkv.discovery.budget import RetryBudget
 from raftkv.discovery.calls import CallRules, Metadata, NoInstance
 from raftkv.discovery.endpoint import Endpoint, Health
 from raftkv.discovery.futures import BalancedFuture, ThreadFuture
-from raftkv.discovery.pool import Outcome, Pool, outcome_of
+from raftkv.discovery.pool import Pool
 from raftkv.discovery.resolver import Resolver
 from raftkv.discovery.view import Change
 
@@ -41,8 +42,6 @@ log = logging.getLogger("raftkv.discovery")
 
 #: Channel arguments every per-instance channel gets: its own subchannel pool (one connection per instance).
 INSTANCE_OPTIONS = (("grpc.use_local_subchannel_pool", 1),)
-#: ``on_attempt(instance_id, started, code)``: called as each attempt ends (``started`` is monotonic time).
-AttemptObserver = Callable[[str, float, grpc.StatusCode], None]
 HEALTH_BACKOFF = (0.05, 1.0)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -146,39 +145,15 @@ class _UnaryUnary(_Method, grpc.UnaryUnaryMultiCallable):
     # ------------------------------------------------ one attempt: the rules shared by every way to call
 
     def begin_attempt(self, now: float, key: bytes | None, tried: list[str]) -> Endpoint | None:
-        """Pick the instance for the next attempt (not one in ``tried``) and count it in flight; the first
-        attempt of a call also counts the call for the retry budget."""
-        owner = self._owner
-        with owner._lock:
-            if not tried:
-                owner._budget.deposit(now)
-            endpoint = owner._pool.pick(now, key, tried)
-            if endpoint is not None:
-                owner._pool.begin(endpoint)
-        return endpoint
+        return self._owner._attempts.begin(now, key, tried, first=not tried)
 
     def end_attempt(self, endpoint: Endpoint, started: float, error: grpc.RpcError | None, attempts: int,
                     deadline: float | None) -> tuple[float, bool]:
-        """Account an attempt's outcome; returns (now, whether to try again elsewhere)."""
-        owner = self._owner
-        end = time.monotonic()
-        if error is None:
-            with owner._lock:
-                owner._pool.end(endpoint, started, Outcome.OK, end)
-            retry = False
-        else:
-            outcome = outcome_of(error)
-            with owner._lock:
-                owner._pool.end(endpoint, started, outcome, end)
-                retry = owner.rules.may_retry(error, outcome, self._idempotent, attempts, len(owner._pool.endpoints),
-                                              deadline, end, owner._budget)
-        if owner.on_attempt is not None:
-            owner.on_attempt(endpoint.id, started, grpc.StatusCode.OK if error is None else error.code())
-        return end, retry
+        return self._owner._attempts.end(endpoint, started, error, idempotent=self._idempotent, attempts=attempts,
+                                         deadline=deadline)
 
     def abandon_attempt(self, endpoint: Endpoint, started: float) -> None:
-        with self._owner._lock:
-            self._owner._pool.end(endpoint, started, Outcome.ABANDONED, time.monotonic())
+        self._owner._attempts.abandon(endpoint, started)
 
     def no_instance(self) -> grpc.RpcError:
         return self._owner._no_instance()
@@ -227,22 +202,14 @@ class _StreamMethod(_Method):
     def _start(self, request: Any, timeout: float | None, metadata: Metadata, **kwargs: Any) -> Any:
         owner = self._owner
         now = time.monotonic()
-        key = owner.rules.key(None, metadata) if owner._keyed else None
-        with owner._lock:
-            endpoint = owner._pool.pick(now, key)
-            if endpoint is None:
-                raise owner._no_instance()
-            owner._pool.begin(endpoint)
+        endpoint = owner._attempts.begin(now, owner.rules.key(None, metadata) if owner._keyed else None)
+        if endpoint is None:
+            raise owner._no_instance()
         call = self._callable(endpoint)(request, timeout=owner.default_timeout if timeout is None else timeout,
                                         metadata=metadata, **kwargs)
 
         def finished(done: Any) -> None:
-            code = done.code()
-            outcome = outcome_of(None if code == grpc.StatusCode.OK else done)
-            with owner._lock:
-                owner._pool.end(endpoint, now, outcome, time.monotonic())
-            if owner.on_attempt is not None:
-                owner.on_attempt(endpoint.id, now, code)
+            owner._attempts.end(endpoint, now, None if done.code() == grpc.StatusCode.OK else done, retryable=False)
 
         if not call.add_callback(lambda: finished(call)):
             finished(call)  # already over
@@ -281,28 +248,21 @@ class _StreamUnary(_StreamMethod, grpc.StreamUnaryMultiCallable):
                **kwargs: Any) -> Any:
         owner = self._owner
         now = time.monotonic()
-        key = owner.rules.key(None, metadata) if owner._keyed else None
-        with owner._lock:
-            endpoint = owner._pool.pick(now, key)
-            if endpoint is None:
-                raise owner._no_instance()
-            owner._pool.begin(endpoint)
+        endpoint = owner._attempts.begin(now, owner.rules.key(None, metadata) if owner._keyed else None)
+        if endpoint is None:
+            raise owner._no_instance()
         call = self._callable(endpoint).future(
             request_iterator, timeout=owner.default_timeout if timeout is None else timeout, metadata=metadata,
             **kwargs)
 
         def finished(done: Any) -> None:
-            error = done.exception()
-            with owner._lock:
-                owner._pool.end(endpoint, now, outcome_of(error), time.monotonic())
-            if owner.on_attempt is not None:
-                owner.on_attempt(endpoint.id, now, grpc.StatusCode.OK if error is None else error.code())
+            owner._attempts.end(endpoint, now, done.exception(), retryable=False)
 
         call.add_done_callback(finished)
         return call
 
 
-class BalancedChannel(grpc.Channel):
+class BalancedChannel(ObservedAttempts, grpc.Channel):
     """See the module docstring and ``raftkv.discovery.channel``."""
 
     def __init__(self, resolver: Resolver, pool: Pool, rules: CallRules, *,
@@ -311,8 +271,6 @@ class BalancedChannel(grpc.Channel):
                  retry_budget: RetryBudget | None = None, default_timeout: float | None = None,
                  owns_resolver: bool = True, on_attempt: AttemptObserver | None = None) -> None:
         self.resolver, self.rules = resolver, rules
-        #: Told of every attempt when it ends: (instance id, monotonic start, status code).
-        self.on_attempt = on_attempt
         self.service = resolver.service
         self.health_check, self.health_service = health_check, health_service
         self.default_timeout = default_timeout
@@ -321,6 +279,7 @@ class BalancedChannel(grpc.Channel):
         self._pool = pool
         self._lock = threading.Lock()
         self._budget = retry_budget or RetryBudget()
+        self._attempts = Attempts(pool, rules, self._budget, self._lock, on_attempt)
         self._keyed = rules.hash_key is not None or rules.hash_header is not None
         self._owns_resolver = owns_resolver
         self._closed = False
@@ -396,22 +355,18 @@ class BalancedChannel(grpc.Channel):
         """An idempotent call sent to a second instance when the first has not answered within
         ``hedge_delay``; the first success wins and the others are cancelled. Hedges and retries come out
         of the same budget and the same ``max_attempts``."""
-        rules, pool, lock = self.rules, self._pool, self._lock
+        rules, attempts = self.rules, self._attempts
         done = threading.Condition()
         running: list[tuple[Endpoint, Any, float]] = []
         finished: list[tuple[Endpoint, Any, float]] = []
         tried: list[str] = []
         now = time.monotonic()
-        with lock:
-            self._budget.deposit(now)
 
         def launch(at: float, charge: bool = False) -> bool:
             """Start an attempt on an instance not tried yet; a hedge (``charge``) only if the budget allows."""
-            with lock:
-                endpoint = pool.pick(at, key, tried)
-                if endpoint is None or (charge and not self._budget.withdraw(at)):
-                    return False
-                pool.begin(endpoint)
+            endpoint = attempts.begin(at, key, tried, first=not tried, charge=charge)
+            if endpoint is None:
+                return False
             tried.append(endpoint.id)
             remaining = None if deadline is None else max(0.0, deadline - at)
             future = method._callable(endpoint).future(request, timeout=remaining, metadata=metadata,
@@ -443,21 +398,14 @@ class BalancedChannel(grpc.Channel):
             for endpoint, future, started in fresh:
                 running.remove((endpoint, future, started))
                 exc = future.exception()
-                with lock:
-                    pool.end(endpoint, started, outcome_of(exc), now)
-                if self.on_attempt is not None:
-                    self.on_attempt(endpoint.id, started, grpc.StatusCode.OK if exc is None else exc.code())
+                now, again = attempts.end(endpoint, started, exc, idempotent=True, attempts=len(tried),
+                                          deadline=deadline)
                 if exc is None:
                     for other, other_future, other_started in running:
                         other_future.cancel()
-                        with lock:
-                            pool.end(other, other_started, Outcome.ABANDONED, now)
+                        attempts.abandon(other, other_started)
                     return (future.result(), future) if with_call else future.result()
                 error = exc
-                outcome = outcome_of(exc)
-                with lock:
-                    again = rules.may_retry(exc, outcome, True, len(tried), len(pool.endpoints), deadline, now,
-                                            self._budget)
                 if again:
                     launch(now)
             if not fresh and len(tried) < rules.max_attempts and (deadline is None or now < deadline):

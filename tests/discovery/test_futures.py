@@ -1,17 +1,20 @@
 """``future()`` on the balanced channel with real gRPC: the same rules as a blocking call (retry elsewhere,
 deadline, no instance), driven by gRPC's completion callbacks rather than a thread, and every attempt told
-to ``on_attempt``."""
+to ``on_attempt`` (by the asyncio channel too: one owner, ``attempts.Attempts``)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 
 import grpc
 import pytest
 
 from raftkv.client import Client
-from raftkv.discovery import OutlierConfig, channel
-from raftkv.discovery.demo import ECHO, control
+from raftkv.discovery import OutlierConfig, aio, channel
+from raftkv.discovery.demo import ECHO, STREAM, control
+from raftkv.testing import ClusterHandle
 from tests.discovery.conftest import eventually
 
 
@@ -112,3 +115,47 @@ def test_a_future_waits_with_a_timeout(client: Client, service: str, three: list
         with pytest.raises(grpc.FutureTimeoutError):
             future.result(timeout=0.01)
         assert future.result(timeout=10).endswith(b":x")
+
+
+def test_the_async_channel_tells_every_attempt_as_the_blocking_one_does(cluster: ClusterHandle, service: str,
+                                                                         three: list[str]) -> None:
+    attempts = Attempts()
+
+    async def until(predicate: object, what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not predicate():  # type: ignore[operator]
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        async with cluster.async_client() as c:
+            ch = await aio.channel(service, policy="round_robin", client=c, idempotent=True, health_check=False,
+                                   outlier=OutlierConfig(consecutive_failures=1000), on_attempt=attempts)
+            try:
+                assert await ch.wait_for_instances(3)
+                control(three[0], "fail")
+                echo = ch.unary_unary(ECHO)
+                answers = [await echo(b"x", timeout=5) for _ in range(12)]
+                assert all(a.split(b":")[0] in (b"i1", b"i2") for a in answers)
+                failed = [a for a in attempts.seen if a[0] == "i0"]
+                assert failed and all(code == grpc.StatusCode.UNAVAILABLE for _, code in failed)
+                assert sum(1 for _, code in attempts.seen if code == grpc.StatusCode.OK) == 12
+                # A stream is one attempt, told when it ends.
+                control(three[0], "ok")
+                attempts.seen.clear()
+                assert len([r async for r in ch.unary_stream(STREAM)(b"2", timeout=5)]) == 2
+                await until(lambda: len(attempts.seen) == 1, "the stream's attempt")
+                assert attempts.seen[0][1] == grpc.StatusCode.OK
+                # Not retried past the deadline, and the one attempt is told.
+                for addr in three:
+                    control(addr, "slow:2000")
+                attempts.seen.clear()
+                with pytest.raises(grpc.RpcError) as caught:
+                    await echo(b"x", timeout=0.2)
+                assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                assert [code for _, code in attempts.seen] == [grpc.StatusCode.DEADLINE_EXCEEDED]
+                assert all(e.outstanding == 0 for e in ch._pool.endpoints.values())
+            finally:
+                await ch.close()
+
+    asyncio.run(scenario())
