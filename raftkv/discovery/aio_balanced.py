@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from raftkv.discovery import record
 from raftkv.discovery.attempts import AttemptObserver, Attempts, ObservedAttempts
-from raftkv.discovery.balanced import HEALTH_BACKOFF, INSTANCE_OPTIONS
+from raftkv.discovery.balanced import DRAIN_GRACE, DRAIN_POLL, HEALTH_BACKOFF, INSTANCE_OPTIONS
 from raftkv.discovery.budget import RetryBudget
 from raftkv.discovery.calls import CallRules, Metadata, NoInstance
 from raftkv.discovery.endpoint import Endpoint, Health
@@ -58,12 +58,23 @@ class _AsyncConn:
             await asyncio.sleep(delay)
             delay = min(HEALTH_BACKOFF[1], delay * 2)
 
-    async def close(self) -> None:
+    async def _stop_watching(self) -> None:
         self.closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    async def close(self) -> None:
+        await self._stop_watching()
+        await self.channel.close()
+
+    async def retire(self) -> None:
+        """As ``balanced._Conn.retire``: the calls in flight to an instance that left are let finish."""
+        await self._stop_watching()
+        deadline = time.monotonic() + DRAIN_GRACE
+        while self.endpoint.outstanding > 0 and time.monotonic() < deadline and not self.owner._closed:
+            await asyncio.sleep(DRAIN_POLL)
         await self.channel.close()
 
 
@@ -252,7 +263,7 @@ class AsyncBalancedChannel(ObservedAttempts, grpc.aio.Channel):
             endpoint.conn = _AsyncConn(self, endpoint)
         for endpoint in removed:
             if endpoint.conn is not None:
-                asyncio.ensure_future(endpoint.conn.close())
+                self._spawn(endpoint.conn.retire())
         self._poke()
 
     def _set_health(self, endpoint: Endpoint, health: Health) -> None:
@@ -322,6 +333,8 @@ class AsyncBalancedChannel(ObservedAttempts, grpc.aio.Channel):
         for endpoint in list(self._pool.endpoints.values()):
             if endpoint.conn is not None:
                 await endpoint.conn.close()
+        if self._tasks:  # connections draining (they see the channel closed) and streams being accounted
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def __aenter__(self) -> AsyncBalancedChannel:
         return self

@@ -43,6 +43,10 @@ log = logging.getLogger("raftkv.discovery")
 #: Channel arguments every per-instance channel gets: its own subchannel pool (one connection per instance).
 INSTANCE_OPTIONS = (("grpc.use_local_subchannel_pool", 1),)
 HEALTH_BACKOFF = (0.05, 1.0)
+#: How long the connection of an instance that left the registry stays open for the calls in flight to it,
+#: and how often that is looked at. The instance itself drains them (it revoked its lease first for that),
+#: so the server's own grace ends them sooner; this only bounds a call that has no deadline.
+DRAIN_GRACE, DRAIN_POLL = 30.0, 0.05
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
@@ -82,11 +86,30 @@ class _Conn:
             self.closed.wait(delay)
             delay = min(HEALTH_BACKOFF[1], delay * 2)
 
-    def close(self) -> None:
+    def _stop_watching(self) -> None:
         self.closed.set()
         call = self._health_call
         if call is not None:
             call.cancel()
+
+    def close(self) -> None:
+        self._stop_watching()
+        self.channel.close()
+
+    def retire(self) -> None:
+        """The instance left the registry: stop watching it, and close its connection once the calls in
+        flight to it have ended (within ``DRAIN_GRACE``). Closing at once would cancel them on this side
+        while the instance is draining them."""
+        self._stop_watching()
+        if self.endpoint.outstanding <= 0:
+            self.channel.close()
+            return
+        threading.Thread(target=self._close_when_drained, name=f"drain-{self.endpoint.addr}", daemon=True).start()
+
+    def _close_when_drained(self) -> None:
+        deadline = time.monotonic() + DRAIN_GRACE
+        while self.endpoint.outstanding > 0 and time.monotonic() < deadline and not self.owner._closed:
+            time.sleep(DRAIN_POLL)
         self.channel.close()
 
 
@@ -303,7 +326,7 @@ class BalancedChannel(ObservedAttempts, grpc.Channel):
                 endpoint.conn = _Conn(self, endpoint)
         for endpoint in removed:
             if endpoint.conn is not None:
-                endpoint.conn.close()
+                endpoint.conn.retire()
         self._notify_state()
 
     def _set_health(self, endpoint: Endpoint, health: Health) -> None:

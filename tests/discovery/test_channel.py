@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -14,6 +15,7 @@ from raftkv.client import Client
 from raftkv.discovery import OutlierConfig, channel, register
 from raftkv.discovery.budget import RetryBudget
 from raftkv.discovery.demo import CHAT, ECHO, STREAM, control
+from raftkv.testing import ClusterHandle
 from tests.discovery.conftest import Instances, eventually
 
 
@@ -217,6 +219,52 @@ def test_async_twin_balances_streams_and_skips_a_not_serving_instance(cluster: o
                     await asyncio.sleep(0.01)
                 assert b"i0" not in {(await echo(b"x", timeout=5)).split(b":")[0] for _ in range(20)}
             finally:
+                await ch.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_instance_leaving_the_registry_keeps_the_calls_in_flight_to_it(cluster: ClusterHandle, client: Client,
+                                                                           service: str, instances: Instances) -> None:
+    """A deregistering instance revokes its lease first and then drains: the calls already sent to it must
+    be allowed to finish, not be cancelled on the caller's side when the channel lets go of the instance."""
+    import asyncio
+
+    from raftkv.discovery import aio
+
+    _, addr = instances.local("i0")
+    control(addr, "slow:1500")
+    reg = register(service, addr, instance_id="i0", client=client)
+    try:
+        with channel(service, client=client, health_check=False) as ch:
+            assert ch.wait_for_instances(1)
+            future = ch.unary_unary(ECHO).future(b"x", timeout=30)
+            eventually(lambda: any(i["outstanding"] for i in ch.instances()), 10, "the call in flight")
+            reg.stop()  # the key goes at once; the instance still serves what it has
+            eventually(lambda: not ch.instances(), 10, "the instance's removal")
+            assert future.result(timeout=30).endswith(b":x")
+    finally:
+        reg.stop()
+
+    async def until(predicate: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        async with cluster.async_client() as c:
+            again = register(service, addr, instance_id="i0", client=client)
+            ch = await aio.channel(service, client=c, health_check=False)
+            try:
+                assert await ch.wait_for_instances(1)
+                call = ch.unary_unary(ECHO)(b"y", timeout=30)
+                await until(lambda: any(e.outstanding for e in ch._pool.endpoints.values()), "the call in flight")
+                again.stop()
+                await until(lambda: not ch._pool.endpoints, "the instance's removal")
+                assert (await call).endswith(b":y")
+            finally:
+                again.stop()
                 await ch.close()
 
     asyncio.run(scenario())

@@ -42,9 +42,7 @@ def test_an_instance_answering_not_serving_gets_no_call_1s_after(client: Client,
         eventually(lambda: all(r.registered for r in regs), 60, "both instances registered")
         # Without its own health watch the channel learns of NOT_SERVING only from the registry: the path
         # the registrar's gate decides, and the one grpc-go's etcd resolver and the xDS clients see.
-        # Idempotent: a call in flight to i0 when its key goes is cancelled by the channel closing i0's
-        # connection, and is then retried on i1 (what is measured here is where calls are routed).
-        with channel(service, client=client, health_check=False, idempotent=True, on_attempt=seen) as ch:
+        with channel(service, client=client, health_check=False, on_attempt=seen) as ch:
             assert ch.wait_for_instances(2, 30)
             echo = ch.unary_unary(ECHO)
             turned = time.monotonic()
