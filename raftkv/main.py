@@ -205,6 +205,7 @@ async def serve(cfg: ServerConfig) -> int:
         snapshot_source=node.staged_snapshots,
         name=cfg.name,
         interceptors=guards(peer_crl),
+        advertise_address=host_port(cfg.advertise_peer_urls[0]),
     )
     try:
         await transport.start()

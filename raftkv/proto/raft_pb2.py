@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17raftkv/proto/raft.proto\x12\rraftkvpb.raft\"Z\n\x05\x45ntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12&\n\x04type\x18\x03 \x01(\x0e\x32\x18.raftkvpb.raft.EntryType\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"-\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"Y\n\x0cSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12,\n\nconf_state\x18\x03 \x01(\x0b\x32\x18.raftkvpb.raft.ConfState\"\x9a\x02\n\x07Message\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.raftkvpb.raft.MessageType\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0e\n\x06sender\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12%\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x14.raftkvpb.raft.Entry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\x0e\n\x06reject\x18\t \x01(\x08\x12\x13\n\x0breject_hint\x18\n \x01(\x04\x12-\n\x08snapshot\x18\x0b \x01(\x0b\x32\x1b.raftkvpb.raft.SnapshotMeta\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x0c\"h\n\x0cMessageBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\x04\x12\n\n\x02to\x18\x03 \x01(\x04\x12(\n\x08messages\x18\x04 \x03(\x0b\x32\x16.raftkvpb.raft.Message\"\x0b\n\tStreamAck\"\x84\x01\n\rSnapshotChunk\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\x04\x12\n\n\x02to\x18\x03 \x01(\x04\x12\'\n\x07message\x18\x04 \x01(\x0b\x32\x16.raftkvpb.raft.Message\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x0c\n\x04last\x18\x06 \x01(\x08\"%\n\x0bSnapshotAck\x12\x16\n\x0ereceived_bytes\x18\x01 \x01(\x04*4\n\tEntryType\x12\x10\n\x0c\x45NTRY_NORMAL\x10\x00\x12\x15\n\x11\x45NTRY_CONF_CHANGE\x10\x01*\x89\x03\n\x0bMessageType\x12\x0b\n\x07MSG_HUP\x10\x00\x12\x0c\n\x08MSG_BEAT\x10\x01\x12\x0f\n\x0bMSG_PROPOSE\x10\x02\x12\x0b\n\x07MSG_APP\x10\x03\x12\x10\n\x0cMSG_APP_RESP\x10\x04\x12\x0c\n\x08MSG_VOTE\x10\x05\x12\x11\n\rMSG_VOTE_RESP\x10\x06\x12\x10\n\x0cMSG_PRE_VOTE\x10\x07\x12\x15\n\x11MSG_PRE_VOTE_RESP\x10\x08\x12\x0c\n\x08MSG_SNAP\x10\t\x12\x11\n\rMSG_HEARTBEAT\x10\n\x12\x16\n\x12MSG_HEARTBEAT_RESP\x10\x0b\x12\x17\n\x13MSG_TRANSFER_LEADER\x10\x0c\x12\x13\n\x0fMSG_TIMEOUT_NOW\x10\r\x12\x12\n\x0eMSG_READ_INDEX\x10\x0e\x12\x17\n\x13MSG_READ_INDEX_RESP\x10\x0f\x12\x13\n\x0fMSG_SNAP_STATUS\x10\x10\x12\x13\n\x0fMSG_UNREACHABLE\x10\x11\x12\x14\n\x10MSG_CHECK_QUORUM\x10\x12\x12\x11\n\rMSG_PEER_GONE\x10\x13\x32\x99\x01\n\x08RaftPeer\x12\x43\n\x06Stream\x12\x1b.raftkvpb.raft.MessageBatch\x1a\x18.raftkvpb.raft.StreamAck\"\x00(\x01\x12H\n\x08Snapshot\x12\x1c.raftkvpb.raft.SnapshotChunk\x1a\x1a.raftkvpb.raft.SnapshotAck\"\x00(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17raftkv/proto/raft.proto\x12\rraftkvpb.raft\"Z\n\x05\x45ntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12&\n\x04type\x18\x03 \x01(\x0e\x32\x18.raftkvpb.raft.EntryType\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"-\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"Y\n\x0cSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12,\n\nconf_state\x18\x03 \x01(\x0b\x32\x18.raftkvpb.raft.ConfState\"\x9a\x02\n\x07Message\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.raftkvpb.raft.MessageType\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0e\n\x06sender\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12%\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x14.raftkvpb.raft.Entry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\x0e\n\x06reject\x18\t \x01(\x08\x12\x13\n\x0breject_hint\x18\n \x01(\x04\x12-\n\x08snapshot\x18\x0b \x01(\x0b\x32\x1b.raftkvpb.raft.SnapshotMeta\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x0c\"\x80\x01\n\x0cMessageBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\x04\x12\n\n\x02to\x18\x03 \x01(\x04\x12(\n\x08messages\x18\x04 \x03(\x0b\x32\x16.raftkvpb.raft.Message\x12\x16\n\x0esender_address\x18\x05 \x01(\t\"\x0b\n\tStreamAck\"\x9c\x01\n\rSnapshotChunk\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\x04\x12\n\n\x02to\x18\x03 \x01(\x04\x12\'\n\x07message\x18\x04 \x01(\x0b\x32\x16.raftkvpb.raft.Message\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x0c\n\x04last\x18\x06 \x01(\x08\x12\x16\n\x0esender_address\x18\x07 \x01(\t\"%\n\x0bSnapshotAck\x12\x16\n\x0ereceived_bytes\x18\x01 \x01(\x04*4\n\tEntryType\x12\x10\n\x0c\x45NTRY_NORMAL\x10\x00\x12\x15\n\x11\x45NTRY_CONF_CHANGE\x10\x01*\x89\x03\n\x0bMessageType\x12\x0b\n\x07MSG_HUP\x10\x00\x12\x0c\n\x08MSG_BEAT\x10\x01\x12\x0f\n\x0bMSG_PROPOSE\x10\x02\x12\x0b\n\x07MSG_APP\x10\x03\x12\x10\n\x0cMSG_APP_RESP\x10\x04\x12\x0c\n\x08MSG_VOTE\x10\x05\x12\x11\n\rMSG_VOTE_RESP\x10\x06\x12\x10\n\x0cMSG_PRE_VOTE\x10\x07\x12\x15\n\x11MSG_PRE_VOTE_RESP\x10\x08\x12\x0c\n\x08MSG_SNAP\x10\t\x12\x11\n\rMSG_HEARTBEAT\x10\n\x12\x16\n\x12MSG_HEARTBEAT_RESP\x10\x0b\x12\x17\n\x13MSG_TRANSFER_LEADER\x10\x0c\x12\x13\n\x0fMSG_TIMEOUT_NOW\x10\r\x12\x12\n\x0eMSG_READ_INDEX\x10\x0e\x12\x17\n\x13MSG_READ_INDEX_RESP\x10\x0f\x12\x13\n\x0fMSG_SNAP_STATUS\x10\x10\x12\x13\n\x0fMSG_UNREACHABLE\x10\x11\x12\x14\n\x10MSG_CHECK_QUORUM\x10\x12\x12\x11\n\rMSG_PEER_GONE\x10\x13\x32\x99\x01\n\x08RaftPeer\x12\x43\n\x06Stream\x12\x1b.raftkvpb.raft.MessageBatch\x1a\x18.raftkvpb.raft.StreamAck\"\x00(\x01\x12H\n\x08Snapshot\x12\x1c.raftkvpb.raft.SnapshotChunk\x1a\x1a.raftkvpb.raft.SnapshotAck\"\x00(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'raftkv.proto.raft_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYTYPE']._serialized_start=850
-  _globals['_ENTRYTYPE']._serialized_end=902
-  _globals['_MESSAGETYPE']._serialized_start=905
-  _globals['_MESSAGETYPE']._serialized_end=1298
+  _globals['_ENTRYTYPE']._serialized_start=899
+  _globals['_ENTRYTYPE']._serialized_end=951
+  _globals['_MESSAGETYPE']._serialized_start=954
+  _globals['_MESSAGETYPE']._serialized_end=1347
   _globals['_ENTRY']._serialized_start=42
   _globals['_ENTRY']._serialized_end=132
   _globals['_CONFSTATE']._serialized_start=134
@@ -43,14 +43,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SNAPSHOTMETA']._serialized_end=270
   _globals['_MESSAGE']._serialized_start=273
   _globals['_MESSAGE']._serialized_end=555
-  _globals['_MESSAGEBATCH']._serialized_start=557
-  _globals['_MESSAGEBATCH']._serialized_end=661
-  _globals['_STREAMACK']._serialized_start=663
-  _globals['_STREAMACK']._serialized_end=674
-  _globals['_SNAPSHOTCHUNK']._serialized_start=677
-  _globals['_SNAPSHOTCHUNK']._serialized_end=809
-  _globals['_SNAPSHOTACK']._serialized_start=811
-  _globals['_SNAPSHOTACK']._serialized_end=848
-  _globals['_RAFTPEER']._serialized_start=1301
-  _globals['_RAFTPEER']._serialized_end=1454
+  _globals['_MESSAGEBATCH']._serialized_start=558
+  _globals['_MESSAGEBATCH']._serialized_end=686
+  _globals['_STREAMACK']._serialized_start=688
+  _globals['_STREAMACK']._serialized_end=699
+  _globals['_SNAPSHOTCHUNK']._serialized_start=702
+  _globals['_SNAPSHOTCHUNK']._serialized_end=858
+  _globals['_SNAPSHOTACK']._serialized_start=860
+  _globals['_SNAPSHOTACK']._serialized_end=897
+  _globals['_RAFTPEER']._serialized_start=1350
+  _globals['_RAFTPEER']._serialized_end=1503
 # @@protoc_insertion_point(module_scope)

@@ -116,36 +116,40 @@ class Message(_message.Message):
     def __init__(self, type: _Optional[_Union[MessageType, str]] = ..., to: _Optional[int] = ..., sender: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit: _Optional[int] = ..., reject: _Optional[bool] = ..., reject_hint: _Optional[int] = ..., snapshot: _Optional[_Union[SnapshotMeta, _Mapping]] = ..., context: _Optional[bytes] = ...) -> None: ...
 
 class MessageBatch(_message.Message):
-    __slots__ = ("cluster_id", "sender", "to", "messages")
+    __slots__ = ("cluster_id", "sender", "to", "messages", "sender_address")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    SENDER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     cluster_id: int
     sender: int
     to: int
     messages: _containers.RepeatedCompositeFieldContainer[Message]
-    def __init__(self, cluster_id: _Optional[int] = ..., sender: _Optional[int] = ..., to: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
+    sender_address: str
+    def __init__(self, cluster_id: _Optional[int] = ..., sender: _Optional[int] = ..., to: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., sender_address: _Optional[str] = ...) -> None: ...
 
 class StreamAck(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class SnapshotChunk(_message.Message):
-    __slots__ = ("cluster_id", "sender", "to", "message", "data", "last")
+    __slots__ = ("cluster_id", "sender", "to", "message", "data", "last", "sender_address")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    SENDER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     cluster_id: int
     sender: int
     to: int
     message: Message
     data: bytes
     last: bool
-    def __init__(self, cluster_id: _Optional[int] = ..., sender: _Optional[int] = ..., to: _Optional[int] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
+    sender_address: str
+    def __init__(self, cluster_id: _Optional[int] = ..., sender: _Optional[int] = ..., to: _Optional[int] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ..., sender_address: _Optional[str] = ...) -> None: ...
 
 class SnapshotAck(_message.Message):
     __slots__ = ("received_bytes",)

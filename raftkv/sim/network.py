@@ -127,6 +127,7 @@ class SimTransport:
         self._life = owner.life
         self._sending = sending
         self._peers: set[int] = set()
+        self._removed: set[int] = set()
         self._snapshots_in_flight: set[int] = set()
 
     def set_peer(self, node_id: int, address: str, name: str = "") -> None:
@@ -135,6 +136,13 @@ class SimTransport:
 
     def remove_peer(self, node_id: int) -> None:
         self._peers.discard(node_id)
+        self._removed.add(node_id)
+
+    def heard_from(self, sender: int) -> None:
+        """A stream from ``sender`` reached this member: as the gRPC transport (``PeerTransport._learn_sender``),
+        learn to answer a member not yet known here (its addition not applied yet), unless it was removed."""
+        if sender not in self._peers and sender not in self._removed and sender != self._owner.id:
+            self._peers.add(sender)
 
     def send(self, messages: list[Message]) -> None:
         if self._owner.life is not self._life:
@@ -153,6 +161,7 @@ class SimTransport:
     def _deliver(self, msg: Message) -> None:
         target = self._net.member(msg.to)
         if target is not None and target.node is not None:
+            _receiving_transport(target.node).heard_from(self._owner.id)
             target.node.on_peer_messages([msg])
 
     def _send_snapshot(self, msg: Message) -> None:
@@ -174,6 +183,7 @@ class SimTransport:
             for chunk in chunks:
                 writer.write(chunk)
             streamed = writer.commit()
+            _receiving_transport(target.node).heard_from(self._owner.id)
             target.node.on_peer_messages([dataclasses.replace(msg, snapshot=streamed)])
             self._net.transmit(to, msg.sender, lambda: finish(True), lambda: finish(False))
 
@@ -238,6 +248,12 @@ class SimLeaseForwarder:
             return await asyncio.wait_for(answer, timeout)
         except TimeoutError:
             raise errors.TIMEOUT.exception() from None
+
+
+def _receiving_transport(node: Node) -> SimTransport:
+    transport = node.loop.transport
+    assert isinstance(transport, SimTransport), "a simulated member receives through its SimTransport"
+    return transport
 
 
 def _tell_unreachable(node: Node, to: int) -> None:

@@ -144,6 +144,7 @@ class PeerTransport:
         snapshot_chunk_bytes: int = DEFAULT_SNAPSHOT_CHUNK_BYTES,
         name: str = "",
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        advertise_address: str = "",
     ) -> None:
         assert node_id != 0 and queue_limit > 0 and 0 < snapshot_chunk_bytes < max_message_bytes
         assert batch_bytes < max_message_bytes
@@ -172,6 +173,10 @@ class PeerTransport:
         self._chunk_bytes = snapshot_chunk_bytes
         self._interceptors = list(interceptors)  # run before every call of the peer port (revocation)
         self._peers: dict[int, _Peer] = {}
+        #: host:port other members dial this one at, sent with every batch (see ``_learn_sender``).
+        self._advertise_address = advertise_address
+        #: Members this transport was told to forget, in this life: never learned back from their streams.
+        self._removed: set[int] = set()
         self._server: grpc.aio.Server | None = None
         self._started = False
         #: Messages dropped because they were addressed to a member with no known address.
@@ -234,6 +239,7 @@ class PeerTransport:
 
     def remove_peer(self, node_id: int) -> None:
         """Forget a peer: stop its stream and any snapshot in flight, drop its queue."""
+        self._removed.add(node_id)
         peer = self._peers.pop(node_id, None)
         if peer is None:
             return
@@ -340,7 +346,8 @@ class PeerTransport:
 
     def _next_batch(self, peer: _Peer) -> raft_pb2.MessageBatch:
         """Take messages off the queue up to the batch budget (always at least one)."""
-        batch = raft_pb2.MessageBatch(cluster_id=self.cluster_id, sender=self.node_id, to=peer.node_id)
+        batch = raft_pb2.MessageBatch(cluster_id=self.cluster_id, sender=self.node_id, to=peer.node_id,
+                                      sender_address=self._advertise_address)
         size = 0
         while peer.queue and (size == 0 or size + encoded_size(peer.queue[0]) <= self._batch_bytes):
             message = peer.queue.popleft()
@@ -387,7 +394,8 @@ class PeerTransport:
     async def _snapshot_chunks(self, message: Message) -> AsyncIterator[raft_pb2.SnapshotChunk]:
         """The SNAP message first, then the data re-cut to at most one chunk size, then an end marker."""
         assert message.snapshot is not None
-        header: dict[str, Any] = {"cluster_id": self.cluster_id, "sender": self.node_id, "to": message.to}
+        header: dict[str, Any] = {"cluster_id": self.cluster_id, "sender": self.node_id, "to": message.to,
+                                  "sender_address": self._advertise_address}
         yield raft_pb2.SnapshotChunk(message=message_to_pb(message), **header)
         pieces = await asyncio.to_thread(self._source.open, message.snapshot)
         try:
@@ -410,12 +418,14 @@ class PeerTransport:
             return f"member id mismatch: addressed to {to:x}, this member is {self.node_id:x}"
         return None
 
-    def _check_sender(self, sender: int, certificate_names: frozenset[str] | None) -> str | None:
+    def _check_sender(
+        self, sender: int, certificate_names: frozenset[str] | None, sender_address: str = ""
+    ) -> str | None:
         """Why ``sender`` may not send on a connection whose certificate has ``certificate_names`` (None:
         plaintext, no identities), or None when it may."""
         peer = self._peers.get(sender)
         if peer is None:
-            return f"sender {sender:x} is not a member this member knows"
+            return self._learn_sender(sender, certificate_names, sender_address)
         if certificate_names is None:
             return None
         shown = ", ".join(sorted(certificate_names)) or "no common name"
@@ -424,6 +434,35 @@ class PeerTransport:
                 return f"a certificate issued to {shown} cannot speak for member {sender:x} ({peer.name})"
         elif certificate_names & {self.name, *(p.name for p in self._peers.values())} - {""}:
             return f"a certificate issued to {shown} belongs to another member than {sender:x}"
+        return None
+
+    def _learn_sender(
+        self, sender: int, certificate_names: frozenset[str] | None, sender_address: str
+    ) -> str | None:
+        """Accept a stream from a member this one does not know yet, and learn where to answer it; or say why not.
+
+        A member that was down while another joined restarts with a membership table that lacks the
+        newcomer. If the newcomer leads, this member must hear it and answer it to catch up at all, and only
+        catching up (applying the addition) would teach it the newcomer's address: without this, it never
+        catches up (the simulator found it: a restarted member stuck at its old applied index for good).
+        etcd's receivers learn such a sender from the X-PeerURLs header of its stream; here the batch says
+        ``sender_address``. What still holds: the stream passed the peer CA's mutual TLS and the cluster id,
+        its certificate must not be another known member's (one member cannot speak for another), and a
+        member this transport was told to remove is not learned back. Membership, once applied, takes over
+        the entry (``set_peer`` with the member's name and dial address, or ``remove_peer``)."""
+        if not sender_address:
+            return f"sender {sender:x} is not a member this member knows"
+        if sender in self._removed:
+            return f"sender {sender:x} was removed from the cluster"
+        if certificate_names is not None:
+            known = {self.name, *(p.name for p in self._peers.values())} - {""}
+            if certificate_names & known or len(certificate_names) != 1:
+                shown = ", ".join(sorted(certificate_names)) or "no common name"
+                return f"sender {sender:x} is not a member this member knows, and {shown} is not its certificate"
+        name = next(iter(certificate_names)) if certificate_names else ""
+        log.warning("learning member %x (%s) at %s from its stream: this member has not applied its addition yet",
+                    sender, name or "no name", sender_address)
+        self.set_peer(sender, sender_address, name)
         return None
 
     def _relayed(self, message: Message) -> bool:
@@ -464,7 +503,7 @@ class PeerTransport:
             raise _Refused("empty snapshot stream")
         if (why := self._check_addressing(first.cluster_id, first.to)) is not None:
             raise _Refused(why)
-        if (why := self._check_sender(first.sender, certificate_names)) is not None:
+        if (why := self._check_sender(first.sender, certificate_names, first.sender_address)) is not None:
             raise _Refused(why, grpc.StatusCode.PERMISSION_DENIED)
         try:
             message = message_from_pb(first.message)
@@ -590,7 +629,7 @@ class _Receiver(raft_pb2_grpc.RaftPeerServicer):
             if (why := self._transport._check_addressing(batch.cluster_id, batch.to)) is not None:
                 log.warning("refusing raft stream from %x (%s): %s", batch.sender, context.peer(), why)
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
-            if (why := self._transport._check_sender(batch.sender, names)) is not None:
+            if (why := self._transport._check_sender(batch.sender, names, batch.sender_address)) is not None:
                 log.warning("refusing raft stream from %s: %s", context.peer(), why)
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
             self._transport._deliver_batch(batch)

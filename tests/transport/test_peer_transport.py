@@ -243,12 +243,15 @@ def test_address_change_and_removal(certs: ClusterCerts, tmp_path: Path) -> None
     asyncio.run(scenario())
 
 
-async def _send_as(port: int, files: TLSFiles, sender: int, messages: list[Message]) -> grpc.StatusCode:
-    """Open a stream to the member on ``port`` with the certificate ``files``, claiming to be ``sender``."""
+async def _send_as(
+    port: int, files: TLSFiles, sender: int, messages: list[Message], address: str = ""
+) -> grpc.StatusCode:
+    """Open a stream to the member on ``port`` with the certificate ``files``, claiming to be ``sender``
+    (dialled back at ``address``, if given)."""
     async with grpc.aio.secure_channel(f"127.0.0.1:{port}", channel_credentials(files)) as channel:
         call = raft_pb2_grpc.RaftPeerStub(channel).Stream()
         try:
-            await call.write(raft_pb2.MessageBatch(cluster_id=0xC1, sender=sender, to=2,
+            await call.write(raft_pb2.MessageBatch(cluster_id=0xC1, sender=sender, to=2, sender_address=address,
                                                    messages=[message_to_pb(m) for m in messages]))
             await call.done_writing()
             await call
@@ -286,6 +289,34 @@ def test_a_sender_must_be_a_member_speaking_with_its_own_certificate(certs: Clus
             assert await _send_as(t2.port, n4, 4, [app(2, 4, 4)]) == grpc.StatusCode.OK
             # A message claiming another sender inside a member's batch is dropped.
             assert [(m.sender, m.entries[0].index) for m in inbox2.messages] == [(1, 2), (4, 4)]
+
+    asyncio.run(scenario())
+
+
+def test_a_member_not_known_yet_is_heard_and_answered(certs: ClusterCerts, tmp_path: Path) -> None:
+    """n2 was down when n5 joined, and n5 now leads: n2 must hear n5 and answer it to catch up, before it
+    has applied n5's addition (the simulator found a member stuck for good without this). A stream that
+    says where its sender is dialled is heard, and answered there; one whose certificate is another known
+    member's, one without an address, and one from a member n2 was told to remove are still refused."""
+    newcomer = init_cluster_certs(certs.ca.parent, ["n5"]).peers["n5"]  # same peer CA, joined later
+
+    async def scenario() -> None:
+        inbox5 = Inbox()
+        t5 = make_transport(5, newcomer, inbox5, FileSnapshots(tmp_path), name="n5")
+        async with _member_n2(certs, tmp_path) as (t2, inbox2), running(t5):
+            t5.set_peer(2, f"127.0.0.1:{t2.port}", "n2")
+            denied = grpc.StatusCode.PERMISSION_DENIED
+            here = f"127.0.0.1:{t5.port}"
+            assert await _send_as(t2.port, newcomer, 5, [app(2, 5, 1)]) == denied  # no address: as before
+            assert await _send_as(t2.port, certs.peers["n1"], 5, [app(2, 5, 1)], here) == denied  # n1's certificate
+            assert not inbox2.messages
+            assert await _send_as(t2.port, newcomer, 5, [app(2, 5, 2)], here) == grpc.StatusCode.OK
+            assert [(m.sender, m.entries[0].index) for m in inbox2.messages] == [(5, 2)]
+            t2.send([Message(MessageType.APP_RESP, to=5, sender=2, term=1, index=2)])
+            await eventually(lambda: len(inbox5.messages) == 1, what="n2's answer at n5's address")
+            t2.remove_peer(5)  # membership, once applied, may remove it again: it is not learned back
+            assert await _send_as(t2.port, newcomer, 5, [app(2, 5, 3)], here) == denied
+            assert len(inbox2.messages) == 1
 
     asyncio.run(scenario())
 
