@@ -26,6 +26,28 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> obje
     raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
 
 
+def lead(cluster: LocalCluster, name: str) -> None:
+    """Hand the leadership to ``name`` (MoveLeader, answered by the leader)."""
+    target = cluster.member_id(name)
+    for _ in range(3):
+        leader = cluster.wait_ready(timeout=30)
+        if leader == name:
+            return
+        url = cluster.client_url(leader)
+        with cluster.client_config([url]).channel(url) as channel:
+            try:
+                rpc_pb2_grpc.MaintenanceStub(channel).MoveLeader(
+                    rpc_pb2.MoveLeaderRequest(targetID=target), timeout=20)
+            except grpc.RpcError:
+                continue  # the leadership moved meanwhile: ask the new leader
+        try:
+            wait_for(lambda: cluster.leader_name() == name, 10, f"{name} to lead")
+            return
+        except AssertionError:
+            continue
+    raise AssertionError(f"{name} did not become the leader")
+
+
 class Members:
     """Blocking stubs per member, over the cluster's client certificate."""
 

@@ -20,7 +20,7 @@ from raftkv import errors
 from raftkv.localcluster import LocalCluster
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
 
-from .conftest import wait_for
+from .conftest import lead, wait_for
 
 QUOTA = 16 << 20
 KINDS = ("etcd", "raftkv")
@@ -141,7 +141,7 @@ def test_a_full_disk_is_reported_as_no_space_and_loses_nothing(kind: str, role: 
     _mount_tmpfs(data, (160 if kind == "etcd" else 32) << 20)
     try:
         with start(base, kind, 3) as cluster:
-            _lead(cluster, "n3" if role == "leader" else "n1")
+            lead(cluster, "n3" if role == "leader" else "n1")
             acked, refused = asyncio.run(_write_until_stopped(cluster, "n3"))
             log = cluster.log_path("n3").read_text(errors="replace")
             said = [line for line in log.splitlines() if "no space left on device" in line][-1:]
@@ -158,28 +158,6 @@ def test_a_full_disk_is_reported_as_no_space_and_loses_nothing(kind: str, role: 
             asyncio.run(_put_through_each(cluster, ["n1", "n2"]))  # the two carry on as a cluster
     finally:
         subprocess.run(["umount", "-l", str(data)], check=False)
-
-
-def _lead(cluster: LocalCluster, name: str) -> None:
-    """Hand the leadership to ``name`` (MoveLeader, answered by the leader)."""
-    target = cluster.member_id(name)
-    for _ in range(3):
-        leader = cluster.wait_ready(timeout=30)
-        if leader == name:
-            return
-        url = cluster.client_url(leader)
-        with cluster.client_config([url]).channel(url) as channel:
-            try:
-                rpc_pb2_grpc.MaintenanceStub(channel).MoveLeader(
-                    rpc_pb2.MoveLeaderRequest(targetID=target), timeout=20)
-            except grpc.RpcError:
-                continue  # the leadership moved meanwhile: ask the new leader
-        try:
-            wait_for(lambda: cluster.leader_name() == name, 10, f"{name} to lead")
-            return
-        except AssertionError:
-            continue
-    raise AssertionError(f"{name} did not become the leader")
 
 
 async def _write_until_stopped(cluster: LocalCluster, victim: str) -> tuple[list[bytes], Counter[str]]:
