@@ -20,7 +20,7 @@ from raftkv import errors
 from raftkv.localcluster import LocalCluster
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
 
-from .conftest import lead, wait_for
+from .conftest import lead
 
 QUOTA = 16 << 20
 KINDS = ("etcd", "raftkv")
