@@ -29,8 +29,9 @@ import grpc
 from raftkv.api.front.port import ClientPort, RelayProcess, bind
 from raftkv.api.gateway.calls import MethodTable
 from raftkv.api.gateway.http import Gateway, PlainEndpoints
-from raftkv.api.grpc_server import build_client_server, max_receive_bytes
+from raftkv.api.grpc_server import build_client_server
 from raftkv.api.lease import LeaseServicer
+from raftkv.api.receive_limit import ReceiveLimit
 from raftkv.api.recipes import Recipes
 from raftkv.api.watch import WatchServicer
 from raftkv.client import ClientConfig
@@ -294,7 +295,7 @@ async def serve(cfg: ServerConfig) -> int:
     front = None
     if methods is not None and relay is not None:
         gateway = Gateway(methods, PlainEndpoints(healthy(node), metrics.render, API_VERSION),
-                          max_receive_bytes(cfg.max_request_bytes), revoked=client_crl,
+                          ReceiveLimit.for_requests(cfg.max_request_bytes), revoked=client_crl,
                           auth_enabled=lambda: node.auth_state().enabled, member_identity=member_identity(cfg))
         # HTTP's TLS follows the files as grpcio's does (the gRPC connections' TLS is grpcio's, via the relay).
         front = ClientPort(listeners, relay, gateway.serve,

@@ -21,15 +21,13 @@ from raftkv.api.kv import KVService
 from raftkv.api.lock import LockService
 from raftkv.api.maintenance import MaintenanceService
 from raftkv.api.metadata import AdmissionInterceptor, Context
+from raftkv.api.receive_limit import ReceiveLimit, ReceiveLimitInterceptor
 from raftkv.api.recipes import Recipes
 from raftkv.grpc_registration import add_service
 from raftkv.proto import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
 from raftkv.security.grpc_options import server_options
 from raftkv.server.backend import Backend
 
-#: etcd's gRPC server accepts requests this much larger than ``--max-request-bytes`` (for framing), so
-#: that an oversized request reaches the size check and gets etcd's "request is too large" text.
-RECEIVE_SLACK_BYTES = 512 * 1024
 #: Responses are not limited (etcd sends up to 2 GiB): a large Range must reach the client.
 MAX_SEND_BYTES = 2**31 - 1
 #: How often a health ``Watch`` re-reads leadership.
@@ -56,10 +54,12 @@ def build_client_server(
     RuntimeError if a port cannot be bound.
     """
     assert listen_addresses, "a client server needs at least one address"
-    chain = [*interceptors, AdmissionInterceptor(backend)]
+    limit = ReceiveLimit.for_requests(max_request_bytes)
+    chain = [*interceptors, ReceiveLimitInterceptor(limit), AdmissionInterceptor(backend)]
     grpc_server = grpc.aio.server(
         interceptors=chain,
-        options=server_options(max_receive_bytes=max_receive_bytes(max_request_bytes), max_send_bytes=MAX_SEND_BYTES),
+        # Core reads up to the ceiling; the limit's interceptor refuses past the limit in etcd's words.
+        options=server_options(max_receive_bytes=limit.ceiling, max_send_bytes=MAX_SEND_BYTES),
     )
     server = grpc_server if methods is None else methods.recording(grpc_server, chain)
     add_service(rpc_pb2_grpc.add_KVServicer_to_server, KVService(backend), server)
@@ -80,11 +80,6 @@ def build_client_server(
         else:
             server.add_secure_port(address, server_credentials)
     return grpc_server
-
-
-def max_receive_bytes(max_request_bytes: int) -> int:
-    """The largest message the client server accepts (the JSON gateway holds requests to it too)."""
-    return max_request_bytes + RECEIVE_SLACK_BYTES
 
 
 class LeaderHealthService(health_pb2_grpc.HealthServicer):

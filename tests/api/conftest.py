@@ -11,9 +11,10 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from raftkv.localcluster import LocalCluster
@@ -86,6 +87,15 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 @pytest.fixture
 def etcdctl(cluster: LocalCluster) -> Etcdctl:
     return Etcdctl(cluster)
+
+
+def refusal(call: Callable[[], object]) -> tuple[grpc.StatusCode, str] | None:
+    """The status a raw gRPC call ends with (None if it succeeds)."""
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details()  # type: ignore[attr-defined]
+    return None
 
 
 def leader(cluster: LocalCluster) -> str:

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from raftkv.localcluster import LocalCluster
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
 
-from .conftest import follower, leader
+from .conftest import follower, leader, refusal
 from .etcdctl import Etcdctl, poll
 
 TxnBuilder = Callable[[bytes], rpc_pb2.TxnRequest]
@@ -71,14 +71,6 @@ def channel(cluster: LocalCluster) -> Iterator[grpc.Channel]:
     url = cluster.endpoints[0]
     with cluster.client_config([url]).channel(url) as opened:
         yield opened
-
-
-def refusal(call: Callable[[], object]) -> tuple[grpc.StatusCode, str] | None:
-    try:
-        call()
-    except grpc.RpcError as exc:
-        return exc.code(), exc.details()  # type: ignore[attr-defined]
-    return None
 
 
 @pytest.mark.parametrize(("build", "expected"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])

@@ -13,8 +13,9 @@ pipelining included). A gateway request is answered the way etcd 3.4's grpc-gate
   "http_status": ...}}``. The call ends when the client goes away.
 
 Limits: request headers ``MAX_HEADER_BYTES`` within ``HEADER_TIMEOUT``; a unary body up to twice the gRPC
-receive limit (base64 and JSON take room) arriving with no pause over ``BODY_TIMEOUT``; one value of a
-streaming body up to the same size; an idle keep-alive connection is closed after ``IDLE_TIMEOUT``.
+side's read ceiling (``receive_limit``; base64 and JSON take room) arriving with no pause over
+``BODY_TIMEOUT``; one value of a streaming body up to the same size; an idle keep-alive connection is
+closed after ``IDLE_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from raftkv.api.gateway.calls import (
 )
 from raftkv.api.gateway.gojson import GoJSONError, NeedMore, next_value, quote
 from raftkv.api.gateway.jsonpb import decode, encode
+from raftkv.api.receive_limit import ReceiveLimit
 from raftkv.security.revocation import REVOKED_CODE, RevocationList
 
 log = logging.getLogger("raftkv.gateway")
@@ -120,7 +122,7 @@ class _Connection:
 class Gateway:
     """Serves HTTP connections handed over by the client port."""
 
-    def __init__(self, methods: MethodTable, plain: PlainEndpoints, max_receive_bytes: int,
+    def __init__(self, methods: MethodTable, plain: PlainEndpoints, limit: ReceiveLimit,
                  revoked: RevocationList | None = None, auth_enabled: Callable[[], bool] = lambda: False,
                  member_identity: dict[str, list[bytes]] | None = None) -> None:
         """``revoked``: the client port's CRL (a certificate it lists gets only the refusal).
@@ -132,8 +134,9 @@ class Gateway:
         self._auth_enabled = auth_enabled
         self._member_identity = member_identity
         self._plain = plain
-        self._max_receive = max_receive_bytes
-        self._max_body = 2 * max_receive_bytes + 64 * 1024
+        self._limit = limit
+        #: Bodies are read up to twice the gRPC side's ceiling (base64 and JSON take room).
+        self._max_body = 2 * limit.ceiling + 64 * 1024
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Connection(reader, writer)
@@ -249,9 +252,9 @@ class Gateway:
 
     def _check_size(self, size: int) -> None:
         """grpc-go's refusal of an oversized message, which etcd's gateway passes on."""
-        if size > self._max_receive:
-            raise CallError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                            f"grpc: received message larger than max ({size} vs. {self._max_receive})")
+        refusal = self._limit.refusal(size)
+        if refusal is not None:
+            raise CallError(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
 
     def _too_large(self, prefix: bytes) -> CallError:
         """The answer to a body past the limit: etcd decodes as it reads, so garbage early in the body gets
