@@ -63,7 +63,6 @@ from raftkv.server.integrity import mark_quarantined, quarantine_reason
 from raftkv.server.member_channels import MemberChannels
 from raftkv.server.metrics import MetricsServer
 from raftkv.server.node import Node
-from raftkv.server.node.maintenance import API_VERSION
 from raftkv.server.watch_hub import WatchHub
 from raftkv.statemachine.restore import RestoreError, restore_snapshot
 from raftkv.storage.env import StorageFull
@@ -294,7 +293,7 @@ async def serve(cfg: ServerConfig) -> int:
 
     front = None
     if methods is not None and relay is not None:
-        gateway = Gateway(methods, PlainEndpoints(healthy(node), metrics.render, API_VERSION),
+        gateway = Gateway(methods, PlainEndpoints(healthy(node), metrics.render),
                           ReceiveLimit.for_requests(cfg.max_request_bytes), revoked=client_crl,
                           auth_enabled=lambda: node.auth_state().enabled, member_identity=member_identity(cfg))
         # HTTP's TLS follows the files as grpcio's does (the gRPC connections' TLS is grpcio's, via the relay).

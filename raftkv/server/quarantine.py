@@ -29,13 +29,12 @@ from typing import Any, NoReturn
 import grpc
 import lmdb
 
-from raftkv import errors
+from raftkv import ETCD_VERSION, errors
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
 from raftkv.server.backend import RevisionEvents
 from raftkv.server.config import ServerConfig
 from raftkv.server.integrity import quarantine_reason, remembered_members
 from raftkv.server.member_channels import MemberChannels
-from raftkv.server.node.maintenance import API_VERSION
 from raftkv.server.node.world import exit_process
 from raftkv.storage.env import SUB_DBS
 from raftkv.storage.integrity import check_structure
@@ -107,7 +106,7 @@ class QuarantinedBackend:
 
     def status(self) -> rpc_pb2.StatusResponse:
         return rpc_pb2.StatusResponse(
-            header=self.header(), version=API_VERSION,
+            header=self.header(), version=ETCD_VERSION,
             errors=[f"memberID:{self.member_id} alarm:CORRUPT ", f"quarantined: {self.reason}"],
         )
 

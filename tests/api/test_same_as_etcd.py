@@ -5,8 +5,11 @@ URLs, timings and the raft term are masked."""
 from __future__ import annotations
 
 import json
+import ssl
+import urllib.request
 from typing import Any
 
+from raftkv import ETCD_VERSION
 from raftkv.localcluster import LocalCluster
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
 
@@ -131,3 +134,27 @@ def header_shapes(cluster: LocalCluster) -> list[tuple[str, bool, bool, bool, bo
 
 def test_same_headers(fresh_clusters: dict[str, LocalCluster]) -> None:
     assert header_shapes(fresh_clusters["raftkv"]) == header_shapes(fresh_clusters["etcd"])
+
+
+def reported_versions(cluster: LocalCluster) -> set[tuple[str, str]]:
+    """Every place a client reads the server's version: Maintenance.Status on each member (etcdctl
+    endpoint status prints it) and ``GET /version`` on each client port."""
+    certs = cluster.certs_dir
+    context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    context.load_cert_chain(str(certs / "client.crt"), str(certs / "client.key"))
+    seen = set()
+    for url in cluster.endpoints:
+        with cluster.client_config([url]).channel(url) as channel:
+            status = rpc_pb2_grpc.MaintenanceStub(channel).Status(rpc_pb2.StatusRequest(), timeout=10)
+        seen.add(("Status", status.version))
+        with urllib.request.urlopen(f"{url}/version", context=context, timeout=10) as answer:
+            seen.add(("/version", answer.read().decode()))
+    return seen
+
+
+def test_same_version(fresh_clusters: dict[str, LocalCluster]) -> None:
+    """raftkv claims the release of etcd it is checked against (``raftkv.ETCD_VERSION``), everywhere etcd
+    reports its own; a different etcd here means the claim must be checked against it and changed."""
+    expected = {("Status", ETCD_VERSION), ("/version", f'{{"etcdserver":"{ETCD_VERSION}","etcdcluster":"3.4.0"}}')}
+    assert reported_versions(fresh_clusters["etcd"]) == expected
+    assert reported_versions(fresh_clusters["raftkv"]) == expected

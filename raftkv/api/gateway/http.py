@@ -33,6 +33,7 @@ import grpc
 import h11
 from google.protobuf.message import Message
 
+from raftkv import ETCD_CLUSTER_VERSION, ETCD_VERSION
 from raftkv.api.gateway import routes
 from raftkv.api.gateway.calls import (
     HTTP_STATUS,
@@ -76,7 +77,6 @@ class PlainEndpoints:
 
     healthy: Callable[[], Awaitable[bool]]
     metrics: Callable[[], str]
-    version: str
 
 
 class _ClientGone(Exception):
@@ -368,7 +368,7 @@ class Gateway:
         await self._text(conn, 200 if ok else 503, '{"health":"%s"}' % ("true" if ok else "false"))
 
     async def _version(self, conn: _Connection) -> None:
-        body = f'{{"etcdserver":{quote(self._plain.version)},"etcdcluster":{quote(self._plain.version)}}}'
+        body = f'{{"etcdserver":{quote(ETCD_VERSION)},"etcdcluster":{quote(ETCD_CLUSTER_VERSION)}}}'
         await self._respond(conn, 200, _JSON, body.encode())
 
     async def _metrics(self, conn: _Connection) -> None:

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from raftkv import errors
+from raftkv import ETCD_VERSION, errors
 from raftkv.proto import rpc_pb2
 from raftkv.server.config import ServerConfig
 from raftkv.server.integrity import Integrity
@@ -18,7 +18,6 @@ from raftkv.server.node.world import Clock, Store
 
 log = logging.getLogger("raftkv.node")
 
-API_VERSION = "3.4.0"  # the etcd API level raftkv serves; etcdctl prints it in `endpoint status`
 SNAPSHOT_READ_BYTES = 1 << 20
 
 
@@ -47,7 +46,7 @@ class Maintenance:
         status = self._loop.raw.status()
         return rpc_pb2.StatusResponse(
             header=self._header(),
-            version=API_VERSION,
+            version=ETCD_VERSION,
             dbSize=self._store.db_size(),
             dbSizeInUse=self._store.db_size_in_use(),
             leader=self._loop.soft.leader,
