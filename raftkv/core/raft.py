@@ -469,12 +469,19 @@ class Raft(Leading):
         self.uncommitted_size += size
         first = self.log.last_index() + 1
         stamped = [dataclasses.replace(e, term=self.term, index=first + i) for i, e in enumerate(entries)]
-        last = self.log.append(stamped)
-        # The leader counts itself at once: it sends these entries only after persisting them (Ready order),
-        # so no follower can acknowledge them before they are durable here.
-        self.progress[self.id].maybe_update(last)
-        self._maybe_commit()
+        self.log.append(stamped)
+        # The leader counts itself only once these entries are durable here (``persisted_to``): its APPs may
+        # leave before its own write completes (``Ready.send_first``, Raft thesis §10.2.1).
         return True
+
+    def persisted_to(self, index: int, term: int) -> None:
+        """The driver made this node's log durable up to ``index`` (an entry of ``term``). A leader counts its
+        own copy towards commit only now; a commit that this completes is sent on at once, as an
+        acknowledgement from a follower would be."""
+        if self.role != Role.LEADER or self.id not in self.progress or not self.log.match_term(index, term):
+            return
+        if self.progress[self.id].maybe_update(index) and self._maybe_commit():
+            self.bcast_append()
 
     def reduce_uncommitted_size(self, entries: list[Entry]) -> None:
         self.uncommitted_size = max(0, self.uncommitted_size - sum(len(e.data) for e in entries))

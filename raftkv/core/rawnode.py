@@ -148,6 +148,11 @@ class RawNode:
             self._prev_hard.term,
             self._prev_hard.vote,
         )
+        rd.send_first = (
+            r.role == Role.LEADER
+            and rd.snapshot is None
+            and (hard.term, hard.vote) == (self._prev_hard.term, self._prev_hard.vote)
+        )
         assert hard.commit >= self._prev_hard.commit, "commit index went back"
         assert hard.term >= self._prev_hard.term, "term went back"
         self._prev_soft, self._prev_hard = soft, hard
@@ -169,6 +174,7 @@ class RawNode:
             log.applied_to(max(log.applied, rd.snapshot.index))
         if rd.entries:
             log.stable_to(rd.entries[-1].index, rd.entries[-1].term)
+            self.raft.persisted_to(rd.entries[-1].index, rd.entries[-1].term)
         if rd.committed_entries:
             if applied:
                 log.applied_to(rd.committed_entries[-1].index)

@@ -210,7 +210,8 @@ class Ready:
 
     1. persist ``snapshot`` (if any), then ``entries`` (appending index i discards stored entries >= i),
        then ``hard_state`` — durably (fsync) when ``must_sync``;
-    2. send ``messages`` (only after step 1 is durable: they may refer to those entries and that vote);
+    2. send ``messages`` (only after step 1 is durable: they may refer to those entries and that vote) —
+       unless ``send_first``: then they may be sent before step 1, and its write run beside replication;
     3. apply ``committed_entries`` in order (calling ``RawNode.apply_conf_change`` for CONF_CHANGE ones)
        and serve ``read_states`` once their index is applied;
     4. call ``RawNode.advance(ready)``.
@@ -224,6 +225,10 @@ class Ready:
     messages: list[Message] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
     must_sync: bool = False
+    #: A leader's Ready whose messages depend on nothing step 1 writes: no term or vote change, no snapshot.
+    #: Its APPs may leave before its own entries are durable (Raft thesis §10.2.1): the leader counts itself
+    #: towards commit only in ``advance``, once they are, and a follower still persists before it answers.
+    send_first: bool = False
 
 
 class RandomSource(Protocol):

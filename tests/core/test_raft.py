@@ -107,6 +107,33 @@ def test_a_proposal_batch_goes_out_as_one_append_per_follower() -> None:
     assert all([e.data for e in m.entries] == [b"a", b"b", b"c"] for m in apps)
 
 
+def test_a_leader_sends_before_its_write_and_counts_itself_only_once_durable() -> None:
+    """Raft thesis §10.2.1: the leader's APPs may leave before its own write (``send_first``); its copy
+    counts towards commit only after ``advance`` reports it persisted."""
+    rn = node(1, pre_vote=False)
+    rn.campaign()
+    rd = rn.ready()
+    assert not rd.send_first  # the vote for itself must be durable before the vote requests leave
+    rn.advance(rd)
+    rn.step(Message(MT.VOTE_RESP, to=1, sender=2, term=2))
+    drain(rn)
+    for follower in (2, 3):
+        rn.step(Message(MT.APP_RESP, to=1, sender=follower, term=2, index=4))
+    drain(rn)
+    rn.propose(b"a")
+    rd = rn.ready()
+    assert rd.send_first and rd.entries and any(m.type == MT.APP and m.entries for m in rd.messages)
+    (entry,) = rd.entries
+    # One follower has it, the leader's write is not done: one durable copy of three is no quorum.
+    rn.step(Message(MT.APP_RESP, to=1, sender=2, term=2, index=entry.index))
+    assert rn.raft.log.committed < entry.index
+    rn.raft.log.storage.append(rd.entries)  # type: ignore[attr-defined]
+    rn.advance(rd)
+    assert rn.raft.log.committed == entry.index
+    # The commit the leader's own write completed goes out at once (an APP carrying it to each follower).
+    assert sorted(m.to for m in rn.ready().messages if m.type == MT.APP and m.commit == entry.index) == [2, 3]
+
+
 def test_a_proposal_batch_is_appended_whole_or_not_at_all() -> None:
     rn = node(1, max_uncommitted_bytes=100, pre_vote=False)
     rn.campaign()

@@ -6,7 +6,10 @@ core's ``Ready``s, each handled in the order the persistence contract demands:
 
 1. persist the Ready's snapshot, entries and hard state in one store transaction, and wait for it when
    anything must be durable first (entries, snapshot, term or vote);
-2. only then send its messages (they may refer to those entries and that vote);
+2. only then send its messages (they may refer to those entries and that vote) — except a leader's Ready
+   the core marks ``send_first`` (no term or vote change, no snapshot): its appends leave *before* step 1, so
+   the leader's own fsync runs beside the followers' (Raft thesis §10.2.1); the core counts the leader's
+   copy towards commit only once ``advance`` reports it durable;
 3. apply its committed entries, recording the applied index in the same transaction as the state it
    describes; when that commits, the waiting RPCs are answered, watchers get their events and the core is
    told (``RawNode.applied_to``). An apply of bounded cost (puts, single-key deletes, small txns) rides in
@@ -349,6 +352,11 @@ class RaftLoop:
         # range delete, a compaction) gets a job of its own that the loop does not wait for (see below).
         with_save = committed if committed and installer is None and apply_is_bounded(committed) else []
         applied_with_save: list[AppliedEntry] | None = None  # set when the loop waited for that transaction
+        # A leader's appends leave before its own write, which then runs beside replication (thesis §10.2.1):
+        # the core counts the leader's copy only once ``advance`` says it is durable.
+        send_first = rd.send_first and installer is None and self.transport is not None
+        if send_first and rd.messages:
+            self._send(rd.messages)
         if installer is not None or rd.must_sync:
             applied_with_save = await asyncio.wrap_future(
                 self._store.save(installer, rd.entries, rd.hard_state, with_save)
@@ -364,8 +372,8 @@ class RaftLoop:
         # else: nothing to persist (e.g. the heartbeats of a ReadIndex round).
         if self._cfg.planted_bug == "ack-before-commit" and rd.entries and self.is_leader():
             self._ack_before_commit(rd.entries)
-        if rd.messages and self.transport is not None:
-            self.transport.send(self.snapshots.usable(rd.messages))
+        if rd.messages and not send_first:
+            self._send(rd.messages)
         if rd.snapshot is not None:
             self.applied = self._store.applied_index()
             self.revision = self._store.revision()
@@ -380,6 +388,10 @@ class RaftLoop:
         self.raw.advance(rd, applied=False)
         if self.snapshots.due(self.applied):
             self._in_background(self._store.create_snapshot(), self.snapshots.taken)
+
+    def _send(self, messages: list[Message]) -> None:
+        if self.transport is not None:
+            self.transport.send(self.snapshots.usable(messages))
 
     def _ack_before_commit(self, entries: list[Entry]) -> None:
         """PLANTED BUG (fault-injection self-test only): answer puts once the leader's own copy is durable,
