@@ -191,3 +191,7 @@ class ReadWaiters:
 
     def has_queued(self) -> bool:
         return bool(self._queued)
+
+    def in_flight(self) -> bool:
+        """A round was started and not yet answered (or given up by ``requeue_stale``)."""
+        return bool(self._rounds)

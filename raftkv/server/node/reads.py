@@ -37,7 +37,11 @@ class LinearizableReads:
     async def barrier(self, timeout: float) -> None:
         """Return once this member applied everything committed before the call (raises TIMEOUT)."""
         future = self._waiters.enqueue()
-        self._wake()
+        # Only a read that may start a round wakes the loop. While one is in flight (or the next one is timed)
+        # a turn could do nothing for it: the round's answer wakes the loop for every read queued meanwhile
+        # (``answered``), so a busy leader takes one turn per round, not one per read.
+        if not self._waiters.in_flight() and self._round_timer is None:
+            self._wake()
         try:
             await within(future, timeout)
         except TimeoutError:
@@ -72,6 +76,8 @@ class LinearizableReads:
         for rs in read_states:
             self._waiters.answered(rs.request_ctx, rs.index, applied)
         self._waiters.applied(applied)
+        if read_states and self._waiters.has_queued():
+            self._wake()  # reads that arrived during the round start the next one (see ``barrier``)
 
     def applied(self, applied: int) -> None:
         self._waiters.applied(applied)
