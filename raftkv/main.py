@@ -267,6 +267,8 @@ async def serve(cfg: ServerConfig) -> int:
             ("raftkv_mvcc_revision", "Current MVCC revision.", lambda: float(node.current_revision())),
             ("raftkv_leader_changes_seen_total", "Leader changes seen.", lambda: float(node.loop.leader_changes)),
             ("raftkv_ready_turns_total", "Ready batches handled.", lambda: float(node.loop.ready_turns)),
+            ("raftkv_loop_turns_total", "Wake-ups of the Raft loop, with or without a Ready.",
+             lambda: float(node.loop.loop_turns)),
             ("raftkv_fsyncs_total", "LMDB write commits, each one fsync.", lambda: float(node.store.writer.commits)),
             ("raftkv_disk_writer_busy_seconds_total", "Seconds the LMDB writer thread spent on transactions.",
              lambda: node.store.writer.busy_seconds),

@@ -147,6 +147,8 @@ class RaftLoop:
         # Read once per Ready rather than once per response: every RPC's header carries it.
         self.revision = store.revision()
         self.ready_turns = 0
+        #: Wake-ups of the loop, whether or not the core had a Ready: each costs a turn of ``_feed_core``.
+        self.loop_turns = 0
         self.leader_changes = 0
 
     def _core_log(self, line: str) -> None:
@@ -245,6 +247,7 @@ class RaftLoop:
                 if (pause := self._batch_window.pause_before_turn(len(self._waiters))) > 0:
                     await self._clock.sleep(pause)
                 self._wake.clear()
+                self.loop_turns += 1
                 self._feed_core()
                 while self.raw.has_ready():
                     await self._handle_ready(self.raw.ready())
