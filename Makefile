@@ -26,9 +26,9 @@ lint: $(STAMP)
 fuzz-soak: $(STAMP)
 	RAFTKV_FUZZ_EXAMPLES=$${EXAMPLES:-1000} $(PY) -m pytest -q -p no:cacheprovider tests/hostile/test_fuzz_api.py
 
-# Run many simulated schedules (SCHEDULES=N, SEED=S): the soak version of the simulation tests.
+# Run many simulated schedules (SCHEDULES=N, SEED=S, PROFILE=failover|...): the soak version of the simulation tests.
 sim-soak: $(STAMP)
-	$(PY) -m raftkv.sim soak --schedules $${SCHEDULES:-1000} $${SEED:+--seed $$SEED}
+	$(PY) -m raftkv.sim soak --schedules $${SCHEDULES:-1000} $${SEED:+--seed $$SEED} $${PROFILE:+--profile $$PROFILE}
 
 # Cost of the Raft core alone: committed entries/s through a simulated three-node cluster.
 bench-core: $(STAMP)

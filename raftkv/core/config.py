@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-#: Names accepted in ``Config.unsafe_bugs``. Each one deliberately breaks a safety rule so the simulator can
-#: prove its invariant checkers catch it; they must never be enabled outside the simulator.
-KNOWN_BUGS = frozenset({"commit_prior_term", "double_vote"})
+#: Names accepted in ``Config.unsafe_bugs``. Each one deliberately breaks a rule (``gone_skips_pre_vote``: the
+#: rule that a leader a quorum still hears keeps its office) so the simulator can prove its checkers catch it;
+#: they must never be enabled outside the simulator.
+KNOWN_BUGS = frozenset({"commit_prior_term", "double_vote", "gone_skips_pre_vote"})
 
 
 @dataclass(frozen=True)

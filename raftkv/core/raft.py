@@ -372,6 +372,9 @@ class Raft(Leading):
         for sender in sorted(held):
             self._info(f"answers the PRE_VOTE from {sender} it ignored under {gone}'s lease")
             self.step(held[sender])
+        if "gone_skips_pre_vote" in self.cfg.unsafe_bugs and self.promotable():
+            self._campaign(_Campaign.ELECTION)  # planted bug: a real election at once, whoever still hears the leader
+            return
         if not (self.cfg.pre_vote and self.cfg.check_quorum and self.promotable()):
             return
         delay = failover.campaign_delay(self.id, self.conf.voters, gone)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import sys
 import time
 
 from raftkv.core.config import KNOWN_BUGS
 from raftkv.sim.bench import bench
-from raftkv.sim.cluster import DISK_BUGS, NODE_BUGS, SimOptions
+from raftkv.sim.cluster import DISK_BUGS, NODE_BUGS, UNIT, SimOptions
+from raftkv.sim.leadership import MILESTONES, AuditStats
 from raftkv.sim.run import RunResult, run_schedule
 from raftkv.sim.schedule import PROFILES, generate
 
@@ -28,12 +30,19 @@ def _replay_command(seed: int, profile: str, args: argparse.Namespace) -> str:
 def _soak(args: argparse.Namespace) -> int:
     profiles = [args.profile] if args.profile else list(PROFILES)
     events = 0
+    totals = {"gone_reports": 0, "false_reports": 0, "extra_changes": 0}
+    audit = AuditStats()
     started, cpu_started = time.monotonic(), time.process_time()
     for i in range(args.schedules):
         seed = args.seed + i
         profile = profiles[i % len(profiles)]
         res = run_schedule(generate(seed, profile), _options(args, 0))
         events += res.events
+        for k in totals:
+            totals[k] += res.stats[k]
+        audit.extra += res.audit.extra
+        audit.first_commits += res.audit.first_commits
+        audit.failovers += res.audit.failovers
         if not res.ok:
             print(f"[{i + 1}/{args.schedules}] {profile} {res.summary()}\n  {res.error}")
             print(f"replay: {_replay_command(seed, profile, args)}")
@@ -45,7 +54,40 @@ def _soak(args: argparse.Namespace) -> int:
         f"{args.schedules} schedules passed ({events} loop steps): {args.schedules / minutes:.0f} schedules per "
         f"minute, {args.schedules / cpu_minutes:.0f} per CPU minute (one core)"
     )
+    print(
+        f"leadership: {totals['gone_reports']} 'peer gone' reports delivered; {totals['false_reports']} false "
+        f"ones reached a follower of a leader a quorum heard; leader changes while a quorum heard the leader: "
+        f"{totals['extra_changes']} (a violation in failover schedules)"
+    )
+    _print_failovers(audit)
     return 0
+
+
+def _percentiles(units: list[float]) -> str:
+    ms = sorted(u * UNIT * 1000 for u in units)
+    if not ms:
+        return f"{'-':>21s}   "
+    p90 = ms[min(len(ms) - 1, int(0.9 * len(ms)))]
+    return f"{statistics.median(ms):7.0f}{p90:7.0f}{ms[-1]:7.0f}   "
+
+
+def _print_failovers(audit: AuditStats) -> None:
+    """Simulated milliseconds (election timeout 1000-2000, heartbeat 100) from a leader fault to each
+    milestone: a new leader, its first entry committed, a client's linearizable read, a lease renewal."""
+    if audit.first_commits:
+        print(
+            f"every new leader, election to its first entry committed (simulated ms, median p90 max, "
+            f"n={len(audit.first_commits)}): {_percentiles(audit.first_commits).rstrip()}"
+        )
+    kinds = sorted({f.kind for f in audit.failovers})
+    if not kinds:
+        return
+    print("failover: simulated ms from the leader fault to each milestone (median p90 max)")
+    print((f"  {'':23s}" + "".join(f"{m:>21s}   " for m in MILESTONES)).rstrip())
+    for kind in kinds:
+        seen = [f for f in audit.failovers if f.kind == kind]
+        row = "".join(_percentiles([t for f in seen if (t := getattr(f, m)) is not None]) for m in MILESTONES)
+        print(f"  {kind:16s} n={len(seen):4d}{row}".rstrip())
 
 
 def _print_result(res: RunResult) -> None:

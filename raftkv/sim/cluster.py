@@ -5,6 +5,13 @@ member from its configuration, wires the checkers to the members' transports, di
 revisions, and plays the schedule's faults the way an operator and a hostile environment would —
 partitions, crashes that lose unsynced writes, restarts, leader transfers and membership changes (``member
 add`` through a running member, then start the new one with ``--initial-cluster-state existing``).
+
+With ``Schedule.announce`` a crash is a killed process rather than a lost machine: its kernel resets the
+connections to every peer that can reach it (after what the process sent before dying: TCP delivers that
+first), and each peer's transport probes the port, finds it refused and reports the peer gone, as the
+gRPC transport does. ``reset`` resets a connection to a live member (its probe is answered: nothing is
+reported), and ``false_gone`` / ``false_gone_leader`` make the probe misjudge a live member as gone.
+Partitions are never announced.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +29,7 @@ from raftkv.server.watch_hub import WatchHub
 from raftkv.sim.disk import WRITEBACK_INTERVAL
 from raftkv.sim.history import History
 from raftkv.sim.invariants import InvariantViolation, RaftChecker
+from raftkv.sim.leadership import Failover, LeadershipAudit
 from raftkv.sim.loop import SimLoop
 from raftkv.sim.member import SimMember, member_config, peer_url
 from raftkv.sim.network import LinkFaults, Network
@@ -30,6 +38,9 @@ from raftkv.sim.workload import Workload
 from raftkv.storage.raft_log import read_u64
 
 UNIT = 0.01  # seconds per schedule time unit: a heartbeat (a Raft tick) is 10 units
+#: How long a leader must have held a quorum, undisturbed, for losing office to count as an extra change:
+#: three election timeouts (check-quorum needs up to two to notice a lost quorum).
+AUDIT_WINDOW = 300
 ADMIN_TIMEOUT = 5.0
 
 #: Bugs that can be planted in the production node for a run (``--unsafe-planted-bug`` names), and those
@@ -56,6 +67,13 @@ class Cluster:
         self.network = Network(self.loop, self._derive_rng(), schedule.link, UNIT, self.members.get)
         self.raft = RaftChecker(self.members)
         self.history = History(self.loop.time, self.violation)
+        self.audit = LeadershipAudit(
+            AUDIT_WINDOW,
+            self.violation if schedule.stable_leader else None,
+            lambda: self.loop.time() / UNIT,
+            lambda src, dst: not self.network.blocked(src, dst),
+            self._ask_new_leader,
+        )
         self.workload = Workload(
             self._derive_rng(), self.history, self.current_members, self.note, schedule.clients, schedule.keys, 0.15
         )
@@ -109,6 +127,7 @@ class Cluster:
         member.watch_hub = WatchHub(node)
         node.subscribe_applied(functools.partial(self.history.applied, member.name))
         self.raft.started(member)
+        self.audit.started(member)
         self.note(f"start {member.name} (life {member.lives})")
 
     def _crash(self, member: SimMember) -> None:
@@ -117,7 +136,22 @@ class Cluster:
         member.crash()
         member.watch_hub = None
         self.raft.crashed(member)
+        self.audit.crashed(member)
         self.note(f"crash {member.name}")
+        if self.schedule.announce:
+            self._announce(member.id)
+
+    def _announce(self, dead: int) -> None:
+        """A killed process's kernel resets its connections; the reset leaves after what it sent before."""
+        net = self.network
+        for peer in self.current_members():
+            transport = peer.transport
+            if transport is not None and peer.id != dead and transport.knows(dead):
+                reset = functools.partial(transport.connection_reset, dead)
+                net.after(net.faults.max_latency, functools.partial(self._reset, dead, peer.id, reset))
+
+    def _reset(self, src: int, dst: int, reset: Callable[[], None]) -> None:
+        self.network.transmit(src, dst, reset)
 
     def current_members(self) -> list[SimMember]:
         """Members of the newest configuration anyone applied (plus founders before any is known)."""
@@ -147,11 +181,13 @@ class Cluster:
         self.loop.note(f"send {msg.type.name} {member.name}->{msg.to:x} t{msg.term} i{msg.index}")
         before = self.raft.elections
         self.raft.sending(member, msg)
+        self.audit.observe(member)
         if self.raft.elections > before and self._hunting:
             self._maybe_hunt(member)
 
     def _disk_committed(self, member: SimMember) -> None:
         self.raft.disk_committed(member)
+        self.audit.observe(member)
         items = member.disk.env.live["leases"]
         previous = self._lease_tables.get(member.id)
         if previous is None or previous[0] is not items:
@@ -188,11 +224,14 @@ class Cluster:
         slot = self.slot(f.args[0]) if f.args else None
         leader = self.leader()
         kind = f.kind
+        if kind in ("partition", "isolate", "isolate_leader", "one_way", "heal", "transfer"):
+            self.audit.disturbed()
         if kind == "partition":
             self.network.partition(frozenset(m for i, m in enumerate(members) if f.args[0] >> i & 1))
         elif kind == "isolate" and slot is not None:
             self.network.partition(frozenset({slot.id}))
         elif kind == "isolate_leader" and leader is not None:
+            self.audit.leader_struck("isolated", leader)
             self.network.partition(frozenset({leader.id}))
         elif kind == "one_way" and slot is not None:
             self.network.block_one_way(slot.id, self.slot(f.args[1]).id)
@@ -201,7 +240,20 @@ class Cluster:
         elif kind == "crash" and slot is not None:
             self._crash(slot)
         elif kind == "crash_leader" and leader is not None:
+            self.audit.leader_struck("crash announced" if self.schedule.announce else "crash silent", leader)
             self._crash(leader)
+        elif kind in ("reset", "false_gone") and slot is not None and slot.transport is not None:
+            peer = self.slot(f.args[1])
+            if kind == "false_gone" and peer.node is not None:
+                self.audit.false_report(slot, peer)
+            slot.transport.connection_reset(peer.id, misjudged=kind == "false_gone")
+        elif kind == "false_gone_leader" and leader is not None:
+            followers = [m for m in self.current_members() if m.transport is not None and m.id != leader.id]
+            if followers:
+                observer = followers[f.args[0] % len(followers)]
+                assert observer.transport is not None
+                self.audit.false_report(observer, leader)
+                observer.transport.connection_reset(leader.id, misjudged=True)
         elif kind == "restart":
             down = self._down()
             if down:
@@ -224,15 +276,40 @@ class Cluster:
             voters = sorted(self._conf.voters)
             self.spawn(self._remove(voters[f.args[0] % len(voters)]))
 
+    def _ask_new_leader(self, member: SimMember, failover: Failover) -> None:
+        """Ask a leader elected after a leader fault, the moment it is elected, what clients will ask it: a
+        linearizable read barrier, then a lease's time to live (answered once it is caught up)."""
+        node = member.node
+        assert node is not None
+
+        async def ask() -> None:
+            try:
+                await node.read_barrier(ADMIN_TIMEOUT)
+                self.audit.reached(failover, "read")
+                leases = node.lease_ids()
+                lease = leases[-1] if leases else 0
+                started = self.loop.time()
+                answer = await node.lease_time_to_live(lease, False, ADMIN_TIMEOUT)
+                if lease:
+                    self.history.check_lease_answer("time-to-live", member.name, lease, answer.TTL >= 0, started)
+                self.audit.reached(failover, "lease")
+            except errors.EtcdException as exc:
+                self.note(f"new leader {member.name} asked: {exc.error.message}")
+
+        member.spawn(ask())
+
     def _down(self) -> list[SimMember]:
         return [m for m in self.current_members() if m.node is None]
 
     async def _admin(self, what: str, call: Awaitable[object]) -> bool:
+        self.audit.disturbed()
         try:
             await call
         except errors.EtcdException as exc:
             self.note(f"admin {what}: {exc.error.message}")
             return False
+        finally:
+            self.audit.disturbed()  # a membership change moves leadership when it applies, not when asked
         self.note(f"admin {what}: ok")
         return True
 
@@ -280,7 +357,9 @@ class Cluster:
         if not self._hunting or member.life is not life or self.raft.current_leader() != member.id:
             return
         rng = self._nemesis_rng
+        self.audit.disturbed()
         if rng.random() < 0.25:
+            self.audit.leader_struck("crash announced" if self.schedule.announce else "crash silent", member)
             self._crash(member)
             self.network.after(rng.randint(50, 400), lambda: self._revive(member))
             return
@@ -297,6 +376,7 @@ class Cluster:
     def heal_all(self) -> None:
         """End of the fault phase: reconnect everything and bring every member back."""
         self._hunting = False
+        self.audit.disturbed()
         self.network.heal()
         link = self.schedule.link
         self.network.faults = LinkFaults(min_latency=link.min_latency, max_latency=link.max_latency)

@@ -87,6 +87,7 @@ class SimMember:
         self._core_bugs = core_bugs
         self.disk = SimDisk(rng, knobs.fsync_latency * unit, lambda _disk: on_disk_commit(self))
         self.node: Node | None = None
+        self.transport: SimTransport | None = None
         self.life: Life | None = None
         self._context: contextvars.Context | None = None
         self.lives = 0
@@ -128,7 +129,8 @@ class SimMember:
                          notes=self.notes, raft_tuning=tune)
         )
         self.node = node
-        node.attach_transport(SimTransport(self._network, self, self._sending))
+        self.transport = SimTransport(self._network, self, self._sending)
+        node.attach_transport(self.transport)
         node.leases.forwarder = SimLeaseForwarder(self._network, self)
         self.spawn(node.start()).add_done_callback(self._started)
 
@@ -142,6 +144,7 @@ class SimMember:
         if self.life is not None:
             self.life.end()
         self.node = None
+        self.transport = None
         self.life = None
         self._context = None
         self.disk.crash()

@@ -7,7 +7,12 @@ partition raised while a message is in flight also cuts it off -- as a real netw
 
 ``SimTransport`` is what a running member gets as its ``Transport``: Raft messages become deliveries on
 this network, a SNAP carries its snapshot's bytes (streamed from the sender's store into the receiver's
-staging, as the gRPC transport does) and its outcome is reported back to the sender; ``SimLeaseForwarder``
+staging, as the gRPC transport does) and its outcome is reported back to the sender. When a connection to
+a peer is reset it does what the gRPC transport does after a broken stream: reports the peer unreachable
+and probes the peer's port (``probe``: a connect, one round trip); only a *refused* connect -- the peer's
+process is not running -- is reported, through the node's ``on_peer_gone``. A partition makes the connect
+time out, so it never is; a reset the network is told to misjudge (``connection_reset(misjudged=True)``:
+a relay in front of a live peer, a listener that dropped the probe) is the false report. ``SimLeaseForwarder``
 carries a follower's lease question to the leader and the answer back. Everything in flight lives in the
 network, not in the sender: a message sent just before its sender crashed still arrives.
 """
@@ -69,6 +74,7 @@ class Network:
         self._one_way: set[tuple[int, int]] = set()
         self.sent = 0
         self.delivered = 0
+        self.gone_reports = 0  # on_peer_gone calls made by the members' transports, true or misjudged
 
     def blocked(self, src: int, dst: int) -> bool:
         return self._group.get(src, 0) != self._group.get(dst, 0) or (src, dst) in self._one_way
@@ -109,6 +115,18 @@ class Network:
             return
         self.delivered += 1
         arrive()
+
+    def probe(self, src: int, dst: int, answer: Callable[[bool], None]) -> None:
+        """A TCP connect from ``src`` to ``dst``'s peer port: a round trip later, ``answer(refused)`` --
+        refused when ``dst``'s process is not running (its kernel answers with a reset). Blocked either
+        way, the connect times out and nothing is answered (a timeout proves nothing)."""
+
+        def at_port() -> None:
+            target = self.member(dst)
+            refused = target is None or target.node is None
+            self.transmit(dst, src, lambda: answer(refused))
+
+        self.transmit(src, dst, at_port)
 
     def _after(self, units: int, action: Callable[[], None]) -> None:
         self._loop.call_later(units * self._unit, action, context=self._wire)
@@ -157,6 +175,31 @@ class SimTransport:
             # On the link of the member sending it: a relayed request (FORWARDED_REQUESTS) names another.
             if not self._net.transmit(self._owner.id, msg.to, functools.partial(self._deliver, msg)):
                 self._report(functools.partial(_tell_unreachable, to=msg.to))
+
+    def knows(self, node_id: int) -> bool:
+        return node_id in self._peers
+
+    def connection_reset(self, peer: int, misjudged: bool = False) -> None:
+        """The connection to ``peer`` was reset. As the gRPC transport after a broken stream: report ``peer``
+        unreachable, probe its port, and report it gone if the connect is refused -- or, ``misjudged``, as
+        if it had been although ``peer`` runs (the false report production's probe can make)."""
+        if self._owner.life is not self._life or peer not in self._peers:
+            return
+        self._report(functools.partial(_tell_unreachable, to=peer))
+
+        def answer(refused: bool) -> None:
+            if refused or misjudged:
+                self._report(functools.partial(self._tell_gone, peer))
+
+        if misjudged:
+            self._net.after(self._net.faults.min_latency, lambda: answer(True))
+        else:
+            self._net.probe(self._owner.id, peer, answer)
+
+    def _tell_gone(self, peer: int, node: Node) -> None:
+        if peer in self._peers:
+            self._net.gone_reports += 1
+            node.on_peer_gone(peer)
 
     def _deliver(self, msg: Message) -> None:
         target = self._net.member(msg.to)

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from raftkv.sim.cluster import UNIT, Cluster, SimOptions
+from raftkv.sim.leadership import AuditStats
 from raftkv.sim.liveness import await_commit, await_convergence
 from raftkv.sim.loop import SimulationStalled, finish
 from raftkv.sim.schedule import Schedule
@@ -24,6 +25,8 @@ class RunResult:
     members: tuple[str, ...] = ()
     stats: dict[str, int] = field(default_factory=dict)
     recent: list[str] = field(default_factory=list)
+    #: Leader changes, failovers and first-term commits, as the leadership audit saw them.
+    audit: AuditStats = field(default_factory=AuditStats)
 
     @property
     def ok(self) -> bool:
@@ -70,9 +73,14 @@ def run_schedule(schedule: Schedule, options: SimOptions = SimOptions()) -> RunR
         "lease_answers": h.lease_answers_checked,
         "watch_events": h.watch_events_checked,
         "members": len(cluster.current_members()),
+        "gone_reports": cluster.network.gone_reports,
+        "false_reports": cluster.audit.stats.false_reports,
+        "extra_changes": len(cluster.audit.stats.extra),
     }
     recent = cluster.recent[-options.keep_trace :] if options.keep_trace else []
     members = tuple(m.name for m in cluster.current_members())
-    result = RunResult(schedule, error, loop.trace_hash(), loop.time(), loop.steps, members, stats, recent)
+    result = RunResult(
+        schedule, error, loop.trace_hash(), loop.time(), loop.steps, members, stats, recent, cluster.audit.stats
+    )
     finish(loop, [life for member in cluster.members.values() for life in member.all_lives])
     return result

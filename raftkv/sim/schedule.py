@@ -14,7 +14,15 @@ Profiles steer generation towards classes of bugs:
   by one before its own: the setting of Figure 8 in the Raft paper, where counting replicas of an old-term
   entry commits something a later leader overwrites;
 - ``split_vote``: the leader keeps crashing so several followers time out together and compete in one term;
-- ``crashes``: any node crashes often, with slow disks, so crashes land between a write and its fsync.
+- ``crashes``: any node crashes often, with slow disks, so crashes land between a write and its fsync;
+- ``failover``: episodes with time to settle between them, on a loss-free network: the leader crashes
+  (announced to its peers in three schedules of four), the leader or a follower is cut off silently, a
+  follower crashes, connections reset, and followers are told falsely that their live leader is gone (a
+  minority of them at a time). Besides every invariant, no leader may lose office while a quorum hears it
+  (``stable_leader``, judged by ``leadership.py``).
+
+``announce`` makes a crash a killed process (its peers' transports find its port refused and report it
+gone) rather than a lost machine (silent, like a partition); ``mixed`` and ``crashes`` draw it too.
 """
 
 from __future__ import annotations
@@ -34,6 +42,9 @@ FAULT_ARITY: dict[str, int] = {
     "heal": 0,
     "crash": 1,
     "crash_leader": 0,
+    "reset": 2,  # slot a's connection to slot b resets; the probe finds b's port serving: nothing reported
+    "false_gone": 2,  # as reset, but the probe misjudges b as gone: slot a is told falsely that b's process ended
+    "false_gone_leader": 1,  # a follower (slot among them) is told falsely that its live leader is gone
     "restart": 1,
     "restart_all": 0,
     "transfer": 1,
@@ -43,7 +54,7 @@ FAULT_ARITY: dict[str, int] = {
     "remove": 1,
 }
 FAULT_KINDS: tuple[str, ...] = tuple(FAULT_ARITY)
-PROFILES: tuple[str, ...] = ("mixed", "figure8", "split_vote", "crashes")
+PROFILES: tuple[str, ...] = ("mixed", "figure8", "split_vote", "crashes", "failover")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +79,8 @@ class Schedule:
     duration: int = 2500  # virtual time of the fault phase; then heal, liveness and convergence
     hunt: int = 0  # percent of new leaders the nemesis strikes soon after their election (fault phase)
     hunt_delay: int = 300  # the strike comes 0..hunt_delay time units after the election
+    announce: bool = False  # a crash is announced: the crashed member's peers find its port refused
+    stable_leader: bool = False  # a leader losing office while a quorum hears it is a violation
 
 
 def generate(seed: int, profile: str = "mixed") -> Schedule:
@@ -81,6 +94,8 @@ def generate(seed: int, profile: str = "mixed") -> Schedule:
         return _split_vote(seed, rng)
     if profile == "crashes":
         return _crashes(seed, rng)
+    if profile == "failover":
+        return _failover(seed, rng)
     raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
 
 
@@ -106,7 +121,8 @@ def _mixed(seed: int, rng: random.Random) -> Schedule:
         args = tuple(rng.randrange(32) for _ in range(FAULT_ARITY[kind]))
         faults.append(Fault(rng.randrange(duration), kind, args))
     faults.sort(key=lambda f: f.at)
-    return Schedule(seed, rng.choice((3, 3, 5)), tuple(faults), link, knobs, duration=duration)
+    nodes = rng.choice((3, 3, 5))
+    return Schedule(seed, nodes, tuple(faults), link, knobs, duration=duration, announce=rng.random() < 0.5)
 
 
 def _figure8(seed: int, rng: random.Random) -> Schedule:
@@ -147,4 +163,40 @@ def _crashes(seed: int, rng: random.Random) -> Schedule:
         faults.append(Fault(t, "crash", (rng.randrange(nodes),)))
         faults.append(Fault(t + rng.randint(5, 80), "restart", (rng.randrange(nodes),)))
         t += rng.randint(20, 120)
-    return Schedule(seed, nodes, tuple(faults), LinkFaults(), knobs, clients=6, duration=duration)
+    announce = rng.random() < 0.5
+    return Schedule(seed, nodes, tuple(faults), LinkFaults(), knobs, clients=6, duration=duration, announce=announce)
+
+
+def _failover(seed: int, rng: random.Random) -> Schedule:
+    """Episodes one after another, each followed by time to settle (more than the audit's window)."""
+    duration = 3000
+    nodes = rng.choice((3, 5))
+    link = LinkFaults(min_latency=1, max_latency=rng.choice((2, 6, 15)), duplicate=rng.choice((0.0, 0.02)))
+    knobs = MemberKnobs(
+        max_entries_per_msg=rng.choice((1, 4096)),
+        fsync_latency=rng.choice((0, 3, 10)),
+        snapshot_count=rng.choice((20, 1_000_000)),
+    )
+    episodes = ("crash_leader", "crash_leader", "isolate_leader", "false_gone_leader", "false_gone_leader",
+                "reset", "isolate", "crash")
+    faults: list[Fault] = []
+    t = rng.randint(300, 500)
+    while t < duration - 600:
+        kind = rng.choice(episodes)
+        end = t + rng.randint(100, 400)
+        if kind == "false_gone_leader":
+            for _ in range(rng.randint(1, (nodes - 1) // 2)):  # never a quorum of the followers
+                faults.append(Fault(t + rng.randint(0, 5), kind, (rng.randrange(32),)))
+        elif kind == "reset":
+            faults.append(Fault(t, kind, (rng.randrange(32), rng.randrange(32))))
+        elif kind in ("crash_leader", "crash"):
+            faults.append(Fault(t, kind) if kind == "crash_leader" else Fault(t, kind, (rng.randrange(32),)))
+            faults.append(Fault(end, "restart_all"))
+        else:
+            faults.append(Fault(t, kind) if kind == "isolate_leader" else Fault(t, kind, (rng.randrange(32),)))
+            faults.append(Fault(end, "heal"))
+        t = end + rng.randint(350, 600)
+    faults.sort(key=lambda f: f.at)
+    announce = rng.random() < 0.75
+    return Schedule(seed, nodes, tuple(faults), link, knobs, clients=4, duration=duration, announce=announce,
+                    stable_leader=True)
