@@ -19,6 +19,8 @@ from raftkv.server.node.world import Clock, Store
 log = logging.getLogger("raftkv.node")
 
 SNAPSHOT_READ_BYTES = 1 << 20
+#: HashKV's ``compact_revision`` before any compaction, as etcd answers it.
+NEVER_COMPACTED = -1
 
 
 class Maintenance:
@@ -79,7 +81,9 @@ class Maintenance:
     async def hash_kv(self, revision: int) -> rpc_pb2.HashKVResponse:
         """Hashing reads the whole history: off the event loop, so a large store costs no heartbeats."""
         hash_value, compact, _ = await asyncio.to_thread(self._store.hash_kv, revision)
-        return rpc_pb2.HashKVResponse(header=self._header(), hash=hash_value & 0xFFFFFFFF, compact_revision=compact)
+        # etcd's compactMainRev is -1 until the first compaction; etcdctl prints it (``-w json``).
+        return rpc_pb2.HashKVResponse(header=self._header(), hash=hash_value & 0xFFFFFFFF,
+                                      compact_revision=compact or NEVER_COMPACTED)
 
     async def snapshot_chunks(self) -> AsyncIterator[bytes]:
         """The key-value state as etcd's backend database, so that ``etcdctl snapshot status`` and
