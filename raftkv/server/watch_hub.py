@@ -47,6 +47,8 @@ log = logging.getLogger("raftkv.watch")
 
 #: ``watch_id`` of stream-wide progress replies (answers to ``progress_request``), as in etcd.
 PROGRESS_WATCH_ID = -1
+#: The header revision of the reply that cancels a compacted watcher: none, as in etcd.
+COMPACTED_REPLY_REVISION = 0
 
 #: Control replies (created, canceled, progress) a stream holds before it stops taking requests.
 MAX_CONTROL_BACKLOG = 1024
@@ -537,11 +539,11 @@ class WatchStream:
 
     def _end_compacted(self, watcher: _Watcher, compact_revision: int) -> None:
         """The history the watcher needs was compacted: cancel it the way etcd does (clients re-list), with
-        ``compact_revision`` set and, as etcd's, no ``cancel_reason``."""
+        ``compact_revision`` set and, as etcd's, no ``cancel_reason`` and no revision in the header (etcd's
+        watchable store sends this reply without one)."""
         self._remove(watcher)
         self._control.append(
-            Delivery(watcher.watch_id, self._hub.published_revision, canceled=True,
-                     compact_revision=compact_revision)
+            Delivery(watcher.watch_id, COMPACTED_REPLY_REVISION, canceled=True, compact_revision=compact_revision)
         )
         self._wake()
 

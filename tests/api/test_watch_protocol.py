@@ -111,6 +111,7 @@ def test_compacted_start_revision_cancels_the_watch(cluster: LocalCluster, prefi
         canceled = await session.reply()
         assert canceled.canceled and canceled.compact_revision == second.header.revision
         assert canceled.cancel_reason == ""  # etcd says it with compact_revision alone
+        assert canceled.header.member_id and not canceled.header.revision  # and no revision in its header
         # Watching from the compaction point itself is still allowed.
         await session.create(key=key, start_revision=second.header.revision + 1)
         session.call.cancel()
