@@ -24,14 +24,19 @@ class _GenericOnly:
 
     def __init__(self, server: grpc.aio.Server) -> None:
         self._server = server
+        self.services: list[str] = []
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._server.add_generic_rpc_handlers(handlers)
+        self.services.extend(h.service_name() for h in handlers if isinstance(h, grpc.ServiceRpcHandler))
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         """Dropped: the generic handler added just before serves the same methods."""
 
 
-def add_service(add_to_server: Callable[[S, Any], None], servicer: S, server: grpc.aio.Server) -> None:
-    """``add_to_server(servicer, server)`` for a generated ``add_*Servicer_to_server``, generic only."""
-    add_to_server(servicer, _GenericOnly(server))
+def add_service(add_to_server: Callable[[S, Any], None], servicer: S, server: grpc.aio.Server) -> list[str]:
+    """``add_to_server(servicer, server)`` for a generated ``add_*Servicer_to_server``, generic only.
+    Returns the names of the services added (``package.Service``)."""
+    generic = _GenericOnly(server)
+    add_to_server(servicer, generic)
+    return generic.services

@@ -1,13 +1,14 @@
 """The client-facing gRPC server: every etcd service a member offers, on its client URLs.
 
 Besides the etcd services this registers the standard ``grpc.health.v1.Health`` service (as etcd does;
-load balancers and orchestrators probe it).
+load balancers and orchestrators probe it), and answers methods no service serves as etcd's grpc-go does.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -55,31 +56,75 @@ def build_client_server(
     """
     assert listen_addresses, "a client server needs at least one address"
     limit = ReceiveLimit.for_requests(max_request_bytes)
-    chain = [*interceptors, ReceiveLimitInterceptor(limit), AdmissionInterceptor(backend)]
+    unknown = UnknownMethods()
+    chain = [*interceptors, unknown, ReceiveLimitInterceptor(limit), AdmissionInterceptor(backend)]
     grpc_server = grpc.aio.server(
         interceptors=chain,
         # Core reads up to the ceiling; the limit's interceptor refuses past the limit in etcd's words.
         options=server_options(max_receive_bytes=limit.ceiling, max_send_bytes=MAX_SEND_BYTES),
     )
     server = grpc_server if methods is None else methods.recording(grpc_server, chain)
-    add_service(rpc_pb2_grpc.add_KVServicer_to_server, KVService(backend), server)
-    add_service(rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterService(backend), server)
-    add_service(rpc_pb2_grpc.add_MaintenanceServicer_to_server, MaintenanceService(backend), server)
-    add_service(rpc_pb2_grpc.add_AuthServicer_to_server, AuthService(backend), server)
+
+    def add(add_to_server: Callable[[Any, Any], None], servicer: object) -> None:
+        unknown.services.update(add_service(add_to_server, servicer, server))
+
+    add(rpc_pb2_grpc.add_KVServicer_to_server, KVService(backend))
+    add(rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterService(backend))
+    add(rpc_pb2_grpc.add_MaintenanceServicer_to_server, MaintenanceService(backend))
+    add(rpc_pb2_grpc.add_AuthServicer_to_server, AuthService(backend))
     if watch_servicer is not None:
-        add_service(rpc_pb2_grpc.add_WatchServicer_to_server, watch_servicer, server)
+        add(rpc_pb2_grpc.add_WatchServicer_to_server, watch_servicer)
     if lease_servicer is not None:
-        add_service(rpc_pb2_grpc.add_LeaseServicer_to_server, lease_servicer, server)
+        add(rpc_pb2_grpc.add_LeaseServicer_to_server, lease_servicer)
     if recipes is not None:
-        add_service(v3lock_pb2_grpc.add_LockServicer_to_server, LockService(recipes), server)
-        add_service(v3election_pb2_grpc.add_ElectionServicer_to_server, ElectionService(recipes), server)
-    add_service(health_pb2_grpc.add_HealthServicer_to_server, LeaderHealthService(backend), server)
+        add(v3lock_pb2_grpc.add_LockServicer_to_server, LockService(recipes))
+        add(v3election_pb2_grpc.add_ElectionServicer_to_server, ElectionService(recipes))
+    add(health_pb2_grpc.add_HealthServicer_to_server, LeaderHealthService(backend))
     for address in listen_addresses:
         if server_credentials is None:
             server.add_insecure_port(address)
         else:
             server.add_secure_port(address, server_credentials)
     return grpc_server
+
+
+class UnknownMethods(grpc.aio.ServerInterceptor):
+    """grpc-go's answers (etcd's) for a method no service here serves, where grpc.aio answers "Method not
+    found!" for all: ``unknown service S``, ``unknown method M for service S`` (UNIMPLEMENTED), and for a
+    name without a service ``malformed method name: "N"`` (RESOURCE_EXHAUSTED, grpc-go's choice).
+
+    It comes before admission and the size check, as grpc-go answers unknown methods before any
+    interceptor runs; ``services`` are the names of the services registered."""
+
+    def __init__(self) -> None:
+        self.services: set[str] = set()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is not None:
+            return handler
+        code, text = unknown_method_status(handler_call_details.method, self.services)
+
+        async def refuse(requests: Any, context: Context) -> None:
+            await context.abort(code, text)
+
+        return grpc.stream_stream_rpc_method_handler(refuse)
+
+
+def unknown_method_status(method: str, services: Collection[str]) -> tuple[grpc.StatusCode, str]:
+    """grpc-go's status for a call of ``method`` that no handler serves (``Server.handleStream``)."""
+    name = method[1:] if method.startswith("/") else method
+    service, slash, short = name.rpartition("/")
+    if not slash:
+        quoted = '"' + method.replace("\\", "\\\\").replace('"', '\\"') + '"'  # Go's %q, for ASCII names
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"malformed method name: {quoted}"
+    if service not in services:
+        return grpc.StatusCode.UNIMPLEMENTED, f"unknown service {service}"
+    return grpc.StatusCode.UNIMPLEMENTED, f"unknown method {short} for service {service}"
 
 
 class LeaderHealthService(health_pb2_grpc.HealthServicer):

@@ -165,3 +165,25 @@ def test_hasleader_fails_fast_without_quorum(cluster: LocalCluster) -> None:
                 cluster.resume_member(name)
         cluster.wait_ready(timeout=30)
         kv.Put(rpc_pb2.PutRequest(key=b"/hasleader", value=b"back"), timeout=10)
+
+
+UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
+#: etcd's (grpc-go's) answers for methods nobody serves; grpc.aio's own is "Method not found!" for all.
+UNKNOWN_METHODS = [
+    ("/etcdserverpb.KV/Nope", (UNIMPLEMENTED, "unknown method Nope for service etcdserverpb.KV")),
+    ("/etcdserverpb.Nope/Range", (UNIMPLEMENTED, "unknown service etcdserverpb.Nope")),
+    ("/v3lockpb.Lock/Nope", (UNIMPLEMENTED, "unknown method Nope for service v3lockpb.Lock")),
+    ("/grpc.health.v1.Health/Nope", (UNIMPLEMENTED, "unknown method Nope for service grpc.health.v1.Health")),
+    ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+     (UNIMPLEMENTED, "unknown service grpc.reflection.v1alpha.ServerReflection")),
+    ("/nothing", (grpc.StatusCode.RESOURCE_EXHAUSTED, 'malformed method name: "/nothing"')),
+]
+
+
+@pytest.mark.parametrize(("method", "expected"), UNKNOWN_METHODS, ids=[m for m, _ in UNKNOWN_METHODS])
+def test_unknown_methods(channel: grpc.Channel, method: str, expected: tuple[grpc.StatusCode, str]) -> None:
+    """The same answer to a unary and to a streaming call, before anything reads the request."""
+    unary = channel.unary_unary(method, request_serializer=bytes, response_deserializer=bytes)
+    assert refusal(lambda: unary(b"\xff", timeout=10)) == expected
+    streaming = channel.stream_stream(method, request_serializer=bytes, response_deserializer=bytes)
+    assert refusal(lambda: list(streaming(iter([b"\xff"]), timeout=10))) == expected
