@@ -59,6 +59,7 @@ from raftkv.grpc_registration import add_service
 from raftkv.proto import raft_pb2, raft_pb2_grpc
 from raftkv.security.grpc_options import channel_options, server_options
 from raftkv.transport.codec import CodecError, encoded_size, message_from_pb, message_to_pb
+from raftkv.transport.gone_probe import GONE_PROBE_TIMEOUT, nothing_serves
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,6 @@ DEFAULT_MAX_MESSAGE_BYTES = 32 << 20
 DEFAULT_SNAPSHOT_CHUNK_BYTES = 1 << 20
 #: Ping interval and timeout on peer connections: a partitioned peer is noticed within ~4 s even if idle.
 PEER_KEEPALIVE_MS = 2_000
-#: How long the connect probe after a broken stream may take. A refusal is immediate (one round trip);
-#: a probe still waiting after this long is a silent peer, which is not reported.
-GONE_PROBE_TIMEOUT = 0.25
-#: How long an accepted probe connection is held to see whether a dying listener resets it, and how many
-#: accepted-then-dropped connects in a row count as nothing serving there.
-GONE_PROBE_SETTLE = 0.05
-GONE_PROBE_ATTEMPTS = 3
 
 
 class SnapshotWriter(Protocol):
@@ -565,46 +559,6 @@ def _certificate_names(context: grpc.aio.ServicerContext) -> frozenset[str] | No
     if auth.get("transport_security_type") != [b"ssl"]:
         return None
     return frozenset(name.decode(errors="replace") for name in auth.get("x509_common_name", ()))
-
-
-async def nothing_serves(address: str, timeout: float, settle: float = GONE_PROBE_SETTLE) -> bool:
-    """Whether nothing serves ``host:port`` any more: a TCP connect is refused (nothing listens), or each
-    of a few is accepted and then closed on us before a byte (a listener closing as its process dies, or a
-    relay in front of a dead process). Timing out, holding the connection, or failing otherwise (no
-    route, unparsable address) proves nothing: False.
-
-    A killed process closes its listening socket a moment after its connections, so a connect at that
-    moment may still be accepted, into the backlog of a listener about to close (which then resets it);
-    hence each accepted connection is held for ``settle`` seconds: a live server says nothing before our
-    TLS hello and keeps it open, a dying one drops it, and the connect is tried again.
-    """
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        return False
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    for _ in range(GONE_PROBE_ATTEMPTS):
-        try:
-            async with asyncio.timeout_at(deadline):  # not wait_for: on 3.11 it can swallow a cancel
-                reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
-        except ConnectionRefusedError:
-            return True
-        except (TimeoutError, OSError):
-            return False
-        try:
-            async with asyncio.timeout(settle):
-                dropped = await reader.read(1) == b""
-        except TimeoutError:
-            dropped = False
-        except OSError:
-            dropped = True
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-        if not dropped:
-            return False
-    return True
 
 
 def _describe(exc: BaseException) -> str:

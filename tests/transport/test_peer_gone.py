@@ -10,7 +10,8 @@ import pytest
 from peer_helpers import FileSnapshots, Inbox, app, eventually, make_transport, running
 
 from raftkv.security.certs import ClusterCerts
-from raftkv.transport.peer import PeerTransport, nothing_serves
+from raftkv.transport.gone_probe import nothing_serves
+from raftkv.transport.peer import PeerTransport
 
 pytestmark = pytest.mark.timeout(60)
 
