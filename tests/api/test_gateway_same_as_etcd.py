@@ -253,18 +253,29 @@ def test_a_garbage_stream_is_refused_alike(clusters: dict[str, LocalCluster]) ->
     assert answers["raftkv"] == answers["etcd"]
 
 
+#: curl's exit status for an answer cut short ("transfer closed with N bytes remaining to read").
+CURL_PARTIAL_FILE = 18
+
+
 def curl(cluster: LocalCluster, path: str, body: bytes, tmp_path: Path) -> tuple[int, Any]:
     """The real curl (which reads the answer while it sends, as Go's clients do: etcd answers a bad body
-    before reading all of it and a client that only reads afterwards sees its connection closed)."""
+    before reading all of it and a client that only reads afterwards sees its connection closed).
+
+    etcd, the reference, sometimes loses its own answer to a body it stopped reading: Go's server closes
+    the connection with the rest of the body unread in its socket, the kernel answers that with a reset,
+    and the reset discards the answer still on its way (about 1 run in 6 here, 138 bytes missing). Only
+    for etcd, and only for that, the request is sent again; raftkv must answer every time."""
     certs = cluster.certs_dir
     data = tmp_path / "body"
     data.write_bytes(body)
-    done = subprocess.run(
-        ["curl", "-sS", "--cacert", str(certs / "ca.crt"), "--cert", str(certs / "client.crt"),
-         "--key", str(certs / "client.key"), "-w", "\n%{http_code}", "--data-binary", f"@{data}",
-         cluster.client_url(cluster.names[0]) + path],
-        capture_output=True, text=True, timeout=60, check=True,
-    )
+    command = ["curl", "-sS", "--cacert", str(certs / "ca.crt"), "--cert", str(certs / "client.crt"),
+               "--key", str(certs / "client.key"), "-w", "\n%{http_code}", "--data-binary", f"@{data}",
+               cluster.client_url(cluster.names[0]) + path]
+    for _attempt in range(5):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        if not (cluster.kind == "etcd" and done.returncode == CURL_PARTIAL_FILE):
+            break
+    assert done.returncode == 0, (cluster.kind, len(body), done.returncode, done.stderr)
     text, _, status = done.stdout.rpartition("\n")
     return int(status), mask(json.loads(text))
 
