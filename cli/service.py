@@ -22,7 +22,8 @@ from cli.common import CommandError, Context, duration
 from cli.output import table, write_line
 from raftkv.client import LeaseNotFound
 from raftkv.discovery import DEFAULT_NAMESPACE, Registration, Resolver, State, record
-from raftkv.discovery.lifecycle import UNKNOWN_AFTER
+from raftkv.discovery.lifecycle import UNKNOWN_AFTER, Verdict
+from raftkv.discovery.probes import check_verdict
 from raftkv.discovery.view import Change, ChangeKind
 
 
@@ -126,7 +127,13 @@ def register_cmd(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+#: A refused or reset connection: nothing serving there.
 UNREACHABLE = "unreachable"
+#: No answer within ``--probe-timeout``: the instance may be alive but overloaded or hung (the registration's
+#: health gate calls this UNKNOWN and does not count it against the instance).
+TIMEOUT = "timeout"
+#: Healths that are not an answer from the instance's health service.
+NO_ANSWER = (UNREACHABLE, TIMEOUT)
 
 
 def _probe(addr: str, timeout: float, credentials: grpc.ChannelCredentials | None = None) -> str:
@@ -139,7 +146,7 @@ def _probe(addr: str, timeout: float, credentials: grpc.ChannelCredentials | Non
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 return "no-check"
-            return UNREACHABLE
+            return TIMEOUT if check_verdict(None, exc) is Verdict.UNKNOWN else UNREACHABLE
     return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
 
 
@@ -148,11 +155,11 @@ def probe_health(addr: str, timeout: float, mode: str, credentials: grpc.Channel
     (an instance that serves TLS closes a plaintext connection: that is not the instance being down)."""
     if mode != "on":
         health = _probe(addr, timeout)
-        if health != UNREACHABLE or mode == "off":
+        if health not in NO_ANSWER or mode == "off":
             return health, False
     assert credentials is not None
     health = _probe(addr, timeout, credentials)
-    return health, health != UNREACHABLE
+    return health, health not in NO_ANSWER
 
 
 def list_cmd(ctx: Context, args: argparse.Namespace) -> int:

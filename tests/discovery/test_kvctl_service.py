@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -123,6 +124,22 @@ def test_list_shows_address_ttl_health_and_metadata(client: Client, service: str
         simple = kvctl(env, "service", "list", service).stdout.splitlines()
         assert any(line.startswith(f"{service}, a, {addr}, ") and line.endswith("SERVING, zone=b") for line in simple)
     client.delete(f"/services/{service}/broken")
+
+
+def test_list_tells_an_instance_that_does_not_answer_from_one_that_is_gone(client: Client, service: str,
+                                                                          env: dict[str, str]) -> None:
+    """A port that accepts connections and never answers (a hung or overloaded instance) is ``timeout``; a
+    closed port is ``unreachable``. The registration's own health gate makes the same split."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes the handshake; nobody ever reads
+        hung = f"127.0.0.1:{silent.getsockname()[1]}"
+        with register(service, hung, instance_id="hung", client=client), \
+                register(service, "127.0.0.1:1", instance_id="gone", client=client):
+            out = kvctl(env, "service", "list", service, "-w", "json", "--probe-timeout", "300ms", "--probe-tls", "off")
+            assert out.returncode == 0, out.stderr
+            rows = {r["id"]: r for r in json.loads(out.stdout)["instances"]}
+    assert rows["hung"]["health"] == "timeout" and rows["gone"]["health"] == "unreachable", rows
 
 
 def test_watch_prints_changes_as_they_happen(client: Client, service: str, env: dict[str, str],
