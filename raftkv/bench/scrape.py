@@ -1,8 +1,10 @@
 """Reads each member's fsync and CPU counters from its Prometheus metrics endpoint (``--listen-metrics-urls``).
 
-raftkv counts LMDB write commits (``raftkv_fsyncs_total``: every commit is one durability point). etcd
-has no single counter; its closest equivalent is the number of WAL fsyncs (one per Raft ``Ready`` that
-carries entries or a hard state), the histogram count ``etcd_disk_wal_fsync_duration_seconds_count``.
+raftkv counts its synchronous disk writes (``raftkv_fsyncs_total``: an fdatasync per LMDB commit, one more
+per commit that must be durable; ``raftkv/storage/README.md``). etcd has no single counter; its closest
+equivalent is the number of WAL fsyncs (one fdatasync per Raft ``Ready`` that carries entries or a hard
+state), the histogram count ``etcd_disk_wal_fsync_duration_seconds_count``; it leaves out the backend's
+batched commits (two fdatasyncs each, at most every 100 ms).
 Both export the standard ``process_cpu_seconds_total``. CPU per request is the figure that stays steady
 when a shared machine's throughput drifts from run to run, so it is what shows whether a change saved work.
 """

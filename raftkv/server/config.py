@@ -46,6 +46,7 @@ PLANTED_BUGS = (
     "lease-query-before-apply",
     "apply-before-persist",
     "expiry-by-successor",
+    "ack-unflushed-append",
 )
 
 

@@ -45,7 +45,9 @@ ADMIN_TIMEOUT = 5.0
 
 #: Bugs that can be planted in the production node for a run (``--unsafe-planted-bug`` names), and those
 #: planted beneath it, in the simulated disk.
-NODE_BUGS = ("lease-query-before-apply", "apply-before-persist", "stale-reads", "expiry-by-successor")
+NODE_BUGS = (
+    "lease-query-before-apply", "apply-before-persist", "stale-reads", "expiry-by-successor", "ack-unflushed-append",
+)
 DISK_BUGS = ("skip-fsync",)
 
 
@@ -125,6 +127,11 @@ class Cluster:
         node = member.node
         assert node is not None
         member.watch_hub = WatchHub(node)
+        self.history.restarted(member.name, node.current_revision())
+        # Likewise its lease table is what its disk holds: a grant whose apply the crash undid is applied
+        # again, not revoked.
+        items = member.disk.env.live["leases"]
+        self._lease_tables[member.id] = (items, {read_u64(key) for key, _ in items})
         node.subscribe_applied(functools.partial(self.history.applied, member.name))
         self.raft.started(member)
         self.audit.started(member)
@@ -180,13 +187,19 @@ class Cluster:
     def _sending(self, member: SimMember, msg: Message) -> None:
         self.loop.note(f"send {msg.type.name} {member.name}->{msg.to:x} t{msg.term} i{msg.index}")
         before = self.raft.elections
-        self.raft.sending(member, msg)
+        try:
+            self.raft.sending(member, msg)
+        except InvariantViolation as exc:
+            self.violation(str(exc))  # the verdict, before it surfaces as the member's failed loop
         self.audit.observe(member)
         if self.raft.elections > before and self._hunting:
             self._maybe_hunt(member)
 
     def _disk_committed(self, member: SimMember) -> None:
-        self.raft.disk_committed(member)
+        try:
+            self.raft.disk_committed(member)
+        except InvariantViolation as exc:
+            self.violation(str(exc))  # the verdict, before it surfaces as the member's failed write
         self.audit.observe(member)
         items = member.disk.env.live["leases"]
         previous = self._lease_tables.get(member.id)

@@ -3,9 +3,11 @@
 The store itself is the production ``NodeStore`` (Raft log, applier, MVCC, leases, snapshots); only what
 lies beneath it is simulated:
 
-- ``MemoryEnv`` (``memdb.py``) instead of LMDB: commits are durable when synced, and a crash keeps only
-  what is durable. With ``sync=False`` (the planted "skip the fsync" bug) commits reach only the page
-  cache, which the operating system writes back every ``WRITEBACK_INTERVAL``; a crash loses the rest.
+- ``MemoryEnv`` (``memdb.py``) instead of LMDB: as LMDB opened ``metasync=False``, a commit is durable once
+  flushed or once the next commit is made, and a crash keeps only what is durable -- so an unflushed
+  commit (an apply) is undone by a crash that comes before the next commit. With ``sync=False`` (the
+  planted "skip the fsync" bug) commits reach only the page cache, which the operating system writes back
+  every ``WRITEBACK_INTERVAL``; a crash loses the rest.
 - ``SimWriter`` instead of the writer thread: the same contract (jobs in submission order, the ones queued
   together share one transaction, a future resolved once durable), on the simulator's loop, each group
   taking a drawn fsync latency. A crash drops every queued or running job: its writes never happened.
@@ -31,6 +33,8 @@ from raftkv.storage.raft_log import LmdbRaftStorage
 from raftkv.storage.sealed import SealedTxn
 
 T = TypeVar("T")
+#: A queued writer job: its function, whether it runs in a transaction, whether it is durable, its future.
+_Job = tuple[Callable[..., Any], bool, bool, concurrent.futures.Future[Any]]
 WRITEBACK_INTERVAL = 3.0  # seconds of virtual time between the page cache's write-backs (sync=False only)
 
 
@@ -41,23 +45,28 @@ class SimWriter:
         self._env = env
         self._latency = latency
         self._on_commit = on_commit
-        self._queue: deque[tuple[Callable[..., Any], bool, concurrent.futures.Future[Any]]] = deque()
+        self._queue: deque[_Job] = deque()
         self._busy_since: float | None = None
         self._kicked = False
         self.crashed = False
         self.commits = 0
+        self.flushes = 0
         self.busy_seconds = 0.0
 
-    def submit(self, fn: Callable[[WriteTxn], T]) -> concurrent.futures.Future[T]:
-        return self._enqueue(fn, True)
+    @property
+    def fsyncs(self) -> int:
+        return self.commits + self.flushes if self._env.sync else 0
+
+    def submit(self, fn: Callable[[WriteTxn], T], *, durable: bool = True) -> concurrent.futures.Future[T]:
+        return self._enqueue(fn, True, durable)
 
     def submit_outside_txn(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
-        return self._enqueue(fn, False)
+        return self._enqueue(fn, False, True)
 
     def call(self, fn: Callable[[WriteTxn], T]) -> T:
         """At once and durably: only for setting up a data dir before its member runs."""
         assert not self._queue and self._busy_since is None, "call() while jobs are queued"
-        return self._run_group([(fn, True, concurrent.futures.Future())])[0]
+        return self._run_group([(fn, True, True, concurrent.futures.Future())])[0]
 
     def busy_for(self) -> float:
         since = self._busy_since
@@ -66,11 +75,11 @@ class SimWriter:
     def close(self) -> None:
         self.crashed = True
 
-    def _enqueue(self, fn: Callable[..., T], in_txn: bool) -> concurrent.futures.Future[T]:
+    def _enqueue(self, fn: Callable[..., T], in_txn: bool, durable: bool) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         if self.crashed:
             return future  # a dead process submits nothing; the future never resolves
-        self._queue.append((fn, in_txn, future))
+        self._queue.append((fn, in_txn, durable, future))
         if not self._kicked and self._busy_since is None:
             # Start on the next loop iteration, so that jobs submitted together share a transaction.
             self._kicked = True
@@ -88,7 +97,7 @@ class SimWriter:
         self._busy_since = loop.time()
         loop.call_later(self._latency(), self._finish_group, group)
 
-    def _finish_group(self, group: list[tuple[Callable[..., Any], bool, concurrent.futures.Future[Any]]]) -> None:
+    def _finish_group(self, group: list[_Job]) -> None:
         if self.crashed:
             return  # the member crashed before this fsync completed: the writes never reached the disk
         assert self._busy_since is not None
@@ -100,22 +109,28 @@ class SimWriter:
         except BaseException:  # noqa: BLE001 - as the production writer: rerun each alone, failures to their submitter
             for job in group:
                 try:
-                    job[2].set_result(self._run_group([job])[0])
+                    job[3].set_result(self._run_group([job])[0])
                 except BaseException as exc:  # noqa: BLE001
-                    job[2].set_exception(exc)
+                    job[3].set_exception(exc)
         else:
-            for (_, _, future), result in zip(group, results):
+            for (_, _, _, future), result in zip(group, results):
                 future.set_result(result)
         self._start_group()
 
-    def _run_group(self, group: list[tuple[Callable[..., Any], bool, concurrent.futures.Future[Any]]]) -> list[Any]:
+    def _run_group(self, group: list[_Job]) -> list[Any]:
         if not group[0][1]:
             return [group[0][0]()]
         txn = self._env.begin_write()
         wtxn = WriteTxn(cast(Env, self._env), sealed(txn))
-        results = [fn(wtxn) for fn, _, _ in group]
+        results = [fn(wtxn) for fn, _, _, _ in group]
         self._env.commit(txn)
         self.commits += 1
+        if any(durable for _, _, durable, _ in group):
+            # The disk as it is between the commit and its flush (the commit before it is durable now, this
+            # one not yet) is what a power loss at that moment leaves: the invariants judge it too.
+            self._on_commit()
+            self._env.flush()
+            self.flushes += 1
         for hook in wtxn._hooks:
             hook()
         self._on_commit()
@@ -184,7 +199,7 @@ class SimDisk:
     def write_back(self) -> None:
         """The operating system flushed its page cache (periodic; matters only without fsync)."""
         if not self.env.sync:
-            self.env.flush()
+            self.env.write_back()
 
     def durable_log(self) -> LmdbRaftStorage:
         """The Raft log and hard state as they would be found after a crash now."""

@@ -3,8 +3,10 @@
 The *history* is the cluster's one sequence of revisions, learned from the members themselves: every member
 reports each revision it applies (``Backend.subscribe_applied``) and the first report of a revision defines
 it. Every later report must be identical (state machine safety at the API level: one revision, one set of
-events, everywhere), and a member never reports a revision twice (its applied state never goes back, even
-across a crash). Leases are tracked the same way, from each member's lease table after every write.
+events, everywhere), and within one life a member never reports a revision twice (its applied state never goes
+back). A crash may take a member's applied state back to what its disk holds (an apply is not flushed: the log
+replays it), so a restarted member reports again, identically, what it applied after that. Leases are tracked
+the same way, from each member's lease table after every write.
 
 Against that history every answer is checked as it arrives:
 
@@ -78,6 +80,10 @@ class History:
         self.stats = HistoryStats()
 
     # --- from the members ----------------------------------------------------------------------------------
+    def restarted(self, member: str, revision: int) -> None:
+        """``member`` started again on its disk, at ``revision``: it applies again from there."""
+        self._last_reported[member] = revision
+
     def applied(self, member: str, revision: RevisionEvents) -> None:
         rev = revision.revision
         last = self._last_reported.get(member, 0)

@@ -7,10 +7,12 @@ isolation), cursors walk keys (and duplicates) in byte order and stay valid whil
 changes the database. ``tests/sim/test_memdb.py`` runs the same random operations against this and real
 LMDB and requires identical answers.
 
-What it adds is the disk's memory: ``commit`` makes a transaction visible, but only a *synced* commit makes
-it durable, and ``crash`` throws away everything that is not. Each sub-database is an immutable sorted list
-of (key, value) pairs, replaced (copy on write) by a commit that changed it; so a durable state or a read
-view is just a reference, and a crash is one assignment.
+What it adds is the disk's memory, as LMDB opened ``sync=True, metasync=False`` keeps it: ``commit`` makes a
+transaction visible and makes the commit *before* it durable (its fsync of the data also writes back the
+previous commit's meta page), ``flush`` makes the last commit durable too, and ``crash`` throws away
+everything that is not durable -- at most the last commit, unless it was flushed. Each sub-database is an
+immutable sorted list of (key, value) pairs, replaced (copy on write) by a commit that changed it; so a
+durable state or a read view is just a reference, and a crash is one assignment.
 """
 
 from __future__ import annotations
@@ -327,15 +329,23 @@ class MemoryEnv:
         child.commit_into_parent()
 
     def commit(self, txn: MemoryTxn) -> None:
-        """Make ``txn`` visible, and durable too when this environment syncs (else it waits for ``flush``)."""
+        """Make ``txn`` visible. When this environment syncs, the commit before it is now durable (LMDB's
+        fsync of this commit's pages flushes that commit's meta page); this one is not until the next commit
+        or ``flush``. Without syncing, nothing is durable before ``write_back``."""
+        previous = self.live
         changed = txn.changed()
         if changed:
             self.live = {**self.live, **changed}
         self.commits += 1
         if self.sync:
-            self.durable = self.live
+            self.durable = previous
 
     def flush(self) -> None:
+        """``Env.flush``: the last commit is durable too (when this environment syncs at all)."""
+        if self.sync:
+            self.durable = self.live
+
+    def write_back(self) -> None:
         """The operating system wrote everything back (what an unsynced environment waits for)."""
         self.durable = self.live
 

@@ -1,12 +1,13 @@
 """Everything a node keeps on disk, behind one facade: the node driver talks to nothing else.
 
 Writes are two stages, each a job on the single writer thread: ``save`` persists a Ready (install a snapshot,
-append entries, set the hard state) in one fsynced transaction, and ``apply`` applies committed entries and
-records the applied index and membership in the same transaction as the state they describe. Jobs run in
-submission order, so an apply always sees what was saved before it. When applying is cheap, ``save`` takes
-the committed entries too and does both in one transaction: one fsync per Ready instead of two. Reads (ranges,
-watch catch-up, hashes,
-snapshots) use read transactions from any thread and never wait for the writer.
+append entries, set the hard state) in one transaction, flushed when the Ready must be durable, and ``apply``
+applies committed entries and records the applied index and membership in the same transaction as the state
+they describe, not flushed: the log holds what it applied, so a power loss that undoes it is repaired by
+replaying the log (``raftkv/storage/README.md``). Jobs run in submission order, so an apply always sees what
+was saved before it. When applying is cheap, ``save`` takes the committed entries too and does both in one
+transaction: one commit per Ready instead of two. Reads (ranges, watch catch-up, hashes, snapshots) use read
+transactions from any thread and never wait for the writer.
 """
 
 from __future__ import annotations
@@ -159,23 +160,32 @@ class NodeStore:
         entries: Sequence[Entry],
         hard_state: HardState | None,
         committed_entries: Sequence[Entry] = (),
+        *,
+        durable: bool = True,
     ) -> concurrent.futures.Future[list[AppliedEntry]]:
         """The persist stage: snapshot, entries and hard state in one transaction, followed in the same
         transaction by the apply of ``committed_entries`` (if any; they may include the entries saved here).
+        ``durable``: the future resolves only once the transaction survives a power loss; the driver passes
+        False only when nothing it does next depends on that (no entries, no term or vote, no snapshot:
+        a commit index and applies, which a restart learns again and replays).
 
         Queued jobs run in submission order, so a later ``apply`` sees everything saved before it, and a
-        commit index saved here is durable no later than the entries applied up to it (restart needs
-        applied <= commit)."""
+        commit index saved here is on disk no later than the entries applied up to it (restart needs
+        applied <= commit; both are in one transaction, so a power loss undoes them together)."""
 
         def job(w: WriteTxn) -> list[AppliedEntry]:
             self._save_in(w, snapshot_install, entries, hard_state)
             return self._apply_in(w, committed_entries) if committed_entries else []
 
-        return self.writer.submit(job)
+        return self.writer.submit(job, durable=durable)
 
     def apply(self, committed_entries: Sequence[Entry]) -> concurrent.futures.Future[list[AppliedEntry]]:
-        """The apply stage alone: apply entries and record the applied index in the same transaction."""
-        return self.writer.submit(lambda w: self._apply_in(w, committed_entries))
+        """The apply stage alone: apply entries and record the applied index in the same transaction.
+
+        Not flushed: the entries are durable in this member's log before they are handed out to apply (the
+        core's contract), so a power loss that undoes this transaction leaves the applied index before
+        them, and a restart applies them again, to the same result."""
+        return self.writer.submit(lambda w: self._apply_in(w, committed_entries), durable=False)
 
     def _save_in(
         self,

@@ -62,6 +62,12 @@ class StorageFull(Exception):
     """The disk (or the configured maximum map size) has no room for a write. Nothing was committed."""
 
 
+class FlushFailed(Exception):
+    """A commit went through but the fsync that was to make it durable failed. The commit cannot be taken
+    back nor run again (its jobs are not idempotent), and whether it reached the disk is unknown: the
+    member must stop, as after any failed fsync."""
+
+
 def disk_is_full(path: Path) -> bool:
     """Whether the filesystem holding ``path`` has (almost) no space left for an unprivileged writer."""
     try:
@@ -116,9 +122,13 @@ class _Gate:
 class Env:
     """An open LMDB environment with the node's named sub-databases.
 
-    Durability is strict: ``sync=True`` and ``metasync=True`` — a commit returns only after the data and the
-    meta page are on disk, so anything acknowledged after a commit survives power loss. ``sync=False`` exists
-    only for the fault-injection harness's planted "skip-fsync" bug, to prove its checkers notice.
+    Opened ``sync=True, metasync=False`` (LMDB's ``MDB_NOMETASYNC``): a commit fsyncs the pages it wrote and
+    then writes its meta page without syncing it, so a power loss can undo the last commit -- never tear
+    one, never undo an earlier one (the next commit's fsync flushes that meta page, and a commit never
+    reuses a page of the two trees before it). A commit that anything depends on being durable is followed
+    by :meth:`flush`, which fsyncs that meta page too; ``Writer`` does this for every job submitted
+    ``durable`` (the crash argument is in ``raftkv/storage/README.md``). ``sync=False`` exists only for the
+    fault-injection harness's planted "skip-fsync" bug, to prove its checkers notice.
     """
 
     def __init__(
@@ -142,7 +152,7 @@ class Env:
             map_size=map_size,
             max_dbs=len(SUB_DBS) + 2,
             sync=self.sync,
-            metasync=self.sync,
+            metasync=False,
             writemap=False,
             max_spare_txns=0,
             readahead=False,
@@ -154,6 +164,12 @@ class Env:
 
     def db(self, name: str) -> Any:
         return self.dbs[name]
+
+    def flush(self) -> None:
+        """Make the last commit durable: fsync its meta page (``mdb_env_sync(force)``). Only the writer
+        thread calls it, right after a commit."""
+        if self.sync:
+            self.lmdb.sync(True)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[SealedTxn]:
@@ -243,7 +259,8 @@ def _fsync_dir(path: Path) -> None:
 
 @dataclass
 class WriteTxn:
-    """A write transaction handed to writer jobs: the LMDB txn plus hooks that run only once it is durable.
+    """A write transaction handed to writer jobs: the LMDB txn plus hooks that run only once it is committed
+    (and, for a durable job, flushed).
 
     In-memory caches (e.g. the raft log's first/last index) must be updated through ``on_commit`` so a job
     that is retried after a map resize, or that fails, never leaves them ahead of the disk.
@@ -276,6 +293,7 @@ _STOP = object()
 class _Job:
     fn: Callable[..., Any]
     in_txn: bool  # False: runs between transactions (see ``Writer.submit_outside_txn``)
+    durable: bool = True  # its commit is flushed (``Env.flush``) before its future resolves
 
 
 class Writer:
@@ -283,13 +301,17 @@ class Writer:
 
     Jobs run in submission order. Transaction jobs that are queued together share one transaction (group
     commit): one fsync makes all of them durable, and each still sees the writes of the jobs before it.
+    A group with any ``durable`` job is flushed after its commit, before any of its futures resolves; a
+    group of jobs that are not (applies, which the log replays) is not, and resolves at once.
     """
 
     def __init__(self, env: Env, name: str = "raftkv-lmdb-writer") -> None:
         self.env = env
-        #: Write transactions committed so far. Each commit is one durability point (fsync of data and
-        #: meta page when the env syncs), so this is the node's fsync count; only this thread writes it.
+        #: Write transactions committed so far (only this thread writes the counters). Each commit fsyncs
+        #: the pages it wrote (one fdatasync when the env syncs) ...
         self.commits = 0
+        #: ... and each durable one fsyncs its meta page too (``Env.flush``, a second fdatasync).
+        self.flushes = 0
         #: Seconds spent running jobs (building transactions and committing them), also only written here:
         #: its rate is how busy the disk path is (1.0 = saturated).
         self.busy_seconds = 0.0
@@ -298,15 +320,23 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[[WriteTxn], T]) -> concurrent.futures.Future[T]:
-        """Run ``fn`` in a write transaction on the writer thread; the future resolves after the commit.
+    @property
+    def fsyncs(self) -> int:
+        """Synchronous disk flushes so far: one per commit, and one more per durable commit."""
+        return self.commits + self.flushes if self.env.sync else 0
+
+    def submit(self, fn: Callable[[WriteTxn], T], *, durable: bool = True) -> concurrent.futures.Future[T]:
+        """Run ``fn`` in a write transaction on the writer thread; the future resolves after the commit,
+        and, when ``durable``, after the commit is flushed: only then does it survive a power loss. Pass
+        ``durable=False`` only for a job whose writes may be lost in a power loss while what the node did
+        after it stays right (an apply: the log, durable before it, holds what it applied).
 
         ``fn`` may be run more than once (a full map aborts the txn, grows the map and retries; a failure of
         a job sharing its transaction reruns each alone), so it must only have effects through the
         transaction and ``WriteTxn.on_commit``.
         """
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put((_Job(fn, in_txn=True), future))
+        self._queue.put((_Job(fn, in_txn=True, durable=durable), future))
         return future
 
     def submit_outside_txn(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
@@ -316,7 +346,7 @@ class Writer:
         return future
 
     def call(self, fn: Callable[[WriteTxn], T]) -> T:
-        """Synchronous convenience for code not running on an event loop."""
+        """Synchronous convenience for code not running on an event loop (a durable job)."""
         return self.submit(fn).result()
 
     def busy_for(self) -> float:
@@ -353,7 +383,11 @@ class Writer:
     def _run_group(self, group: list[tuple[_Job, concurrent.futures.Future[Any]]]) -> None:
         if len(group) > 1:
             try:
-                results = self._execute([job.fn for job, _ in group])
+                results = self._execute([job.fn for job, _ in group], any(job.durable for job, _ in group))
+            except FlushFailed as exc:  # committed: running the jobs again would apply them twice
+                for _, future in group:
+                    future.set_exception(exc)
+                return
             except BaseException:  # noqa: BLE001 - rerun each alone below, so the failure reaches its submitter
                 pass
             else:
@@ -362,11 +396,11 @@ class Writer:
                 return
         for job, future in group:
             try:
-                future.set_result(self._execute([job.fn])[0] if job.in_txn else job.fn())
+                future.set_result(self._execute([job.fn], job.durable)[0] if job.in_txn else job.fn())
             except BaseException as exc:  # noqa: BLE001 - delivered to the submitter, the thread keeps serving
                 future.set_exception(exc)
 
-    def _execute(self, fns: list[Callable[[WriteTxn], Any]]) -> list[Any]:
+    def _execute(self, fns: list[Callable[[WriteTxn], Any]], durable: bool) -> list[Any]:
         while True:
             wtxn: WriteTxn | None = None
             try:
@@ -374,6 +408,12 @@ class Writer:
                     wtxn = WriteTxn(self.env, SealedTxn(txn, self.env.names))
                     results = [fn(wtxn) for fn in fns]
                 self.commits += 1
+                if durable:
+                    try:
+                        self.env.flush()
+                    except lmdb.Error as exc:
+                        raise FlushFailed(f"fsync of {self.env.path / 'data.mdb'} failed: {exc}") from exc
+                    self.flushes += 1
                 for hook in wtxn._hooks:
                     hook()
                 return results

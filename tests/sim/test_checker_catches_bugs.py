@@ -84,6 +84,15 @@ def test_skipping_the_fsync_before_acknowledging_is_caught_and_shrinks() -> None
     assert len(shrunk.faults) <= 1, shrunk
 
 
+def test_acknowledging_an_append_that_is_committed_but_not_flushed_is_caught_and_shrinks() -> None:
+    """The store opens LMDB ``metasync=False``: a commit is undone by a power loss until it is flushed (or
+    the next commit is made). Appends answered after the commit but before the flush: the simulated disk,
+    which models exactly that, shows the acknowledgement of entries a crash would lose."""
+    shrunk, error = shrunk_failure(SimOptions(planted_bug="ack-unflushed-append"))
+    assert "durable" in error or "disk holds" in error or "went back" in error, error
+    assert len(shrunk.faults) <= 1, shrunk
+
+
 def test_reads_without_read_index_are_caught() -> None:
     res = first_failure("mixed", SimOptions(planted_bug="stale-reads"), 10)  # today: seed 0
     assert res.error is not None and "stale read" in res.error, res.error

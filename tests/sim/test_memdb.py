@@ -89,11 +89,40 @@ def test_memory_env_answers_as_lmdb_does(tmp_path: Path, txns: list[list[tuple[s
         env.close()
 
 
+def _put(env: MemoryEnv, key: bytes) -> None:
+    txn = sealed(env.begin_write())
+    txn.put(key, b"1", db="kv")
+    env.commit(txn.raw)
+
+
+def _keys(env: MemoryEnv) -> list[bytes]:
+    with env.read() as view:
+        return [k for k in (b"a", b"b", b"c") if view.get(k, db="kv") is not None]
+
+
+def test_a_crash_undoes_the_last_commit_unless_it_was_flushed() -> None:
+    """As LMDB opened ``metasync=False``: a commit's meta page is on disk once the next commit syncs its
+    pages, or once ``flush`` syncs it; a power loss before that undoes the commit, and only that one."""
+    env = MemoryEnv(sync=True)
+    _put(env, b"a")
+    _put(env, b"b")
+    env.crash()
+    assert _keys(env) == [b"a"]
+    _put(env, b"b")
+    env.flush()
+    env.crash()
+    assert _keys(env) == [b"a", b"b"]
+    _put(env, b"c")
+    env.crash()
+    assert _keys(env) == [b"a", b"b"]
+
+
 def test_only_synced_commits_survive_a_crash() -> None:
     env = MemoryEnv(sync=True)
     txn = sealed(env.begin_write())
     txn.put(b"a", b"1", db="kv")
     env.commit(txn.raw)
+    env.flush()
     env.sync = False  # e.g. the planted skip-fsync bug
     txn = sealed(env.begin_write())
     txn.put(b"b", b"2", db="kv")

@@ -361,15 +361,21 @@ class RaftLoop:
         if send_first and rd.messages:
             self._send(rd.messages)
         if installer is not None or rd.must_sync:
+            # Durable before anything depends on it: the appends answered, the vote granted, the snapshot
+            # acknowledged, the leader's own copy counted.
             applied_with_save = await asyncio.wrap_future(
-                self._store.save(installer, rd.entries, rd.hard_state, with_save)
+                self._store.save(
+                    installer, rd.entries, rd.hard_state, with_save,
+                    durable=self._cfg.planted_bug != "ack-unflushed-append",
+                )
             )
         elif rd.hard_state is not None or with_save:
             # Only the commit index moved: no message depends on it being durable (a lost commit index is
             # learned again from the leader). It is saved no later than the entries applied up to it (in the
-            # same transaction, or in a job queued before theirs), as a restart requires.
+            # same transaction, or in a job queued before theirs), as a restart requires. Not flushed: a
+            # power loss may undo this transaction, which the log repairs (``raftkv/storage/README.md``).
             self._in_background(
-                self._store.save(None, (), rd.hard_state, with_save),
+                self._store.save(None, (), rd.hard_state, with_save, durable=False),
                 self._applied_in_background(with_save[-1].index) if with_save else None,
             )
         # else: nothing to persist (e.g. the heartbeats of a ReadIndex round).

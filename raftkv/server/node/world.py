@@ -89,6 +89,11 @@ class WriterStats(Protocol):
     commits: int
     busy_seconds: float
 
+    @property
+    def fsyncs(self) -> int:
+        """Synchronous disk writes so far (one per commit, one more per flushed commit)."""
+        ...
+
     def busy_for(self) -> float:
         """Seconds the write now running has taken so far (0 when idle)."""
         ...
@@ -115,10 +120,12 @@ class Store(Protocol[InstallT]):
     """The log and the state machine of one member, with the persistence contract of ``raftkv/core/README.md``.
 
     Writes are jobs that run one after another in submission order; each returned future resolves once the
-    job is durable (fsynced). ``save`` persists a Ready (snapshot, entries, hard state) and, in the same
-    transaction, applies ``committed_entries``; ``apply`` applies alone, recording the applied index with
-    the state it describes. Reads see what was committed, never a half-done job. ``InstallT`` is the
-    store's own kind of staged snapshot: ``save`` installs only what ``begin_snapshot_install`` made.
+    job is committed, and a ``durable`` one once it also survives a power loss (fsynced). ``save`` persists
+    a Ready (snapshot, entries, hard state) and, in the same transaction, applies ``committed_entries``;
+    ``apply`` applies alone, recording the applied index with the state it describes, not durably (a power
+    loss may undo it; the log, durable before it, replays it). Reads see what was committed, never a
+    half-done job. ``InstallT`` is the store's own kind of staged snapshot: ``save`` installs only what
+    ``begin_snapshot_install`` made.
     """
 
     @property
@@ -133,6 +140,8 @@ class Store(Protocol[InstallT]):
         entries: Sequence[Entry],
         hard_state: HardState | None,
         committed_entries: Sequence[Entry] = (),
+        *,
+        durable: bool = True,
     ) -> concurrent.futures.Future[list[AppliedEntry]]: ...
 
     def apply(self, committed_entries: Sequence[Entry]) -> concurrent.futures.Future[list[AppliedEntry]]: ...
