@@ -141,6 +141,9 @@ class Applier:
     def __init__(self, config: ApplyConfig = ApplyConfig()) -> None:
         self.config = config
         self.auth = auth_store.AuthReader()
+        #: Whether a NOSPACE alarm is raised, read once per batch (None: not read yet). Only an alarm
+        #: request changes the alarms within a batch, and it resets this; a batch starts without it.
+        self._nospace_raised: bool | None = None
 
     def apply(self, w: WriteTxn, entries: Sequence[Entry]) -> list[AppliedEntry]:
         """Apply ``entries`` (contiguous, starting right after the applied index) and record the new position."""
@@ -149,6 +152,7 @@ class Applier:
         applied = read_applied(w.txn, w.env)
         assert entries[0].index == applied + 1, f"apply gap: applied {applied}, next entry {entries[0].index}"
         conf_state = read_conf_state(w.txn, w.env)
+        self._nospace_raised = None
         out: list[AppliedEntry] = []
         for entry in entries:
             if entry.type == EntryType.CONF_CHANGE:
@@ -188,9 +192,10 @@ class Applier:
                 return AppliedEntry(entry.index, header.id, result, (), self._revision(w))
         result = internal_pb2.ApplyResult()
         events: list[kv_pb2.Event] = []
+        revision: int | None = None  # known without a read once the request is applied
         try:
             request_shape.check_request(req)
-            events = self._apply_nested(w, req, entry.index, result)
+            events, revision = self._apply_nested(w, req, entry.index, result)
         except errors.EtcdException as exc:
             result.Clear()
             result.error = exc.error.message
@@ -202,7 +207,8 @@ class Applier:
             self._defect(w, entry.index, req, exc, result)
         except Exception as exc:  # noqa: BLE001 - a defect, the same on every member: an error result
             self._defect(w, entry.index, req, exc, result)
-        revision = self._revision(w)
+        if revision is None:  # rolled back: the revision before it
+            revision = self._revision(w)
         response_field = req.WhichOneof("request")
         if not result.error and response_field is not None:
             getattr(result, response_field).header.revision = revision
@@ -212,13 +218,14 @@ class Applier:
 
     def _apply_nested(
         self, w: WriteTxn, req: internal_pb2.InternalRequest, index: int, result: internal_pb2.ApplyResult
-    ) -> list[kv_pb2.Event]:
-        """Apply in a child transaction: committed into ``w`` on success, discarded if anything raises."""
+    ) -> tuple[list[kv_pb2.Event], int]:
+        """Apply in a child transaction: committed into ``w`` on success, discarded if anything raises.
+        Returns the events and the store's revision after the request."""
         with w.nested() as child:
             write = MvccWrite(child)
             self._execute(child, write, req, index, result)
-            write.finish()
-        return write.events
+            revision = write.finish()
+        return write.events, revision
 
     @staticmethod
     def _defect(
@@ -239,7 +246,9 @@ class Applier:
         result: internal_pb2.ApplyResult,
     ) -> None:
         kind = req.WhichOneof("request")
-        if kind in ADDS_DATA and self._nospace(w):
+        if kind == "alarm":
+            self._nospace_raised = None  # read again after this request, applied or rolled back
+        elif kind in ADDS_DATA and self._nospace(w):
             raise errors.NO_SPACE.exception()
         if kind in authorize.CHECKED or kind in auth_store.AUTH_REQUESTS:
             auth = self.auth.state(w.txn, w.env)
@@ -287,9 +296,10 @@ class Applier:
 
     # --- alarms and membership ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _nospace(w: WriteTxn) -> bool:
-        return any(a.alarm == rpc_pb2.NOSPACE for a in alarms(w.txn, w.env))
+    def _nospace(self, w: WriteTxn) -> bool:
+        if self._nospace_raised is None:
+            self._nospace_raised = any(a.alarm == rpc_pb2.NOSPACE for a in alarms(w.txn, w.env))
+        return self._nospace_raised
 
     @staticmethod
     def _alarm(w: WriteTxn, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:

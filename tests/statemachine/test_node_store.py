@@ -85,6 +85,25 @@ def test_nospace_alarm_refuses_writes_that_add_data(h: Harness) -> None:
     assert h.put(b"b").result.error == ""
 
 
+def test_an_alarm_within_a_batch_holds_for_the_writes_after_it_in_that_batch(h: Harness) -> None:
+    """The applier reads the alarms once per batch: an alarm request in the batch must still count at once."""
+    alarm = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=1, alarm=rpc_pb2.NOSPACE)
+    off = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.DEACTIVATE, memberID=1, alarm=rpc_pb2.NOSPACE)
+
+    def put(key: bytes) -> internal_pb2.InternalRequest:
+        return internal_pb2.InternalRequest(put=rpc_pb2.PutRequest(key=key, value=b"v"))
+
+    raised = internal_pb2.InternalRequest(alarm=alarm)
+    cleared = internal_pb2.InternalRequest(alarm=off)
+    out = h.apply_many(put(b"a"), raised, put(b"b"), cleared, put(b"c"), raised, put(b"d"))
+    assert [o.result.error if o.result else None for o in out] == [
+        "", "", errors.NO_SPACE.message, "", "", "", errors.NO_SPACE.message]
+    assert h.apply_many(put(b"e"))[0].result.error == errors.NO_SPACE.message  # the next batch sees it too
+    # Each result's revision is the store's after its entry, whether read or known from the write.
+    assert [o.revision for o in out] == [2, 2, 2, 2, 3, 3, 3] and h.store.revision() == 3
+    assert out[0].result.put.header.revision == 2 and out[4].result.put.header.revision == 3
+
+
 def test_defragment_keeps_data_and_shrinks_the_file(h: Harness) -> None:
     for i in range(200):
         h.put(b"k%d" % i, b"x" * 4000)
