@@ -37,10 +37,14 @@ def test_member_down_while_another_joined_catches_up_from_the_newcomer(tmp_path:
     with start_cluster(tmp_path / "c") as cluster:
         members = Members(cluster)
         cluster.stop_member("n1")
-        leader = cluster.wait_ready()
+        cluster.wait_ready()
         newcomer = cluster.add_member()
+        # Four voters with n1 down: no quorum until the newcomer's process serves (seconds on a loaded
+        # machine), and the leader may step down meanwhile (check-quorum). Put once it does, to the leader then.
+        cluster.wait_member_ready(newcomer, timeout=60)
+        leader = cluster.wait_ready(timeout=60)
         for i in range(20):
-            members.kv(leader).Put(rpc_pb2.PutRequest(key=f"/late/{i:02d}".encode(), value=b"v"), timeout=5)
+            members.kv(leader).Put(rpc_pb2.PutRequest(key=f"/late/{i:02d}".encode(), value=b"v"), timeout=10)
         lead(cluster, newcomer)
         cluster.start_member("n1")
         revision = members.revision(newcomer)
