@@ -312,6 +312,8 @@ class Writer:
         self.commits = 0
         #: ... and each durable one fsyncs its meta page too (``Env.flush``, a second fdatasync).
         self.flushes = 0
+        #: Set once a flush fails; the member is stopping, and nothing written after it is durable.
+        self._flush_failed: FlushFailed | None = None
         #: Seconds spent running jobs (building transactions and committing them), also only written here:
         #: its rate is how busy the disk path is (1.0 = saturated).
         self.busy_seconds = 0.0
@@ -381,6 +383,10 @@ class Writer:
                 self.busy_seconds += time.monotonic() - started
 
     def _run_group(self, group: list[tuple[_Job, concurrent.futures.Future[Any]]]) -> None:
+        if self._flush_failed is not None:  # after a failed fsync no later fsync can be trusted (see below)
+            for _, future in group:
+                future.set_exception(self._flush_failed)
+            return
         if len(group) > 1:
             try:
                 results = self._execute([job.fn for job, _ in group], any(job.durable for job, _ in group))
@@ -395,6 +401,9 @@ class Writer:
                     future.set_result(result)
                 return
         for job, future in group:
+            if self._flush_failed is not None:
+                future.set_exception(self._flush_failed)
+                continue
             try:
                 future.set_result(self._execute([job.fn], job.durable)[0] if job.in_txn else job.fn())
             except BaseException as exc:  # noqa: BLE001 - delivered to the submitter, the thread keeps serving
@@ -412,7 +421,10 @@ class Writer:
                     try:
                         self.env.flush()
                     except lmdb.Error as exc:
-                        raise FlushFailed(f"fsync of {self.env.path / 'data.mdb'} failed: {exc}") from exc
+                        # Linux may drop the pages a failed fsync could not write and report the next
+                        # fsync as a success: every job from here on fails with this one.
+                        self._flush_failed = FlushFailed(f"fsync of {self.env.path / 'data.mdb'} failed: {exc}")
+                        raise self._flush_failed from exc
                     self.flushes += 1
                 for hook in wtxn._hooks:
                     hook()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lmdb
 import pytest
 
 from raftkv.core.types import CompactedError, ConfState, Entry, HardState, SnapshotMeta, UnavailableError
-from raftkv.storage.env import Env, StorageFull, Writer, WriteTxn
+from raftkv.storage.env import Env, FlushFailed, StorageFull, Writer, WriteTxn
 from raftkv.storage.raft_log import IdentityMismatch, LmdbRaftStorage
 
 
@@ -111,3 +112,27 @@ def test_map_grows_until_its_maximum_then_storage_full(tmp_path: Path) -> None:
     writer.call(lambda w: storage.append(w, ents(41, 42)))
     writer.close()
     env.close()
+
+
+def test_after_a_failed_flush_no_job_is_run_or_reported_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux may drop the pages a failed fsync could not write and report the next fsync as a success, so
+    after one failure nothing later may be acknowledged as durable: every job, queued then or after, fails."""
+    env = Env(tmp_path / "db")
+    writer = Writer(env)
+    try:
+        def fail() -> None:
+            raise lmdb.Error("fsync: Input/output error")
+
+        monkeypatch.setattr(env, "flush", fail)
+        with pytest.raises(FlushFailed):
+            writer.call(lambda w: w.txn.put(b"a", b"1", db=env.db("meta")))
+        monkeypatch.undo()  # the next fsync would "succeed": it must not be believed
+        ran: list[str] = []
+        later = [writer.submit(lambda w: ran.append("durable")), writer.submit(lambda w: ran.append("apply"), durable=False)]
+        for future in later:
+            with pytest.raises(FlushFailed):
+                future.result(timeout=10)
+        assert ran == []
+    finally:
+        writer.close()
+        env.close()
