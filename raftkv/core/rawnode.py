@@ -144,15 +144,9 @@ class RawNode:
         rd.committed_entries = r.log.next_committed_entries(r.cfg.max_committed_size_per_ready)
         rd.messages, r.msgs = coalesce(r.msgs, r.cfg.max_entries_per_msg, r.cfg.max_size_per_msg), []
         rd.read_states, r.read_states = r.read_states, []
-        rd.must_sync = bool(rd.entries) or rd.snapshot is not None or (hard.term, hard.vote) != (
-            self._prev_hard.term,
-            self._prev_hard.vote,
-        )
-        rd.send_first = (
-            r.role == Role.LEADER
-            and rd.snapshot is None
-            and (hard.term, hard.vote) == (self._prev_hard.term, self._prev_hard.vote)
-        )
+        vote_changed = (hard.term, hard.vote) != (self._prev_hard.term, self._prev_hard.vote)
+        rd.must_sync = bool(rd.entries) or rd.snapshot is not None or vote_changed
+        rd.send_first = r.role == Role.LEADER and rd.snapshot is None and not vote_changed
         assert hard.commit >= self._prev_hard.commit, "commit index went back"
         assert hard.term >= self._prev_hard.term, "term went back"
         self._prev_soft, self._prev_hard = soft, hard

@@ -62,7 +62,7 @@ class RevocationList:
         self._lock = threading.Lock()
         self._stamp = self._file_stamp()
         self._revoked = self._serials(self._load())
-        self._verdicts: dict[bytes, bool] = {}
+        self._verdicts: dict[bytes, int | None] = {}  # certificate -> its serial if revoked, else None
 
     def _load(self) -> x509.CertificateRevocationList:
         """The CRL, checked against the CA bundle as it is now (a rotated CA signs later CRLs)."""
@@ -105,16 +105,15 @@ class RevocationList:
     def revoked_serial(self, pem: bytes) -> int | None:
         """The serial of ``pem`` if the CRL revokes it, else None."""
         self._refresh()
-        verdict = self._verdicts.get(pem)
-        if verdict is None:
+        try:
+            return self._verdicts[pem]
+        except KeyError:
             serial = x509.load_pem_x509_certificate(pem).serial_number
-            verdict = serial in self._revoked
+            verdict = serial if serial in self._revoked else None
             if len(self._verdicts) >= _CACHE_LIMIT:
                 self._verdicts.clear()
             self._verdicts[pem] = verdict
-        if not verdict:
-            return None
-        return x509.load_pem_x509_certificate(pem).serial_number
+            return verdict
 
     def refusal(self, auth: dict[str, list[bytes]]) -> str | None:
         """Why a caller with this auth context (grpcio's shape: ``x509_pem_cert`` holds the verified peer

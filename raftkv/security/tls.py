@@ -241,12 +241,6 @@ class WatchedTLS:
         return True
 
 
-def server_ssl_context(files: TLSFiles, alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
-    """Server side of mutual TLS for what Python terminates itself (the client port's HTTP), held to the
-    rules ``server_credentials`` gives grpcio: TLS 1.2 or later, a client certificate signed by the CA."""
-    return _ssl_context(load_tls(files), alpn)
-
-
 def _ssl_context(material: TLSMaterial, alpn: tuple[str, ...]) -> ssl.SSLContext:
     """A context of exactly ``material`` (validated bytes, not the files again: they may be changing).
     ``load_cert_chain`` reads only files, so the key and certificate go through an in-memory one."""
@@ -265,8 +259,10 @@ def _ssl_context(material: TLSMaterial, alpn: tuple[str, ...]) -> ssl.SSLContext
 
 
 class ReloadingSSLContext:
-    """``server_ssl_context`` following its files as ``server_credentials`` does for grpcio: calling it
-    before a connection's handshake gives the context of the newest valid files (the same object while
+    """Server side of mutual TLS for what Python terminates itself (the client port's HTTP), held to the
+    rules ``server_credentials`` gives grpcio (TLS 1.2 or later, a client certificate signed by the CA) and
+    following its files as ``server_credentials`` does: calling it before a connection's handshake gives
+    the context of the newest valid files (the same object while
     they are unchanged). Connections already open keep what they negotiated."""
 
     def __init__(self, files: TLSFiles, alpn: tuple[str, ...] = ("http/1.1",)) -> None:

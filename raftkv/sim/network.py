@@ -204,7 +204,8 @@ class SimTransport:
     def _deliver(self, msg: Message) -> None:
         target = self._net.member(msg.to)
         if target is not None and target.node is not None:
-            _receiving_transport(target.node).heard_from(self._owner.id)
+            assert target.transport is not None, "a running member has its transport"
+            target.transport.heard_from(self._owner.id)
             target.node.on_peer_messages([msg])
 
     def _send_snapshot(self, msg: Message) -> None:
@@ -226,7 +227,8 @@ class SimTransport:
             for chunk in chunks:
                 writer.write(chunk)
             streamed = writer.commit()
-            _receiving_transport(target.node).heard_from(self._owner.id)
+            assert target.transport is not None, "a running member has its transport"
+            target.transport.heard_from(self._owner.id)
             target.node.on_peer_messages([dataclasses.replace(msg, snapshot=streamed)])
             self._net.transmit(to, msg.sender, lambda: finish(True), lambda: finish(False))
 
@@ -291,12 +293,6 @@ class SimLeaseForwarder:
             return await asyncio.wait_for(answer, timeout)
         except TimeoutError:
             raise errors.TIMEOUT.exception() from None
-
-
-def _receiving_transport(node: Node) -> SimTransport:
-    transport = node.loop.transport
-    assert isinstance(transport, SimTransport), "a simulated member receives through its SimTransport"
-    return transport
 
 
 def _tell_unreachable(node: Node, to: int) -> None:

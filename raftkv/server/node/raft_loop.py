@@ -357,8 +357,7 @@ class RaftLoop:
         applied_with_save: list[AppliedEntry] | None = None  # set when the loop waited for that transaction
         # A leader's appends leave before its own write, which then runs beside replication (thesis §10.2.1):
         # the core counts the leader's copy only once ``advance`` says it is durable.
-        send_first = rd.send_first and installer is None and self.transport is not None
-        if send_first and rd.messages:
+        if rd.send_first and rd.messages:  # never with a snapshot (the core's rule)
             self._send(rd.messages)
         if installer is not None or rd.must_sync:
             # Durable before anything depends on it: the appends answered, the vote granted, the snapshot
@@ -381,7 +380,7 @@ class RaftLoop:
         # else: nothing to persist (e.g. the heartbeats of a ReadIndex round).
         if self._cfg.planted_bug == "ack-before-commit" and rd.entries and self.is_leader():
             self._ack_before_commit(rd.entries)
-        if rd.messages and not send_first:
+        if rd.messages and not rd.send_first:
             self._send(rd.messages)
         if rd.snapshot is not None:
             self.applied = self._store.applied_index()
