@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from raftkv.process_stat import process_state
+
 HOST = "127.0.0.1"
 #: Where ports handed out by ``free_ports`` are written down, for every process on this machine to see.
 RESERVATIONS = Path(tempfile.gettempdir()) / f"raftkv-ports-{os.getuid()}.json"
@@ -81,10 +83,9 @@ def pid_alive(pid: int) -> bool:
     except ChildProcessError:
         pass  # not our child: a member started by an earlier process
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return process_state(pid) != "Z"
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

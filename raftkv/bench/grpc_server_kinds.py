@@ -56,6 +56,7 @@ import grpc.aio
 from raftkv.bench.load import LoadGenerator, Workload
 from raftkv.bench.stats import percentile
 from raftkv.client.config import ClientConfig
+from raftkv.process_stat import process_cpu_seconds
 from raftkv.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from raftkv.security.certs import init_cluster_certs
 from raftkv.security.grpc_options import server_options
@@ -92,7 +93,6 @@ TUNED_OPTIONS = [("grpc.optimization_target", "throughput"), ("grpc.minimal_stac
 #: Calls each load process keeps in flight at most; more concurrency is spread over more processes.
 PER_DRIVER = 32
 CHANNELS_PER_DRIVER = 4
-CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _header(revision: int) -> rpc_pb2.ResponseHeader:
@@ -303,12 +303,6 @@ async def _drive(endpoint: str, certs: Path | None, workload: Workload, duration
                       "elapsed": elapsed, "latencies": latencies, "cpu": client_cpu}))
 
 
-def _process_cpu(pid: int) -> float:
-    """User + system CPU seconds of every thread of ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
-
-
 @dataclass(frozen=True)
 class Figure:
     """One kind of server, one cell, one round."""
@@ -359,10 +353,10 @@ def _measure(pid: int, port: int, certs: Path | None, kind: str, cell: Cell, rou
             d.stdin.write(f"{start_at!r}\n")
             d.stdin.flush()
         time.sleep(max(0.0, start_at - time.time()))
-        before = _process_cpu(pid)
+        before = process_cpu_seconds(pid)
         began = time.perf_counter()
         time.sleep(duration)
-        server_cpu, window = _process_cpu(pid) - before, time.perf_counter() - began
+        server_cpu, window = process_cpu_seconds(pid) - before, time.perf_counter() - began
         load = os.getloadavg()[0]
         outputs = [json.loads(d.communicate(timeout=duration + 60)[0]) for d in drivers]
     finally:

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from raftkv.api.front.classify import PEEK_BYTES, Route, classify
+from raftkv.process_stat import process_cpu_seconds
 
 log = logging.getLogger("raftkv.front")
 
@@ -124,11 +125,9 @@ class RelayProcess:
         if self._process is None:
             return 0.0
         try:
-            with open(f"/proc/{self._process.pid}/stat", "rb") as stat:
-                fields = stat.read().rpartition(b")")[2].split()
+            return process_cpu_seconds(self._process.pid)
         except OSError:
             return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
     def _exited(self) -> None:
         assert self._process is not None
