@@ -14,8 +14,6 @@ that connection succeeds), only as a gRPC status instead of a failed handshake.
 
 from __future__ import annotations
 
-import logging
-import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -24,9 +22,9 @@ import grpc.aio
 from cryptography import x509
 
 from raftkv.grpc_guard import Context, GuardingInterceptor
+from raftkv.security.reload import Reloaded
 from raftkv.security.tls import ConfigError, TLSFiles
 
-_log = logging.getLogger("raftkv.tls")
 #: The status a call with a revoked certificate gets; the text names the serial.
 REVOKED_CODE = grpc.StatusCode.UNAUTHENTICATED
 _CACHE_LIMIT = 4096
@@ -54,14 +52,14 @@ def _signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> boo
 
 
 class RevocationList:
-    """The serial numbers a CRL file revokes, reloaded when the file changes."""
+    """The serial numbers a CRL file revokes, reloaded when the file changes (``raftkv.security.reload``
+    decides when, and keeps the last good list while a new one does not validate)."""
 
     def __init__(self, path: str | Path, ca_file: str | Path | None = None) -> None:
         self.path = Path(path)
         self._ca_file = Path(ca_file) if ca_file else None
-        self._lock = threading.Lock()
-        self._stamp = self._file_stamp()
-        self._revoked = self._serials(self._load())
+        self._revoked = Reloaded((self.path,), lambda: self._serials(self._load()), "revocation list",
+                                 lambda revoked: f"CRL {self.path}: {len(revoked)} revoked certificates")
         self._verdicts: dict[bytes, int | None] = {}  # certificate -> its serial if revoked, else None
 
     def _load(self) -> x509.CertificateRevocationList:
@@ -75,44 +73,25 @@ class RevocationList:
                                   self._ca_file) from exc
         return _load_crl(self.path, cas)
 
-    def _file_stamp(self) -> tuple[int, int]:
-        try:
-            st = self.path.stat()
-        except OSError:
-            return (-1, -1)
-        return (st.st_mtime_ns, st.st_size)
-
     @staticmethod
     def _serials(crl: x509.CertificateRevocationList) -> frozenset[int]:
         return frozenset(entry.serial_number for entry in crl)
 
-    def _refresh(self) -> None:
-        stamp = self._file_stamp()
-        if stamp == self._stamp:
-            return
-        with self._lock:
-            if stamp == self._stamp:
-                return
-            self._stamp = stamp
-            try:
-                revoked = self._serials(self._load())
-            except ConfigError as exc:
-                _log.warning("keeping the previous revocation list: %s", exc)
-                return
-            self._revoked, self._verdicts = revoked, {}
-            _log.info("reloaded CRL %s: %d revoked certificates", self.path, len(revoked))
-
     def revoked_serial(self, pem: bytes) -> int | None:
         """The serial of ``pem`` if the CRL revokes it, else None."""
-        self._refresh()
+        if self._revoked.refresh():
+            self._verdicts = {}  # those were cached for the previous list
+        # The cache before the list: a verdict drawn from a list that a reload replaces meanwhile goes
+        # into the cache that reload drops, never into the new one.
+        verdicts = self._verdicts
         try:
-            return self._verdicts[pem]
+            return verdicts[pem]
         except KeyError:
             serial = x509.load_pem_x509_certificate(pem).serial_number
-            verdict = serial if serial in self._revoked else None
-            if len(self._verdicts) >= _CACHE_LIMIT:
-                self._verdicts.clear()
-            self._verdicts[pem] = verdict
+            verdict = serial if serial in self._revoked.value else None
+            if len(verdicts) >= _CACHE_LIMIT:
+                verdicts.clear()
+            verdicts[pem] = verdict
             return verdict
 
     def refusal(self, auth: dict[str, list[bytes]]) -> str | None:

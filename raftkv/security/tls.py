@@ -9,11 +9,12 @@ certificate expired.
 from __future__ import annotations
 
 import datetime
-import logging
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import grpc
 from cryptography import x509
@@ -21,15 +22,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes, PrivateKeyTypes
 
-_log = logging.getLogger("raftkv.tls")
+from raftkv.security.config_error import ConfigError as ConfigError  # re-exported: callers import it from here
+from raftkv.security.reload import Reloaded
 
-
-class ConfigError(Exception):
-    """Unusable TLS material; ``str()`` is one line naming the file, and ``path`` is that file."""
-
-    def __init__(self, message: str, path: Path | None = None) -> None:
-        super().__init__(message)
-        self.path = path
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +148,46 @@ def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
+class WatchedTLS(Reloaded[TLSMaterial]):
+    """The newest valid ``TLSMaterial`` of some files, loaded again when they change (the rule of
+    ``raftkv.security.reload``)."""
+
+    def __init__(self, files: TLSFiles) -> None:
+        super().__init__((files.ca, files.cert, files.key), lambda: load_tls(files), "TLS files",
+                         lambda _: f"TLS certificate {files.cert} and CA bundle {files.ca}")
+
+    @property
+    def material(self) -> TLSMaterial:
+        return self.value
+
+
+class FollowingTLS(Generic[T]):
+    """What ``build`` makes of the newest valid material of some files, made again only when the material
+    changes: the one shape of every TLS party that follows its files (server credentials, channel
+    credentials, the HTTP side's ``SSLContext``)."""
+
+    def __init__(self, files: TLSFiles, build: Callable[[TLSMaterial], T]) -> None:
+        self._watched = WatchedTLS(files)
+        self._build = build
+        self.built = build(self._watched.material)
+
+    def changed(self) -> bool:
+        """Check the files (three ``stat`` calls while unchanged); True if ``built`` is new."""
+        if not self._watched.refresh():
+            return False
+        self.built = self._build(self._watched.material)
+        return True
+
+    def __call__(self) -> T:
+        """``built`` after a check: the same object while the material is unchanged."""
+        self.changed()
+        return self.built
+
+
+def _server_configuration(material: TLSMaterial) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration([(material.key, material.cert)], root_certificates=material.ca)
+
+
 def server_credentials(files: TLSFiles) -> grpc.ServerCredentials:
     """Server side of mutual TLS: clients must present a certificate signed by a CA of the bundle.
 
@@ -160,17 +196,13 @@ def server_credentials(files: TLSFiles) -> grpc.ServerCredentials:
     connections already open keep what they negotiated. Raises ``ConfigError`` if the files are unusable
     now; later, files that do not validate (say, half-way through being replaced) are ignored with a
     warning and the previous material stays in use."""
-    watched = WatchedTLS(files)
-
-    def configuration() -> grpc.ServerCertificateConfiguration:
-        m = watched.material
-        return grpc.ssl_server_certificate_configuration([(m.key, m.cert)], root_certificates=m.ca)
+    following = FollowingTLS(files, _server_configuration)
 
     def fetch() -> grpc.ServerCertificateConfiguration | None:
         """Called by gRPC before each new connection's handshake: None keeps the current configuration."""
-        return configuration() if watched.refresh() else None
+        return following.built if following.changed() else None
 
-    return grpc.dynamic_ssl_server_credentials(configuration(), fetch, require_client_authentication=True)
+    return grpc.dynamic_ssl_server_credentials(following.built, fetch, require_client_authentication=True)
 
 
 def channel_credentials(files: TLSFiles) -> grpc.ChannelCredentials:
@@ -184,7 +216,7 @@ def _channel_credentials(material: TLSMaterial) -> grpc.ChannelCredentials:
     )
 
 
-class ReloadingChannelCredentials:
+class ReloadingChannelCredentials(FollowingTLS[grpc.ChannelCredentials]):
     """Client side of mutual TLS for a member's own outgoing connections (to peers, to the leader's client
     port), following its files as the server side does.
 
@@ -194,51 +226,7 @@ class ReloadingChannelCredentials:
     peers moved to a certificate of a new CA could not reach them again once its connection dropped."""
 
     def __init__(self, files: TLSFiles) -> None:
-        self._watched = WatchedTLS(files)
-        self._credentials = _channel_credentials(self._watched.material)
-
-    def __call__(self) -> grpc.ChannelCredentials:
-        if self._watched.refresh():
-            self._credentials = _channel_credentials(self._watched.material)
-        return self._credentials
-
-
-class WatchedTLS:
-    """The newest valid ``TLSMaterial`` of some files, re-read when a file's size or mtime changes."""
-
-    def __init__(self, files: TLSFiles) -> None:
-        self._files = files
-        self._stamp = self._file_stamp()
-        self.material = load_tls(files)
-
-    def _file_stamp(self) -> tuple[tuple[int, int], ...]:
-        stamps = []
-        for path in (self._files.ca, self._files.cert, self._files.key):
-            try:
-                st = Path(path).stat()
-            except OSError:
-                stamps.append((-1, -1))
-            else:
-                stamps.append((st.st_mtime_ns, st.st_size))
-        return tuple(stamps)
-
-    def refresh(self) -> bool:
-        """Re-read the files if they changed (three ``stat`` calls otherwise); True if the material did.
-        Files that do not validate now are ignored, with a warning, until they change again."""
-        stamp = self._file_stamp()
-        if stamp == self._stamp:
-            return False
-        self._stamp = stamp
-        try:
-            material = load_tls(self._files)
-        except ConfigError as exc:
-            _log.warning("keeping the previous TLS files: %s", exc)
-            return False
-        if material == self.material:
-            return False
-        self.material = material
-        _log.info("reloaded TLS certificate %s and CA bundle %s", self._files.cert, self._files.ca)
-        return True
+        super().__init__(files, _channel_credentials)
 
 
 def _ssl_context(material: TLSMaterial, alpn: tuple[str, ...]) -> ssl.SSLContext:
@@ -258,7 +246,7 @@ def _ssl_context(material: TLSMaterial, alpn: tuple[str, ...]) -> ssl.SSLContext
     return context
 
 
-class ReloadingSSLContext:
+class ReloadingSSLContext(FollowingTLS[ssl.SSLContext]):
     """Server side of mutual TLS for what Python terminates itself (the client port's HTTP), held to the
     rules ``server_credentials`` gives grpcio (TLS 1.2 or later, a client certificate signed by the CA) and
     following its files as ``server_credentials`` does: calling it before a connection's handshake gives
@@ -266,11 +254,4 @@ class ReloadingSSLContext:
     they are unchanged). Connections already open keep what they negotiated."""
 
     def __init__(self, files: TLSFiles, alpn: tuple[str, ...] = ("http/1.1",)) -> None:
-        self._alpn = alpn
-        self._watched = WatchedTLS(files)
-        self._context = _ssl_context(self._watched.material, alpn)
-
-    def __call__(self) -> ssl.SSLContext:
-        if self._watched.refresh():
-            self._context = _ssl_context(self._watched.material, self._alpn)
-        return self._context
+        super().__init__(files, lambda material: _ssl_context(material, alpn))
