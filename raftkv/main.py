@@ -36,6 +36,7 @@ from raftkv.api.recipes import Recipes
 from raftkv.api.watch import WatchServicer
 from raftkv.client import ClientConfig
 from raftkv.discovery.web import RegistryPage  # this module is the process's composition root
+from raftkv.security.common_names import AUTH_COMMON_NAME
 from raftkv.security.revocation import RevocationList, guards, revocation_list
 from raftkv.security.tls import (
     ConfigError,
@@ -148,7 +149,7 @@ def member_identity(cfg: ServerConfig) -> dict[str, list[bytes]] | None:
     the JSON gateway's calls carry, as etcd's gateway dials its member with that certificate."""
     if cfg.client_tls is None:
         return None
-    return {"transport_security_type": [b"ssl"], "x509_common_name": [common_name(cfg.client_tls.cert).encode()]}
+    return {"transport_security_type": [b"ssl"], AUTH_COMMON_NAME: [common_name(cfg.client_tls.cert).encode()]}
 
 
 def bind_client_urls(cfg: ServerConfig) -> list[socket.socket]:

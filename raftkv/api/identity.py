@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from raftkv import errors
 from raftkv.api.metadata import Context, call_timeout
 from raftkv.proto import internal_pb2
+from raftkv.security.common_names import auth_common_names
 from raftkv.server.backend import Backend
 from raftkv.statemachine.auth_store import AuthState
 
@@ -45,8 +46,8 @@ def _token(context: Context) -> str | None:
 
 def common_name(context: Context) -> str | None:
     """The CN of the client certificate the TLS handshake verified, if any."""
-    names = context.auth_context().get("x509_common_name")
-    return names[0].decode() if names else None
+    names = auth_common_names(context.auth_context())
+    return names[0] if names else None
 
 
 async def auth_info(context: Context, backend: Backend, state: AuthState | None = None) -> AuthInfo:

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from raftkv.security.common_names import first_common_name
 from raftkv.security.tls import ConfigError, TLSFiles
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -244,7 +245,6 @@ def _ensure_ca(folder: Path, common_name: str) -> Issued:
 def reissue(ca: Issued, old: x509.Certificate, days: int = LEAF_DAYS) -> Issued:
     """A new key and certificate with ``old``'s common name, usages and SANs, signed by ``ca``: the renewal
     of a leaf without knowing how it was first made (extra IPs and names survive)."""
-    names = old.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     try:
         usages = list(old.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
     except x509.ExtensionNotFound:
@@ -253,4 +253,4 @@ def reissue(ca: Issued, old: x509.Certificate, days: int = LEAF_DAYS) -> Issued:
         sans = list(old.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
     except x509.ExtensionNotFound:
         sans = []
-    return _issue(ca, str(names[0].value) if names else "", usages, sans, days)
+    return _issue(ca, first_common_name(old), usages, sans, days)

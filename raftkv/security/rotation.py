@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from raftkv.security.certs import PEER_DIR, Issued, create_ca, load_issued, reissue, write_issued, write_private
+from raftkv.security.common_names import certificate_common_names
 from raftkv.security.tls import ConfigError
 
 
@@ -63,8 +64,8 @@ def add_cas(directory: Path) -> list[Change]:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
     for folder in _folders(directory):
         old = _bundle(folder)
-        names = old[0].subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
-        base = str(names[0].value).split(" (")[0] if names else "raftkv CA"
+        names = certificate_common_names(old[0])
+        base = names[0].split(" (")[0] if names else "raftkv CA"
         new = create_ca(f"{base} ({stamp})")
         key_pem = new.key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes, PrivateKeyTypes
 
+from raftkv.security.common_names import certificate_common_names, first_common_name
 from raftkv.security.config_error import ConfigError as ConfigError  # re-exported: callers import it from here
 from raftkv.security.reload import Reloaded
 
@@ -105,27 +106,26 @@ def check_separate_cas(client: TLSFiles, peer: TLSFiles) -> None:
         )
 
 
-def common_name(path: Path) -> str:
-    """The CommonName of the first certificate in ``path`` ("" if it has none)."""
+def _leaf(path: Path) -> x509.Certificate:
+    """The first certificate in ``path``: the one that names its holder."""
     try:
-        leaf = x509.load_pem_x509_certificates(_read(path, "certificate"))[0]
+        return x509.load_pem_x509_certificates(_read(path, "certificate"))[0]
     except ValueError as exc:
         raise ConfigError(f"certificate {path} holds no PEM certificate: {exc}", path) from exc
-    names = leaf.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
-    return str(names[0].value) if names else ""
+
+
+def common_name(path: Path) -> str:
+    """The CommonName of the first certificate in ``path`` ("" if it has none)."""
+    return first_common_name(_leaf(path))
 
 
 def check_peer_name(peer: TLSFiles, name: str) -> None:
     """The peer certificate must name this member (CN = ``--name``): members match every sender's
     certificate to the name the sender has in the membership."""
-    try:
-        leaf = x509.load_pem_x509_certificates(_read(peer.cert, "certificate"))[0]
-    except ValueError as exc:
-        raise ConfigError(f"certificate {peer.cert} holds no PEM certificate: {exc}", peer.cert) from exc
-    names = [a.value for a in leaf.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)]
+    names = certificate_common_names(_leaf(peer.cert))
     if names != [name]:
         raise ConfigError(
-            f"--peer-cert-file {peer.cert} is issued to {', '.join(map(str, names)) or 'no common name'}, not "
+            f"--peer-cert-file {peer.cert} is issued to {', '.join(names) or 'no common name'}, not "
             f"to this member ({name!r}): peers accept Raft traffic from a member only with a certificate whose "
             "common name is the member's name (`kvctl certs init` issues them so)",
             peer.cert,

@@ -57,6 +57,7 @@ from raftkv.cancellation import raise_if_cancelling
 from raftkv.core.types import FORWARDED_REQUESTS, Message, MessageType, SnapshotMeta
 from raftkv.grpc_registration import add_service
 from raftkv.proto import raft_pb2, raft_pb2_grpc
+from raftkv.security.common_names import auth_common_names
 from raftkv.security.grpc_options import channel_options, server_options
 from raftkv.transport.codec import CodecError, encoded_size, message_from_pb, message_to_pb
 from raftkv.transport.gone_probe import GONE_PROBE_TIMEOUT, nothing_serves
@@ -558,7 +559,7 @@ def _certificate_names(context: grpc.aio.ServicerContext) -> frozenset[str] | No
     auth = context.auth_context()
     if auth.get("transport_security_type") != [b"ssl"]:
         return None
-    return frozenset(name.decode(errors="replace") for name in auth.get("x509_common_name", ()))
+    return frozenset(auth_common_names(auth))
 
 
 def _describe(exc: BaseException) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 
 import grpc
 import h11
+from cryptography import x509
 from google.protobuf.message import Message
 
 from raftkv import ETCD_CLUSTER_VERSION, ETCD_VERSION
@@ -48,6 +49,7 @@ from raftkv.api.gateway.calls import (
 from raftkv.api.gateway.gojson import GoJSONError, NeedMore, next_value, quote
 from raftkv.api.gateway.jsonpb import decode, encode
 from raftkv.api.receive_limit import ReceiveLimit
+from raftkv.security.common_names import AUTH_COMMON_NAME, auth_common_names, certificate_common_names
 from raftkv.security.revocation import REVOKED_CODE, RevocationList
 
 log = logging.getLogger("raftkv.gateway")
@@ -178,7 +180,7 @@ class Gateway:
             await self._error(conn, CallError(REVOKED_CODE, refusal))
             return
         path = request.target.decode("latin-1").partition("?")[0]
-        if path.startswith("/v3/") and identity.auth.get("x509_common_name") and self._auth_enabled():
+        if path.startswith("/v3/") and auth_common_names(identity.auth) and self._auth_enabled():
             # etcd 3.4's gateway calls its own gRPC server with the member's certificate, so a caller's CN
             # cannot be its identity there: with auth on, etcd refuses such a caller's every /v3/ request
             # (its accessController) rather than let a token-less request pass as someone else.
@@ -531,10 +533,10 @@ class _Identity:
         if tls is None:
             return cls({}, peer, host)
         certificate: Any = tls.getpeercert() or {}
-        names = [value.encode() for rdn in certificate.get("subject", ()) for key, value in rdn if key == "commonName"]
-        auth = {"transport_security_type": [b"ssl"], "x509_common_name": names[:1],
-                "x509_subject_alternative_name": [v.encode() for _k, v in certificate.get("subjectAltName", ())]}
         der = tls.getpeercert(binary_form=True)
+        names = certificate_common_names(x509.load_der_x509_certificate(der))[:1] if der else []  # gRPC's: the first
+        auth = {"transport_security_type": [b"ssl"], AUTH_COMMON_NAME: [name.encode() for name in names],
+                "x509_subject_alternative_name": [v.encode() for _k, v in certificate.get("subjectAltName", ())]}
         if der:
             auth["x509_pem_cert"] = [ssl.DER_cert_to_PEM_cert(der).encode()]
         return cls({k: v for k, v in auth.items() if v}, peer, host)
