@@ -67,6 +67,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--auth", default="off",
                         help="comma-separated auth modes to measure each started cluster in, in order: "
                              f"{','.join(auth.MODES)} (token: a password user's token; cn: its certificate)")
+    parser.add_argument("--raftkv-flag", action="append", default=[], metavar="FLAG",
+                        help="pass FLAG to every raftkv member started, e.g. --raftkv-flag=--experimental-leader-"
+                        "lease-reads (repeatable)")
     attach = parser.add_argument_group("attach to a running cluster instead of starting one")
     attach.add_argument("--endpoints", help="comma-separated client URLs")
     attach.add_argument("--cacert")
@@ -112,6 +115,8 @@ def _started(kind: Kind, args: argparse.Namespace, gateway: bool = True) -> Iter
     base = parent / kind
     shutil.rmtree(base, ignore_errors=True)
     extra = [] if gateway or kind != "raftkv" else ["--enable-grpc-gateway=false"]
+    if kind == "raftkv":
+        extra += args.raftkv_flag
     cluster = LocalCluster(base, size=3, kind=kind, tls=not args.plaintext, extra_args=extra)
     try:
         cluster.start()

@@ -184,6 +184,15 @@ class Leading:
         else:
             self._send_read_index(m)
 
+    def lease_read_index(self) -> int | None:
+        """The index a read may be served from without a ReadIndex round, if the caller holds a leader lease
+        (``raftkv/server/node/read_lease.py`` decides that, with a clock): the commit index, once an entry
+        of our term is committed (before that it may lag the previous leader's, thesis §6.4). None while a
+        leadership transfer is under way: TIMEOUT_NOW lets the transferee win at once, lease or not."""
+        if self.lead_transferee != NONE or not self._committed_entry_in_current_term():
+            return None
+        return self.log.committed
+
     def _send_read_index(self, m: Message) -> None:
         self.read_only.add_request(self.log.committed, m)
         self.read_only.recv_ack(self.id, m.context)

@@ -188,6 +188,18 @@ class RawNode:
         """Whether this node is the leader, in ``term``, as of the last input it took."""
         return self.raft.role == Role.LEADER and self.raft.term == term
 
+    def lease_read_index(self, term: int) -> int | None:
+        """The index a leader of ``term`` holding a leader lease may serve reads from with no ReadIndex
+        round, or None when it may not (not that leader, no entry of its term committed yet, transferring).
+        The lease itself needs a clock, so it is the driver's: the core only says what a lease may serve."""
+        if not self.leads_in(term):
+            return None
+        return self.raft.lease_read_index()
+
+    def leader_term(self) -> int:
+        """The term this node leads in, or 0 when it does not lead."""
+        return self.raft.term if self.raft.role == Role.LEADER else 0
+
     def status(self) -> Status:
         r = self.raft
         progress = {}

@@ -47,6 +47,7 @@ PLANTED_BUGS = (
     "apply-before-persist",
     "expiry-by-successor",
     "ack-unflushed-append",
+    "read-lease-too-long",
 )
 
 
@@ -75,6 +76,8 @@ class ServerConfig:
     corrupt_check_seconds: float = DEFAULT_CORRUPT_CHECK_SECONDS
     listen_metrics_urls: tuple[str, ...] = ()
     enable_grpc_gateway: bool = True
+    #: Serve the leader's linearizable reads under a leader lease, with no ReadIndex round (``read_lease.py``).
+    leader_lease_reads: bool = False
     peer_dial_overrides: dict[str, str] = field(default_factory=dict)
     log_level: str = "info"
     planted_bug: str | None = None
@@ -226,6 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="true|false",
         help="serve etcd's JSON gateway and /health, /version, /metrics on the client URLs beside gRPC "
         "(default true); false binds the gRPC server to them directly, for the shortest request path",
+    )
+    p.add_argument(
+        "--experimental-leader-lease-reads",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        metavar="true|false",
+        help="let the leader serve linearizable reads under a leader lease, with no heartbeat round per read "
+        "(default false): it trusts members' clocks to run at rates within 10%% of each other "
+        "(raftkv/server/node/read_lease.py)",
     )
     p.add_argument(
         "--peer-dial-override",
@@ -382,6 +395,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         if args.get("experimental_corrupt_check_time") is not None else DEFAULT_CORRUPT_CHECK_SECONDS,
         listen_metrics_urls=_split(args.get("listen_metrics_urls")),
         enable_grpc_gateway=_boolean(_or_default(args.get("enable_grpc_gateway"), True)),
+        leader_lease_reads=_boolean(_or_default(args.get("experimental_leader_lease_reads"), False)),
         peer_dial_overrides=overrides,
         log_level=args.get("log_level") or "info",
         planted_bug=args.get("unsafe_planted_bug"),

@@ -117,17 +117,18 @@ class ReadWaiters:
         self._queued.append(future)
         return future
 
-    def take_queued(self, now: float) -> tuple[bytes, list[asyncio.Future[None]]] | None:
+    def take_queued(self, now: float, even_if_empty: bool = False) -> tuple[bytes, list[asyncio.Future[None]]] | None:
         """Start a round for every queued read: returns its context, or None if nothing is queued, a round
         is still in flight, or the last one started less than the minimum gap ago (``round_due`` says when
         to ask again). One round at a time (as etcd's read loop): under load every round then carries all
         reads that arrived during the previous one, instead of each Ready turn paying for a heartbeat
-        broadcast and its acknowledgements. A lost round is retried by ``requeue_stale``."""
+        broadcast and its acknowledgements. A lost round is retried by ``requeue_stale``. ``even_if_empty``
+        starts a round with no reads of its own (one that renews the leader lease, ``read_lease.py``)."""
         if self._rounds or (self._loaded and now < self._last_start + self._min_gap):
             return None
         waiting = [f for f in self._queued if not f.done()]
         self._queued.clear()
-        if not waiting:
+        if not waiting and not even_if_empty:
             return None
         ctx = self._prefix + (next(self._ctx) & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big")
         self._rounds[ctx] = (now, waiting)
@@ -163,6 +164,12 @@ class ReadWaiters:
                     future.set_result(None)
             else:
                 heapq.heappush(self._by_index, _AppliedWait(index, next(self._seq), future))
+
+    def wait_applied(self, index: int) -> asyncio.Future[None]:
+        """A read already given its index (under the leader lease): released once ``index`` is applied."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._by_index, _AppliedWait(index, next(self._seq), future))
+        return future
 
     def fail_round(self, ctx: bytes, error: EtcdError) -> None:
         """The core refused the round (no leader): its reads fail; reads of other rounds are unaffected."""

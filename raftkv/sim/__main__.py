@@ -17,13 +17,15 @@ from raftkv.sim.schedule import PROFILES, generate
 
 
 def _options(args: argparse.Namespace, keep_trace: int) -> SimOptions:
-    return SimOptions(frozenset(args.core_bug), args.planted_bug, keep_trace)
+    return SimOptions(frozenset(args.core_bug), args.planted_bug, keep_trace, args.lease_reads)
 
 
 def _replay_command(seed: int, profile: str, args: argparse.Namespace) -> str:
     bugs = "".join(f" --core-bug {b}" for b in args.core_bug)
     if args.planted_bug:
         bugs += f" --planted-bug {args.planted_bug}"
+    if args.lease_reads:
+        bugs += " --lease-reads"
     return f"python -m raftkv.sim replay --seed {seed} --profile {profile}{bugs}"
 
 
@@ -127,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--profile", choices=PROFILES, default=None, help="soak: cycle through all when omitted")
         s.add_argument("--core-bug", action="append", default=[], choices=sorted(KNOWN_BUGS),
                        help="plant a bug in the Raft core (checker self-test)")
+        s.add_argument("--lease-reads", action="store_true",
+                       help="members serve linearizable reads under the leader lease "
+                       "(--experimental-leader-lease-reads)")
         s.add_argument("--planted-bug", choices=NODE_BUGS + DISK_BUGS, default=None,
                        help="plant a bug in the node or beneath it, in its disk (checker self-test)")
     sub.choices["soak"].add_argument("--schedules", type=int, default=100)

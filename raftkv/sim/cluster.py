@@ -47,6 +47,7 @@ ADMIN_TIMEOUT = 5.0
 #: planted beneath it, in the simulated disk.
 NODE_BUGS = (
     "lease-query-before-apply", "apply-before-persist", "stale-reads", "expiry-by-successor", "ack-unflushed-append",
+    "read-lease-too-long",
 )
 DISK_BUGS = ("skip-fsync",)
 
@@ -56,6 +57,7 @@ class SimOptions:
     core_bugs: frozenset[str] = frozenset()  # raftkv.core Config.unsafe_bugs
     planted_bug: str | None = None  # one of NODE_BUGS or DISK_BUGS
     keep_trace: int = 0  # remember the last N trace lines, for failure reports
+    lease_reads: bool = False  # members serve linearizable reads under the leader lease
 
 
 class Cluster:
@@ -111,7 +113,8 @@ class Cluster:
     # --- members --------------------------------------------------------------------------------------------
     def _new_member(self, name: str, initial_cluster: tuple[tuple[str, str], ...], state: str) -> SimMember:
         planted = self.options.planted_bug if self.options.planted_bug in NODE_BUGS else None
-        cfg = member_config(name, initial_cluster, state, self.schedule.knobs, planted)
+        lease_reads = self.options.lease_reads or planted == "read-lease-too-long"
+        cfg = member_config(name, initial_cluster, state, self.schedule.knobs, planted, lease_reads)
         member = SimMember(
             self.loop, self.network, cfg, self.schedule.knobs, self._derive_rng(), UNIT,
             self._sending, self._disk_committed, self.options.core_bugs,

@@ -167,6 +167,7 @@ def member_config(
     state: str,
     knobs: MemberKnobs,
     planted_bug: str | None,
+    lease_reads: bool = False,
 ) -> ServerConfig:
     """The configuration a member of the simulated cluster starts with (plaintext, in-memory data dir)."""
     url = peer_url(name)
@@ -185,6 +186,7 @@ def member_config(
         snapshot_count=knobs.snapshot_count,
         snapshot_catchup_entries=knobs.snapshot_catchup_entries,
         planted_bug=planted_bug,
+        leader_lease_reads=lease_reads,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -97,6 +98,15 @@ class Members:
             return self.maintenance(name).Status(rpc_pb2.StatusRequest(), timeout=2).header.revision
         except grpc.RpcError:
             return -1
+
+
+def metric(cluster: LocalCluster, name: str, metric_name: str) -> float:
+    """One unlabelled sample of member ``name``'s Prometheus page."""
+    with urllib.request.urlopen(f"{cluster.metrics_url(name)}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(metric_name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} exports no {metric_name}")
 
 
 def start_cluster(base: Path, election_ms: int = ELECTION_MS, **kwargs: object) -> LocalCluster:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,20 +18,12 @@ import grpc.aio
 from raftkv.localcluster import LocalCluster
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
 
-from .conftest import wait_for
+from .conftest import metric, wait_for
 
 WATCHERS = 200
 HISTORY_BYTES = 6 << 20
 VALUE_BYTES = 8 << 10
 CHANNELS = 4
-
-
-def metric(cluster: LocalCluster, name: str, metric_name: str) -> float:
-    with urllib.request.urlopen(f"{cluster.metrics_url(name)}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(metric_name + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"{name} exports no {metric_name}")
 
 
 def peak_rss_bytes(pid: int) -> int:

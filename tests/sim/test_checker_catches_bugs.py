@@ -110,6 +110,13 @@ def test_reads_without_read_index_are_caught() -> None:
     assert res.error is not None and "stale read" in res.error, res.error
 
 
+def test_a_read_lease_longer_than_the_election_timeout_is_caught() -> None:
+    """A leader lease twenty times what the election timeout allows: a leader cut off from the others keeps
+    answering linearizable reads (and the lease checks behind a read barrier) after its successor moved on."""
+    res = first_failure("mixed", SimOptions(planted_bug="read-lease-too-long"), 20)  # today: seed 4
+    assert res.error is not None and "stale" in res.error, res.error
+
+
 def test_an_early_election_without_pre_vote_is_caught_and_shrinks() -> None:
     """A follower told falsely that its live leader is gone holds a real election at once: the leader, which
     a quorum still hears, loses office to the higher term, and the leadership audit calls it out; the drawn

@@ -42,6 +42,19 @@ def test_generated_schedules_pass(profile: str) -> None:
         assert res.stats["committed"] > 0 and res.stats["reads"] > 0
 
 
+@pytest.mark.parametrize("profile", PROFILES)
+def test_generated_schedules_pass_with_leader_lease_reads(profile: str) -> None:
+    """The leader lease (``--experimental-leader-lease-reads``) through every kind of fault: partitions that
+    depose a leader still serving, crashes, announced crashes, transfers. The checker that would see a stale
+    read is the same one that catches a lease too long (``test_checker_catches_bugs.py``)."""
+    options = SimOptions(lease_reads=True)
+    for seed in range(2000, 2000 + SEEDS_PER_PROFILE):
+        res = run_schedule(generate(seed, profile), options)
+        replay = f"python -m raftkv.sim replay --seed {seed} --profile {profile} --lease-reads"
+        assert res.ok, f"{res.error}\nreplay: {replay}"
+        assert res.stats["committed"] > 0 and res.stats["reads"] > 0
+
+
 @settings(max_examples=8, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schedules())
 def test_drawn_schedules_pass(schedule: Schedule) -> None:

@@ -52,6 +52,7 @@ from raftkv.proto import internal_pb2, rpc_pb2
 from raftkv.server.backend import ClientSession
 from raftkv.server.batching import BatchWindow
 from raftkv.server.config import ServerConfig
+from raftkv.server.node.read_lease import ReadLease, lease_seconds
 from raftkv.server.node.reads import LinearizableReads
 from raftkv.server.node.refusals import dropped_error, result_error
 from raftkv.server.node.snapshots import SnapshotScheduler, StagedSnapshots
@@ -134,9 +135,11 @@ class RaftLoop:
         self.reads = LinearizableReads(
             member_id,
             rng.getrandbits(62),
+            self.raw,
             clock,
             cfg.election_ms / 1000,
             self.wake,
+            lease=self._read_lease(cfg) if cfg.leader_lease_reads else None,
             stale_reads_bug=cfg.planted_bug == "stale-reads",
         )
         self.staged_snapshots = StagedSnapshots(store)
@@ -256,6 +259,15 @@ class RaftLoop:
         except Exception as exc:
             self._fail("the Raft loop failed", exc)
 
+    @staticmethod
+    def _read_lease(cfg: ServerConfig) -> ReadLease:
+        duration = lease_seconds(cfg.election_ticks, cfg.heartbeat_ms)
+        if cfg.planted_bug == "read-lease-too-long":
+            # PLANTED BUG (simulator self-test only): a lease twenty times what the election timeout allows, so
+            # a deposed leader cut off from the others goes on serving reads the new leader's writes made stale.
+            duration *= 20
+        return ReadLease(duration)
+
     def _fail(self, what: str, exc: BaseException | None) -> NoReturn:
         """A write the core was promised failed: stop. A full disk is said in one line, as etcd says it."""
         if isinstance(exc, StorageFull):
@@ -315,7 +327,7 @@ class RaftLoop:
                     self.raw.propose_conf_change(cc)
                 except ProposalDropped as exc:
                     refused(cc, dropped_error(exc))
-        self.reads.feed(self.raw, self.applied)
+        self.reads.feed(self.applied)
 
     def _propose(self, proposals: list[bytes]) -> None:
         """All queued proposals as one batch. If the batch as a whole is refused for its size (the bound on
