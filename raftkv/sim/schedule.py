@@ -54,6 +54,13 @@ FAULT_ARITY: dict[str, int] = {
     "remove": 1,
 }
 FAULT_KINDS: tuple[str, ...] = tuple(FAULT_ARITY)
+#: A fault's arguments are drawn below this; slots and bitmasks are taken modulo the members, so a drawn
+#: fault fits any cluster.
+ARG_RANGE = 32
+#: The fault that ends a ``failover`` episode of each kind (a reset ends by itself: the connection comes
+#: back; a false report needs none).
+FAILOVER_ENDS: dict[str, str] = {"crash_leader": "restart_all", "crash": "restart_all", "isolate_leader": "heal",
+                                 "isolate": "heal"}
 PROFILES: tuple[str, ...] = ("mixed", "figure8", "split_vote", "crashes", "failover")
 
 
@@ -65,6 +72,11 @@ class Fault:
 
     def __post_init__(self) -> None:
         assert FAULT_ARITY[self.kind] == len(self.args), f"bad fault {self}"
+
+
+def draw_args(rng: random.Random, kind: str) -> tuple[int, ...]:
+    """Random arguments for a fault of ``kind``, as many as ``FAULT_ARITY`` says it takes."""
+    return tuple(rng.randrange(ARG_RANGE) for _ in range(FAULT_ARITY[kind]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +130,7 @@ def _mixed(seed: int, rng: random.Random) -> Schedule:
     faults = []
     for _ in range(rng.randint(3, 14)):
         kind = rng.choice(FAULT_KINDS)
-        args = tuple(rng.randrange(32) for _ in range(FAULT_ARITY[kind]))
+        args = draw_args(rng, kind)
         faults.append(Fault(rng.randrange(duration), kind, args))
     faults.sort(key=lambda f: f.at)
     nodes = rng.choice((3, 3, 5))
@@ -186,15 +198,11 @@ def _failover(seed: int, rng: random.Random) -> Schedule:
         end = t + rng.randint(100, 400)
         if kind == "false_gone_leader":
             for _ in range(rng.randint(1, (nodes - 1) // 2)):  # never a quorum of the followers
-                faults.append(Fault(t + rng.randint(0, 5), kind, (rng.randrange(32),)))
-        elif kind == "reset":
-            faults.append(Fault(t, kind, (rng.randrange(32), rng.randrange(32))))
-        elif kind in ("crash_leader", "crash"):
-            faults.append(Fault(t, kind) if kind == "crash_leader" else Fault(t, kind, (rng.randrange(32),)))
-            faults.append(Fault(end, "restart_all"))
+                faults.append(Fault(t + rng.randint(0, 5), kind, draw_args(rng, kind)))
         else:
-            faults.append(Fault(t, kind) if kind == "isolate_leader" else Fault(t, kind, (rng.randrange(32),)))
-            faults.append(Fault(end, "heal"))
+            faults.append(Fault(t, kind, draw_args(rng, kind)))
+            if kind in FAILOVER_ENDS:
+                faults.append(Fault(end, FAILOVER_ENDS[kind]))
         t = end + rng.randint(350, 600)
     faults.sort(key=lambda f: f.at)
     announce = rng.random() < 0.75

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from raftkv.sim.member import MemberKnobs
 from raftkv.sim.network import LinkFaults
-from raftkv.sim.schedule import FAULT_ARITY, FAULT_KINDS, Fault, Schedule
+from raftkv.sim.schedule import ARG_RANGE, FAULT_ARITY, FAULT_KINDS, Fault, Schedule
 
 DURATION = 1500
 #: What a ``failover_schedules`` fault may be: the leader's and followers' process faults, resets and false
@@ -20,7 +20,7 @@ FAILOVER_KINDS = ("false_gone_leader", "false_gone", "reset", "crash_leader", "c
 @st.composite
 def faults(draw: st.DrawFn, duration: int = DURATION, kinds: tuple[str, ...] = FAULT_KINDS) -> Fault:
     kind = draw(st.sampled_from(kinds))
-    args = tuple(draw(st.integers(0, 31)) for _ in range(FAULT_ARITY[kind]))
+    args = tuple(draw(st.integers(0, ARG_RANGE - 1)) for _ in range(FAULT_ARITY[kind]))
     return Fault(draw(st.integers(0, duration)), kind, args)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import replace
 
 import pytest
@@ -13,7 +14,7 @@ from raftkv.sim.cluster import SimOptions
 from raftkv.sim.member import MemberKnobs, peer_url
 from raftkv.sim.network import LinkFaults
 from raftkv.sim.run import run_schedule
-from raftkv.sim.schedule import PROFILES, Fault, Schedule, generate
+from raftkv.sim.schedule import ARG_RANGE, FAILOVER_ENDS, FAULT_ARITY, PROFILES, Fault, Schedule, draw_args, generate
 from raftkv.sim.strategies import schedules
 
 SEEDS_PER_PROFILE = 3
@@ -32,6 +33,20 @@ def test_same_seed_same_trace(profile: str) -> None:
     assert first.trace_hash == second.trace_hash
     assert first.events == second.events and first.stats == second.stats
     assert run_schedule(generate(8, profile)).trace_hash != first.trace_hash
+
+
+def test_fault_arguments_follow_the_arity_table() -> None:
+    """Generated faults take their arguments from ``FAULT_ARITY`` (a ``Fault`` asserts it), and each
+    failover episode that needs an end gets the right one after it. Pure generation: no run."""
+    rng = random.Random(1)
+    for kind, arity in FAULT_ARITY.items():
+        args = draw_args(rng, kind)
+        assert len(args) == arity and all(0 <= a < ARG_RANGE for a in args)
+    for seed in range(200):
+        faults = generate(seed, "failover").faults
+        for f in faults:
+            if f.kind in FAILOVER_ENDS:
+                assert any(g.kind == FAILOVER_ENDS[f.kind] and g.at > f.at for g in faults), (seed, f)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
