@@ -2,7 +2,8 @@
 
 Deleting tens of thousands of keys in one DeleteRange is one atomic write transaction that runs for seconds
 on every member. Ticks, heartbeats and their answers must keep flowing meanwhile (they need no fsync), or
-followers would time out and elect someone else.
+followers would time out and elect someone else, and so must they while other clients go on writing: a
+write persisted behind the delete would hold up the Raft loop until the delete ends.
 
 The cluster runs with the default timing (100 ms heartbeats, 1 s elections), the one the rest of the suite
 and users run with. Shorter timeouts prove nothing on a loaded machine: with 250 ms elections, members elect
@@ -11,6 +12,7 @@ anew during the plain puts that fill the store, long before the delete starts.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -47,6 +49,18 @@ def _fill(cluster: LocalCluster, members: Members, start: int) -> None:
             time.sleep(0.1)
 
 
+def _keep_writing(members: Members, leader: str, deleting: threading.Event) -> None:
+    """Another client's puts, outside the deleted range, while the delete runs: they wait for it (answered
+    late or with the server's request timeout), and must not stall the leader's loop behind it."""
+    stub = members.kv(leader)
+    while deleting.is_set():
+        try:
+            stub.Put(rpc_pb2.PutRequest(key=b"/elsewhere", value=b"v"), timeout=10)
+        except grpc.RpcError:
+            pass
+        time.sleep(0.02)
+
+
 def _terms(cluster: LocalCluster, members: Members) -> dict[str, tuple[int, int]]:
     """(leader id, raft term) as each member reports it."""
     out = {}
@@ -73,7 +87,11 @@ def test_deleting_many_keys_in_one_request_keeps_the_leader(
     assert leader is not None
     filled = int(wait_for(lambda: max(members.revision(leader), 0), 30, "the leader's revision after the fill"))
 
+    deleting = threading.Event()
+    writer = threading.Thread(target=_keep_writing, args=(members, leader, deleting), daemon=True)
     started = time.monotonic()
+    deleting.set()
+    writer.start()
     try:
         response = members.kv(leader).DeleteRange(
             rpc_pb2.DeleteRangeRequest(key=PREFIX, range_end=RANGE_END), timeout=60
@@ -83,6 +101,9 @@ def test_deleting_many_keys_in_one_request_keeps_the_leader(
         if exc.details() != SERVER_REQUEST_TIMEOUT:
             raise
         response = None
+    finally:
+        deleting.clear()
+        writer.join(timeout=60)
     took = time.monotonic() - started
     assert took > 2 * ELECTION_MS / 1000, f"the delete took only {took:.2f}s: too short to prove anything"
     if response is not None:

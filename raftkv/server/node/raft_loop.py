@@ -128,6 +128,8 @@ class RaftLoop:
         #: The leader whose process was reported gone, until our leader changes: what waits on it is lost.
         self._dead_leader = 0
         self._ticks = 0
+        #: Applies that may run long (``apply_is_bounded`` said no), queued on the writer and not yet done.
+        self._long_applies = 0
         self._wake = asyncio.Event()
         self.stopping = False
         self._waiters = ProposalWaiters(rng.getrandbits(62))
@@ -291,8 +293,9 @@ class RaftLoop:
         # persisted, and with it the heartbeats and answers that keep the leader in office. Until it ends,
         # only work that needs no fsync enters the core: ticks, heartbeats, votes' pre-rounds, ReadIndex.
         # Proposals stay queued (and then go in as one batch); appends and snapshots from the leader wait,
-        # as if the network had delayed them.
-        stalled = self._store.writer.busy_for() > self._cfg.heartbeat_ms / 1000
+        # as if the network had delayed them. "Until it ends" starts when the job is queued, not once it has
+        # run a while: a Ready persisted behind it would wait for all of it, the loop with it.
+        stalled = self._long_applies > 0 or self._store.writer.busy_for() > self._cfg.heartbeat_ms / 1000
         inbox, self._inbox = self._inbox, []
         for msg in inbox:
             if stalled and (msg.type == MessageType.SNAP or (msg.type == MessageType.APP and msg.entries)):
@@ -403,7 +406,8 @@ class RaftLoop:
             self._on_applied(with_save[-1].index, applied_with_save)
         elif committed and not with_save:
             last = committed[-1].index
-            self._in_background(self._store.apply(committed), self._applied_in_background(last))
+            self._long_applies += 1
+            self._in_background(self._store.apply(committed), self._long_apply_done(last))
         self.reads.answered(rd.read_states, self.applied)
         self.raw.advance(rd, applied=False)
         if self.snapshots.due(self.applied):
@@ -469,6 +473,17 @@ class RaftLoop:
         def done(applied: list[AppliedEntry]) -> None:
             self._on_applied(last, applied)
             self._wake.set()
+
+        return done
+
+    def _long_apply_done(self, last: int) -> Callable[[list[AppliedEntry]], None]:
+        """``_applied_in_background`` for an apply that may run long: while it is queued or running, the
+        loop holds back what would have to be persisted behind it (``_feed_core``)."""
+        applied = self._applied_in_background(last)
+
+        def done(results: list[AppliedEntry]) -> None:
+            self._long_applies -= 1
+            applied(results)
 
         return done
 
