@@ -5,8 +5,8 @@ check that needs the peer's certificate, the call's metadata or its request must
 behaviour. The four kinds of handler (unary or streaming request and response) and the two styles of a
 response-streaming one (async generator, or coroutine writing with ``context.write``; grpc.aio picks the
 calling convention by inspection) make that wrapping fiddly; it is written once here. Two servers use
-it: the client port (``raftkv.api.metadata.AdmissionInterceptor``) and, on both ports, certificate
-revocation (``raftkv.security.revocation``).
+it: the client port (``raftkv.api.receive_limit.RequestReader``, ``raftkv.api.metadata.AdmissionInterceptor``)
+and, on both ports, certificate revocation (``raftkv.security.revocation``).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ class GuardingInterceptor(grpc.aio.ServerInterceptor):
         """Whether calls of ``method`` (``/package.Service/Method``) are checked."""
         return True
 
-    def prepare(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """The handler to wrap (e.g. with another request deserializer); as is by default."""
+    def prepare(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """The handler of ``method`` to wrap (e.g. with another request deserializer); as is by default."""
         return handler
 
     def before(self, request: Any, context: Context, streaming_request: bool) -> Any:
@@ -63,11 +63,11 @@ class GuardingInterceptor(grpc.aio.ServerInterceptor):
             return handler
         cached = self._guarded.get(method)
         if cached is None or cached[0] is not handler:
-            cached = self._guarded[method] = (handler, self._guard(handler))
+            cached = self._guarded[method] = (handler, self._guard(handler, method))
         return cached[1]
 
-    def _guard(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        handler = self.prepare(handler)
+    def _guard(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        handler = self.prepare(handler, method)
         streaming_request: bool = handler.request_streaming
         for kind in _KINDS:
             behavior = getattr(handler, kind)

@@ -22,7 +22,7 @@ from raftkv.api.kv import KVService
 from raftkv.api.lock import LockService
 from raftkv.api.maintenance import MaintenanceService
 from raftkv.api.metadata import AdmissionInterceptor, Context
-from raftkv.api.receive_limit import ReceiveLimit, ReceiveLimitInterceptor
+from raftkv.api.receive_limit import ReceiveLimit, RequestReader
 from raftkv.api.recipes import Recipes
 from raftkv.grpc_registration import add_service
 from raftkv.proto import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
@@ -57,10 +57,10 @@ def build_client_server(
     assert listen_addresses, "a client server needs at least one address"
     limit = ReceiveLimit.for_requests(max_request_bytes)
     unknown = UnknownMethods()
-    chain = [*interceptors, unknown, ReceiveLimitInterceptor(limit), AdmissionInterceptor(backend)]
+    chain = [*interceptors, unknown, RequestReader(limit), AdmissionInterceptor(backend)]
     grpc_server = grpc.aio.server(
         interceptors=chain,
-        # Core reads up to the ceiling; the limit's interceptor refuses past the limit in etcd's words.
+        # Core reads up to the ceiling; the request reader refuses past the limit in etcd's words.
         options=server_options(max_receive_bytes=limit.ceiling, max_send_bytes=MAX_SEND_BYTES),
     )
     server = grpc_server if methods is None else methods.recording(grpc_server, chain)

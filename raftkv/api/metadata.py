@@ -13,12 +13,11 @@ metadata, the time a call may take, and etcd's filling of response headers.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 import grpc.aio
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from raftkv import errors
 from raftkv.grpc_guard import Context, GuardingInterceptor
@@ -63,44 +62,6 @@ class MalformedMetadata(Exception):
     """raftkv's own session metadata is unusable (INVALID_ARGUMENT; etcd has no such metadata)."""
 
 
-class MalformedMessage(Exception):
-    """A request body that is not the method's message: INTERNAL, with the texts of grpc-go (what etcd
-    answers), at once, instead of gRPC Python's "Unexpected <class ...>"."""
-
-
-class _Undecodable:
-    """What a guarded method's deserializer hands over for bytes that do not decode; the guard refuses it."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    def deserialize(data: bytes) -> Any:
-        try:
-            return deserializer(data)
-        except DecodeError as exc:  # nesting past protobuf's limit included
-            return _Undecodable(str(exc))
-
-    return deserialize
-
-
-async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """A request stream that ends the call at the first message that did not decode."""
-    async for request in requests:
-        if isinstance(request, _Undecodable):
-            raise MalformedMessage(f"grpc: failed to unmarshal the received message {request.reason}")
-        yield request
-
-
-def _decoded_one(request: Any) -> Any:
-    if isinstance(request, _Undecodable):
-        raise MalformedMessage(f"grpc: error unmarshalling request: {request.reason}")
-    return request
-
-
 def require_leader(context: Context, backend: Backend) -> None:
     """Honour ``hasleader: true``: etcd refuses such calls outright while the member knows no leader.
     The metadata is only read when there is no leader: grpc.aio converts it anew on every read."""
@@ -138,14 +99,12 @@ async def abort(context: Context, error: BaseException, backend: Backend) -> NoR
         await errors.CORRUPT.abort(context)
     if isinstance(error, errors.EtcdException):
         await error.error.abort(context)
-    if isinstance(error, MalformedMessage):
-        await context.abort(grpc.StatusCode.INTERNAL, str(error))
     assert isinstance(error, MalformedMetadata), error
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
     raise AssertionError("ServicerContext.abort returned")
 
 
-_Handled = (errors.EtcdException, MalformedMetadata, MalformedMessage, CorruptionError)
+_Handled = (errors.EtcdException, MalformedMetadata, CorruptionError)
 
 
 class AdmissionInterceptor(GuardingInterceptor):
@@ -160,18 +119,8 @@ class AdmissionInterceptor(GuardingInterceptor):
     def guards(self, method: str) -> bool:
         return method.startswith(GUARDED_PREFIXES)
 
-    def prepare(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        if handler.request_deserializer is None:
-            return handler
-        return handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
-
     def before(self, request: Any, context: Context, streaming_request: bool) -> Any:
-        if streaming_request:
-            request = _decoded(request)
-            admit(context, self._backend, None)
-        else:
-            request = _decoded_one(request)
-            admit(context, self._backend, request)
+        admit(context, self._backend, None if streaming_request else request)
         return request
 
     async def refuse(self, context: Context, error: BaseException) -> NoReturn:

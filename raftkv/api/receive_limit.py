@@ -1,18 +1,24 @@
-"""How large a request the client port reads, and how it refuses a larger one: one owner for gRPC and the
-JSON gateway alike.
+"""How the client port reads a request message: how large it may be, and how it refuses one too large or
+one that does not decode, in etcd's words. The size rule has one owner for gRPC and the JSON gateway alike.
 
 etcd's gRPC server (grpc-go) takes messages up to ``--max-request-bytes`` plus 512 KiB (room for framing,
 so that a request just past the request limit reaches etcd's own check and gets ``etcdserver: request is
 too large``), and refuses a larger one, from its length prefix, with RESOURCE_EXHAUSTED ``grpc: received
-message larger than max (N vs. M)``; etcd's gateway passes that answer on, and clients print it.
+message larger than max (N vs. M)``; etcd's gateway passes that answer on, and clients print it. A message
+that does not decode ends the call with INTERNAL and grpc-go's unmarshalling text, at once.
 
 grpc core refuses in words of its own (``SERVER: Received message larger than max ...``) and gives
-Python no say in them. So core's limit is set higher, to ``ceiling``, and :class:`ReceiveLimitInterceptor`
-refuses every message between the limit and the ceiling in grpc-go's words, on every method (the health
-service's too, as etcd's), by its length alone, before anything decodes it. The price, and why the ceiling is a
-small multiple rather than unlimited: a member reads an oversized message up to the ceiling before
-refusing it, where etcd stops at the length prefix. Past the ceiling core's own answer remains (the same
-code, RESOURCE_EXHAUSTED, its text naming the ceiling).
+Python no say in them; gRPC Python answers a message that does not decode with "Unexpected <class ...>".
+So core's limit is set higher, to ``ceiling``, and :class:`RequestReader` refuses every message between
+the limit and the ceiling in grpc-go's words, on every method (the health service's too, as etcd's), by
+its length alone, before anything decodes it. The price, and why the ceiling is a small multiple rather
+than unlimited: a member reads an oversized message up to the ceiling before refusing it, where etcd stops
+at the length prefix. Past the ceiling core's own answer remains (the same code, RESOURCE_EXHAUSTED, its
+text naming the ceiling).
+
+A deserializer cannot end a call with a status of its own choosing, so the method's deserializer hands
+over an :class:`_Unreadable` holding the refusal instead of a message, and the call raises it where the
+handler would take that message: at the start of a unary call, at that message of a stream.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 
+from raftkv.api.metadata import GUARDED_PREFIXES
 from raftkv.grpc_guard import Context, GuardingInterceptor
 
 #: etcd's gRPC server accepts requests this much larger than ``--max-request-bytes``.
@@ -53,58 +61,89 @@ class ReceiveLimit:
         return f"grpc: received message larger than max ({size} vs. {self.limit})"
 
 
-class OversizedMessage(Exception):
-    """A request message past the limit: the call ends with RESOURCE_EXHAUSTED and this text."""
+class UnreadableMessage(Exception):
+    """A request message the call refuses to read: it ends with ``code`` and this text."""
+
+    code = grpc.StatusCode.UNKNOWN
 
 
-class _Oversized:
-    """What a method's deserializer hands over instead of a message past the limit (never decoded)."""
+class OversizedMessage(UnreadableMessage):
+    """A request message past the limit: RESOURCE_EXHAUSTED."""
 
-    __slots__ = ("refusal",)
-
-    def __init__(self, refusal: str) -> None:
-        self.refusal = refusal
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class ReceiveLimitInterceptor(GuardingInterceptor):
-    """Refuses a request message past ``limit`` the way grpc-go does. It must come before the interceptors
-    that decode requests (``metadata.AdmissionInterceptor``), so that its check runs first."""
+class MalformedMessage(UnreadableMessage):
+    """A request body that is not the method's message: INTERNAL, with the texts of grpc-go."""
 
-    refusals = (OversizedMessage,)
+    code = grpc.StatusCode.INTERNAL
+
+
+class _Unreadable:
+    """What a method's deserializer hands over instead of a message it refuses (never a decoded one)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: UnreadableMessage) -> None:
+        self.error = error
+
+
+def _reading(
+    deserializer: Callable[[bytes], Any], limit: ReceiveLimit, streaming_request: bool, etcd_decoding: bool
+) -> Callable[[bytes], Any]:
+    """``deserializer`` behind the size check; with ``etcd_decoding``, bytes that do not decode become
+    grpc-go's refusal (its texts differ for a message of a stream and the request of a unary call)."""
+    undecodable = ("grpc: failed to unmarshal the received message " if streaming_request
+                   else "grpc: error unmarshalling request: ")
+
+    def deserialize(data: bytes) -> Any:
+        refusal = limit.refusal(len(data))
+        if refusal is not None:
+            return _Unreadable(OversizedMessage(refusal))
+        if not etcd_decoding:
+            return deserializer(data)
+        try:
+            return deserializer(data)
+        except DecodeError as exc:  # nesting past protobuf's limit included
+            return _Unreadable(MalformedMessage(undecodable + str(exc)))
+
+    return deserialize
+
+
+class RequestReader(GuardingInterceptor):
+    """Refuses a request message past ``limit``, on every method, and one that does not decode, on the etcd
+    services, the way grpc-go does. It comes before the interceptors that look at requests
+    (``metadata.AdmissionInterceptor``), so that a refused message is all they never see."""
+
+    refusals = (UnreadableMessage,)
 
     def __init__(self, limit: ReceiveLimit) -> None:
         super().__init__()
         self._limit = limit
 
-    def prepare(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def prepare(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         if handler.request_deserializer is None:
             return handler
-        return handler._replace(request_deserializer=self._measured(handler.request_deserializer))
-
-    def _measured(self, deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-        limit = self._limit
-
-        def deserialize(data: bytes) -> Any:
-            refusal = limit.refusal(len(data))
-            return deserializer(data) if refusal is None else _Oversized(refusal)
-
-        return deserialize
+        deserializer = _reading(handler.request_deserializer, self._limit, handler.request_streaming,
+                                method.startswith(GUARDED_PREFIXES))
+        return handler._replace(request_deserializer=deserializer)
 
     def before(self, request: Any, context: Context, streaming_request: bool) -> Any:
         if streaming_request:
-            return _within_limit(request)
-        if isinstance(request, _Oversized):
-            raise OversizedMessage(request.refusal)
+            return _readable(request)
+        if isinstance(request, _Unreadable):
+            raise request.error
         return request
 
     async def refuse(self, context: Context, error: BaseException) -> NoReturn:
-        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+        assert isinstance(error, UnreadableMessage), error
+        await context.abort(error.code, str(error))
         raise AssertionError("ServicerContext.abort returned")
 
 
-async def _within_limit(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """A request stream that ends the call at its first message past the limit."""
+async def _readable(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream that ends the call at its first message refused."""
     async for request in requests:
-        if isinstance(request, _Oversized):
-            raise OversizedMessage(request.refusal)
+        if isinstance(request, _Unreadable):
+            raise request.error
         yield request

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 
 from raftkv import errors
 from raftkv.api import identity, validation
-from raftkv.api.metadata import REQUIRE_LEADER_KEY, Context, MalformedMessage
-from raftkv.api.receive_limit import OversizedMessage
+from raftkv.api.metadata import REQUIRE_LEADER_KEY, Context
+from raftkv.api.receive_limit import UnreadableMessage
 from raftkv.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from raftkv.server.backend import Backend
 from raftkv.server.watch_hub import StreamClosed, WatchHub, WatchStream
@@ -104,12 +104,12 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
 
     async def _read(
         self, requests: AsyncIterator[rpc_pb2.WatchRequest], stream: WatchStream, context: Context
-    ) -> MalformedMessage | OversizedMessage | None:
+    ) -> UnreadableMessage | None:
         """Apply the client's requests in order. The client half-closing its side ends nothing (as etcd);
         a message that does not decode, or is too large, ends the stream, and the call fails with its error."""
         try:
             await self._apply_requests(requests, stream, context)
-        except (MalformedMessage, OversizedMessage) as exc:
+        except UnreadableMessage as exc:
             stream.close()
             return exc
         return None
