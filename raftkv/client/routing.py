@@ -156,9 +156,15 @@ def _connection_failed(error: grpc.RpcError) -> bool:
 
 def never_connected(error: grpc.RpcError) -> bool:
     """True if gRPC says no connection was established for the call, so nothing of it was sent."""
-    if error.code() != grpc.StatusCode.UNAVAILABLE:
+    return never_connected_status(error.code(), error.details())
+
+
+def never_connected_status(code: grpc.StatusCode, details: str | None) -> bool:
+    """``never_connected`` for a call whose status is at hand as its code and details (a finished
+    asyncio stream's, which grpc.aio answers only as coroutines)."""
+    if code != grpc.StatusCode.UNAVAILABLE:
         return False
-    details = (error.details() or "").lower()
+    details = (details or "").lower()
     return any(text.lower() in details for text in _NOT_CONNECTED)
 
 

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from raftkv.discovery import record
 from raftkv.discovery.attempts import AttemptObserver, Attempts, ObservedAttempts
-from raftkv.discovery.balanced import DRAIN_GRACE, DRAIN_POLL, HEALTH_BACKOFF, INSTANCE_OPTIONS
+from raftkv.discovery.balanced import DRAIN_GRACE, HEALTH_BACKOFF, INSTANCE_OPTIONS
 from raftkv.discovery.budget import RetryBudget
 from raftkv.discovery.calls import CallRules, Metadata, NoInstance
 from raftkv.discovery.endpoint import Endpoint, Health
@@ -36,6 +36,7 @@ class _AsyncConn:
         self.owner, self.endpoint = owner, endpoint
         self.channel = owner._dial(endpoint.addr)
         self.closed = False
+        self._drained = asyncio.Event()
         self._task = asyncio.create_task(self._watch_health()) if owner.health_check else None
 
     async def _watch_health(self) -> None:
@@ -70,12 +71,18 @@ class _AsyncConn:
         await self.channel.close()
 
     async def retire(self) -> None:
-        """As ``balanced._Conn.retire``: the calls in flight to an instance that left are let finish."""
+        """As ``balanced._Conn.retire``: the calls in flight to an instance that left are let finish; the
+        last one's end (``drained``) closes the connection."""
         await self._stop_watching()
-        deadline = time.monotonic() + DRAIN_GRACE
-        while self.endpoint.outstanding > 0 and time.monotonic() < deadline and not self.owner._closed:
-            await asyncio.sleep(DRAIN_POLL)
+        if self.endpoint.outstanding > 0 and not self.owner._closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), DRAIN_GRACE)
         await self.channel.close()
+        self.owner._retiring.discard(self)
+
+    def drained(self) -> None:
+        """The last call in flight has ended, or the balanced channel closes."""
+        self._drained.set()
 
 
 class _AsyncMethod:
@@ -203,10 +210,7 @@ class _AsyncStream(_AsyncMethod):
 
         async def finished(done: Any) -> None:
             # A grpc.aio call's status is read with ``await`` (the call is over: it answers at once).
-            code = await done.code()
-            error = None if code == grpc.StatusCode.OK else grpc.aio.AioRpcError(
-                code, grpc.aio.Metadata(), grpc.aio.Metadata(), await done.details())
-            owner._attempts.end(endpoint, started, error, retryable=False)
+            owner._attempts.end_stream(endpoint, started, await done.code(), await done.details())
 
         call.add_done_callback(lambda done: owner._spawn(finished(done)))
         return call
@@ -237,7 +241,9 @@ class AsyncBalancedChannel(ObservedAttempts, grpc.aio.Channel):
         self._pool = pool
         self._budget = retry_budget or RetryBudget()
         # Everything runs on the event loop: the pool needs no lock.
-        self._attempts = Attempts(pool, rules, self._budget, contextlib.nullcontext(), on_attempt)
+        self._attempts = Attempts(pool, rules, self._budget, on_attempt, lambda endpoint: endpoint.conn.drained())
+        #: Connections of instances that left, kept open for the calls in flight to them.
+        self._retiring: set[_AsyncConn] = set()
         #: Tasks that account a finished stream (kept referenced until done, as asyncio asks).
         self._tasks: set[asyncio.Future[None]] = set()
         self._keyed = rules.hash_key is not None or rules.hash_header is not None
@@ -262,8 +268,8 @@ class AsyncBalancedChannel(ObservedAttempts, grpc.aio.Channel):
         for endpoint in added:
             endpoint.conn = _AsyncConn(self, endpoint)
         for endpoint in removed:
-            if endpoint.conn is not None:
-                self._spawn(endpoint.conn.retire())
+            self._retiring.add(endpoint.conn)
+            self._spawn(endpoint.conn.retire())
         self._poke()
 
     def _set_health(self, endpoint: Endpoint, health: Health) -> None:
@@ -331,9 +337,10 @@ class AsyncBalancedChannel(ObservedAttempts, grpc.aio.Channel):
         self._closed = True
         await self.resolver.stop()
         for endpoint in list(self._pool.endpoints.values()):
-            if endpoint.conn is not None:
-                await endpoint.conn.close()
-        if self._tasks:  # connections draining (they see the channel closed) and streams being accounted
+            await endpoint.conn.close()
+        for conn in self._retiring:
+            conn.drained()
+        if self._tasks:  # connections draining (told the channel closed) and streams being accounted
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def __aenter__(self) -> AsyncBalancedChannel:

@@ -7,14 +7,16 @@ Blocking unary calls, ``future()`` (``futures.BalancedFuture``), hedges and stre
 (``balanced.py``) and every call of the asyncio channel (``aio_balanced.py``) go through ``Attempts``, so
 the twins cannot drift apart: what a tool learns from ``on_attempt`` is the same whichever channel it
 watches.
+
+An attempt's end is also where an instance that left the registry is let go: the end of the last call in
+flight to it tells the channel (``retired``), which closes that instance's connection then, not later.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
-from typing import Any
 
 import grpc
 
@@ -26,52 +28,100 @@ from raftkv.discovery.pool import Outcome, Pool, outcome_of
 #: ``on_attempt(instance_id, started, code)``: called as each attempt ends (``started`` is monotonic time).
 #: Attempts abandoned by the channel itself (a hedge that lost the race, a cancelled call) are not told.
 AttemptObserver = Callable[[str, float, grpc.StatusCode], None]
+#: ``retired(endpoint)``: the last attempt in flight to an endpoint that left the pool has ended.
+RetiredObserver = Callable[[Endpoint], None]
 
 
 class Attempts:
-    """The attempt rules of one channel over its pool. ``lock`` guards the pool: a ``threading.Lock`` for
-    the blocking channel (attempts end on gRPC's threads), a ``contextlib.nullcontext()`` for the asyncio
-    one (everything runs on its event loop)."""
+    """The attempt rules of one channel over its pool, unlocked: the asyncio channel's, where everything
+    runs on its event loop. The blocking channel's attempts end on gRPC's threads: ``LockedAttempts``."""
 
-    def __init__(self, pool: Pool, rules: CallRules, budget: RetryBudget, lock: AbstractContextManager[Any],
-                 on_attempt: AttemptObserver | None = None) -> None:
-        self.pool, self.rules, self.budget, self.lock = pool, rules, budget, lock
+    def __init__(self, pool: Pool, rules: CallRules, budget: RetryBudget,
+                 on_attempt: AttemptObserver | None = None, retired: RetiredObserver | None = None) -> None:
+        self.pool, self.rules, self.budget = pool, rules, budget
         #: Told of every attempt when it ends: (instance id, monotonic start, status code).
         self.on_attempt = on_attempt
+        self._retired = retired
 
     def begin(self, now: float, key: bytes | None, tried: Sequence[str] = (), *, first: bool = False,
               charge: bool = False) -> Endpoint | None:
         """Pick the instance for the next attempt (not one in ``tried``) and count it in flight; None if
         there is none. ``first``: the call's first attempt, which counts the call for the retry budget;
         ``charge``: an attempt the budget must pay for up front (a hedge), refused if it cannot."""
-        with self.lock:
-            if first:
-                self.budget.deposit(now)
-            endpoint = self.pool.pick(now, key, tried)
-            if endpoint is None or (charge and not self.budget.withdraw(now)):
-                return None
-            self.pool.begin(endpoint)
+        if first:
+            self.budget.deposit(now)
+        endpoint = self.pool.pick(now, key, tried)
+        if endpoint is None or (charge and not self.budget.withdraw(now)):
+            return None
+        self.pool.begin(endpoint)
         return endpoint
 
     def end(self, endpoint: Endpoint, started: float, error: grpc.RpcError | None, *, idempotent: bool = False,
-            attempts: int = 1, deadline: float | None = None, retryable: bool = True) -> tuple[float, bool]:
-        """Account an attempt that ended (``error`` None: it succeeded); returns (now, whether to try again
-        elsewhere). ``retryable`` False for an attempt that may not be repeated whatever happened (a stream)."""
-        end = time.monotonic()
-        outcome = Outcome.OK if error is None else outcome_of(error)
-        with self.lock:
-            self.pool.end(endpoint, started, outcome, end)
-            retry = (retryable and error is not None
-                     and self.rules.may_retry(error, outcome, idempotent, attempts, len(self.pool.endpoints),
-                                              deadline, end, self.budget))
-        if self.on_attempt is not None:
-            self.on_attempt(endpoint.id, started, grpc.StatusCode.OK if error is None else error.code())
-        return end, retry
+            attempts: int = 1, deadline: float | None = None) -> tuple[float, bool]:
+        """Account a unary attempt that ended (``error`` None: it succeeded); returns (now, whether to try
+        again elsewhere)."""
+        if error is None:
+            return self._ended(endpoint, started, grpc.StatusCode.OK, Outcome.OK, None, idempotent, attempts,
+                               deadline)
+        code = error.code()
+        return self._ended(endpoint, started, code, outcome_of(code, error.details()), error, idempotent,
+                           attempts, deadline)
+
+    def end_stream(self, endpoint: Endpoint, started: float, code: grpc.StatusCode, details: str | None) -> None:
+        """Account a stream that ended with ``code`` (never tried again: its messages may have been consumed)."""
+        self._ended(endpoint, started, code, outcome_of(code, details), None, False, 1, None)
 
     def abandon(self, endpoint: Endpoint, started: float) -> None:
         """An attempt the channel itself gave up on (cancelled): it says nothing about the instance."""
+        if self._settle(endpoint, started, Outcome.ABANDONED, time.monotonic(), None, False, 1, None)[1]:
+            self._let_go(endpoint)
+
+    def _ended(self, endpoint: Endpoint, started: float, code: grpc.StatusCode, outcome: Outcome,
+               error: grpc.RpcError | None, idempotent: bool, attempts: int,
+               deadline: float | None) -> tuple[float, bool]:
+        end = time.monotonic()
+        retry, drained = self._settle(endpoint, started, outcome, end, error, idempotent, attempts, deadline)
+        if drained:
+            self._let_go(endpoint)
+        if self.on_attempt is not None:
+            self.on_attempt(endpoint.id, started, code)
+        return end, retry
+
+    def _settle(self, endpoint: Endpoint, started: float, outcome: Outcome, now: float,
+                error: grpc.RpcError | None, idempotent: bool, attempts: int,
+                deadline: float | None) -> tuple[bool, bool]:
+        """What an attempt's end changes in the pool and the budget: (retry ``error`` elsewhere, the
+        endpoint left the pool and this was its last attempt in flight)."""
+        drained = self.pool.end(endpoint, started, outcome, now)
+        retry = (error is not None
+                 and self.rules.may_retry(error, outcome, idempotent, attempts, len(self.pool.endpoints),
+                                          deadline, now, self.budget))
+        return retry, drained
+
+    def _let_go(self, endpoint: Endpoint) -> None:
+        if self._retired is not None:
+            self._retired(endpoint)
+
+
+class LockedAttempts(Attempts):
+    """The blocking channel's attempts: ``lock`` guards the pool and the budget (attempts begin on callers'
+    threads and end on gRPC's); observers are told outside it."""
+
+    def __init__(self, pool: Pool, rules: CallRules, budget: RetryBudget, lock: threading.Lock,
+                 on_attempt: AttemptObserver | None = None, retired: RetiredObserver | None = None) -> None:
+        super().__init__(pool, rules, budget, on_attempt, retired)
+        self.lock = lock
+
+    def begin(self, now: float, key: bytes | None, tried: Sequence[str] = (), *, first: bool = False,
+              charge: bool = False) -> Endpoint | None:
         with self.lock:
-            self.pool.end(endpoint, started, Outcome.ABANDONED, time.monotonic())
+            return super().begin(now, key, tried, first=first, charge=charge)
+
+    def _settle(self, endpoint: Endpoint, started: float, outcome: Outcome, now: float,
+                error: grpc.RpcError | None, idempotent: bool, attempts: int,
+                deadline: float | None) -> tuple[bool, bool]:
+        with self.lock:
+            return super()._settle(endpoint, started, outcome, now, error, idempotent, attempts, deadline)
 
 
 class ObservedAttempts:

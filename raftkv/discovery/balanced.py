@@ -29,7 +29,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from raftkv.discovery import record
-from raftkv.discovery.attempts import AttemptObserver, Attempts, ObservedAttempts
+from raftkv.discovery.attempts import AttemptObserver, LockedAttempts, ObservedAttempts
 from raftkv.discovery.budget import RetryBudget
 from raftkv.discovery.calls import CallRules, Metadata, NoInstance
 from raftkv.discovery.endpoint import Endpoint, Health
@@ -43,10 +43,10 @@ log = logging.getLogger("raftkv.discovery")
 #: Channel arguments every per-instance channel gets: its own subchannel pool (one connection per instance).
 INSTANCE_OPTIONS = (("grpc.use_local_subchannel_pool", 1),)
 HEALTH_BACKOFF = (0.05, 1.0)
-#: How long the connection of an instance that left the registry stays open for the calls in flight to it,
-#: and how often that is looked at. The instance itself drains them (it revoked its lease first for that),
-#: so the server's own grace ends them sooner; this only bounds a call that has no deadline.
-DRAIN_GRACE, DRAIN_POLL = 30.0, 0.05
+#: How long the connection of an instance that left the registry stays open for the calls in flight to it
+#: at most. The instance itself drains them (it revoked its lease first for that), so the server's own grace
+#: ends them sooner, and the last one's end closes the connection; this only bounds a call with no deadline.
+DRAIN_GRACE = 30.0
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
@@ -57,6 +57,7 @@ class _Conn:
         self.owner, self.endpoint = owner, endpoint
         self.channel = owner._dial(endpoint.addr)
         self.closed = threading.Event()
+        self._drained = threading.Event()
         self._health_call: Any = None
         if owner.health_check:
             threading.Thread(target=self._watch_health, name=f"health-{endpoint.addr}", daemon=True).start()
@@ -96,21 +97,27 @@ class _Conn:
         self._stop_watching()
         self.channel.close()
 
-    def retire(self) -> None:
-        """The instance left the registry: stop watching it, and close its connection once the calls in
-        flight to it have ended (within ``DRAIN_GRACE``). Closing at once would cancel them on this side
-        while the instance is draining them."""
+    def retire(self, in_flight: bool) -> None:
+        """The instance left the registry: stop watching it, and close its connection once the calls
+        ``in_flight`` to it have ended (``drained``; within ``DRAIN_GRACE``). Closing at once would cancel
+        them on this side while the instance is draining them."""
         self._stop_watching()
-        if self.endpoint.outstanding <= 0:
+        if not in_flight:
             self.channel.close()
             return
         threading.Thread(target=self._close_when_drained, name=f"drain-{self.endpoint.addr}", daemon=True).start()
 
+    def drained(self) -> None:
+        """The last call in flight has ended, or the balanced channel closes. The close itself is left to
+        the draining thread: a call may end on the gRPC thread of this very channel, and closing a channel
+        waits for that thread to finish its calls."""
+        self._drained.set()
+
     def _close_when_drained(self) -> None:
-        deadline = time.monotonic() + DRAIN_GRACE
-        while self.endpoint.outstanding > 0 and time.monotonic() < deadline and not self.owner._closed:
-            time.sleep(DRAIN_POLL)
+        self._drained.wait(DRAIN_GRACE)
         self.channel.close()
+        with self.owner._lock:
+            self.owner._retiring.discard(self)
 
 
 class _Method:
@@ -232,7 +239,7 @@ class _StreamMethod(_Method):
                                         metadata=metadata, **kwargs)
 
         def finished(done: Any) -> None:
-            owner._attempts.end(endpoint, now, None if done.code() == grpc.StatusCode.OK else done, retryable=False)
+            owner._attempts.end_stream(endpoint, now, done.code(), done.details())
 
         if not call.add_callback(lambda: finished(call)):
             finished(call)  # already over
@@ -279,7 +286,7 @@ class _StreamUnary(_StreamMethod, grpc.StreamUnaryMultiCallable):
             **kwargs)
 
         def finished(done: Any) -> None:
-            owner._attempts.end(endpoint, now, done.exception(), retryable=False)
+            owner._attempts.end_stream(endpoint, now, done.code(), done.details())
 
         call.add_done_callback(finished)
         return call
@@ -302,7 +309,10 @@ class BalancedChannel(ObservedAttempts, grpc.Channel):
         self._pool = pool
         self._lock = threading.Lock()
         self._budget = retry_budget or RetryBudget()
-        self._attempts = Attempts(pool, rules, self._budget, self._lock, on_attempt)
+        self._attempts = LockedAttempts(pool, rules, self._budget, self._lock, on_attempt,
+                                        lambda endpoint: endpoint.conn.drained())
+        #: Connections of instances that left, kept open for the calls in flight to them.
+        self._retiring: set[_Conn] = set()
         self._keyed = rules.hash_key is not None or rules.hash_header is not None
         self._owns_resolver = owns_resolver
         self._closed = False
@@ -324,9 +334,11 @@ class BalancedChannel(ObservedAttempts, grpc.Channel):
             added, removed = self._pool.update(instances)
             for endpoint in added:  # before the lock is released: a pick may choose it at once
                 endpoint.conn = _Conn(self, endpoint)
-        for endpoint in removed:
-            if endpoint.conn is not None:
-                endpoint.conn.retire()
+            # Under the lock, with the removal: the attempt whose end drains an endpoint sees it removed.
+            retiring = [(endpoint.conn, endpoint.outstanding > 0) for endpoint in removed]
+            self._retiring.update(conn for conn, in_flight in retiring if in_flight)
+        for conn, in_flight in retiring:
+            conn.retire(in_flight)
         self._notify_state()
 
     def _set_health(self, endpoint: Endpoint, health: Health) -> None:
@@ -487,11 +499,13 @@ class BalancedChannel(ObservedAttempts, grpc.Channel):
                 return
             self._closed = True
             endpoints = list(self._pool.endpoints.values())
+            retiring = list(self._retiring)
         if self._owns_resolver:
             self.resolver.stop()
         for endpoint in endpoints:
-            if endpoint.conn is not None:
-                endpoint.conn.close()
+            endpoint.conn.close()
+        for conn in retiring:
+            conn.drained()
         if self._workers is not None:
             self._workers.shutdown(wait=False)
 

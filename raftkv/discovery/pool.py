@@ -23,7 +23,7 @@ from collections.abc import Collection, Mapping
 
 import grpc
 
-from raftkv.client.routing import never_connected
+from raftkv.client.routing import never_connected_status
 from raftkv.discovery.ejection import OutlierConfig, OutlierDetector
 from raftkv.discovery.endpoint import DEFAULT_ERROR_PENALTY, DEFAULT_TAU, Endpoint, Health
 from raftkv.discovery.policies import Policy
@@ -49,12 +49,13 @@ class Outcome(enum.Enum):
     ABANDONED = "abandoned"          # cancelled by us (a hedge that lost the race): says nothing
 
 
-def outcome_of(error: grpc.RpcError | None) -> Outcome:
-    if error is None:
+def outcome_of(code: grpc.StatusCode, details: str | None) -> Outcome:
+    """What an attempt that ended with this status says about its instance."""
+    if code == grpc.StatusCode.OK:
         return Outcome.OK
-    if never_connected(error):
+    if never_connected_status(code, details):
         return Outcome.NOT_CONNECTED
-    return Outcome.FAILED if error.code() in INSTANCE_FAULTS else Outcome.OK
+    return Outcome.FAILED if code in INSTANCE_FAULTS else Outcome.OK
 
 
 class Pool:
@@ -132,23 +133,26 @@ class Pool:
     def begin(self, endpoint: Endpoint) -> None:
         endpoint.outstanding += 1
 
-    def end(self, endpoint: Endpoint, started: float, outcome: Outcome, now: float) -> None:
+    def end(self, endpoint: Endpoint, started: float, outcome: Outcome, now: float) -> bool:
+        """Account a call's end. True if ``endpoint`` left the pool (``update``) and this was the last call
+        in flight to it: its connection has nothing left to carry."""
         endpoint.outstanding -= 1
         if self.endpoints.get(endpoint.id) is not endpoint:
-            return  # removed or replaced while the call ran
+            return endpoint.outstanding == 0  # removed or replaced while the call ran
         if outcome is Outcome.ABANDONED:
-            return
+            return False
         if outcome is Outcome.NOT_CONNECTED:
             endpoint.connect_failures += 1
             first, limit = CONNECT_BACKOFF
             endpoint.down_until = now + min(limit, first * 2 ** (endpoint.connect_failures - 1))
             self._dirty = True
-            return
+            return False
         ok = outcome is Outcome.OK
         endpoint.connect_failures = 0
         endpoint.observe(now - started, ok, now)
         if self.detector.record(endpoint.id, ok, now):
             self._dirty = True
+        return False
 
     def set_health(self, instance_id: str, health: Health, now: float) -> None:
         """An active health check's verdict. SERVING after a break also ends a connect backoff and an

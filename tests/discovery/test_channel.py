@@ -19,6 +19,18 @@ from raftkv.testing import ClusterHandle
 from tests.discovery.conftest import Instances, eventually
 
 
+def closed(instance_channel: grpc.Channel) -> bool:
+    """Whether a plain channel was closed: gRPC refuses to start a call on one (an open one gets the
+    instance's answer to a method it does not serve)."""
+    try:
+        instance_channel.unary_unary("/raftkv.test.Nothing/Nothing")(b"", timeout=5)
+    except ValueError:
+        return True
+    except grpc.RpcError:
+        return False
+    raise AssertionError("a method no instance serves answered")
+
+
 def names(ch: grpc.Channel, count: int, **kwargs: object) -> Counter[str]:
     echo = ch.unary_unary(ECHO)
     return Counter(echo(b"x", timeout=5, **kwargs).split(b":")[0].decode() for _ in range(count))  # type: ignore[arg-type]
@@ -227,7 +239,8 @@ def test_async_twin_balances_streams_and_skips_a_not_serving_instance(cluster: o
 def test_an_instance_leaving_the_registry_keeps_the_calls_in_flight_to_it(cluster: ClusterHandle, client: Client,
                                                                            service: str, instances: Instances) -> None:
     """A deregistering instance revokes its lease first and then drains: the calls already sent to it must
-    be allowed to finish, not be cancelled on the caller's side when the channel lets go of the instance."""
+    be allowed to finish, not be cancelled on the caller's side when the channel lets go of the instance;
+    the end of the last one closes the instance's connection (the grace only bounds calls that never end)."""
     import asyncio
 
     from raftkv.discovery import aio
@@ -240,9 +253,11 @@ def test_an_instance_leaving_the_registry_keeps_the_calls_in_flight_to_it(cluste
             assert ch.wait_for_instances(1)
             future = ch.unary_unary(ECHO).future(b"x", timeout=30)
             eventually(lambda: any(i["outstanding"] for i in ch.instances()), 10, "the call in flight")
+            (leaving,) = ch._pool.endpoints.values()
             reg.stop()  # the key goes at once; the instance still serves what it has
             eventually(lambda: not ch.instances(), 10, "the instance's removal")
             assert future.result(timeout=30).endswith(b":x")
+            eventually(lambda: closed(leaving.conn.channel), 5, "the retired connection's close")
     finally:
         reg.stop()
 
@@ -260,9 +275,12 @@ def test_an_instance_leaving_the_registry_keeps_the_calls_in_flight_to_it(cluste
                 assert await ch.wait_for_instances(1)
                 call = ch.unary_unary(ECHO)(b"y", timeout=30)
                 await until(lambda: any(e.outstanding for e in ch._pool.endpoints.values()), "the call in flight")
+                (leaving,) = ch._pool.endpoints.values()
                 again.stop()
                 await until(lambda: not ch._pool.endpoints, "the instance's removal")
                 assert (await call).endswith(b":y")
+                await until(lambda: leaving.conn.channel.get_state() is grpc.ChannelConnectivity.SHUTDOWN,
+                            "the retired connection's close")
             finally:
                 again.stop()
                 await ch.close()

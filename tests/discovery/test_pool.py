@@ -144,3 +144,15 @@ def test_budget_floor_and_ratio() -> None:
         budget.deposit(1.0)
     assert budget.withdraw(1.0) and budget.withdraw(1.0) and not budget.withdraw(1.0)  # + 20 % of 10
     assert budget.withdraw(12.0)  # the window slid past all of it
+
+
+def test_the_end_of_the_last_call_to_an_instance_that_left_says_so_once() -> None:
+    """A channel closes a retired instance's connection when ``end`` says its last call ended: never while
+    calls are in flight to it, never for an instance still in the pool."""
+    p = pool(2)
+    leaving, staying = p.endpoints["i0"], p.endpoints["i1"]
+    for endpoint in (leaving, leaving, staying):
+        p.begin(endpoint)
+    p.update({"i1": staying.instance})
+    assert [p.end(leaving, 0.0, Outcome.OK, 0.1), p.end(leaving, 0.0, Outcome.ABANDONED, 0.1)] == [False, True]
+    assert p.end(staying, 0.0, Outcome.OK, 0.1) is False
