@@ -50,20 +50,22 @@ def build_client_server(
 
     ``server_credentials`` None means plaintext (the explicit insecure mode). A servicer given as None is
     left unregistered, so its methods answer UNIMPLEMENTED; so are the Lock and Election services without
-    ``recipes``. ``interceptors`` run before admission, on every service (certificate revocation).
-    ``methods``, if given, learns every handler and interceptor, for the JSON gateway to call. Raises
+    ``recipes``. ``interceptors`` run before admission, on every service, for gRPC calls (certificate
+    revocation). ``methods``, if given, learns every handler and the interceptors after those, for the JSON
+    gateway to call: the gateway refuses a revoked certificate once per connection itself, as etcd does at
+    the handshake, and its calls carry the member's identity, which no CRL of its own port lists. Raises
     RuntimeError if a port cannot be bound.
     """
     assert listen_addresses, "a client server needs at least one address"
     limit = ReceiveLimit.for_requests(max_request_bytes)
     unknown = UnknownMethods()
-    chain = [*interceptors, unknown, RequestReader(limit), AdmissionInterceptor(backend)]
+    admission = [unknown, RequestReader(limit), AdmissionInterceptor(backend)]
     grpc_server = grpc.aio.server(
-        interceptors=chain,
+        interceptors=[*interceptors, *admission],
         # Core reads up to the ceiling; the request reader refuses past the limit in etcd's words.
         options=server_options(max_receive_bytes=limit.ceiling, max_send_bytes=MAX_SEND_BYTES),
     )
-    server = grpc_server if methods is None else methods.recording(grpc_server, chain)
+    server = grpc_server if methods is None else methods.recording(grpc_server, admission)
 
     def add(add_to_server: Callable[[Any, Any], None], servicer: object) -> None:
         unknown.services.update(add_service(add_to_server, servicer, server))

@@ -9,7 +9,9 @@ a restart); a CRL that does not parse, or is not signed by a trusted CA, is refu
 with a warning later (the previous list stays in force).
 
 etcd checks its CRL in the listener, per accepted connection; the client sees the same effect (no call on
-that connection succeeds), only as a gRPC status instead of a failed handshake.
+that connection succeeds), only as a gRPC status instead of a failed handshake. The client port's HTTP side
+(``raftkv.api.gateway.http``) does see its connections, so it asks once per connection, as etcd does, and
+its calls into the gRPC handlers skip the interceptor.
 """
 
 from __future__ import annotations

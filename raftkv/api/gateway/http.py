@@ -127,7 +127,8 @@ class Gateway:
     def __init__(self, methods: MethodTable, plain: PlainEndpoints, limit: ReceiveLimit,
                  revoked: RevocationList | None = None, auth_enabled: Callable[[], bool] = lambda: False,
                  member_identity: dict[str, list[bytes]] | None = None) -> None:
-        """``revoked``: the client port's CRL (a certificate it lists gets only the refusal).
+        """``revoked``: the client port's CRL (a connection whose certificate it lists as the connection
+        opens gets only the refusal; one opened before stays served, as etcd's).
         ``member_identity``: the auth context the gateway's calls carry. etcd's gateway is a gRPC client of
         its own member with the member's certificate, so a token-less call there is the member's CN (no
         user, usually: permission denied), never the caller's; None (plaintext) keeps the caller's."""
@@ -143,11 +144,18 @@ class Gateway:
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Connection(reader, writer)
         identity = _Identity.of(writer)
+        # etcd refuses a revoked certificate at the handshake, so nothing on the connection is served. The
+        # certificate is the connection's, so is the verdict: the first request gets the gRPC port's
+        # refusal (as JSON), then the connection closes.
+        refusal = None if self._revoked is None else self._revoked.refusal(identity.auth)
         timeout = HEADER_TIMEOUT
         try:
             while True:
                 event = await conn.next_event(IDLE_TIMEOUT if timeout is None else timeout)
-                if isinstance(event, h11.Request):
+                if isinstance(event, h11.Request) and refusal is not None:
+                    conn.abandoned = True
+                    await self._error(conn, CallError(REVOKED_CODE, refusal))
+                elif isinstance(event, h11.Request):
                     await self._request(conn, event, identity)
                 elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                     return
@@ -172,13 +180,6 @@ class Gateway:
 
     # ------------------------------------------------------------------ routing
     async def _request(self, conn: _Connection, request: h11.Request, identity: _Identity) -> None:
-        refusal = None if self._revoked is None else self._revoked.refusal(identity.auth)
-        if refusal is not None:
-            # etcd refuses a revoked certificate at the handshake, so nothing on the connection is served;
-            # here every request gets the gRPC port's refusal (as JSON), then the connection closes.
-            conn.abandoned = True
-            await self._error(conn, CallError(REVOKED_CODE, refusal))
-            return
         path = request.target.decode("latin-1").partition("?")[0]
         if path.startswith("/v3/") and auth_common_names(identity.auth) and self._auth_enabled():
             # etcd 3.4's gateway calls its own gRPC server with the member's certificate, so a caller's CN
