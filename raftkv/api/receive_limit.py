@@ -113,7 +113,7 @@ def _reading(
 class RequestReader(GuardingInterceptor):
     """Refuses a request message past ``limit``, on every method, and one that does not decode, on the etcd
     services, the way grpc-go does. It comes before the interceptors that look at requests
-    (``metadata.AdmissionInterceptor``), so that a refused message is all they never see."""
+    (``metadata.AdmissionInterceptor``), so that they never see a refused message."""
 
     refusals = (UnreadableMessage,)
 
