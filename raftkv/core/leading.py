@@ -51,14 +51,16 @@ class Leading:
 
     def _send(self, m: Message) -> None:
         """Queue ``m``; fills in our id and, except for vote traffic and forwarded requests, our term."""
+        term = m.term
         if m.type in _VOTE_TYPES:
-            assert m.term != 0, f"{m.type.name} must carry an explicit term"
+            assert term != 0, f"{m.type.name} must carry an explicit term"
         else:
-            assert m.term == 0, f"{m.type.name} must not set its own term"
+            assert term == 0, f"{m.type.name} must not set its own term"
             if m.type not in (MT.PROPOSE, MT.READ_INDEX):
-                m = dataclasses.replace(m, term=self.term)
-        if m.sender == NONE:
-            m = dataclasses.replace(m, sender=self.id)
+                term = self.term
+        sender = self.id if m.sender == NONE else m.sender
+        if term != m.term or sender != m.sender:  # one copy, not one per field: every message sent passes here
+            m = dataclasses.replace(m, term=term, sender=sender)
         self.msgs.append(m)
 
     def _send_append(self, to: int, send_if_empty: bool = True) -> bool:

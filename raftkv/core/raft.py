@@ -471,7 +471,7 @@ class Raft(Leading):
             return False
         self.uncommitted_size += size
         first = self.log.last_index() + 1
-        stamped = [dataclasses.replace(e, term=self.term, index=first + i) for i, e in enumerate(entries)]
+        stamped = [Entry(self.term, first + i, e.type, e.data) for i, e in enumerate(entries)]
         self.log.append(stamped)
         # The leader counts itself only once these entries are durable here (``persisted_to``): its APPs may
         # leave before its own write completes (``Ready.send_first``, Raft thesis §10.2.1).

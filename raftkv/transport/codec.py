@@ -16,16 +16,21 @@ class CodecError(ValueError):
     """A wire message that does not describe a valid core value."""
 
 
+#: Wire enum value -> core enum member; both enums are dense from 0, so a tuple index replaces a lookup by value.
+_MESSAGE_TYPES = tuple(MessageType)
+_ENTRY_TYPES = tuple(EntryType)
+assert all(t.value == i for i, t in enumerate(_MESSAGE_TYPES)) and all(t.value == i for i, t in enumerate(_ENTRY_TYPES))
+
+
 def entry_to_pb(entry: Entry) -> raft_pb2.Entry:
-    return raft_pb2.Entry(term=entry.term, index=entry.index, type=int(entry.type), data=entry.data)  # type: ignore[arg-type]
+    return raft_pb2.Entry(term=entry.term, index=entry.index, type=entry.type, data=entry.data)  # type: ignore[arg-type]
 
 
 def entry_from_pb(pb: raft_pb2.Entry) -> Entry:
-    try:
-        kind = EntryType(pb.type)
-    except ValueError as exc:
-        raise CodecError(f"unknown entry type {pb.type}") from exc
-    return Entry(term=pb.term, index=pb.index, type=kind, data=pb.data)
+    kind = pb.type
+    if not 0 <= kind < len(_ENTRY_TYPES):
+        raise CodecError(f"unknown entry type {kind}")
+    return Entry(pb.term, pb.index, _ENTRY_TYPES[kind], pb.data)
 
 
 def snapshot_meta_to_pb(meta: SnapshotMeta) -> raft_pb2.SnapshotMeta:
@@ -41,42 +46,46 @@ def snapshot_meta_from_pb(pb: raft_pb2.SnapshotMeta) -> SnapshotMeta:
 
 
 def message_to_pb(message: Message) -> raft_pb2.Message:
-    pb = raft_pb2.Message(
-        type=int(message.type),  # type: ignore[arg-type]
-        to=message.to,
-        sender=message.sender,
-        term=message.term,
-        log_term=message.log_term,
-        index=message.index,
-        entries=[entry_to_pb(e) for e in message.entries],
-        commit=message.commit,
-        reject=message.reject,
-        reject_hint=message.reject_hint,
-        context=message.context,
-    )
+    # Every message of the replication path goes through here twice (leader and follower), so fields at
+    # their default are not passed at all: protobuf omits them on the wire either way.
+    pb = raft_pb2.Message(type=message.type, to=message.to, sender=message.sender, term=message.term)  # type: ignore[arg-type]
+    if message.log_term:
+        pb.log_term = message.log_term
+    if message.index:
+        pb.index = message.index
+    if message.entries:
+        pb.entries.extend([entry_to_pb(e) for e in message.entries])
+    if message.commit:
+        pb.commit = message.commit
+    if message.reject:
+        pb.reject = True
+    if message.reject_hint:
+        pb.reject_hint = message.reject_hint
     if message.snapshot is not None:
         pb.snapshot.CopyFrom(snapshot_meta_to_pb(message.snapshot))
+    if message.context:
+        pb.context = message.context
     return pb
 
 
 def message_from_pb(pb: raft_pb2.Message) -> Message:
-    try:
-        kind = MessageType(pb.type)
-    except ValueError as exc:
-        raise CodecError(f"unknown message type {pb.type}") from exc
+    kind = pb.type
+    if not 0 <= kind < len(_MESSAGE_TYPES):
+        raise CodecError(f"unknown message type {kind}")
+    entries = pb.entries
     return Message(
-        type=kind,
-        to=pb.to,
-        sender=pb.sender,
-        term=pb.term,
-        log_term=pb.log_term,
-        index=pb.index,
-        entries=tuple(entry_from_pb(e) for e in pb.entries),
-        commit=pb.commit,
-        reject=pb.reject,
-        reject_hint=pb.reject_hint,
-        snapshot=snapshot_meta_from_pb(pb.snapshot) if pb.HasField("snapshot") else None,
-        context=pb.context,
+        _MESSAGE_TYPES[kind],
+        pb.to,
+        pb.sender,
+        pb.term,
+        pb.log_term,
+        pb.index,
+        tuple([entry_from_pb(e) for e in entries]) if entries else (),
+        pb.commit,
+        pb.reject,
+        pb.reject_hint,
+        snapshot_meta_from_pb(pb.snapshot) if pb.HasField("snapshot") else None,
+        pb.context,
     )
 
 

@@ -168,7 +168,7 @@ class PeerTransport:
         self._chunk_bytes = snapshot_chunk_bytes
         self._interceptors = list(interceptors)  # run before every call of the peer port (revocation)
         self._peers: dict[int, _Peer] = {}
-        #: host:port other members dial this one at, sent with every batch (see ``_learn_sender``).
+        #: host:port other members dial this one at, sent with the first batch of each stream (``_learn_sender``).
         self._advertise_address = advertise_address
         #: Members this transport was told to forget, in this life: never learned back from their streams.
         self._removed: set[int] = set()
@@ -321,6 +321,10 @@ class PeerTransport:
         ``Event.wait`` — this runs once per message on a lightly loaded link, so it must stay cheap."""
         ended: asyncio.Future[object] = asyncio.ensure_future(call)
         ended.add_done_callback(lambda _: peer.wakeup.set())
+        # Only the first batch of a stream says where to dial this member back: that is the one a receiver
+        # that does not know the sender learns it from (``_learn_sender``); later batches on the same stream
+        # come from a sender it then knows.
+        address = self._advertise_address
         try:
             while True:
                 if ended.done():
@@ -330,7 +334,8 @@ class PeerTransport:
                     peer.wakeup.clear()
                     await peer.wakeup.wait()
                     continue
-                await call.write(self._next_batch(peer))
+                await call.write(self._next_batch(peer, address))
+                address = ""
                 yield
         finally:
             if not ended.done():
@@ -339,10 +344,10 @@ class PeerTransport:
                 with contextlib.suppress(BaseException):
                     ended.result()  # consume, so asyncio does not log "exception never retrieved"
 
-    def _next_batch(self, peer: _Peer) -> raft_pb2.MessageBatch:
+    def _next_batch(self, peer: _Peer, sender_address: str) -> raft_pb2.MessageBatch:
         """Take messages off the queue up to the batch budget (always at least one)."""
         batch = raft_pb2.MessageBatch(cluster_id=self.cluster_id, sender=self.node_id, to=peer.node_id,
-                                      sender_address=self._advertise_address)
+                                      sender_address=sender_address)
         size = 0
         while peer.queue and (size == 0 or size + encoded_size(peer.queue[0]) <= self._batch_bytes):
             message = peer.queue.popleft()
