@@ -143,7 +143,7 @@ class MemoryTxn:
         table.writable().clear()
 
     def cursor(self, db: str = "") -> MemoryCursor:
-        return MemoryCursor(self, self.table(db))
+        return MemoryCursor(self, db)
 
     def stat(self, db: str | None = None) -> dict[str, int]:
         """LMDB's statistics of one sub-database (or of the main one, which lists the sub-databases): as if
@@ -162,12 +162,13 @@ class MemoryCursor:
     bisection whenever the transaction changed the table, so deleting under a cursor moves it to the next
     item exactly as LMDB does."""
 
-    def __init__(self, txn: MemoryTxn, table: _Table) -> None:
+    def __init__(self, txn: MemoryTxn, db: str) -> None:
         self._txn = txn
-        self._table = table
+        self._db = db
+        self._table = txn.table(db)
         self._item: tuple[bytes, bytes] | None = None
         self._index = 0
-        self._version = table.version
+        self._version = self._table.version
 
     def _locate(self) -> int | None:
         if self._item is None:
@@ -257,6 +258,17 @@ class MemoryCursor:
         assert not dupdata
         del self._table.writable()[i]
         return self._move(i)
+
+    def putmulti(
+        self, items: Iterable[tuple[bytes, bytes]], dupdata: bool = True, overwrite: bool = True, append: bool = False
+    ) -> tuple[int, int]:
+        """``put`` each item in turn (through the transaction: this cursor is not moved); (consumed, added)."""
+        assert dupdata and overwrite, "only py-lmdb's defaults are modelled"
+        consumed = added = 0
+        for key, value in items:
+            consumed += 1
+            added += self._txn.put(key, value, db=self._db, append=append)
+        return consumed, added
 
     # --- iteration (starting at the current item, or at the first when unpositioned) ---------------------
     def iternext(self, keys: bool = True, values: bool = True) -> Iterator[Any]:

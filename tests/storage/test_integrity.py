@@ -10,7 +10,8 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from raftkv.proto import rpc_pb2
+from raftkv.core.types import Entry, HardState
+from raftkv.proto import internal_pb2, rpc_pb2
 from raftkv.statemachine.node_store import NodeStore
 from raftkv.storage import integrity
 from raftkv.storage.env import SUB_DBS
@@ -55,6 +56,27 @@ def test_a_flipped_value_is_found_at_start_and_on_read_and_never_served(tmp_path
         with pytest.raises(CorruptionError, match="sub-database 'kv'"):
             store.range(rpc_pb2.RangeRequest(key=b"/victim"))
         assert store.range(rpc_pb2.RangeRequest(key=b"/k/00001")).kvs[0].value == b"v" * 100
+    finally:
+        store.close()
+
+
+def test_a_range_delete_over_a_flipped_value_fails_whole(tmp_path: Path) -> None:
+    """The range delete reads each value as it deletes it (one cursor): the damaged one stops the apply,
+    as any damaged read does, and nothing of it is committed."""
+    h = filled(tmp_path / "n")
+    h.put(b"/k/00020x", b"VALUE-MARKER-0123456789")
+    index = h.index
+    h.store.close()
+    assert flip_every(tmp_path / "n", b"VALUE-MARKER-0123456789") >= 2
+    store = NodeStore(tmp_path / "n", verify_limit_bytes=0)
+    try:
+        request = internal_pb2.InternalRequest(delete_range=rpc_pb2.DeleteRangeRequest(key=b"/k/", range_end=b"/k0"))
+        entry = Entry(1, index + 1, data=request.SerializeToString())
+        store.save(None, [entry], HardState(1, 1, index + 1)).result()
+        with pytest.raises(CorruptionError, match="sub-database 'kv'"):
+            store.apply([entry]).result()
+        assert store.applied_index() == index
+        assert store.range(rpc_pb2.RangeRequest(key=b"/k/", range_end=b"/k/00020", count_only=True)).count == 20
     finally:
         store.close()
 
