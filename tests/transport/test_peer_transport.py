@@ -321,6 +321,34 @@ def test_a_member_not_known_yet_is_heard_and_answered(certs: ClusterCerts, tmp_p
     asyncio.run(scenario())
 
 
+def test_a_stream_says_where_its_sender_is_on_its_first_batch_only(
+    certs: ClusterCerts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the first batch of a stream carries ``sender_address``: a receiver that does not know the sender
+    learns it there, and every later batch on that stream (which carries none) is still heard."""
+    newcomer = init_cluster_certs(certs.ca.parent, ["n5"]).peers["n5"]
+    addresses: list[str] = []
+    check_sender = PeerTransport._check_sender
+
+    def recording(self: PeerTransport, sender: int, names: frozenset[str] | None, address: str = "") -> str | None:
+        addresses.append(address)
+        return check_sender(self, sender, names, address)
+
+    monkeypatch.setattr(PeerTransport, "_check_sender", recording)
+
+    async def scenario() -> None:
+        t5 = make_transport(5, newcomer, Inbox(), FileSnapshots(tmp_path), name="n5", advertise_address="127.0.0.1:1")
+        async with _member_n2(certs, tmp_path) as (t2, inbox2), running(t5):
+            t5.set_peer(2, f"127.0.0.1:{t2.port}", "n2")
+            for index in (1, 2, 3):  # one at a time: each goes out as a batch of its own
+                t5.send([app(2, 5, index)])
+                await eventually(lambda: len(inbox2.messages) == index, what=f"append {index} at n2")
+            assert [m.entries[0].index for m in inbox2.messages] == [1, 2, 3]
+            assert addresses == ["127.0.0.1:1", "", ""]
+
+    asyncio.run(scenario())
+
+
 def test_a_member_relays_the_requests_of_another(certs: ClusterCerts, tmp_path: Path) -> None:
     """n3 forwarded a proposal and a ReadIndex to n1, which had meanwhile lost the leadership to n2 and
     passes both on as they came (sender n3, term 0): the new leader takes them, and answers the ReadIndex
