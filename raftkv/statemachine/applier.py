@@ -153,6 +153,9 @@ class Applier:
         assert entries[0].index == applied + 1, f"apply gap: applied {applied}, next entry {entries[0].index}"
         conf_state = read_conf_state(w.txn, w.env)
         self._nospace_raised = None
+        # The store's revision, read once and carried from entry to entry: only a request's MvccWrite
+        # moves it, and it reports where it left it (``_apply_request``).
+        revision = read_revision(w.txn, w.env)
         out: list[AppliedEntry] = []
         for entry in entries:
             if entry.type == EntryType.CONF_CHANGE:
@@ -161,41 +164,40 @@ class Applier:
                 if confchange.validate(conf_state, cc) is None:
                     conf_state = confchange.apply(conf_state, cc)
                     self._apply_member_change(w, cc, conf_state)
-                out.append(AppliedEntry(entry.index, 0, None, (), self._revision(w), cc))
+                out.append(AppliedEntry(entry.index, 0, None, (), revision, cc))
             elif not entry.data:
-                out.append(AppliedEntry(entry.index, 0, None, (), self._revision(w)))
+                out.append(AppliedEntry(entry.index, 0, None, (), revision))
             else:
-                out.append(self._apply_request(w, entry))
+                outcome = self._apply_request(w, entry, revision)
+                revision = outcome.revision
+                out.append(outcome)
         write_applied(w, entries[-1].index, conf_state)
         return out
 
-    @staticmethod
-    def _revision(w: WriteTxn) -> int:
-        return read_revision(w.txn, w.env)
-
     # --- requests --------------------------------------------------------------------------------------------
 
-    def _apply_request(self, w: WriteTxn, entry: Entry) -> AppliedEntry:
-        """decode -> check -> apply (see the module docstring); the result is stored for retries."""
+    def _apply_request(self, w: WriteTxn, entry: Entry, current: int) -> AppliedEntry:
+        """decode -> check -> apply (see the module docstring); the result is stored for retries.
+        ``current``: the store's revision before the entry."""
         req = decode_request(entry.data)
         if req is None:
             w.on_commit(lambda: log.warning("entry %d holds no decodable request (%d bytes): answered %r",
                                             entry.index, len(entry.data), errors.MALFORMED_REQUEST.message))
             result = internal_pb2.ApplyResult(error=errors.MALFORMED_REQUEST.message)
-            return AppliedEntry(entry.index, 0, result, (), self._revision(w))
+            return AppliedEntry(entry.index, 0, result, (), current)
         header = req.header
         dedup_key = _DEDUP.pack(header.client_id, header.seq) if header.client_id else None
         if dedup_key is not None:
             stored = w.txn.get(dedup_key, db=w.db("dedup"))
             if stored is not None:
                 result = internal_pb2.ApplyResult.FromString(stored)
-                return AppliedEntry(entry.index, header.id, result, (), self._revision(w))
+                return AppliedEntry(entry.index, header.id, result, (), current)
         result = internal_pb2.ApplyResult()
         events: list[kv_pb2.Event] = []
-        revision: int | None = None  # known without a read once the request is applied
+        revision = current  # unless the request is applied (a refused one is rolled back)
         try:
             request_shape.check_request(req)
-            events, revision = self._apply_nested(w, req, entry.index, result)
+            events, revision = self._apply_nested(w, req, entry.index, result, current)
         except errors.EtcdException as exc:
             result.Clear()
             result.error = exc.error.message
@@ -207,8 +209,6 @@ class Applier:
             self._defect(w, entry.index, req, exc, result)
         except Exception as exc:  # noqa: BLE001 - a defect, the same on every member: an error result
             self._defect(w, entry.index, req, exc, result)
-        if revision is None:  # rolled back: the revision before it
-            revision = self._revision(w)
         response_field = req.WhichOneof("request")
         if not result.error and response_field is not None:
             getattr(result, response_field).header.revision = revision
@@ -217,12 +217,17 @@ class Applier:
         return AppliedEntry(entry.index, header.id, result, tuple(events), revision)
 
     def _apply_nested(
-        self, w: WriteTxn, req: internal_pb2.InternalRequest, index: int, result: internal_pb2.ApplyResult
+        self,
+        w: WriteTxn,
+        req: internal_pb2.InternalRequest,
+        index: int,
+        result: internal_pb2.ApplyResult,
+        current: int,
     ) -> tuple[list[kv_pb2.Event], int]:
         """Apply in a child transaction: committed into ``w`` on success, discarded if anything raises.
         Returns the events and the store's revision after the request."""
         with w.nested() as child:
-            write = MvccWrite(child)
+            write = MvccWrite(child, current)
             self._execute(child, write, req, index, result)
             revision = write.finish()
         return write.events, revision

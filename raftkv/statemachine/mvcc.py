@@ -294,10 +294,12 @@ def _passes_filters(kv: kv_pb2.KeyValue, req: rpc_pb2.RangeRequest) -> bool:
 class MvccWrite(MvccReader):
     """One mutating request: every change shares revision ``current + 1``; ``finish`` consumes it if used."""
 
-    def __init__(self, w: WriteTxn) -> None:
+    def __init__(self, w: WriteTxn, revision: int | None = None) -> None:
+        """``revision``: the store's current revision, when the caller knows it (the applier carries it
+        across a batch); otherwise it is read."""
         MvccReader.__init__(self, w.env, w.txn)
         self.w = w
-        self.rev = self.revision() + 1
+        self.rev = (self.revision() if revision is None else revision) + 1
         self.sub = 0
         self.events: list[kv_pb2.Event] = []
         self._lease_keys = w.db("lease_keys")
@@ -305,20 +307,19 @@ class MvccWrite(MvccReader):
     def put(self, key: bytes, value: bytes, lease: int) -> kv_pb2.KeyValue | None:
         """Write ``key``; returns the previous KeyValue (None if the key did not exist)."""
         prev = self.get(key)
-        kv = kv_pb2.KeyValue(
-            key=key,
-            create_revision=prev.create_revision if prev else self.rev,
-            mod_revision=self.rev,
-            version=prev.version + 1 if prev else 1,
-            value=value,
-            lease=lease,
-        )
+        event = kv_pb2.Event(type=PUT)  # the KeyValue built in place: a keyword copies it in
+        kv = event.kv
+        kv.key, kv.mod_revision, kv.value, kv.lease = key, self.rev, value, lease
+        if prev is None:
+            kv.create_revision, kv.version = self.rev, 1
+        else:
+            kv.create_revision, kv.version = prev.create_revision, prev.version + 1
         self.txn.put(key, kv.SerializeToString(), db=self._kv)
         if prev is not None and prev.lease and prev.lease != lease:
             self.txn.delete(lease_key(prev.lease, key), db=self._lease_keys)
         if lease:
             self.txn.put(lease_key(lease, key), b"", db=self._lease_keys)
-        self._record(kv_pb2.Event(type=PUT, kv=kv), prev)
+        self._record(event, prev)
         return prev
 
     def delete_range(self, key: bytes, range_end: bytes) -> list[kv_pb2.KeyValue]:
