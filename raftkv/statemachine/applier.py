@@ -293,8 +293,8 @@ class Applier:
         oldest_kept = seq - self.config.dedup_window + 1
         cur = w.txn.cursor(db=db)
         if cur.set_range(_DEDUP.pack(client_id, 0)):
-            while cur.key():
-                cid, s = _DEDUP.unpack(cur.key())
+            while key := cur.key():
+                cid, s = _DEDUP.unpack(key)
                 if cid != client_id or s >= oldest_kept:
                     break
                 cur.delete()

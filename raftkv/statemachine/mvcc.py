@@ -70,10 +70,11 @@ class KeyRange:
         return self.key <= k < self.range_end
 
     def past_end(self, k: bytes) -> bool:
-        """True once a key scan in ascending order has left the range."""
-        if self.single:
+        """True once a key scan in ascending order has left the range (asked once per key scanned)."""
+        end = self.range_end
+        if not end:
             return k != self.key
-        return self.range_end != b"\0" and k >= self.range_end
+        return end != b"\0" and k >= end
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,20 +335,20 @@ class MvccWrite(MvccReader):
             return []
         rev, sub = self.rev, self.sub
         point, position = _POINT.pack, _REV.pack
-        new_event, parse = kv_pb2.Event, kv_pb2.KeyValue.FromString
+        new_event = kv_pb2.Event
         deleted: list[kv_pb2.KeyValue] = []
         points: list[tuple[bytes, bytes]] = []
         history: list[tuple[bytes, bytes]] = []
         for k, raw in cur.pop_until(KeyRange(key, range_end).past_end):
-            prev = parse(raw)
-            if prev.lease:
-                self.txn.delete(lease_key(prev.lease, k), db=self._lease_keys)
             event = new_event(type=DELETE)  # fields set one by one: a third cheaper than by keywords
             tombstone = event.kv
             tombstone.key, tombstone.mod_revision = k, rev
             points.append((k, point(rev, sub, True)))
-            history.append((position(rev, sub), event.SerializeToString()))
-            event.prev_kv.CopyFrom(prev)
+            history.append((position(rev, sub), event.SerializeToString()))  # before prev_kv: not stored
+            prev = event.prev_kv  # parsed in place rather than parsed and copied in
+            prev.ParseFromString(raw)
+            if prev.lease:
+                self.txn.delete(lease_key(prev.lease, k), db=self._lease_keys)
             self.events.append(event)
             deleted.append(prev)
             sub += 1
