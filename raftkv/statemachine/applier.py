@@ -144,6 +144,8 @@ class Applier:
         #: Whether a NOSPACE alarm is raised, read once per batch (None: not read yet). Only an alarm
         #: request changes the alarms within a batch, and it resets this; a batch starts without it.
         self._nospace_raised: bool | None = None
+        #: The auth state, likewise read once per batch (None: not read yet); an auth request resets it.
+        self._auth_state: auth_store.AuthState | None = None
 
     def apply(self, w: WriteTxn, entries: Sequence[Entry]) -> list[AppliedEntry]:
         """Apply ``entries`` (contiguous, starting right after the applied index) and record the new position."""
@@ -153,6 +155,7 @@ class Applier:
         assert entries[0].index == applied + 1, f"apply gap: applied {applied}, next entry {entries[0].index}"
         conf_state = read_conf_state(w.txn, w.env)
         self._nospace_raised = None
+        self._auth_state = None
         # The store's revision, read once and carried from entry to entry: only a request's MvccWrite
         # moves it, and it reports where it left it (``_apply_request``).
         revision = read_revision(w.txn, w.env)
@@ -256,8 +259,11 @@ class Applier:
         elif kind in ADDS_DATA and self._nospace(w):
             raise errors.NO_SPACE.exception()
         if kind in authorize.CHECKED or kind in auth_store.AUTH_REQUESTS:
-            auth = self.auth.state(w.txn, w.env)
+            auth = self._auth_state
+            if auth is None:
+                auth = self._auth_state = self.auth.state(w.txn, w.env)
             if kind in auth_store.AUTH_REQUESTS:
+                self._auth_state = None  # read again after this request, applied or rolled back
                 auth_store.apply(w, auth, kind, getattr(req, kind), req.header, index, result)
                 return
             authorize.check(w, auth, req, kind)

@@ -113,3 +113,23 @@ def test_no_plaintext_password_is_stored(h: Harness) -> None:
     assert user.password == b"scrypt$x"
     with h.store.env.read() as txn:
         assert all(b"secret" not in value for _, value in txn.cursor(db=h.store.env.db("auth")))
+
+
+def test_a_change_earlier_in_a_batch_rules_the_writes_after_it(h: Harness) -> None:
+    """The applier reads the auth state once per batch: an auth request in the batch makes it read again."""
+    revision = enable(h)
+
+    def request(kind: str, body: object, user: str, auth_revision: int) -> internal_pb2.InternalRequest:
+        req = internal_pb2.InternalRequest()
+        getattr(req, kind).CopyFrom(body)
+        req.header.username, req.header.auth_revision = user, auth_revision
+        return req
+
+    write = rpc_pb2.PutRequest(key=b"/svc/a", value=b"v")
+    revoke = rpc_pb2.AuthUserRevokeRoleRequest(name="alice", role="svc")
+    applied = h.apply_many(
+        request("put", write, "alice", revision),
+        request("user_revoke_role", revoke, "root", revision),
+        request("put", write, "alice", revision + 1),
+    )
+    assert [error(a) for a in applied] == [None, None, errors.PERMISSION_DENIED]
