@@ -8,17 +8,17 @@ of them instead. Driven with a real core (``RawNode``) leading three voters and 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from raftkv.core.rawnode import Config, RawNode, bootstrap_entries
-from raftkv.core.storage import MemoryStorage
-from raftkv.core.types import ConfState, HardState, Message, MessageType, Ready
+from raftkv.core.rawnode import RawNode
+from raftkv.core.types import Message, MessageType
 from raftkv.server.config import parse_config
 from raftkv.server.node.read_lease import ReadLease, lease_seconds
 from raftkv.server.node.reads import LinearizableReads
+from tests.core.leaders import drain as _drain
+from tests.core.leaders import elected_leader as _leader
 
 MT = MessageType
 
@@ -55,33 +55,6 @@ class _Clock:
         self.timers = [t for t in self.timers if t not in due]
         for timer in due:
             timer.callback()
-
-
-def _leader() -> RawNode:
-    storage = MemoryStorage()
-    boot = bootstrap_entries([(v, b"") for v in (1, 2, 3)])
-    storage.append(boot)
-    storage.set_hard_state(HardState(term=1, commit=len(boot)))
-    storage.set_conf_state(ConfState(frozenset((1, 2, 3))))
-    rn = RawNode(Config(id=1, applied=len(boot), pre_vote=False), storage, random.Random(1))
-    rn.campaign()
-    rn.step(Message(MT.VOTE_RESP, to=1, sender=2, term=2))
-    _drain(rn)
-    last = rn.raft.log.last_index()
-    for follower in (2, 3):  # the leader's empty entry commits: reads are served from now on
-        rn.step(Message(MT.APP_RESP, to=1, sender=follower, term=2, index=last))
-    _drain(rn)
-    return rn
-
-
-def _drain(rn: RawNode) -> list[Ready]:
-    readys = []
-    while rn.has_ready():
-        rd = rn.ready()
-        rn.raft.log.storage.append(rd.entries)  # type: ignore[attr-defined]
-        rn.advance(rd)
-        readys.append(rd)
-    return readys
 
 
 def test_reads_during_a_round_do_not_wake_the_loop_and_its_answer_starts_the_next() -> None:
@@ -123,6 +96,20 @@ def test_reads_during_a_round_do_not_wake_the_loop_and_its_answer_starts_the_nex
         assert len(wakes) == 3  # nothing was left queued
 
     asyncio.run(scenario())
+
+
+async def _leased(clock: _Clock, wakes: list[int] | None = None) -> tuple[RawNode, LinearizableReads, int]:
+    """A leader whose first read took a round a quorum answered: it holds a 0.9 s lease from ``clock.now()``."""
+    rn = _leader()
+    applied = rn.raft.log.committed
+    log = wakes if wakes is not None else []
+    reads = LinearizableReads(1, 100, rn, clock, 1.0, lambda: log.append(1), lease=ReadLease(0.9))
+    first = asyncio.ensure_future(reads.barrier(5.0))
+    await asyncio.sleep(0)
+    reads.feed(applied)
+    _answer_round(rn, reads, applied)
+    await first
+    return rn, reads, applied
 
 
 def _answer_round(rn: RawNode, reads: LinearizableReads, applied: int) -> None:
@@ -175,15 +162,7 @@ def test_under_the_leader_lease_reads_need_no_round_until_it_runs_out() -> None:
 
 def test_a_lease_read_waits_for_the_commit_index_to_be_applied() -> None:
     async def scenario() -> None:
-        rn = _leader()
-        applied = rn.raft.log.committed
-        clock = _Clock()
-        reads = LinearizableReads(1, 100, rn, clock, 1.0, lambda: None, lease=ReadLease(0.9))
-        waiting = asyncio.ensure_future(reads.barrier(5.0))
-        await asyncio.sleep(0)
-        reads.feed(applied)
-        _answer_round(rn, reads, applied)
-        await waiting
+        rn, reads, applied = await _leased(_Clock())
         rn.propose(b"x")  # committed by a follower's answer, not applied yet
         (rd,) = _drain(rn)
         (app, _) = [m for m in rd.messages if m.type == MT.APP]
@@ -202,15 +181,8 @@ def test_a_lease_read_waits_for_the_commit_index_to_be_applied() -> None:
 
 def test_no_lease_from_a_round_answered_after_losing_office_or_during_a_transfer() -> None:
     async def scenario() -> None:
-        rn = _leader()
-        applied = rn.raft.log.committed
         clock = _Clock()
-        reads = LinearizableReads(1, 100, rn, clock, 1.0, lambda: None, lease=ReadLease(0.9))
-        first = asyncio.ensure_future(reads.barrier(5.0))
-        await asyncio.sleep(0)
-        reads.feed(applied)
-        _answer_round(rn, reads, applied)
-        await first
+        rn, reads, _ = await _leased(clock)
         rn.transfer_leader(2)  # TIMEOUT_NOW may let member 2 win at once: the lease is void from now on
         _drain(rn)
         during = asyncio.ensure_future(reads.barrier(5.0))
