@@ -100,14 +100,18 @@ def _reading(
         refusal = limit.refusal(len(data))
         if refusal is not None:
             return _Unreadable(OversizedMessage(refusal))
-        if not etcd_decoding:
-            return deserializer(data)
+        return deserializer(data)
+
+    def deserialize_as_etcd(data: bytes) -> Any:
+        refusal = limit.refusal(len(data))
+        if refusal is not None:
+            return _Unreadable(OversizedMessage(refusal))
         try:
             return deserializer(data)
         except DecodeError as exc:  # nesting past protobuf's limit included
             return _Unreadable(MalformedMessage(undecodable + str(exc)))
 
-    return deserialize
+    return deserialize_as_etcd if etcd_decoding else deserialize
 
 
 class RequestReader(GuardingInterceptor):

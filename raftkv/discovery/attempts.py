@@ -60,12 +60,10 @@ class Attempts:
             attempts: int = 1, deadline: float | None = None) -> tuple[float, bool]:
         """Account a unary attempt that ended (``error`` None: it succeeded); returns (now, whether to try
         again elsewhere)."""
-        if error is None:
-            return self._ended(endpoint, started, grpc.StatusCode.OK, Outcome.OK, None, idempotent, attempts,
-                               deadline)
-        code = error.code()
-        return self._ended(endpoint, started, code, outcome_of(code, error.details()), error, idempotent,
-                           attempts, deadline)
+        code = grpc.StatusCode.OK if error is None else error.code()
+        details = None if error is None else error.details()
+        return self._ended(endpoint, started, code, outcome_of(code, details), error, idempotent, attempts,
+                           deadline)
 
     def end_stream(self, endpoint: Endpoint, started: float, code: grpc.StatusCode, details: str | None) -> None:
         """Account a stream that ended with ``code`` (never tried again: its messages may have been consumed)."""

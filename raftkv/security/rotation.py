@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from raftkv.security.certs import PEER_DIR, Issued, create_ca, load_issued, reissue, write_issued, write_private
-from raftkv.security.common_names import certificate_common_names
+from raftkv.security.common_names import first_common_name
 from raftkv.security.tls import ConfigError
 
 
@@ -64,8 +64,7 @@ def add_cas(directory: Path) -> list[Change]:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
     for folder in _folders(directory):
         old = _bundle(folder)
-        names = certificate_common_names(old[0])
-        base = names[0].split(" (")[0] if names else "raftkv CA"
+        base = first_common_name(old[0]).split(" (")[0] or "raftkv CA"
         new = create_ca(f"{base} ({stamp})")
         key_pem = new.key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

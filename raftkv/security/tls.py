@@ -156,10 +156,6 @@ class WatchedTLS(Reloaded[TLSMaterial]):
         super().__init__((files.ca, files.cert, files.key), lambda: load_tls(files), "TLS files",
                          lambda _: f"TLS certificate {files.cert} and CA bundle {files.ca}")
 
-    @property
-    def material(self) -> TLSMaterial:
-        return self.value
-
 
 class FollowingTLS(Generic[T]):
     """What ``build`` makes of the newest valid material of some files, made again only when the material
@@ -169,13 +165,13 @@ class FollowingTLS(Generic[T]):
     def __init__(self, files: TLSFiles, build: Callable[[TLSMaterial], T]) -> None:
         self._watched = WatchedTLS(files)
         self._build = build
-        self.built = build(self._watched.material)
+        self.built = build(self._watched.value)
 
     def changed(self) -> bool:
         """Check the files (three ``stat`` calls while unchanged); True if ``built`` is new."""
         if not self._watched.refresh():
             return False
-        self.built = self._build(self._watched.material)
+        self.built = self._build(self._watched.value)
         return True
 
     def __call__(self) -> T:

@@ -130,5 +130,5 @@ def test_reloaded_tls_follows_the_files_and_ignores_a_half_written_pair(tmp_path
 
     rotation.renew_leaves(tmp_path)
     _touch_later(files.cert, files.key)
-    assert watched.refresh() and watched.material.key != renewed_key
+    assert watched.refresh() and watched.value.key != renewed_key
     assert http() is not first_context

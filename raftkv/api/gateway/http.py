@@ -535,9 +535,10 @@ class _Identity:
             return cls({}, peer, host)
         certificate: Any = tls.getpeercert() or {}
         der = tls.getpeercert(binary_form=True)
-        names = certificate_common_names(x509.load_der_x509_certificate(der))[:1] if der else []  # gRPC's: the first
-        auth = {"transport_security_type": [b"ssl"], AUTH_COMMON_NAME: [name.encode() for name in names],
+        auth = {"transport_security_type": [b"ssl"],
                 "x509_subject_alternative_name": [v.encode() for _k, v in certificate.get("subjectAltName", ())]}
         if der:
+            names = certificate_common_names(x509.load_der_x509_certificate(der))[:1]  # gRPC reports the first
+            auth[AUTH_COMMON_NAME] = [name.encode() for name in names]
             auth["x509_pem_cert"] = [ssl.DER_cert_to_PEM_cert(der).encode()]
         return cls({k: v for k, v in auth.items() if v}, peer, host)
