@@ -24,6 +24,10 @@ class Config:
     pre_vote: bool = True
     check_quorum: bool = True
     unsafe_bugs: frozenset[str] = frozenset()
+    #: Refuse votes and pre-votes for an election timeout after boot, as if a leader had just been heard. A
+    #: member that acknowledged a leader's heartbeat and then restarted would otherwise vote at once, and a
+    #: leader holding a read lease (``raftkv/server/node/read_lease.py``) counts on it not to.
+    refuse_votes_after_boot: bool = False
     #: Bytes of APP payload in flight per follower before pausing (0: bounded by message count only).
     max_inflight_bytes: int = 0
     #: Bytes of committed entries handed out per Ready (at least one entry is always handed out).

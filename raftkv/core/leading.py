@@ -44,6 +44,7 @@ class Leading:
     pending_read_index: list[Message]
     election_elapsed: int
     lead_transferee: int
+    transfer_term: int
 
     def _info(self, text: str) -> None:
         if self.cfg.logger is not None:
@@ -189,9 +190,10 @@ class Leading:
     def lease_read_index(self) -> int | None:
         """The index a read may be served from without a ReadIndex round, if the caller holds a leader lease
         (``raftkv/server/node/read_lease.py`` decides that, with a clock): the commit index, once an entry
-        of our term is committed (before that it may lag the previous leader's, thesis §6.4). None while a
-        leadership transfer is under way: TIMEOUT_NOW lets the transferee win at once, lease or not."""
-        if self.lead_transferee != NONE or not self._committed_entry_in_current_term():
+        of our term is committed (before that it may lag the previous leader's, thesis §6.4). None for the
+        rest of a term in which a leadership transfer started: TIMEOUT_NOW lets the transferee win at once,
+        lease or not, and it may reach the transferee after the transfer was given up here."""
+        if self.transfer_term == self.term or not self._committed_entry_in_current_term():
             return None
         return self.log.committed
 
@@ -222,6 +224,7 @@ class Leading:
         # The transfer must finish within an election timeout, or it is aborted (tick_heartbeat).
         self.election_elapsed = 0
         self.lead_transferee = transferee
+        self.transfer_term = self.term
         if pr.match == self.log.last_index():
             self._send(Message(MT.TIMEOUT_NOW, to=transferee))
         else:

@@ -77,6 +77,11 @@ class Raft(Leading):
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_tick
         self.lead_transferee = NONE
+        #: The last term in which this node, leading, started a leadership transfer (0: never).
+        self.transfer_term = 0
+        #: With ``Config.refuse_votes_after_boot``: until an election timeout has passed since boot, votes
+        #: are refused as if a leader had just been heard (see ``step``).
+        self.boot_lease = config.refuse_votes_after_boot
         self.pending_conf_index = 0
         self.uncommitted_size = 0
         #: A pre-vote started because the leader's process is gone: re-ask the silent voters every tick.
@@ -240,7 +245,7 @@ class Raft(Leading):
             if m.type in (MT.VOTE, MT.PRE_VOTE):
                 force = m.context == CAMPAIGN_TRANSFER
                 heard_lately = self.election_elapsed < self.cfg.election_tick
-                in_lease = self.cfg.check_quorum and self.lead != NONE and heard_lately
+                in_lease = self.cfg.check_quorum and (self.lead != NONE or self.boot_lease) and heard_lately
                 if in_lease and not force:
                     # Leader lease: we heard from a live leader within the minimum election timeout, so this
                     # candidate is probably partitioned or restarted; don't let it disrupt the cluster.
@@ -500,6 +505,8 @@ class Raft(Leading):
 
     def _tick_election(self) -> None:
         self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_tick:
+            self.boot_lease = False
         if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
             self.step(Message(MT.HUP))

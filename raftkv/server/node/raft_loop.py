@@ -114,6 +114,7 @@ class RaftLoop:
             applied=store.applied_index(),
             pre_vote=True,
             check_quorum=True,
+            refuse_votes_after_boot=cfg.leader_lease_reads,
             logger=self._core_log if log.isEnabledFor(logging.DEBUG) else None,
         )
         self.raw = RawNode(raft_tuning(raft_config) if raft_tuning else raft_config, store.log, rng)

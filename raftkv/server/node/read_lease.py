@@ -8,7 +8,9 @@ Why a read under the lease is linearizable. A round started at time ``T`` on the
 heartbeats left) and answered by a quorum ``Q``. Each member of ``Q`` heard the heartbeat at or after ``T``
 and reset its election timer then. A member that heard its leader less than an election timeout ago
 (``election_ticks`` ticks) neither grants a vote or pre-vote to anyone else nor campaigns itself
-(``core/raft.py``, check-quorum's lease, on by default). Any new leader needs votes from a quorum, which
+(``core/raft.py``, check-quorum's lease, on by default), and with the lease on, a member that restarts
+refuses votes for an election timeout after it boots (``Config.refuse_votes_after_boot``), since it may
+have answered the round just before it went down. Any new leader needs votes from a quorum, which
 shares a member with ``Q``; so no other leader can be elected before ``T`` plus ``election_ticks - 1`` tick
 intervals (a tick may land just after the timer reset), as that member's clock measures time. The lease ends
 earlier than that by the clock-drift allowance, so while it holds, this member is the only leader, its
@@ -20,7 +22,8 @@ What it assumes, and why it is off by default:
 - A member told that its leader's process is gone (a refused connection to the leader's peer port, the fast
   failover of ``core/failover.py``) forgets the lease at once. A firewall that *rejects* peer traffic to a
   live leader, rather than dropping it, would let the others elect a new leader inside this lease.
-- A leadership transfer ends the lease the moment it starts (``Raft.lease_read_index``).
+- A leadership transfer ends the lease for the rest of its term the moment it starts, even once given up
+  (``Raft.lease_read_index``): the TIMEOUT_NOW already sent lets the transferee win at once.
 Without the flag, every linearizable read asks a quorum, and no clock is trusted for safety.
 """
 

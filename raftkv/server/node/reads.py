@@ -78,6 +78,7 @@ class LinearizableReads:
         flight (one turn of the loop)."""
         raw = self._raw
         self._applied = applied
+        self._waiters.applied(applied)  # a lease read may wait on an index applied without a report (a snapshot)
         now = self._clock.now()
         self._waiters.requeue_stale(now, self._round_timeout)
         if not self._waiters.has_queued() and not self._renew_lease:
