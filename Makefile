@@ -40,7 +40,7 @@ bench-node: $(STAMP)
 
 # The same workloads against a three-member etcd and then raftkv, on this machine, side by side.
 bench-etcd: $(STAMP)
-	@if [ -x /usr/bin/etcd ]; then $(PY) -m raftkv.bench --target both; \
+	@if [ -x /usr/bin/etcd ]; then $(PY) -m raftkv.bench --target both --ceiling; \
 	else echo "bench-etcd: /usr/bin/etcd not found (apt-get install etcd-server)"; exit 1; fi
 
 # Leader faults (SIGKILL, SIGSTOP, partition) against etcd and raftkv, side by side: time to the first

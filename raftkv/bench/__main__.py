@@ -9,6 +9,9 @@ known by password token and by certificate CN (``raftkv.bench.auth``), and print
 
 ``cpu-us/op`` is CPU microseconds per successful request, scraped from ``process_cpu_seconds_total``:
 first the busiest member's (normally the leader, the bottleneck), then all members' together.
+
+``--ceiling`` also measures, in the same run, a server that only answers (``raftkv.bench.ceiling``): the most
+a member serving from one ``grpc.aio`` process could reach here, printed as its own ratio to etcd.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from typing import Any
 
 import grpc
 
-from raftkv.bench import auth
+from raftkv.bench import auth, ceiling
 from raftkv.bench.load import STANDARD, LoadGenerator, Metadata, Workload
-from raftkv.bench.scrape import cluster_counters, usage
+from raftkv.bench.scrape import MemberCounters, cluster_counters, usage
 from raftkv.bench.stats import Result
 from raftkv.client.config import ClientConfig
 from raftkv.localcluster import Kind, LocalCluster
+from raftkv.process_stat import process_cpu_seconds
 from raftkv.proto import rpc_pb2, rpc_pb2_grpc
 
 ETCD_BINARY = "/usr/bin/etcd"
@@ -39,12 +43,21 @@ ETCD_BINARY = "/usr/bin/etcd"
 
 @dataclass(frozen=True)
 class Target:
-    """A running cluster to measure: where clients connect, and where its metrics are (may be empty)."""
+    """A running cluster to measure: where clients connect, and where its metrics are (may be empty).
+
+    ``pid``: a single server without metrics (the ceiling), whose CPU is read from ``/proc`` instead; it is
+    sent to directly, with no leader to look for."""
 
     name: str
     config: ClientConfig
     endpoints: tuple[str, ...]
     metrics_urls: tuple[str, ...]
+    pid: int | None = None
+
+    def counters(self) -> list[MemberCounters] | None:
+        if self.pid is not None:
+            return [MemberCounters(fsyncs=0.0, cpu_seconds=process_cpu_seconds(self.pid))]
+        return cluster_counters(self.metrics_urls) if self.metrics_urls else None
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -70,6 +83,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--raftkv-flag", action="append", default=[], metavar="FLAG",
                         help="pass FLAG to every raftkv member started, e.g. --raftkv-flag=--experimental-leader-"
                         "lease-reads (repeatable)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also measure a server that only answers (one grpc.aio process, canned answers), "
+                        "the most a one-process member could reach here; printed as its ratio to etcd")
     attach = parser.add_argument_group("attach to a running cluster instead of starting one")
     attach.add_argument("--endpoints", help="comma-separated client URLs")
     attach.add_argument("--cacert")
@@ -86,6 +102,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--auth takes modes among {','.join(auth.MODES)}, in that order")
     if args.auth != ["off"] and (args.endpoints or args.plaintext):
         parser.error("--auth needs a cluster started with TLS by the benchmark")
+    if args.ceiling and (args.endpoints or args.auth != ["off"] or args.gateway == "both"):
+        parser.error("--ceiling is measured beside clusters the benchmark starts, with --auth off")
     if args.endpoints and args.target == "both":
         parser.error("--target both starts its own clusters; it cannot be combined with --endpoints")
     if args.gateway == "both" and (args.target != "raftkv" or args.endpoints):
@@ -138,7 +156,8 @@ def _attached(args: argparse.Namespace) -> Target:
 
 
 async def _measure(target: Target, args: argparse.Namespace, metadata: Metadata = ()) -> list[Result]:
-    endpoints = [_leader_endpoint(target.config, target.endpoints)] if args.to == "leader" else target.endpoints
+    leader = args.to == "leader" and target.pid is None
+    endpoints = [_leader_endpoint(target.config, target.endpoints)] if leader else target.endpoints
     generator = LoadGenerator(target.config, endpoints, args.channels, metadata)
     results = []
     try:
@@ -152,9 +171,10 @@ async def _measure(target: Target, args: argparse.Namespace, metadata: Metadata 
 
 
 async def _one(generator: LoadGenerator, workload: Workload, target: Target, duration: float) -> Result:
-    before = cluster_counters(target.metrics_urls) if target.metrics_urls else None
+    before = target.counters()
     tally, latencies, elapsed = await generator.run(workload, duration)
-    spent = None if before is None else usage(before, cluster_counters(target.metrics_urls), elapsed, tally.ok)
+    after = target.counters()
+    spent = None if before is None or after is None else usage(before, after, elapsed, tally.ok)
     if tally.errors:
         print(f"  {workload.name}: {tally.errors} errors, first: {tally.first_error}", file=sys.stderr)
     return Result(workload.name, target.name, tally.ok, tally.errors, elapsed, tuple(latencies), spent)
@@ -205,11 +225,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ident = auth.identity(mode, cluster, target.config)
                 name = f"{label} auth {mode}"
                 measured[name] = run(_measure(replace(target, name=name, config=ident.config), args, ident.metadata))
+    if args.ceiling:
+        print(f"--- ceiling: one grpc.aio process that only answers, mutual TLS, {args.duration:g}s per workload",
+              flush=True)
+        with ceiling.started() as (config, endpoint, pid):
+            measured["ceiling"] = run(_measure(Target("ceiling", config, (endpoint,), (), pid), args))
     if args.auth != ["off"]:
         print("\n" + auth_table(measured))
     elif len(runs) == 2:
         first, second = (label for label, _, _ in runs)
         print("\n" + side_by_side(measured[first], measured[second], (first, second)))
+        if "ceiling" in measured:
+            print("\nThe ceiling beside the same etcd run: what no member serving from one grpc.aio process "
+                  "can pass here\n" + side_by_side(measured[first], measured["ceiling"], (first, "ceiling")))
+    elif "ceiling" in measured:
+        print("\n" + side_by_side(measured[runs[0][0]], measured["ceiling"], (runs[0][0], "ceiling")))
     return 0
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
@@ -45,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,7 +226,7 @@ def _add_port(server: grpc.Server | grpc.aio.Server, certs: Path | None) -> int:
     return server.add_secure_port("127.0.0.1:0", server_credentials(files))
 
 
-def _client_config(certs: Path | None, endpoint: str) -> ClientConfig:
+def client_config(certs: Path | None, endpoint: str) -> ClientConfig:
     if certs is None:
         return ClientConfig(endpoints=(endpoint,), insecure=True)
     return ClientConfig(endpoints=(endpoint,), cacert=str(certs / "ca.crt"), cert=str(certs / "client.crt"),
@@ -286,7 +287,7 @@ async def _drive(endpoint: str, certs: Path | None, workload: Workload, duration
     """Connect, say ``ready``, read the window's start (wall clock) from stdin, warm up until then, run one
     window and print what it counted as JSON."""
     channels = max(1, min(CHANNELS_PER_DRIVER, workload.concurrency))
-    generator = LoadGenerator(_client_config(certs, endpoint), [endpoint], channels)
+    generator = LoadGenerator(client_config(certs, endpoint), [endpoint], channels)
     try:
         await generator.prepare()
         print("ready", flush=True)
@@ -381,18 +382,25 @@ def _round(kind: str, certs: Path, cells: Sequence[Cell], round_: int, warmup: f
     """Start one server of ``kind``, measure every cell against it, stop it."""
     server_kind, plain, _ = kind.partition(PLAIN)
     tls: Path | None = None if plain else certs
-    security = [] if tls is None else ["--certs", str(tls)]
-    server = subprocess.Popen(_module("serve", "--kind", server_kind, *security), stdout=subprocess.PIPE,
-                              text=True)
     figures = []
+    with serving(server_kind, tls) as (pid, port):
+        for cell in cells:
+            figures.append(_measure(pid, port, tls, kind, cell, round_, warmup, duration))
+            print(figures[-1].row(), flush=True)
+    return figures
+
+
+@contextlib.contextmanager
+def serving(kind: str, certs: Path | None) -> Iterator[tuple[int, int]]:
+    """A server of ``kind`` in a process of its own for the duration of the block: its pid and port."""
+    security = [] if certs is None else ["--certs", str(certs)]
+    server = subprocess.Popen(_module("serve", "--kind", kind, *security), stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
         line = server.stdout.readline().split()
         if line[:1] != ["ready"]:
             raise SystemExit(f"the {kind} server did not start (exit code {server.wait()})")
-        for cell in cells:
-            figures.append(_measure(server.pid, int(line[1]), tls, kind, cell, round_, warmup, duration))
-            print(figures[-1].row(), flush=True)
+        yield server.pid, int(line[1])
     finally:
         server.terminate()
         try:
@@ -400,7 +408,6 @@ def _round(kind: str, certs: Path, cells: Sequence[Cell], round_: int, warmup: f
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-    return figures
 
 
 def summary(figures: Sequence[Figure], kinds: Sequence[str], cells: Sequence[str]) -> str:

@@ -23,7 +23,7 @@ def test_percentile_is_nearest_rank() -> None:
 def test_bench_runs_for_one_second(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "raftkv.bench", "--duration", "1", "--workloads", "putc=64,get-lc=64",
-         "--dir", str(tmp_path)],
+         "--dir", str(tmp_path), "--ceiling"],
         capture_output=True, text=True, timeout=120,
     )
     assert run.returncode == 0, run.stderr
@@ -38,3 +38,10 @@ def test_bench_runs_for_one_second(tmp_path: Path) -> None:
         assert fields[-1] == "0", line  # no errors
     put_fsyncs = float(lines[0].split()[lines[0].split().index("fsyncs/s") + 1].replace(",", ""))
     assert put_fsyncs > 0
+    # The ceiling server, measured after the cluster: no fsyncs, its own CPU read from /proc.
+    ceiling = [line.split() for line in run.stdout.splitlines() if line.startswith("ceiling ")]
+    assert [fields[1:3] for fields in ceiling] == [["put", "c=64"], ["get-l", "c=64"]], run.stdout
+    for fields in ceiling:
+        assert fields[fields.index("fsyncs/s") + 1] == "0" and fields[-1] == "0", fields
+        assert float(fields[fields.index("cpu-us/op") + 1].split("/")[0].replace(",", "")) > 0, fields
+    assert "ceiling/s" in run.stdout, run.stdout
