@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 from raftkv import errors
 from raftkv.api.metadata import Context, call_timeout
-from raftkv.proto import internal_pb2
+from raftkv.proto import internal_pb2, rpc_pb2
 from raftkv.security.common_names import auth_common_names
 from raftkv.server.backend import Backend
+from raftkv.statemachine import authorize
 from raftkv.statemachine.auth_store import AuthState
 
 #: Where a token may be, in etcd's order of preference (``AuthInfoFromCtx``).
@@ -78,6 +79,17 @@ async def check_read(context: Context, backend: Backend, key: bytes, range_end: 
         return None
     info = await auth_info(context, backend, state)
     backend.auth_state().check_read(info.username, info.revision, key, range_end)
+    return info
+
+
+async def check_read_only_txn(context: Context, backend: Backend, request: rpc_pb2.TxnRequest) -> AuthInfo | None:
+    """``check_read`` for a read-only transaction served without the log: the verdict the applier's
+    (``statemachine.authorize``) would give it."""
+    state = backend.auth_state()
+    if not state.enabled:
+        return None
+    info = await auth_info(context, backend, state)
+    authorize.check_read_only_txn(backend.auth_state(), info.username, info.revision, request)
     return info
 
 

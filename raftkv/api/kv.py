@@ -14,6 +14,7 @@ from raftkv.api import identity, validation
 from raftkv.api.metadata import Context, call_timeout, client_session, with_header
 from raftkv.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 from raftkv.server.backend import Backend, ClientSession
+from raftkv.statemachine import requests
 
 #: etcd's request timeout at default settings: 5 s plus two election timeouts.
 DEFAULT_REQUEST_TIMEOUT = 7.0
@@ -74,9 +75,17 @@ class KVService(rpc_pb2_grpc.KVServicer):
         return with_header(result.delete_range, self._backend)
 
     async def Txn(self, request: rpc_pb2.TxnRequest, context: Context) -> rpc_pb2.TxnResponse:
-        """Read-only transactions also go through the log: correct (and linearizable) at the cost of a log
-        entry, because the ``Backend`` seam offers no local transaction evaluation to serve them from."""
+        """A transaction of Ranges alone is served as a Range is, as etcd serves it (``EtcdServer.Txn``):
+        after a ReadIndex round unless every Range is serializable, from one read view, with no log entry.
+        Any other goes through the log."""
         validation.check_txn(request, self._backend.max_txn_ops)
+        if requests.is_read_only(request):
+            checked = await identity.check_read_only_txn(context, self._backend, request)
+            if not requests.is_serializable(request):
+                await self._backend.read_barrier(call_timeout(context, self._timeout))
+            response = self._backend.read_only_txn(request)
+            identity.check_still_current(self._backend, checked)
+            return with_header(response, self._backend)
         result = await self._propose(internal_pb2.InternalRequest(txn=request), context)
         return with_header(result.txn, self._backend)
 

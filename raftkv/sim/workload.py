@@ -56,6 +56,7 @@ class Workload:
         self._keys = [b"k%d" % i for i in range(keys)]
         self._think = think
         self._next_value = 0
+        self._gets = 0  # every other linearizable get asks as a read-only txn (no random draw: same schedules)
         self._leases: list[int] = []  # granted (acknowledged) and not yet revoked by a client
         self.stats = WorkloadStats()
         self.running = True
@@ -146,11 +147,19 @@ class Workload:
         return f"{'ok' if result.txn.succeeded else 'not swapped'} @{rev}"
 
     async def _op_get(self, node: Node, member: SimMember, key: bytes, started: float) -> str:
+        """A linearizable read, as the client API serves a Range or, every other time, a read-only Txn."""
         floor = self._history.linear_floor
+        self._gets += 1
         await node.read_barrier(OP_TIMEOUT)
-        response = node.range(rpc_pb2.RangeRequest(key=key))
+        if self._gets % 2:
+            response = node.range(rpc_pb2.RangeRequest(key=key))
+            what = "linearizable get"
+        else:
+            get = rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=key))
+            response = node.read_only_txn(rpc_pb2.TxnRequest(success=[get])).responses[0].response_range
+            what = "linearizable read-only txn"
         rev = response.header.revision
-        self._history.check_read("linearizable get", member.name, key, rev, list(response.kvs), floor)
+        self._history.check_read(what, member.name, key, rev, list(response.kvs), floor)
         self._history.acknowledged(rev)
         return f"{_shown(response)} @{rev}"
 

@@ -31,7 +31,7 @@ def check(w: WriteTxn, state: AuthState, request: internal_pb2.InternalRequest, 
     """Raise the ``EtcdException`` etcd answers if the request's user may not make it."""
     if not state.enabled or kind not in CHECKED or request.header.by_member:
         return
-    checker = _Checker(w, state, request.header)
+    checker = _Checker(w, state, request.header.username, request.header.auth_revision)
     if kind == "put":
         checker.put(request.put)
     elif kind == "delete_range":
@@ -42,12 +42,21 @@ def check(w: WriteTxn, state: AuthState, request: internal_pb2.InternalRequest, 
         checker.lease_keys(request.lease_revoke.ID)
 
 
+def check_read_only_txn(state: AuthState, username: str, auth_revision: int, req: rpc_pb2.TxnRequest) -> None:
+    """The same verdict :func:`check` gives a read-only transaction (``requests.is_read_only``), for one
+    served from a read view instead of the log: READ on every compare's range and every Range."""
+    if state.enabled:
+        _Checker(None, state, username, auth_revision).txn(req)
+
+
 class _Checker:
-    def __init__(self, w: WriteTxn, state: AuthState, header: internal_pb2.RequestHeader) -> None:
+    """``w`` is only read for a lease's keys, which only a Put needs: a read-only transaction has none."""
+
+    def __init__(self, w: WriteTxn | None, state: AuthState, username: str, auth_revision: int) -> None:
         self._w = w
         self._state = state
-        self._user = header.username
-        self._revision = header.auth_revision
+        self._user = username
+        self._revision = auth_revision
 
     def _read(self, key: bytes, range_end: bytes = b"") -> None:
         self._state.check_read(self._user, self._revision, key, range_end)
@@ -68,6 +77,7 @@ class _Checker:
             self._read(req.key, req.range_end)
 
     def lease_keys(self, lease_id: int) -> None:
+        assert self._w is not None, "only a write attaches keys to a lease"
         lease = leases.get(self._w.txn, self._w.env, lease_id)
         if lease is not None:
             for key in lease.keys(self._w.txn, self._w.env):

@@ -27,7 +27,7 @@ from raftkv.core.rawnode import bootstrap_entries
 from raftkv.core.types import ConfState, Entry, HardState, SnapshotMeta
 from raftkv.proto import rpc_pb2
 from raftkv.statemachine import applier as applier_mod
-from raftkv.statemachine import leases
+from raftkv.statemachine import leases, requests
 from raftkv.statemachine.applier import AppliedEntry, Applier, ApplyConfig
 from raftkv.statemachine.auth_store import AuthState
 from raftkv.statemachine.etcd_backend import write_etcd_db
@@ -231,6 +231,11 @@ class NodeStore:
         """Raises ``EtcdException`` (COMPACTED / FUTURE_REV)."""
         with self.reader() as r:
             return r.range(req)
+
+    def read_only_txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        """Raises ``EtcdException`` as ``range`` does."""
+        with self.reader() as r:
+            return requests.read_only_txn(r, req)
 
     def history_page(
         self, start_rev: int, key: bytes, range_end: bytes, *, prev_kv: bool, max_bytes: int

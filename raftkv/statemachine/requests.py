@@ -71,6 +71,35 @@ def txn(write: MvccWrite, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
     return _run_branch(write, succeeded, branch)
 
 
+def is_read_only(req: rpc_pb2.TxnRequest) -> bool:
+    """etcd's ``isTxnReadonly``: every operation of both branches is a Range (a nested Txn is not, even one
+    that only reads). Such a transaction writes nothing, so etcd serves it from a read view, not the log."""
+    return all(op.WhichOneof("request") == "request_range" for op in (*req.success, *req.failure))
+
+
+def is_serializable(req: rpc_pb2.TxnRequest) -> bool:
+    """etcd's ``isTxnSerializable``: a read-only transaction whose Ranges all ask for serializable reads
+    needs no ReadIndex round. Like etcd, one with no operations at all (compares alone) counts as one."""
+    return all(op.WhichOneof("request") == "request_range" and op.request_range.serializable
+               for op in (*req.success, *req.failure))
+
+
+def read_only_txn(reader: MvccReader, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+    """A transaction ``is_read_only`` accepts, evaluated in one read view (etcd's ``applyV3Base.Txn`` on a
+    read transaction): the same compares and Ranges ``txn`` runs, every header at the view's revision."""
+    assert is_read_only(req), "a transaction that writes goes through the log"
+    succeeded = all(compare(reader, c) for c in req.compare)
+    branch = req.success if succeeded else req.failure
+    _check_ops_state(reader, branch)
+    resp = rpc_pb2.TxnResponse(succeeded=succeeded)
+    resp.header.revision = revision = reader.revision()
+    for op in branch:
+        out = resp.responses.add().response_range
+        out.CopyFrom(reader.range(op.request_range))
+        out.header.revision = revision
+    return resp
+
+
 def _revision_so_far(write: MvccWrite) -> int:
     """The revision a transaction has reached: its new one once anything was written, else the old one."""
     return write.rev if write.events else write.rev - 1

@@ -32,6 +32,11 @@ SESSION: list[Step] = [
     (("put", "/a", "4", "--prev-kv", "-w", "json"), None),
     (("txn", "-w", "json"), 'value("/a") = "4"\n\nput /c 5\nget /b\n\ndel /b\n\n'),
     (("txn",), 'mod("/a") > "1000"\n\nput /c 6\n\nget /c\ndel /b\n\n'),
+    # Read-only transactions, which both serve from a read view: compares and gets alone, none at all.
+    (("txn", "-w", "json"), 'value("/a") = "4"\n\nget /a\nget / --prefix --keys-only\n\nget /c\n\n'),
+    (("txn", "-w", "json"), 'mod("/a") > "1000"\n\nget /a\n\nget /a --rev=2 --consistency=s\nget /nothing\n\n'),
+    (("txn", "-w", "json"), 'version("/c") = "2"\n\n\n\n'),
+    (("txn", "-w", "json"), '\n\n\n'),
     (("del", "/c", "--prev-kv"), None),
     (("del", "/", "--prefix", "-w", "json"), None),
     (("del", "/nothing"), None),
@@ -42,6 +47,8 @@ SESSION: list[Step] = [
     (("get", "/a", "--rev=3"), None),
     (("get", "/a", "--rev=4", "-w", "json"), None),
     (("get", "/a", "--rev=99"), None),
+    (("txn",), '\nget /a --rev=3\n\n\n'),  # compacted, as a read-only transaction
+    (("txn",), '\nget /a --rev=99\n\n\n'),  # a future revision
     (("put", "", "empty"), None),
     (("txn",), "\n" + "".join(f"put /t{i} v\n" for i in range(129)) + "\n\n"),
     (("txn",), "\nput /d 1\nput /d 2\n\n\n"),
@@ -167,3 +174,38 @@ def test_same_version(fresh_clusters: dict[str, LocalCluster]) -> None:
     expected = {("Status", ETCD_VERSION), ("/version", f'{{"etcdserver":"{ETCD_VERSION}","etcdcluster":"3.4.0"}}')}
     assert reported_versions(fresh_clusters["etcd"]) == expected
     assert reported_versions(fresh_clusters["raftkv"]) == expected
+
+
+def read_only_txn_answers(cluster: LocalCluster) -> list[rpc_pb2.TxnResponse]:
+    """Read-only transactions over gRPC (etcd serves them from a read view, not the log), every header kept
+    but the member's ids and term: the inner responses' headers carry revisions clients compare."""
+    rng = rpc_pb2.RangeRequest
+    cmp = rpc_pb2.Compare
+
+    def get(key: bytes, **kw: object) -> rpc_pb2.RequestOp:
+        return rpc_pb2.RequestOp(request_range=rng(key=key, **kw))  # type: ignore[arg-type]
+
+    url = cluster.endpoints[0]
+    answers = []
+    with cluster.client_config([url]).channel(url) as channel:
+        kv = rpc_pb2_grpc.KVStub(channel)
+        for key, value in ((b"/ro/a", b"1"), (b"/ro/b", b"2"), (b"/ro/a", b"3")):
+            kv.Put(rpc_pb2.PutRequest(key=key, value=value), timeout=10)
+        for request in (
+            rpc_pb2.TxnRequest(compare=[cmp(key=b"/ro/a", target=cmp.VALUE, result=cmp.EQUAL, value=b"3")],
+                               success=[get(b"/ro/", range_end=b"/ro0"), get(b"/ro/b", serializable=True)]),
+            rpc_pb2.TxnRequest(compare=[cmp(key=b"/ro/", range_end=b"/ro0", target=cmp.VERSION, result=cmp.GREATER,
+                                            version=1)],
+                               success=[get(b"/ro/a")],
+                               failure=[get(b"/ro/", range_end=b"/ro0", count_only=True), get(b"/ro/none")]),
+            rpc_pb2.TxnRequest(compare=[cmp(key=b"/ro/b", target=cmp.MOD, result=cmp.LESS, mod_revision=1)]),
+            rpc_pb2.TxnRequest(),
+        ):
+            answer = kv.Txn(request, timeout=10)
+            answer.header.cluster_id = answer.header.member_id = answer.header.raft_term = 0
+            answers.append(answer)
+    return answers
+
+
+def test_same_read_only_txn_answers(fresh_clusters: dict[str, LocalCluster]) -> None:
+    assert read_only_txn_answers(fresh_clusters["raftkv"]) == read_only_txn_answers(fresh_clusters["etcd"])

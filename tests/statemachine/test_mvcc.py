@@ -206,3 +206,65 @@ def test_keys_beyond_lmdb_limits_are_refused_not_fatal(h: Harness) -> None:
     assert h.apply(txn=txn).result.error == errors.REQUEST_TOO_LARGE.message
     assert h.put(b"k" * 503).result.error == ""
     assert h.store.revision() == 2
+
+
+def _read_only_cases() -> list[rpc_pb2.TxnRequest]:
+    def rng(key: bytes, **kw: object) -> rpc_pb2.RequestOp:
+        return rpc_pb2.RequestOp(request_range=RR(key=key, **kw))  # type: ignore[arg-type]
+
+    return [
+        rpc_pb2.TxnRequest(),  # compares and operations both empty: succeeds with nothing to say
+        rpc_pb2.TxnRequest(compare=[C(key=b"k/1", target=C.VALUE, result=C.EQUAL, value=b"b")],
+                           success=[rng(b"k/", range_end=b"k0", limit=1), rng(b"missing")],
+                           failure=[rng(b"k/2", revision=3)]),
+        rpc_pb2.TxnRequest(compare=[C(key=b"k/1", target=C.VALUE, result=C.EQUAL, value=b"a")],
+                           success=[rng(b"k/1")],
+                           failure=[rng(b"k/", range_end=b"k0", count_only=True),
+                                    rng(b"k/", range_end=b"k0", sort_target=RR.MOD, sort_order=RR.DESCEND),
+                                    rng(b"k/1", revision=2)]),
+        rpc_pb2.TxnRequest(compare=[C(key=b"k/", range_end=b"k0", target=C.VERSION, result=C.GREATER, version=0),
+                                    C(key=b"nothing", target=C.CREATE, result=C.EQUAL, create_revision=0)],
+                           success=[rng(b"k/2", keys_only=True, serializable=True)]),
+        rpc_pb2.TxnRequest(success=[rng(b"k/1", revision=1)]),  # compacted below
+        rpc_pb2.TxnRequest(success=[rng(b"k/1", revision=99)]),  # a future revision
+        rpc_pb2.TxnRequest(failure=[rng(b"k/1", revision=99)]),  # ... in the branch not taken: no error
+    ]
+
+
+def test_a_read_only_txn_served_from_a_read_view_answers_as_the_log_would(h: Harness) -> None:
+    """The read view gives each read-only transaction what applying it through the log gives, error or
+    answer, inner headers included; only the log entry (and with it the dedup record) is saved."""
+    from raftkv.statemachine import requests
+
+    h.put(b"k/1", b"a")  # rev 2
+    h.put(b"k/2", b"x")  # rev 3
+    h.put(b"k/1", b"b")  # rev 4
+    h.apply(compaction=rpc_pb2.CompactionRequest(revision=2))
+    refused = []
+    for case in _read_only_cases():
+        assert requests.is_read_only(case)
+        applied = h.apply(txn=case)
+        assert applied.revision == 4 and not applied.events
+        try:
+            local = h.store.read_only_txn(case)
+        except EtcdException as exc:
+            assert applied.result.error == exc.error.message, case
+            refused.append(exc.error)
+            continue
+        assert applied.result.error == "", case
+        assert local.header.revision == 4 and local == applied.result.txn, case
+    assert refused == [errors.COMPACTED, errors.FUTURE_REV]
+
+
+def test_what_counts_as_a_read_only_and_a_serializable_txn_is_etcds() -> None:
+    from raftkv.statemachine.requests import is_read_only, is_serializable
+
+    get = rpc_pb2.RequestOp(request_range=RR(key=b"a"))
+    serial = rpc_pb2.RequestOp(request_range=RR(key=b"a", serializable=True))
+    nested = rpc_pb2.RequestOp(request_txn=rpc_pb2.TxnRequest(success=[get]))
+    assert is_read_only(rpc_pb2.TxnRequest()) and is_serializable(rpc_pb2.TxnRequest())
+    assert is_read_only(rpc_pb2.TxnRequest(success=[get], failure=[serial]))
+    assert not is_serializable(rpc_pb2.TxnRequest(success=[serial], failure=[get]))
+    assert is_serializable(rpc_pb2.TxnRequest(success=[serial], failure=[serial]))
+    assert not is_read_only(rpc_pb2.TxnRequest(success=[get], failure=[op_put(b"a")]))
+    assert not is_read_only(rpc_pb2.TxnRequest(success=[nested]))  # a nested txn is not, as in etcd

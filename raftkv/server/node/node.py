@@ -239,6 +239,12 @@ class Node:
         header.cluster_id, header.member_id, header.raft_term = self.cluster_id, self.member_id, self.loop.term
         return response
 
+    def read_only_txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        response = self.store.read_only_txn(request)  # every header revision from the one view it read
+        header = response.header
+        header.cluster_id, header.member_id, header.raft_term = self.cluster_id, self.member_id, self.loop.term
+        return response
+
     def current_revision(self) -> int:
         return self.store.revision()
 
