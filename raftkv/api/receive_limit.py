@@ -8,13 +8,14 @@ message larger than max (N vs. M)``; etcd's gateway passes that answer on, and c
 that does not decode ends the call with INTERNAL and grpc-go's unmarshalling text, at once.
 
 grpc core refuses in words of its own (``SERVER: Received message larger than max ...``) and gives
-Python no say in them; gRPC Python answers a message that does not decode with "Unexpected <class ...>".
-So core's limit is set higher, to ``ceiling``, and :class:`RequestReader` refuses every message between
-the limit and the ceiling in grpc-go's words, on every method (the health service's too, as etcd's), by
-its length alone, before anything decodes it. The price, and why the ceiling is a small multiple rather
-than unlimited: a member reads an oversized message up to the ceiling before refusing it, where etcd stops
-at the length prefix. Past the ceiling core's own answer remains (the same code, RESOURCE_EXHAUSTED, its
-text naming the ceiling).
+Python no say in them; gRPC Python answers a message that does not decode with UNKNOWN "Unexpected
+<class ...>". So core's limit is set higher, to ``ceiling``, and :class:`RequestReader` refuses every
+message between the limit and the ceiling in grpc-go's words, by its length alone, before anything decodes
+it, and a message that does not decode in grpc-go's words too, on every method (the health service's as
+well: grpc-go reads every service's requests alike). The price, and why the ceiling is a small multiple
+rather than unlimited: a member reads an oversized message up to the ceiling before refusing it, where
+etcd stops at the length prefix. Past the ceiling core's own answer remains (the same code,
+RESOURCE_EXHAUSTED, its text naming the ceiling).
 
 A deserializer cannot end a call with a status of its own choosing, so the method's deserializer hands
 over an :class:`_Unreadable` holding the refusal instead of a message, and the call raises it where the
@@ -30,7 +31,6 @@ from typing import Any, NoReturn
 import grpc
 from google.protobuf.message import DecodeError
 
-from raftkv.api.metadata import GUARDED_PREFIXES
 from raftkv.grpc_guard import Context, GuardingInterceptor
 
 #: etcd's gRPC server accepts requests this much larger than ``--max-request-bytes``.
@@ -89,20 +89,14 @@ class _Unreadable:
 
 
 def _reading(
-    deserializer: Callable[[bytes], Any], limit: ReceiveLimit, streaming_request: bool, etcd_decoding: bool
+    deserializer: Callable[[bytes], Any], limit: ReceiveLimit, streaming_request: bool
 ) -> Callable[[bytes], Any]:
-    """``deserializer`` behind the size check; with ``etcd_decoding``, bytes that do not decode become
-    grpc-go's refusal (its texts differ for a message of a stream and the request of a unary call)."""
+    """``deserializer`` behind the size check, with bytes that do not decode turned into grpc-go's refusal
+    (its texts differ for a message of a stream and the request of a unary call)."""
     undecodable = ("grpc: failed to unmarshal the received message " if streaming_request
                    else "grpc: error unmarshalling request: ")
 
     def deserialize(data: bytes) -> Any:
-        refusal = limit.refusal(len(data))
-        if refusal is not None:
-            return _Unreadable(OversizedMessage(refusal))
-        return deserializer(data)
-
-    def deserialize_as_etcd(data: bytes) -> Any:
         refusal = limit.refusal(len(data))
         if refusal is not None:
             return _Unreadable(OversizedMessage(refusal))
@@ -111,12 +105,12 @@ def _reading(
         except DecodeError as exc:  # nesting past protobuf's limit included
             return _Unreadable(MalformedMessage(undecodable + str(exc)))
 
-    return deserialize_as_etcd if etcd_decoding else deserialize
+    return deserialize
 
 
 class RequestReader(GuardingInterceptor):
-    """Refuses a request message past ``limit``, on every method, and one that does not decode, on the etcd
-    services, the way grpc-go does. It comes before the interceptors that look at requests
+    """Refuses a request message past ``limit`` and one that does not decode, on every method, the way
+    grpc-go does. It comes before the interceptors that look at requests
     (``metadata.AdmissionInterceptor``), so that they never see a refused message."""
 
     refusals = (UnreadableMessage,)
@@ -128,8 +122,7 @@ class RequestReader(GuardingInterceptor):
     def prepare(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         if handler.request_deserializer is None:
             return handler
-        deserializer = _reading(handler.request_deserializer, self._limit, handler.request_streaming,
-                                method.startswith(GUARDED_PREFIXES))
+        deserializer = _reading(handler.request_deserializer, self._limit, handler.request_streaming)
         return handler._replace(request_deserializer=deserializer)
 
     def before(self, request: Any, context: Context, streaming_request: bool) -> Any:

@@ -187,3 +187,33 @@ def test_unknown_methods(channel: grpc.Channel, method: str, expected: tuple[grp
     assert refusal(lambda: unary(b"\xff", timeout=10)) == expected
     streaming = channel.stream_stream(method, request_serializer=bytes, response_deserializer=bytes)
     assert refusal(lambda: list(streaming(iter([b"\xff"]), timeout=10))) == expected
+
+
+#: Bytes no request decodes from (a field's tag cut short).
+UNDECODABLE = b"\xff"
+#: grpc-go's texts (etcd's) for a request that does not decode, by the kind of call (each followed by the
+#: decoder's own words, Go's there and Python's here); gRPC Python's own answer is UNKNOWN for all.
+UNARY_UNDECODABLE = "grpc: error unmarshalling request: "
+STREAM_UNDECODABLE = "grpc: failed to unmarshal the received message "
+UNDECODABLE_CALLS = [
+    ("/etcdserverpb.KV/Range", "unary_unary", UNARY_UNDECODABLE),
+    ("/grpc.health.v1.Health/Check", "unary_unary", UNARY_UNDECODABLE),
+    ("/etcdserverpb.Lease/LeaseKeepAlive", "stream_stream", STREAM_UNDECODABLE),
+]
+
+
+@pytest.mark.parametrize(("method", "kind", "text"), UNDECODABLE_CALLS, ids=[m for m, _, _ in UNDECODABLE_CALLS])
+def test_undecodable_requests(channel: grpc.Channel, method: str, kind: str, text: str) -> None:
+    """INTERNAL with grpc-go's text on every service, the health service's included, and at once (a health
+    watch or a keep-alive stream does not wait for its deadline); the member goes on answering."""
+    call = getattr(channel, kind)(method, request_serializer=bytes, response_deserializer=bytes)
+
+    def send() -> None:
+        answer = call(iter([UNDECODABLE]) if kind.startswith("stream") else UNDECODABLE, timeout=10)
+        if kind.endswith("_stream"):
+            list(answer)
+
+    code, details = refusal(send) or (None, "")
+    assert (code, details[:len(text)]) == (grpc.StatusCode.INTERNAL, text), details
+    assert health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status == (
+        health_pb2.HealthCheckResponse.SERVING)
