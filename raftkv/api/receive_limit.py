@@ -88,13 +88,12 @@ class _Unreadable:
         self.error = error
 
 
-def _reading(
-    deserializer: Callable[[bytes], Any], limit: ReceiveLimit, streaming_request: bool
-) -> Callable[[bytes], Any]:
-    """``deserializer`` behind the size check, with bytes that do not decode turned into grpc-go's refusal
-    (its texts differ for a message of a stream and the request of a unary call)."""
-    undecodable = ("grpc: failed to unmarshal the received message " if streaming_request
-                   else "grpc: error unmarshalling request: ")
+def _reading(deserializer: Callable[[bytes], Any], limit: ReceiveLimit, unary: bool) -> Callable[[bytes], Any]:
+    """``deserializer`` behind the size check, with bytes that do not decode turned into grpc-go's refusal.
+    Its texts differ by the kind of call, not of request: grpc-go decodes the request of a ``unary`` call
+    itself, and every message of a streaming call, even one that streams only its responses, as the
+    handler receives it."""
+    undecodable = "grpc: error unmarshalling request: " if unary else "grpc: failed to unmarshal the received message "
 
     def deserialize(data: bytes) -> Any:
         refusal = limit.refusal(len(data))
@@ -122,7 +121,8 @@ class RequestReader(GuardingInterceptor):
     def prepare(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         if handler.request_deserializer is None:
             return handler
-        deserializer = _reading(handler.request_deserializer, self._limit, handler.request_streaming)
+        unary = not (handler.request_streaming or handler.response_streaming)
+        deserializer = _reading(handler.request_deserializer, self._limit, unary)
         return handler._replace(request_deserializer=deserializer)
 
     def before(self, request: Any, context: Context, streaming_request: bool) -> Any:

@@ -191,13 +191,16 @@ def test_unknown_methods(channel: grpc.Channel, method: str, expected: tuple[grp
 
 #: Bytes no request decodes from (a field's tag cut short).
 UNDECODABLE = b"\xff"
-#: grpc-go's texts (etcd's) for a request that does not decode, by the kind of call (each followed by the
-#: decoder's own words, Go's there and Python's here); gRPC Python's own answer is UNKNOWN for all.
+#: grpc-go's texts (etcd's) for a request that does not decode, by the kind of call: a unary call's, and any
+#: streaming call's, even one whose request is a single message (each followed by the decoder's own words,
+#: Go's there and Python's here); gRPC Python's own answer is UNKNOWN for all.
 UNARY_UNDECODABLE = "grpc: error unmarshalling request: "
 STREAM_UNDECODABLE = "grpc: failed to unmarshal the received message "
 UNDECODABLE_CALLS = [
     ("/etcdserverpb.KV/Range", "unary_unary", UNARY_UNDECODABLE),
     ("/grpc.health.v1.Health/Check", "unary_unary", UNARY_UNDECODABLE),
+    ("/grpc.health.v1.Health/Watch", "unary_stream", STREAM_UNDECODABLE),
+    ("/etcdserverpb.Maintenance/Snapshot", "unary_stream", STREAM_UNDECODABLE),
     ("/etcdserverpb.Lease/LeaseKeepAlive", "stream_stream", STREAM_UNDECODABLE),
 ]
 
