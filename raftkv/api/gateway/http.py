@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
+import ipaddress
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -533,12 +534,32 @@ class _Identity:
         tls: ssl.SSLObject | None = writer.get_extra_info("ssl_object")
         if tls is None:
             return cls({}, peer, host)
-        certificate: Any = tls.getpeercert() or {}
+        auth = {"transport_security_type": [b"ssl"]}
         der = tls.getpeercert(binary_form=True)
-        auth = {"transport_security_type": [b"ssl"],
-                "x509_subject_alternative_name": [v.encode() for _k, v in certificate.get("subjectAltName", ())]}
         if der:
-            names = certificate_common_names(x509.load_der_x509_certificate(der))[:1]  # gRPC reports the first
+            certificate = x509.load_der_x509_certificate(der)
+            auth["x509_subject_alternative_name"] = [name.encode() for name in _alternative_names(certificate)]
+            names = certificate_common_names(certificate)[:1]  # gRPC reports the first
             auth[AUTH_COMMON_NAME] = [name.encode() for name in names]
             auth["x509_pem_cert"] = [ssl.DER_cert_to_PEM_cert(der).encode()]
         return cls({k: v for k, v in auth.items() if v}, peer, host)
+
+
+def _alternative_names(certificate: x509.Certificate) -> list[str]:
+    """The certificate's DNS, IP address, URI and email SANs, in its order, written as the ``ssl`` module's
+    ``getpeercert()`` writes them (an IPv6 address as eight groups of upper-case hex without zero padding,
+    where gRPC's own auth context compresses it: ``fd00::1``; nothing in raftkv reads SANs from a call).
+    The kinds are the ones gRPC's auth context holds: other kinds of name are left out."""
+    try:
+        sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    names = []
+    for san in sans:
+        if isinstance(san, (x509.DNSName, x509.UniformResourceIdentifier, x509.RFC822Name)):
+            names.append(san.value)
+        elif isinstance(san, x509.IPAddress) and isinstance(san.value, ipaddress.IPv4Address):
+            names.append(str(san.value))
+        elif isinstance(san, x509.IPAddress) and isinstance(san.value, ipaddress.IPv6Address):
+            names.append(":".join(f"{int(group, 16):X}" for group in san.value.exploded.split(":")))
+    return names
