@@ -241,7 +241,8 @@ class AsyncBalancedChannel(ObservedAttempts, grpc.aio.Channel):
         self._pool = pool
         self._budget = retry_budget or RetryBudget()
         # Everything runs on the event loop: the pool needs no lock.
-        self._attempts = Attempts(pool, rules, self._budget, on_attempt, lambda endpoint: endpoint.conn.drained())
+        self._attempts = Attempts(pool, rules, self._budget, contextlib.nullcontext(), on_attempt,
+                                  lambda endpoint: endpoint.conn.drained())
         #: Connections of instances that left, kept open for the calls in flight to them.
         self._retiring: set[_AsyncConn] = set()
         #: Tasks that account a finished stream (kept referenced until done, as asyncio asks).

@@ -14,9 +14,9 @@ flight to it tells the channel (``retired``), which closes that instance's conne
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 import grpc
 
@@ -33,12 +33,15 @@ RetiredObserver = Callable[[Endpoint], None]
 
 
 class Attempts:
-    """The attempt rules of one channel over its pool, unlocked: the asyncio channel's, where everything
-    runs on its event loop. The blocking channel's attempts end on gRPC's threads: ``LockedAttempts``."""
+    """The attempt rules of one channel over its pool. ``lock`` guards the pool and the budget: the
+    blocking channel's ``threading.Lock`` (attempts begin on callers' threads and end on gRPC's), the
+    asyncio channel's ``contextlib.nullcontext()`` (everything runs on its event loop). Observers are told
+    outside it."""
 
-    def __init__(self, pool: Pool, rules: CallRules, budget: RetryBudget,
+    def __init__(self, pool: Pool, rules: CallRules, budget: RetryBudget, lock: AbstractContextManager[object],
                  on_attempt: AttemptObserver | None = None, retired: RetiredObserver | None = None) -> None:
         self.pool, self.rules, self.budget = pool, rules, budget
+        self._lock = lock
         #: Told of every attempt when it ends: (instance id, monotonic start, status code).
         self.on_attempt = on_attempt
         self._retired = retired
@@ -48,13 +51,14 @@ class Attempts:
         """Pick the instance for the next attempt (not one in ``tried``) and count it in flight; None if
         there is none. ``first``: the call's first attempt, which counts the call for the retry budget;
         ``charge``: an attempt the budget must pay for up front (a hedge), refused if it cannot."""
-        if first:
-            self.budget.deposit(now)
-        endpoint = self.pool.pick(now, key, tried)
-        if endpoint is None or (charge and not self.budget.withdraw(now)):
-            return None
-        self.pool.begin(endpoint)
-        return endpoint
+        with self._lock:
+            if first:
+                self.budget.deposit(now)
+            endpoint = self.pool.pick(now, key, tried)
+            if endpoint is None or (charge and not self.budget.withdraw(now)):
+                return None
+            self.pool.begin(endpoint)
+            return endpoint
 
     def end(self, endpoint: Endpoint, started: float, error: grpc.RpcError | None, *, idempotent: bool = False,
             attempts: int = 1, deadline: float | None = None) -> tuple[float, bool]:
@@ -90,36 +94,16 @@ class Attempts:
                 deadline: float | None) -> tuple[bool, bool]:
         """What an attempt's end changes in the pool and the budget: (retry ``error`` elsewhere, the
         endpoint left the pool and this was its last attempt in flight)."""
-        drained = self.pool.end(endpoint, started, outcome, now)
-        retry = (error is not None
-                 and self.rules.may_retry(error, outcome, idempotent, attempts, len(self.pool.endpoints),
-                                          deadline, now, self.budget))
-        return retry, drained
+        with self._lock:
+            drained = self.pool.end(endpoint, started, outcome, now)
+            retry = (error is not None
+                     and self.rules.may_retry(error, outcome, idempotent, attempts, len(self.pool.endpoints),
+                                              deadline, now, self.budget))
+            return retry, drained
 
     def _let_go(self, endpoint: Endpoint) -> None:
         if self._retired is not None:
             self._retired(endpoint)
-
-
-class LockedAttempts(Attempts):
-    """The blocking channel's attempts: ``lock`` guards the pool and the budget (attempts begin on callers'
-    threads and end on gRPC's); observers are told outside it."""
-
-    def __init__(self, pool: Pool, rules: CallRules, budget: RetryBudget, lock: threading.Lock,
-                 on_attempt: AttemptObserver | None = None, retired: RetiredObserver | None = None) -> None:
-        super().__init__(pool, rules, budget, on_attempt, retired)
-        self.lock = lock
-
-    def begin(self, now: float, key: bytes | None, tried: Sequence[str] = (), *, first: bool = False,
-              charge: bool = False) -> Endpoint | None:
-        with self.lock:
-            return super().begin(now, key, tried, first=first, charge=charge)
-
-    def _settle(self, endpoint: Endpoint, started: float, outcome: Outcome, now: float,
-                error: grpc.RpcError | None, idempotent: bool, attempts: int,
-                deadline: float | None) -> tuple[bool, bool]:
-        with self.lock:
-            return super()._settle(endpoint, started, outcome, now, error, idempotent, attempts, deadline)
 
 
 class ObservedAttempts:

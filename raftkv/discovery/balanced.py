@@ -29,7 +29,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from raftkv.discovery import record
-from raftkv.discovery.attempts import AttemptObserver, LockedAttempts, ObservedAttempts
+from raftkv.discovery.attempts import AttemptObserver, Attempts, ObservedAttempts
 from raftkv.discovery.budget import RetryBudget
 from raftkv.discovery.calls import CallRules, Metadata, NoInstance
 from raftkv.discovery.endpoint import Endpoint, Health
@@ -309,8 +309,8 @@ class BalancedChannel(ObservedAttempts, grpc.Channel):
         self._pool = pool
         self._lock = threading.Lock()
         self._budget = retry_budget or RetryBudget()
-        self._attempts = LockedAttempts(pool, rules, self._budget, self._lock, on_attempt,
-                                        lambda endpoint: endpoint.conn.drained())
+        self._attempts = Attempts(pool, rules, self._budget, self._lock, on_attempt,
+                                  lambda endpoint: endpoint.conn.drained())
         #: Connections of instances that left, kept open for the calls in flight to them.
         self._retiring: set[_Conn] = set()
         self._keyed = rules.hash_key is not None or rules.hash_header is not None
