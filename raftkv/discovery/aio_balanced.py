@@ -70,11 +70,11 @@ class _AsyncConn:
         await self._stop_watching()
         await self.channel.close()
 
-    async def retire(self) -> None:
-        """As ``balanced._Conn.retire``: the calls in flight to an instance that left are let finish; the
-        last one's end (``drained``) closes the connection."""
+    async def retire(self, in_flight: bool) -> None:
+        """As ``balanced._Conn.retire``: the instance left the registry; the calls ``in_flight`` to it are
+        let finish, and the last one's end (``drained``; within ``DRAIN_GRACE``) closes the connection."""
         await self._stop_watching()
-        if self.endpoint.outstanding > 0 and not self.owner._closed:
+        if in_flight:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), DRAIN_GRACE)
         await self.channel.close()
@@ -268,9 +268,13 @@ class AsyncBalancedChannel(ObservedAttempts, grpc.aio.Channel):
         added, removed = self._pool.update(instances)
         for endpoint in added:
             endpoint.conn = _AsyncConn(self, endpoint)
-        for endpoint in removed:
-            self._retiring.add(endpoint.conn)
-            self._spawn(endpoint.conn.retire())
+        # With the removal, as the blocking channel does under its lock: an instance that left takes no new
+        # call, so one with none in flight now has nothing to wait for, and the end of the last one of the
+        # others tells its connection (``drained``).
+        retiring = [(endpoint.conn, endpoint.outstanding > 0) for endpoint in removed]
+        self._retiring.update(conn for conn, in_flight in retiring if in_flight)
+        for conn, in_flight in retiring:
+            self._spawn(conn.retire(in_flight))
         self._poke()
 
     def _set_health(self, endpoint: Endpoint, health: Health) -> None:
