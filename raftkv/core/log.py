@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from raftkv.core.recent import RecentEntries
 from raftkv.core.storage import Storage, limit_size
 from raftkv.core.types import CompactedError, Entry, SnapshotMeta, StorageError, UnavailableError
 
@@ -90,6 +91,8 @@ class RaftLog:
         self.committed = committed
         self.applied = applied
         self.applying = applied
+        #: Stable entries still in memory, so reads of the newest ones need not go to storage.
+        self.recent = RecentEntries()
 
     # -- bounds and terms -------------------------------------------------------------------------------
 
@@ -154,8 +157,10 @@ class RaftLog:
         out: list[Entry] = []
         offset = self.unstable.offset
         if lo < offset:
-            out = self.storage.entries(lo, min(hi, offset), max_bytes)
-            if len(out) < min(hi, offset) - lo:
+            stable_hi = min(hi, offset)
+            cached = self.recent.slice(lo, stable_hi)
+            out = self.storage.entries(lo, stable_hi, max_bytes) if cached is None else limit_size(cached, max_bytes)
+            if len(out) < stable_hi - lo:
                 return out  # the byte bound was reached within storage
         if hi > offset:
             out = out + self.unstable.slice(max(lo, offset), hi)
@@ -175,6 +180,7 @@ class RaftLog:
         first = entries[0].index
         assert first > self.committed, f"truncating at {first}, at or below commit {self.committed}"
         assert first <= self.last_index() + 1, f"gap: appending {first} after {self.last_index()}"
+        self.recent.truncate_from(first)  # stable entries from ``first`` on are being replaced
         self.unstable.truncate_and_append(entries)
         return self.last_index()
 
@@ -256,10 +262,14 @@ class RaftLog:
         self.applying = max(self.applying, index)
 
     def stable_to(self, index: int, term: int) -> None:
-        self.unstable.stable_to(index, term)
+        unstable = self.unstable
+        if unstable.maybe_term(index) == term and index >= unstable.offset:
+            self.recent.add(unstable.slice(unstable.offset, index + 1))
+        unstable.stable_to(index, term)
 
     def restore(self, meta: SnapshotMeta) -> None:
         """Replace the log by a snapshot (the follower's log did not contain its last entry)."""
         assert meta.index > self.committed, "restoring a snapshot at or below commit"
+        self.recent.clear()
         self.unstable.restore(meta)
         self.committed = meta.index
