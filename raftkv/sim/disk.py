@@ -28,7 +28,7 @@ from typing import Any, TypeVar, cast
 from raftkv.sim.memdb import MemoryEnv, MemoryTxn, State, sealed
 from raftkv.statemachine.applier import ApplyConfig
 from raftkv.statemachine.node_store import NodeStore
-from raftkv.storage.env import Env, Writer, WriteTxn
+from raftkv.storage.env import Env, Writer, WriteTxn, count_fsyncs
 from raftkv.storage.raft_log import LmdbRaftStorage
 from raftkv.storage.sealed import SealedTxn
 
@@ -55,7 +55,7 @@ class SimWriter:
 
     @property
     def fsyncs(self) -> int:
-        return self.commits + self.flushes if self._env.sync else 0
+        return count_fsyncs(self.commits, self.flushes, sync=self._env.sync)
 
     def submit(self, fn: Callable[[WriteTxn], T], *, durable: bool = True) -> concurrent.futures.Future[T]:
         return self._enqueue(fn, True, durable)

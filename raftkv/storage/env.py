@@ -331,6 +331,13 @@ class _Job:
     durable: bool = True  # its commit is flushed (``Env.flush``) before its future resolves
 
 
+def count_fsyncs(commits: int, flushes: int, *, sync: bool) -> int:
+    """A writer's synchronous disk flushes: one per commit (the pages it wrote) and one more per durable
+    commit (``Env.flush``, its meta page); none when the environment does not sync. The one rule, for the
+    writer thread and the simulator's writer alike (``raftkv_fsyncs_total`` reports it)."""
+    return commits + flushes if sync else 0
+
+
 class Writer:
     """The one thread that owns every LMDB write transaction of an environment.
 
@@ -359,8 +366,8 @@ class Writer:
 
     @property
     def fsyncs(self) -> int:
-        """Synchronous disk flushes so far: one per commit, and one more per durable commit."""
-        return self.commits + self.flushes if self.env.sync else 0
+        """Synchronous disk flushes so far (``count_fsyncs``)."""
+        return count_fsyncs(self.commits, self.flushes, sync=self.env.sync)
 
     def submit(self, fn: Callable[[WriteTxn], T], *, durable: bool = True) -> concurrent.futures.Future[T]:
         """Run ``fn`` in a write transaction on the writer thread; the future resolves after the commit,
