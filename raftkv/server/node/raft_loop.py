@@ -406,9 +406,8 @@ class RaftLoop:
         if with_save and applied_with_save is not None:
             self._on_applied(with_save[-1].index, applied_with_save)
         elif committed and not with_save:
-            last = committed[-1].index
-            self._long_applies += 1
-            self._in_background(self._store.apply(committed), self._long_apply_done(last))
+            on_done = self._applied_in_background(committed[-1].index, long=True)
+            self._in_background(self._store.apply(committed), on_done)
         self.reads.answered(rd.read_states, self.applied)
         self.raw.advance(rd, applied=False)
         if self.snapshots.due(self.applied):
@@ -466,25 +465,20 @@ class RaftLoop:
             assert core_view == stored, f"membership diverged: core {core_view}, state machine {stored}"
         self.reads.applied(self.applied)
 
-    def _applied_in_background(self, last: int) -> Callable[[list[AppliedEntry]], None]:
+    def _applied_in_background(self, last: int, *, long: bool = False) -> Callable[[list[AppliedEntry]], None]:
         """``_on_applied`` for an apply the loop did not wait for, then a wake-up: the core may hold a Ready
         that waited for it (a conf change, a snapshot). An apply the loop waited for needs none: the loop
-        drains the core's Readys right after it."""
+        drains the core's Readys right after it. Call it as the job is queued: a ``long`` apply (one that
+        may run long) is counted in ``_long_applies`` from then until it is done, and while it is, the loop
+        holds back what would have to be persisted behind it (``_feed_core``)."""
+        if long:
+            self._long_applies += 1
 
         def done(applied: list[AppliedEntry]) -> None:
+            if long:
+                self._long_applies -= 1
             self._on_applied(last, applied)
             self._wake.set()
-
-        return done
-
-    def _long_apply_done(self, last: int) -> Callable[[list[AppliedEntry]], None]:
-        """``_applied_in_background`` for an apply that may run long: while it is queued or running, the
-        loop holds back what would have to be persisted behind it (``_feed_core``)."""
-        applied = self._applied_in_background(last)
-
-        def done(results: list[AppliedEntry]) -> None:
-            self._long_applies -= 1
-            applied(results)
 
         return done
 
