@@ -39,29 +39,42 @@ class CorruptionError(Exception):
 
 
 def _crc(key: Raw, value: Raw) -> int:
-    return zlib.crc32(value, zlib.crc32(key))
+    """The checksum of a record: its key and then its value, so that a record found under another key fails."""
+    return _crc32(value, _crc32(key))
 
 
 def seal(key: Raw, value: Raw) -> bytes:
-    return bytes(value) + _PACK_CRC(_crc32(value, _crc32(key)))
+    return bytes(value) + _PACK_CRC(_crc(key, value))
 
 
-# Bound once: ``seal`` runs for every record written (several per applied put, one per key a range delete
-# touches), where attribute look-ups and an extra call per record are a measurable share of the apply.
+def _checked(key: Raw, raw: bytes) -> bytes | None:
+    """The payload of the sealed record ``raw`` stored at ``key``, or None if it is shorter than its checksum
+    or does not match it. The one check of a record read: ``unseal`` and the cursors' loops all call it."""
+    end = len(raw) - CHECKSUM_BYTES
+    payload = raw[:end]
+    if end < 0 or _UNPACK_CRC(raw, end)[0] != _crc(key, payload):
+        return None
+    return payload
+
+
+def _damaged(db: str, key: Raw, raw: Raw) -> CorruptionError:
+    """What a record that failed ``_checked`` is: too short to hold a checksum, or not the one it holds."""
+    what = "is shorter than its checksum" if len(raw) < CHECKSUM_BYTES else "fails its checksum"
+    return CorruptionError(f"sub-database {db!r}", f"the record at key {bytes(key[:64])!r} {what}")
+
+
+# Bound once: a record is sealed or checked for every record written or read (several per applied put, one
+# per key a range delete or a scan touches), where attribute look-ups are a measurable share of the apply.
 _PACK_CRC = _CRC.pack
+_UNPACK_CRC = _CRC.unpack_from
 _crc32 = zlib.crc32
 
 
 def unseal(db: str, key: Raw, raw: Raw) -> bytes:
     """The payload of a sealed record; raises ``CorruptionError`` if it does not match its checksum."""
-    if len(raw) < CHECKSUM_BYTES:
-        raise CorruptionError(
-            f"sub-database {db!r}", f"the record at key {bytes(key[:64])!r} is shorter than its checksum"
-        )
-    end = len(raw) - CHECKSUM_BYTES
-    payload = bytes(raw[:end])
-    if _CRC.unpack_from(raw, end)[0] != _crc(key, payload):
-        raise CorruptionError(f"sub-database {db!r}", f"the record at key {bytes(key[:64])!r} fails its checksum")
+    payload = _checked(key, bytes(raw))
+    if payload is None:
+        raise _damaged(db, key, raw)
     return payload
 
 
@@ -152,14 +165,13 @@ class SealedCursor:
         deleted as it is yielded (a database without duplicates; nothing else may write to it meanwhile).
         One cursor walks and deletes: no search of the tree per record, as a delete by key needs."""
         cur: Any = self._cur  # its keys and values are bytes: the environment does not ask for buffers
-        crc32, unpack = zlib.crc32, _CRC.unpack_from
+        checked = _checked
         key: bytes = cur.key()
         while key and not past_end(key):
             raw = cur.value()
-            end = len(raw) - CHECKSUM_BYTES
-            value = raw[:end]
-            if end < 0 or unpack(raw, end)[0] != crc32(value, crc32(key)):
-                unseal(self._db, key, raw)  # raises, with the message
+            value = checked(key, raw)
+            if value is None:
+                raise _damaged(self._db, key, raw)
             cur.delete()  # and moves to the next record (none: an empty key)
             yield key, value
             key = cur.key()
@@ -171,12 +183,12 @@ class SealedCursor:
         if not values:
             yield from self._cur.iternext(keys=True, values=False)
             return
-        crc32, unpack = zlib.crc32, _CRC.unpack_from  # unseal inlined: this loop serves every scan
-        for key, raw in self._cur.iternext(keys=True, values=True):
-            end = len(raw) - CHECKSUM_BYTES
-            value = raw[:end]
-            if end < 0 or unpack(raw, end)[0] != crc32(value, crc32(key)):
-                unseal(self._db, key, raw)  # raises, with the message
+        cur: Any = self._cur  # its values are bytes (as in pop_until), so not unseal: this loop serves every scan
+        checked = _checked
+        for key, raw in cur.iternext(keys=True, values=True):
+            value = checked(key, raw)
+            if value is None:
+                raise _damaged(self._db, key, raw)
             yield (key, value) if keys else value
 
     def iternext_nodup(self, keys: bool = True, values: bool = False) -> Iterator[Any]:
