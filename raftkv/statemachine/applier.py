@@ -10,7 +10,8 @@ gets the stored original ``ApplyResult`` back (the last ``dedup_window`` per cli
 The apply is total: whatever bytes a committed entry holds, every member reaches the same result and the
 same state, and none raises. A request entry goes through one pipeline (``_apply_request``):
 
-1. **decode** — bytes that are not an ``InternalRequest`` become the MALFORMED_REQUEST result;
+1. **decode** — bytes that are not an ``InternalRequest`` become the MALFORMED_REQUEST result (decoded
+   once, by ``Committed``, before the apply: the Raft loop decodes a Ready's entries to tell a bounded apply);
 2. **check** — ``request_shape.check_request``, the same rules the API applied before proposing;
 3. **apply** — in a nested LMDB transaction, so that a refusal (an ``EtcdException``) or a defect (any
    other exception a request provokes: a bug, deterministic on every member running this code) is rolled
@@ -84,19 +85,54 @@ _BOUNDED_REQUESTS = frozenset(
 )
 
 
-def apply_is_bounded(entries: Sequence[Entry]) -> bool:
-    """Whether applying ``entries`` costs a bounded amount per entry (no range deletes, compactions or lease
-    revokes), so it may share the transaction that persists a Ready without stalling the Raft loop."""
-    for entry in entries:
-        if entry.type != EntryType.NORMAL or not entry.data:
-            continue  # the leader's empty entry; a conf change touches one member record
-        request = decode_request(entry.data)
-        if request is None:
-            continue  # its result is an error: nothing to apply
-        kind = request.WhichOneof("request")
-        if kind is not None and not _is_bounded(kind, getattr(request, kind)):
-            return False
-    return True
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """Committed entries with the request each one carries, decoded once.
+
+    The Raft loop decodes a Ready's committed entries to learn whether their apply is bounded and hands
+    them to the writer thread, which applies them from that same decode (``Applier.apply``): parsing a
+    request is a share of every apply, not worth paying twice. The requests are read, never changed, by the
+    apply (the writer may run a job again, after growing a full map)."""
+
+    entries: Sequence[Entry]
+    #: Per entry: the request it carries; None for one that carries none (the leader's empty entry, a
+    #: conf change) or bytes that are not a request (its result is MALFORMED_REQUEST).
+    requests: Sequence[internal_pb2.InternalRequest | None]
+
+    @classmethod
+    def decode(cls, entries: Sequence[Entry]) -> Committed:
+        return cls(entries, [decode_request(e.data) if e.type == EntryType.NORMAL and e.data else None
+                             for e in entries])
+
+    @classmethod
+    def of(cls, entries: Committed | Sequence[Entry]) -> Committed:
+        """``entries`` as they are if decoded already, else decoded now."""
+        return entries if isinstance(entries, Committed) else cls.decode(entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def last_index(self) -> int:
+        return self.entries[-1].index
+
+    def after(self, applied: int) -> Committed:
+        """Only the entries past ``applied`` (some of a Ready's may be in a snapshot installed just before)."""
+        if not self.entries or self.entries[0].index > applied:
+            return self
+        kept = [(e, r) for e, r in zip(self.entries, self.requests) if e.index > applied]
+        return Committed([e for e, _ in kept], [r for _, r in kept])
+
+    def bounded(self) -> bool:
+        """Whether applying them costs a bounded amount per entry (no range deletes, compactions or lease
+        revokes), so it may share the transaction that persists a Ready without stalling the Raft loop."""
+        for request in self.requests:
+            if request is None:
+                continue  # the leader's empty entry; a conf change (one member record); or an error result
+            kind = request.WhichOneof("request")
+            if kind is not None and not _is_bounded(kind, getattr(request, kind)):
+                return False
+        return True
 
 
 def decode_request(data: bytes) -> internal_pb2.InternalRequest | None:
@@ -147,8 +183,9 @@ class Applier:
         #: The auth state, likewise read once per batch (None: not read yet); an auth request resets it.
         self._auth_state: auth_store.AuthState | None = None
 
-    def apply(self, w: WriteTxn, entries: Sequence[Entry]) -> list[AppliedEntry]:
-        """Apply ``entries`` (contiguous, starting right after the applied index) and record the new position."""
+    def apply(self, w: WriteTxn, committed: Committed) -> list[AppliedEntry]:
+        """Apply ``committed`` (contiguous, starting right after the applied index) and record the new position."""
+        entries = committed.entries
         if not entries:
             return []
         applied = read_applied(w.txn, w.env)
@@ -160,7 +197,7 @@ class Applier:
         # moves it, and it reports where it left it (``_apply_request``).
         revision = read_revision(w.txn, w.env)
         out: list[AppliedEntry] = []
-        for entry in entries:
+        for entry, req in zip(entries, committed.requests):
             if entry.type == EntryType.CONF_CHANGE:
                 cc = ConfChange.decode(entry.data)
                 # The core's rule, the only one: a change it refuses changes neither configuration nor records.
@@ -171,7 +208,7 @@ class Applier:
             elif not entry.data:
                 out.append(AppliedEntry(entry.index, 0, None, (), revision))
             else:
-                outcome = self._apply_request(w, entry, revision)
+                outcome = self._apply_request(w, entry, req, revision)
                 revision = outcome.revision
                 out.append(outcome)
         write_applied(w, entries[-1].index, conf_state)
@@ -179,10 +216,11 @@ class Applier:
 
     # --- requests --------------------------------------------------------------------------------------------
 
-    def _apply_request(self, w: WriteTxn, entry: Entry, current: int) -> AppliedEntry:
-        """decode -> check -> apply (see the module docstring); the result is stored for retries.
-        ``current``: the store's revision before the entry."""
-        req = decode_request(entry.data)
+    def _apply_request(
+        self, w: WriteTxn, entry: Entry, req: internal_pb2.InternalRequest | None, current: int
+    ) -> AppliedEntry:
+        """decode (``req``, done by ``Committed``) -> check -> apply (see the module docstring); the result is
+        stored for retries. ``current``: the store's revision before the entry."""
         if req is None:
             w.on_commit(lambda: log.warning("entry %d holds no decodable request (%d bytes): answered %r",
                                             entry.index, len(entry.data), errors.MALFORMED_REQUEST.message))

@@ -28,7 +28,7 @@ from raftkv.core.types import ConfState, Entry, HardState, SnapshotMeta
 from raftkv.proto import rpc_pb2
 from raftkv.statemachine import applier as applier_mod
 from raftkv.statemachine import leases, requests
-from raftkv.statemachine.applier import AppliedEntry, Applier, ApplyConfig
+from raftkv.statemachine.applier import AppliedEntry, Applier, ApplyConfig, Committed
 from raftkv.statemachine.auth_store import AuthState
 from raftkv.statemachine.etcd_backend import write_etcd_db
 from raftkv.statemachine.mvcc import K_COMPACT, K_REVISION, HistoryPage, MvccReader
@@ -137,7 +137,7 @@ class NodeStore:
 
         def job(w: WriteTxn) -> list[AppliedEntry]:
             self.log.bootstrap(w, cluster_id, member_id, entries)
-            return self.applier.apply(w, entries)
+            return self.applier.apply(w, Committed.decode(entries))
 
         return self.writer.call(job)
 
@@ -159,12 +159,13 @@ class NodeStore:
         snapshot_install: SnapshotInstaller | None,
         entries: Sequence[Entry],
         hard_state: HardState | None,
-        committed_entries: Sequence[Entry] = (),
+        committed_entries: Committed | Sequence[Entry] = (),
         *,
         durable: bool = True,
     ) -> concurrent.futures.Future[list[AppliedEntry]]:
         """The persist stage: snapshot, entries and hard state in one transaction, followed in the same
-        transaction by the apply of ``committed_entries`` (if any; they may include the entries saved here).
+        transaction by the apply of ``committed_entries`` (if any; they may include the entries saved here;
+        ``Committed`` if the caller decoded them already, as the Raft loop does, else decoded by the job).
         ``durable``: the future resolves only once the transaction survives a power loss; the driver passes
         False only when nothing it does next depends on that (no entries, no term or vote, no snapshot:
         a commit index and applies, which a restart learns again and replays).
@@ -179,7 +180,7 @@ class NodeStore:
 
         return self.writer.submit(job, durable=durable)
 
-    def apply(self, committed_entries: Sequence[Entry]) -> concurrent.futures.Future[list[AppliedEntry]]:
+    def apply(self, committed_entries: Committed | Sequence[Entry]) -> concurrent.futures.Future[list[AppliedEntry]]:
         """The apply stage alone: apply entries and record the applied index in the same transaction.
 
         Not flushed: the entries are durable in this member's log before they are handed out to apply (the
@@ -200,9 +201,9 @@ class NodeStore:
         if hard_state is not None:
             self.log.set_hard_state(w, hard_state)
 
-    def _apply_in(self, w: WriteTxn, committed_entries: Sequence[Entry]) -> list[AppliedEntry]:
+    def _apply_in(self, w: WriteTxn, committed_entries: Committed | Sequence[Entry]) -> list[AppliedEntry]:
         applied = read_applied(w.txn, w.env)
-        return self.applier.apply(w, [e for e in committed_entries if e.index > applied])
+        return self.applier.apply(w, Committed.of(committed_entries).after(applied))
 
     # --- read side --------------------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from typing import IO
 from google.protobuf.message import DecodeError
 
 from raftkv.core.rawnode import bootstrap_entries
+from raftkv.statemachine.applier import Committed
 from raftkv.statemachine.etcd_backend import EtcdBackendError, read_etcd_db
 from raftkv.statemachine.mvcc import K_COMPACT, K_REVISION
 from raftkv.statemachine.node_store import (
@@ -141,7 +142,7 @@ def _build(
                     w.txn.put(key, value, db=w.db(name))
             entries = bootstrap_entries(members)
             store.log.bootstrap(w, cluster_id, member_id, entries)
-            applied = store.applier.apply(w, entries)
+            applied = store.applier.apply(w, Committed.decode(entries))
             return applied[-1].revision
 
         return store.writer.call(job)

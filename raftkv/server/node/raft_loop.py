@@ -58,7 +58,7 @@ from raftkv.server.node.refusals import dropped_error, result_error
 from raftkv.server.node.snapshots import SnapshotScheduler, StagedSnapshots
 from raftkv.server.node.world import Clock, Fatal, Store, Transport
 from raftkv.server.waiters import ProposalWaiters, within
-from raftkv.statemachine.applier import AppliedEntry, apply_is_bounded
+from raftkv.statemachine.applier import AppliedEntry, Committed
 from raftkv.storage.env import StorageFull
 from raftkv.storage.sealed import CorruptionError
 
@@ -129,7 +129,7 @@ class RaftLoop:
         #: The leader whose process was reported gone, until our leader changes: what waits on it is lost.
         self._dead_leader = 0
         self._ticks = 0
-        #: Applies that may run long (``apply_is_bounded`` said no), queued on the writer and not yet done.
+        #: Applies that may run long (``Committed.bounded`` said no), queued on the writer and not yet done.
         self._long_applies = 0
         self._wake = asyncio.Event()
         self.stopping = False
@@ -361,15 +361,17 @@ class RaftLoop:
         if rd.hard_state is not None:
             self.term = rd.hard_state.term
         installer = self.staged_snapshots.take(rd.snapshot) if rd.snapshot is not None else None
-        committed = rd.committed_entries
+        # Each committed request is decoded here, once: to tell whether its apply is bounded, and then for the
+        # writer thread to apply.
+        committed = Committed.decode(rd.committed_entries) if rd.committed_entries else None
         if self._cfg.planted_bug == "apply-before-persist" and committed and installer is None:
             # PLANTED BUG (simulator self-test only): apply and answer before the Ready that committed the
             # entries is durable, as a transaction of its own.
-            self._on_applied(committed[-1].index, await asyncio.wrap_future(self._store.apply(committed)))
-            committed = []
+            self._on_applied(committed.last_index, await asyncio.wrap_future(self._store.apply(committed)))
+            committed = None
         # A cheap apply rides in this Ready's own transaction (one fsync, not two); one that may run long (a
         # range delete, a compaction) gets a job of its own that the loop does not wait for (see below).
-        with_save = committed if committed and installer is None and apply_is_bounded(committed) else []
+        with_save = committed if committed and installer is None and committed.bounded() else None
         applied_with_save: list[AppliedEntry] | None = None  # set when the loop waited for that transaction
         # A leader's appends leave before its own write, which then runs beside replication (thesis §10.2.1):
         # the core counts the leader's copy only once ``advance`` says it is durable.
@@ -380,7 +382,7 @@ class RaftLoop:
             # acknowledged, the leader's own copy counted.
             applied_with_save = await asyncio.wrap_future(
                 self._store.save(
-                    installer, rd.entries, rd.hard_state, with_save,
+                    installer, rd.entries, rd.hard_state, with_save or (),
                     durable=self._cfg.planted_bug != "ack-unflushed-append",
                 )
             )
@@ -390,8 +392,8 @@ class RaftLoop:
             # same transaction, or in a job queued before theirs), as a restart requires. Not flushed: a
             # power loss may undo this transaction, which the log repairs (``raftkv/storage/README.md``).
             self._in_background(
-                self._store.save(None, (), rd.hard_state, with_save, durable=False),
-                self._applied_in_background(with_save[-1].index) if with_save else None,
+                self._store.save(None, (), rd.hard_state, with_save or (), durable=False),
+                self._applied_in_background(with_save.last_index) if with_save else None,
             )
         # else: nothing to persist (e.g. the heartbeats of a ReadIndex round).
         if self._cfg.planted_bug == "ack-before-commit" and rd.entries and self.is_leader():
@@ -404,9 +406,9 @@ class RaftLoop:
             self.snapshots.installed(self._store.log.snapshot_meta().index)
             self._events.snapshot_installed()
         if with_save and applied_with_save is not None:
-            self._on_applied(with_save[-1].index, applied_with_save)
+            self._on_applied(with_save.last_index, applied_with_save)
         elif committed and not with_save:
-            on_done = self._applied_in_background(committed[-1].index, long=True)
+            on_done = self._applied_in_background(committed.last_index, long=True)
             self._in_background(self._store.apply(committed), on_done)
         self.reads.answered(rd.read_states, self.applied)
         self.raw.advance(rd, applied=False)

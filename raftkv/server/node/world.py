@@ -22,7 +22,7 @@ from typing import BinaryIO, NoReturn, Protocol, TypeVar
 from raftkv.core.storage import Storage
 from raftkv.core.types import ConfState, Entry, HardState, Message, SnapshotMeta
 from raftkv.proto import rpc_pb2
-from raftkv.statemachine.applier import AppliedEntry
+from raftkv.statemachine.applier import AppliedEntry, Committed
 from raftkv.statemachine.auth_store import AuthState
 from raftkv.statemachine.leases import Lease
 from raftkv.statemachine.mvcc import HistoryPage
@@ -121,11 +121,11 @@ class Store(Protocol[InstallT]):
 
     Writes are jobs that run one after another in submission order; each returned future resolves once the
     job is committed, and a ``durable`` one once it also survives a power loss (fsynced). ``save`` persists
-    a Ready (snapshot, entries, hard state) and, in the same transaction, applies ``committed_entries``;
-    ``apply`` applies alone, recording the applied index with the state it describes, not durably (a power
-    loss may undo it; the log, durable before it, replays it). Reads see what was committed, never a
-    half-done job. ``InstallT`` is the store's own kind of staged snapshot: ``save`` installs only what
-    ``begin_snapshot_install`` made.
+    a Ready (snapshot, entries, hard state) and, in the same transaction, applies ``committed_entries``
+    (the loop passes them ``Committed``, decoded once, which the apply then reuses); ``apply`` applies alone,
+    recording the applied index with the state it describes, not durably (a power loss may undo it; the
+    log, durable before it, replays it). Reads see what was committed, never a half-done job. ``InstallT``
+    is the store's own kind of staged snapshot: ``save`` installs only what ``begin_snapshot_install`` made.
     """
 
     @property
@@ -139,12 +139,14 @@ class Store(Protocol[InstallT]):
         snapshot_install: InstallT | None,
         entries: Sequence[Entry],
         hard_state: HardState | None,
-        committed_entries: Sequence[Entry] = (),
+        committed_entries: Committed | Sequence[Entry] = (),
         *,
         durable: bool = True,
     ) -> concurrent.futures.Future[list[AppliedEntry]]: ...
 
-    def apply(self, committed_entries: Sequence[Entry]) -> concurrent.futures.Future[list[AppliedEntry]]: ...
+    def apply(
+        self, committed_entries: Committed | Sequence[Entry]
+    ) -> concurrent.futures.Future[list[AppliedEntry]]: ...
 
     def create_snapshot(self) -> concurrent.futures.Future[SnapshotMeta]: ...
 
