@@ -199,6 +199,7 @@ async def serve(cfg: ServerConfig) -> int:
         server_credentials=peer_server_creds,
         channel_credentials=peer_channel_creds,
         on_messages=node.on_peer_messages,
+        is_removed=node.is_removed,
         on_unreachable=node.on_unreachable,
         on_peer_gone=node.on_peer_gone,
         on_snapshot_status=node.on_snapshot_status,

@@ -129,7 +129,7 @@ class SimMember:
                          notes=self.notes, raft_tuning=tune)
         )
         self.node = node
-        self.transport = SimTransport(self._network, self, self._sending)
+        self.transport = SimTransport(self._network, self, self._sending, node.is_removed)
         node.attach_transport(self.transport)
         node.leases.forwarder = SimLeaseForwarder(self._network, self)
         self.spawn(node.start()).add_done_callback(self._started)

@@ -139,13 +139,19 @@ class Network:
 class SimTransport:
     """The ``Transport`` of one life of one member."""
 
-    def __init__(self, network: Network, owner: SimMember, sending: Callable[[SimMember, Message], None]) -> None:
+    def __init__(
+        self,
+        network: Network,
+        owner: SimMember,
+        sending: Callable[[SimMember, Message], None],
+        is_removed: Callable[[int], bool],
+    ) -> None:
         self._net = network
         self._owner = owner
         self._life = owner.life
         self._sending = sending
+        self._is_removed = is_removed  # the node's membership, as the gRPC transport's
         self._peers: set[int] = set()
-        self._removed: set[int] = set()
         self._snapshots_in_flight: set[int] = set()
 
     def set_peer(self, node_id: int, address: str, name: str = "") -> None:
@@ -154,13 +160,16 @@ class SimTransport:
 
     def remove_peer(self, node_id: int) -> None:
         self._peers.discard(node_id)
-        self._removed.add(node_id)
 
-    def heard_from(self, sender: int) -> None:
-        """A stream from ``sender`` reached this member: as the gRPC transport (``PeerTransport._learn_sender``),
-        learn to answer a member not yet known here (its addition not applied yet), unless it was removed."""
-        if sender not in self._peers and sender not in self._removed and sender != self._owner.id:
+    def hears(self, sender: int) -> bool:
+        """A stream from ``sender`` reached this member: whether it is heard. As the gRPC transport
+        (``PeerTransport._check_sender``): a member removed from the cluster never is; a member not yet
+        known here (its addition not applied yet) is, and this member learns to answer it."""
+        if self._is_removed(sender):
+            return False
+        if sender != self._owner.id:
             self._peers.add(sender)
+        return True
 
     def send(self, messages: list[Message]) -> None:
         if self._owner.life is not self._life:
@@ -205,8 +214,8 @@ class SimTransport:
         target = self._net.member(msg.to)
         if target is not None and target.node is not None:
             assert target.transport is not None, "a running member has its transport"
-            target.transport.heard_from(self._owner.id)
-            target.node.on_peer_messages([msg])
+            if target.transport.hears(self._owner.id):
+                target.node.on_peer_messages([msg])
 
     def _send_snapshot(self, msg: Message) -> None:
         """Stream the snapshot's bytes with the SNAP message; the sender hears the outcome."""
@@ -223,12 +232,14 @@ class SimTransport:
             if target is None or target.node is None:
                 finish(False)
                 return
+            assert target.transport is not None, "a running member has its transport"
+            if not target.transport.hears(self._owner.id):  # refused at the first chunk, as the gRPC transport
+                self._net.transmit(to, msg.sender, lambda: finish(False), lambda: finish(False))
+                return
             writer = target.node.staged_snapshots.begin(msg.snapshot)  # type: ignore[arg-type]
             for chunk in chunks:
                 writer.write(chunk)
             streamed = writer.commit()
-            assert target.transport is not None, "a running member has its transport"
-            target.transport.heard_from(self._owner.id)
             target.node.on_peer_messages([dataclasses.replace(msg, snapshot=streamed)])
             self._net.transmit(to, msg.sender, lambda: finish(True), lambda: finish(False))
 

@@ -165,6 +165,12 @@ def members(txn: SealedTxn, env: Env) -> list[rpc_pb2.Member]:
     return [rpc_pb2.Member.FromString(raw) for _, raw in txn.cursor(db=env.db("members"))]
 
 
+def removed_members(txn: SealedTxn, env: Env) -> frozenset[int]:
+    """The ids of the members removed from the cluster (and not added back since): what etcd keeps in its
+    ``members_removed`` bucket. A member refuses their peer traffic (``Membership.is_removed``)."""
+    return frozenset(int.from_bytes(key, "big") for key, _ in txn.cursor(db=env.db("members_removed")))
+
+
 def alarms(txn: SealedTxn, env: Env) -> list[rpc_pb2.AlarmMember]:
     out = []
     for key, _ in txn.cursor(db=env.db("alarms")):  # the (empty) values carry the keys' checksums
@@ -367,12 +373,18 @@ class Applier:
 
     @staticmethod
     def _apply_member_change(w: WriteTxn, cc: ConfChange, after: ConfState) -> None:
-        """The member record follows the configuration ``cc`` led to (``confchange.apply``)."""
+        """The member record follows the configuration ``cc`` led to (``confchange.apply``), and so does
+        the record of removed members: written in the transaction that records the configuration, so the
+        two never disagree after a crash (``raftkv/storage/README.md``). Member ids are derived from the
+        peer URL, so an id comes back when a member is added again at the same URL (a replaced machine,
+        with fresh data): that addition makes it a member again, no longer a removed one."""
         db = w.db("members")
         key = _member_key(cc.node_id)
         if cc.type == ConfChangeType.REMOVE_NODE:
             w.txn.delete(key, db=db)
+            w.txn.put(key, b"", db=w.db("members_removed"))
             return
+        w.txn.delete(key, db=w.db("members_removed"))
         raw = w.txn.get(key, db=db)
         member = rpc_pb2.Member.FromString(raw) if raw else rpc_pb2.Member(ID=cc.node_id)
         if cc.context:

@@ -49,9 +49,12 @@ from raftkv.storage.sealed import SealedTxn
 #: What the backend quota counts, as etcd counts its bolt buckets: the revision history (etcd's "key" bucket),
 #: leases, members, alarms, users and roles, and the exactly-once table. Not the Raft log (etcd keeps it in its
 #: WAL, outside the quota), nor the key indexes ``kv`` and ``keyrev`` (etcd keeps its key index in memory).
-QUOTA_DBS = ("history", "leases", "lease_keys", "members", "dedup", "alarms", "auth")
-#: A snapshot numbers its records by position here: new sub-databases go at the end.
-STATE_DBS = ("kv", "keyrev", "history", "leases", "lease_keys", "members", "dedup", "alarms", "meta", "auth")
+QUOTA_DBS = ("history", "leases", "lease_keys", "members", "members_removed", "dedup", "alarms", "auth")
+#: A snapshot numbers its records by position here: new sub-databases go at the end. The removed members
+#: travel with the member records, as etcd's snapshot (its whole backend) carries ``members_removed``: a
+#: member that catches up from a snapshot refuses the removed members it never saw removed.
+STATE_DBS = ("kv", "keyrev", "history", "leases", "lease_keys", "members", "dedup", "alarms", "meta", "auth",
+             "members_removed")
 STATE_META_KEYS = (K_REVISION, K_COMPACT, K_APPLIED, K_CONF_STATE)
 log = logging.getLogger("raftkv.storage")
 
@@ -266,6 +269,10 @@ class NodeStore:
     def members(self) -> list[rpc_pb2.Member]:
         with self.env.read() as txn:
             return applier_mod.members(txn, self.env)
+
+    def removed_members(self) -> frozenset[int]:
+        with self.env.read() as txn:
+            return applier_mod.removed_members(txn, self.env)
 
     def alarms(self) -> list[rpc_pb2.AlarmMember]:
         with self.env.read() as txn:

@@ -10,7 +10,8 @@ everything that belonged to the old cluster:
 - membership: the new member list is bootstrapped exactly as ``NodeStore.bootstrap`` does for a brand-new
   cluster (the log holds one ADD_VOTER entry per member, applied in the same commit), so a member started
   on the directory with the same ``--initial-cluster`` flags finds its identity and carries on;
-- the exactly-once table and alarms: both are keyed by the old cluster's client and member ids.
+- the exactly-once table and alarms: both are keyed by the old cluster's client and member ids;
+- the removed members: ids of the old cluster's (etcd's restore empties ``members_removed`` too).
 
 The directory is built beside its destination and renamed into place, so an interrupted restore leaves
 either nothing or a complete directory, never one a member would start from half-written.
@@ -51,7 +52,8 @@ from raftkv.storage.env import WriteTxn
 HASH_BYTES = 32
 #: ... and the stream is padded to whole pages of this size (see ``raftkv.api.maintenance``).
 PAGE_BYTES = 512
-#: State kept from the old cluster; the rest (members, dedup, alarms, applied index) is the old cluster's.
+#: State kept from the old cluster; the rest (members, removed members, dedup, alarms, applied index) is the
+#: old cluster's.
 KEPT_DBS = frozenset({"kv", "keyrev", "history", "leases", "lease_keys", "auth"})
 KEPT_META_KEYS = frozenset({K_REVISION, K_COMPACT})
 _READ_CHUNK = 1 << 20

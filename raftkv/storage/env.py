@@ -45,6 +45,7 @@ SUB_DBS: dict[str, bool] = {
     "leases": False,  # lease id -> granted / remaining TTL
     "lease_keys": False,  # lease id + key -> b""
     "members": False,  # member id -> Member
+    "members_removed": False,  # member id -> b"": removed members, whose peer traffic is refused for good
     "dedup": False,  # client id + seq -> stored response
     "alarms": False,  # member id + alarm type -> b""
     "auth": False,  # users, roles, the auth flag and revision (raftkv/statemachine/auth_store.py)

@@ -26,7 +26,9 @@ Design, and why:
   the sender logs it and backs off) and individual messages not addressed to this member or not decodable.
 - Identity: a batch's sender must be a member this member knows (``set_peer``), and the TLS certificate of
   the connection must be that member's: its common name is the member's name, or, while the member's name
-  is not yet known (added, not yet started), a name no other member has. Every message must come from the
+  is not yet known (added, not yet started), a name no other member has. A member removed from the
+  cluster is refused whatever it sends, and told so ("was removed from the cluster"); the node's membership
+  says who was (``is_removed``, kept in its store). Every message must come from the
   batch's sender, with one exception: a forwarded request (proposal, ReadIndex, leader transfer; term 0)
   that the sender relays for another member this member knows, as a member does when it is no longer the
   leader the asker took it for (the leader then answers the asker directly, as etcd's raft does). A batch
@@ -130,6 +132,7 @@ class PeerTransport:
         snapshot_sink: SnapshotSink,
         snapshot_source: SnapshotSource,
         *,
+        is_removed: Callable[[int], bool],
         on_unreachable: Callable[[int], None] = lambda node_id: None,
         on_peer_gone: Callable[[int], None] = lambda node_id: None,
         on_snapshot_status: Callable[[int, bool], None] = lambda node_id, ok: None,
@@ -157,6 +160,9 @@ class PeerTransport:
         else:
             self._channel_credentials = channel_credentials
         self._on_messages = on_messages
+        #: Whether a member was removed from the cluster: the node's membership owns the answer (kept in
+        #: its store, so it outlives restarts), this transport only asks it.
+        self._is_removed = is_removed
         self._sink = snapshot_sink
         self._source = snapshot_source
         self._on_unreachable = on_unreachable
@@ -170,8 +176,6 @@ class PeerTransport:
         self._peers: dict[int, _Peer] = {}
         #: host:port other members dial this one at, sent with the first batch of each stream (``_learn_sender``).
         self._advertise_address = advertise_address
-        #: Members this transport was told to forget, in this life: never learned back from their streams.
-        self._removed: set[int] = set()
         self._server: grpc.aio.Server | None = None
         self._started = False
         #: Messages dropped because they were addressed to a member with no known address.
@@ -234,7 +238,6 @@ class PeerTransport:
 
     def remove_peer(self, node_id: int) -> None:
         """Forget a peer: stop its stream and any snapshot in flight, drop its queue."""
-        self._removed.add(node_id)
         peer = self._peers.pop(node_id, None)
         if peer is None:
             return
@@ -423,6 +426,8 @@ class PeerTransport:
     ) -> str | None:
         """Why ``sender`` may not send on a connection whose certificate has ``certificate_names`` (None:
         plaintext, no identities), or None when it may."""
+        if self._is_removed(sender):
+            return f"sender {sender:x} was removed from the cluster"
         peer = self._peers.get(sender)
         if peer is None:
             return self._learn_sender(sender, certificate_names, sender_address)
@@ -448,12 +453,11 @@ class PeerTransport:
         etcd's receivers learn such a sender from the X-PeerURLs header of its stream; here the batch says
         ``sender_address``. What still holds: the stream passed the peer CA's mutual TLS and the cluster id,
         its certificate must not be another known member's (one member cannot speak for another), and a
-        member this transport was told to remove is not learned back. Membership, once applied, takes over
-        the entry (``set_peer`` with the member's name and dial address, or ``remove_peer``)."""
+        member removed from the cluster is never learned back (``_check_sender`` refuses it first).
+        Membership, once applied, takes over the entry (``set_peer`` with the member's name and dial
+        address, or ``remove_peer``)."""
         if not sender_address:
             return f"sender {sender:x} is not a member this member knows"
-        if sender in self._removed:
-            return f"sender {sender:x} was removed from the cluster"
         if certificate_names is not None:
             known = {self.name, *(p.name for p in self._peers.values())} - {""}
             if certificate_names & known or len(certificate_names) != 1:

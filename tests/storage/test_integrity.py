@@ -109,9 +109,12 @@ def test_a_flipped_byte_in_a_btree_index_page_is_found_before_lmdb_reads_the_fil
         and (_PAGE_HEAD.unpack_from(raw, pgno * page_size)[3] - 16) // 2 >= 3
     ]
     assert branches, "no branch page with three or more children"
-    base = branches[0] * page_size
-    second_node = struct.unpack_from("=H", raw, base + 16 + 2 * 2)[0]  # node 2: node 0 has no key
-    raw[base + second_node + 8] ^= 0xFF  # the first byte of its separator key
+    # Each of them: some are free pages (a tree's older copies), which nothing reads, and which one comes
+    # first in the file depends on the history of commits; the live ones among them must be found.
+    for pgno in branches:
+        base = pgno * page_size
+        second_node = struct.unpack_from("=H", raw, base + 16 + 2 * 2)[0]  # node 2: node 0 has no key
+        raw[base + second_node + 8] ^= 0xFF  # the first byte of its separator key
     data_file(tmp_path / "n").write_bytes(bytes(raw))
     with pytest.raises(CorruptionError, match="data.mdb"):
         integrity.check_structure(tmp_path / "n" / "db")

@@ -108,7 +108,9 @@ def make_transport(
     port: int = 0,
     **kwargs: object,
 ) -> PeerTransport:
-    """A transport on loopback with real mTLS (or insecure when ``files`` is None) reporting into ``inbox``."""
+    """A transport on loopback with real mTLS (or insecure when ``files`` is None) reporting into ``inbox``;
+    no member is removed unless ``is_removed`` says so."""
+    kwargs.setdefault("is_removed", lambda node_id: False)
     return PeerTransport(
         node_id,
         cluster_id,

@@ -248,6 +248,13 @@ async def _send_as(
 ) -> grpc.StatusCode:
     """Open a stream to the member on ``port`` with the certificate ``files``, claiming to be ``sender``
     (dialled back at ``address``, if given)."""
+    return (await _stream_as(port, files, sender, messages, address))[0]
+
+
+async def _stream_as(
+    port: int, files: TLSFiles, sender: int, messages: list[Message], address: str = ""
+) -> tuple[grpc.StatusCode, str]:
+    """``_send_as``, with the status details: why the member refused the stream."""
     async with grpc.aio.secure_channel(f"127.0.0.1:{port}", channel_credentials(files)) as channel:
         call = raft_pb2_grpc.RaftPeerStub(channel).Stream()
         try:
@@ -256,15 +263,19 @@ async def _send_as(
             await call.done_writing()
             await call
         except grpc.aio.AioRpcError as exc:
-            return exc.code()
-        return grpc.StatusCode.OK
+            return exc.code(), exc.details() or ""
+        return grpc.StatusCode.OK, ""
 
 
 @contextlib.asynccontextmanager
-async def _member_n2(certs: ClusterCerts, tmp_path: Path) -> AsyncIterator[tuple[PeerTransport, Inbox]]:
-    """Member 2 (n2) serving, knowing members 1 (n1) and 3 (n3) by name; what it delivers goes to the inbox."""
+async def _member_n2(
+    certs: ClusterCerts, tmp_path: Path, removed: frozenset[int] | set[int] = frozenset()
+) -> AsyncIterator[tuple[PeerTransport, Inbox]]:
+    """Member 2 (n2) serving, knowing members 1 (n1) and 3 (n3) by name; what it delivers goes to the inbox.
+    ``removed``: the members its membership says were removed (read at every check, as the node's)."""
     inbox = Inbox()
-    transport = make_transport(2, certs.peers["n2"], inbox, FileSnapshots(tmp_path), name="n2")
+    transport = make_transport(2, certs.peers["n2"], inbox, FileSnapshots(tmp_path), name="n2",
+                               is_removed=removed.__contains__)
     async with running(transport):
         transport.set_peer(1, "127.0.0.1:1", "n1")
         transport.set_peer(3, "127.0.0.1:1", "n3")
@@ -303,7 +314,8 @@ def test_a_member_not_known_yet_is_heard_and_answered(certs: ClusterCerts, tmp_p
     async def scenario() -> None:
         inbox5 = Inbox()
         t5 = make_transport(5, newcomer, inbox5, FileSnapshots(tmp_path), name="n5")
-        async with _member_n2(certs, tmp_path) as (t2, inbox2), running(t5):
+        removed: set[int] = set()
+        async with _member_n2(certs, tmp_path, removed) as (t2, inbox2), running(t5):
             t5.set_peer(2, f"127.0.0.1:{t2.port}", "n2")
             denied = grpc.StatusCode.PERMISSION_DENIED
             here = f"127.0.0.1:{t5.port}"
@@ -314,9 +326,33 @@ def test_a_member_not_known_yet_is_heard_and_answered(certs: ClusterCerts, tmp_p
             assert [(m.sender, m.entries[0].index) for m in inbox2.messages] == [(5, 2)]
             t2.send([Message(MessageType.APP_RESP, to=5, sender=2, term=1, index=2)])
             await eventually(lambda: len(inbox5.messages) == 1, what="n2's answer at n5's address")
-            t2.remove_peer(5)  # membership, once applied, may remove it again: it is not learned back
+            removed.add(5)  # membership, once applied, may remove it again: it is not learned back
+            t2.remove_peer(5)
             assert await _send_as(t2.port, newcomer, 5, [app(2, 5, 3)], here) == denied
             assert len(inbox2.messages) == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_removed_member_is_refused_and_told_so(certs: ClusterCerts, tmp_path: Path) -> None:
+    """What the membership says was removed is refused whatever it sends -- a stream that says where it is
+    dialled (n2 never knew it, e.g. n2 restarted since the removal), a member n2 still dials, a snapshot --
+    with the reason the removed member logs; the others are heard as before."""
+    stranger = init_cluster_certs(certs.ca.parent, ["n6"]).peers["n6"]  # same peer CA, removed before n2 started
+
+    async def scenario() -> None:
+        async with _member_n2(certs, tmp_path, frozenset({3, 6})) as (t2, inbox2):
+            for files, sender in ((stranger, 6), (certs.peers["n3"], 3)):
+                assert await _stream_as(t2.port, files, sender, [app(2, sender, 1)], "127.0.0.1:1") == (
+                    grpc.StatusCode.PERMISSION_DENIED, f"sender {sender:x} was removed from the cluster")
+            chunk = raft_pb2.SnapshotChunk(cluster_id=0xC1, sender=6, to=2, sender_address="127.0.0.1:1")
+            async with grpc.aio.secure_channel(f"127.0.0.1:{t2.port}", channel_credentials(stranger)) as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await raft_pb2_grpc.RaftPeerStub(channel).Snapshot(iter([chunk]))
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert not inbox2.messages
+            assert await _send_as(t2.port, certs.peers["n1"], 1, [app(2, 1, 1)]) == grpc.StatusCode.OK
+            assert [m.sender for m in inbox2.messages] == [1]
 
     asyncio.run(scenario())
 

@@ -4,6 +4,12 @@ A change (add, remove, promote) is a Raft conf change: proposed through the loop
 (the applier records the member, the core updates its configuration), and answered to the caller then. The
 member records themselves (names, URLs) are replicated state; ``member update`` and a member announcing its
 own name and client URLs (``publish_self``) are ordinary proposals.
+
+A removed member is refused for good (``is_removed``, which the transport asks before it learns a sender
+it does not know): the applier records its id in the same transaction as the configuration without it, so
+the refusal outlives a restart of every other member, and a snapshot carries it to members that never
+applied the removal. A removed member that comes back on its old data (it missed its removal) is told so by
+every member it dials, and is never heard: as etcd refuses a member in its ``members_removed`` bucket.
 """
 
 from __future__ import annotations
@@ -34,10 +40,17 @@ class Membership:
         self._peer_ids: set[int] = set()
         self._conf_waiters: dict[tuple[int, int], asyncio.Future[None]] = {}
         self._is_learner = False
+        self._removed: frozenset[int] = frozenset()
         self._refresh_conf()
+        if self.is_removed(member_id):
+            self._say_removed()  # it applied its removal in an earlier life
 
     def is_learner(self) -> bool:
         return self._is_learner
+
+    def is_removed(self, member_id: int) -> bool:
+        """Whether ``member_id`` was removed from the cluster (and not added back): its peer traffic is refused."""
+        return member_id in self._removed
 
     def members(self) -> list[rpc_pb2.Member]:
         learners = self._loop.raw.status().conf_state.learners
@@ -114,17 +127,20 @@ class Membership:
 
     # ------------------------------------------------------------------ what the loop tells
     def conf_change_applied(self, cc: ConfChange) -> None:
-        self.refresh_peers()
         self._refresh_conf()
+        self.refresh_peers()
         future = self._conf_waiters.pop((cc.node_id, int(cc.type)), None)
         if future is not None and not future.done():
             future.set_result(None)
         if cc.type == ConfChangeType.REMOVE_NODE and cc.node_id == self._member_id:
-            log.warning("%s: this member was removed from the cluster", self._cfg.name)
+            self._say_removed()
+
+    def _say_removed(self) -> None:
+        log.warning("%s: this member was removed from the cluster", self._cfg.name)
 
     def snapshot_installed(self) -> None:
-        self.refresh_peers()
         self._refresh_conf()
+        self.refresh_peers()
 
     def entry_applied(self, result: AppliedEntry) -> None:
         """A started member published its name (from now on its peer certificate must carry it), or a
@@ -134,8 +150,11 @@ class Membership:
             self.refresh_peers()
 
     def _refresh_conf(self) -> None:
-        """Cache what admission asks on every RPC; the configuration only changes on apply or snapshot."""
+        """Cache what admission asks on every RPC and the transport on every stream from a stranger; the
+        configuration and the removed members only change on apply or snapshot (both are read from the
+        store then, which holds them since the start: nothing is remembered only in memory)."""
         self._is_learner = self._member_id in self._loop.raw.status().conf_state.learners
+        self._removed = self._store.removed_members()
 
     def refresh_peers(self) -> None:
         """Point the transport at every other member (their first peer URL, or a dial override)."""
@@ -159,9 +178,10 @@ class Membership:
             ]
         wanted: dict[int, tuple[str, str]] = {}
         for member_id, name, url in known:
-            if member_id != self._member_id:
+            if member_id != self._member_id and member_id not in self._removed:
                 wanted[member_id] = (self._cfg.peer_dial_overrides.get(name) or host_port(url), name)
-        for node_id in self._peer_ids - wanted.keys():
+        # A removed member is dialled no more, also one the transport learned from its stream (not ours).
+        for node_id in (self._peer_ids - wanted.keys()) | self._removed:
             transport.remove_peer(node_id)
         for node_id, (address, name) in wanted.items():
             transport.set_peer(node_id, address, name)  # the name its peer certificate must carry

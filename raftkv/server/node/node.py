@@ -156,6 +156,10 @@ class Node:
     def on_snapshot_status(self, node_id: int, ok: bool) -> None:
         self.loop.on_snapshot_status(node_id, ok)
 
+    def is_removed(self, node_id: int) -> bool:
+        """Asked by the transport before it hears a sender it does not know: a removed member never is."""
+        return self.membership.is_removed(node_id)
+
     # ------------------------------------------------------------------ what the loop tells (LoopEvents)
     def entry_applied(self, result: AppliedEntry) -> None:
         self.quota.applied()

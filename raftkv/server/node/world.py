@@ -62,15 +62,17 @@ class Transport(Protocol):
     """Raft messages to peers. ``send`` never blocks and may lose messages (Raft retransmits); the
     transport reports back through the node's ``on_peer_messages`` / ``on_unreachable`` /
     ``on_peer_gone`` (the peer's process ended: its port refused a reconnect, which a partition or a
-    paused process never causes) / ``on_snapshot_status`` and streams snapshots between the nodes'
-    ``StagedSnapshots``."""
+    paused process never causes) / ``on_snapshot_status``, asks the node's ``is_removed`` before it hears
+    a sender it does not know (a removed member is never heard again), and streams snapshots between the
+    nodes' ``StagedSnapshots``."""
 
     def send(self, messages: list[Message]) -> None: ...
 
     def set_peer(self, node_id: int, address: str, name: str = "") -> None:
         """``name``: the common name the peer certificate of ``node_id`` must carry ("" while unknown)."""
 
-    def remove_peer(self, node_id: int) -> None: ...
+    def remove_peer(self, node_id: int) -> None:
+        """Stop sending to ``node_id`` (whether it may still be heard is ``is_removed``'s to say)."""
 
 
 class LeaseForwarder(Protocol):
@@ -181,6 +183,8 @@ class Store(Protocol[InstallT]):
     def leases(self) -> list[Lease]: ...
 
     def members(self) -> list[rpc_pb2.Member]: ...
+
+    def removed_members(self) -> frozenset[int]: ...
 
     def alarms(self) -> list[rpc_pb2.AlarmMember]: ...
 
