@@ -42,7 +42,8 @@ async def await_commit(cluster: Cluster, bound: float) -> int:
 
 async def await_convergence(cluster: Cluster, revision: int, bound: float) -> None:
     """Every member of the final configuration runs, has applied at least ``revision``, and all hold the
-    same applied index and revision; then each is checked against the history."""
+    same applied index and revision; then each is checked against the history, and refuses every member
+    the run removed (however it learned of the removal: applied, restarted since, or from a snapshot)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + bound
     while True:
@@ -61,6 +62,8 @@ async def await_convergence(cluster: Cluster, revision: int, bound: float) -> No
         assert node is not None
         everything = node.range(rpc_pb2.RangeRequest(key=b"\0", range_end=b"\0"))
         cluster.history.check_final(member.name, list(everything.kvs), {lease.id for lease in node.store.leases()})
+        heard = [m.name for m in cluster.members.values() if m.removed and not node.is_removed(m.id)]
+        assert not heard, f"{member.name} would hear {', '.join(heard)}, removed from the cluster"
 
 
 def _describe(cluster: Cluster) -> str:

@@ -81,7 +81,8 @@ def test_drawn_schedules_pass(schedule: Schedule) -> None:
 
 def test_membership_changes_and_snapshots_take_effect() -> None:
     """A learner joins through `member add`, is promoted and a founder is removed, with frequent snapshots:
-    the new member catches up (through a snapshot) and the cluster ends with the new configuration."""
+    the new member catches up (through a snapshot) and the cluster ends with the new configuration. Then
+    every survivor crashes and restarts: each still refuses the removed founder (the convergence check)."""
     base = generate(0, "mixed")
     ids = {name: member_id_for("sim", peer_url(name)) for name in ("n1", "n2", "n3", "n4")}
     n1_slot = sorted(ids.values()).index(ids["n1"])  # faults name voters by their place in id order
@@ -89,6 +90,8 @@ def test_membership_changes_and_snapshots_take_effect() -> None:
         Fault(300, "add_learner"),
         Fault(900, "promote", (0,)),
         Fault(1500, "remove", (n1_slot,)),
+        *(Fault(1700, "crash", (slot,)) for slot in range(3)),
+        Fault(1750, "restart_all"),
     )
     knobs = MemberKnobs(snapshot_count=5, snapshot_catchup_entries=1)
     schedule = replace(base, nodes=3, faults=faults, link=LinkFaults(), knobs=knobs, duration=2000)
