@@ -42,11 +42,15 @@ class Unstable:
             return None
         return self.entries[index - self.offset].term
 
-    def stable_to(self, index: int, term: int) -> None:
-        """Entries up to ``index`` were persisted — unless they were replaced meanwhile (term differs)."""
-        if self.maybe_term(index) == term and index >= self.offset:
-            del self.entries[: index + 1 - self.offset]
-            self.offset = index + 1
+    def stable_to(self, index: int, term: int) -> list[Entry]:
+        """Entries up to ``index`` were persisted — unless they were replaced meanwhile (term differs).
+        Returns the entries that became stable."""
+        if self.maybe_term(index) != term or index < self.offset:
+            return []
+        stabled = self.entries[: index + 1 - self.offset]
+        del self.entries[: index + 1 - self.offset]
+        self.offset = index + 1
+        return stabled
 
     def stable_snapshot_to(self, index: int) -> None:
         if self.snapshot and self.snapshot.index == index:
@@ -262,10 +266,7 @@ class RaftLog:
         self.applying = max(self.applying, index)
 
     def stable_to(self, index: int, term: int) -> None:
-        unstable = self.unstable
-        if unstable.maybe_term(index) == term and index >= unstable.offset:
-            self.recent.add(unstable.slice(unstable.offset, index + 1))
-        unstable.stable_to(index, term)
+        self.recent.add(self.unstable.stable_to(index, term))
 
     def restore(self, meta: SnapshotMeta) -> None:
         """Replace the log by a snapshot (the follower's log did not contain its last entry)."""

@@ -16,7 +16,6 @@ for, and the bounds drop the oldest first. A read it cannot serve whole returns 
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 
 from raftkv.core.types import Entry
@@ -30,7 +29,7 @@ class RecentEntries:
     """Contiguous entries ``[first, first + len)``, each equal to the one storage holds at its index."""
 
     def __init__(self) -> None:
-        self._entries: deque[Entry] = deque()
+        self._entries: list[Entry] = []  # a list, not a deque: slicing one is O(len) where a deque indexes in O(n)
         self._first = 0
         self._bytes = 0
 
@@ -47,19 +46,22 @@ class RecentEntries:
             self._first = start
         else:
             self.truncate_from(start)
-        for entry in entries:
-            self._entries.append(entry)
-            self._bytes += entry.size()
-        while len(self._entries) > MAX_ENTRIES or (self._bytes > MAX_BYTES and len(self._entries) > 1):
-            self._bytes -= self._entries.popleft().size()
-            self._first += 1
+        self._entries.extend(entries)
+        self._bytes += sum(entry.size() for entry in entries)
+        drop = 0
+        while len(self._entries) - drop > MAX_ENTRIES or (self._bytes > MAX_BYTES and len(self._entries) - drop > 1):
+            self._bytes -= self._entries[drop].size()
+            drop += 1
+        if drop:
+            del self._entries[:drop]
+            self._first += drop
 
     def truncate_from(self, index: int) -> None:
         """Forget entries at ``index`` and after: the log replaces them."""
-        while self._entries and self._first + len(self._entries) > index:
-            self._bytes -= self._entries.pop().size()
-        if not self._entries:
-            self._bytes = 0
+        keep = max(0, index - self._first)
+        if keep < len(self._entries):
+            self._bytes -= sum(entry.size() for entry in self._entries[keep:])
+            del self._entries[keep:]
 
     def clear(self) -> None:
         self._entries.clear()
@@ -69,5 +71,4 @@ class RecentEntries:
         """Entries ``[lo, hi)`` if all are here, else None."""
         if not self._entries or lo < self._first or hi > self._first + len(self._entries):
             return None
-        start = lo - self._first
-        return [self._entries[i] for i in range(start, start + hi - lo)]
+        return self._entries[lo - self._first : hi - self._first]
