@@ -13,6 +13,7 @@ authentication off nothing is looked up: a call costs one attribute read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from raftkv import errors
@@ -74,22 +75,26 @@ async def stamp(context: Context, backend: Backend, header: internal_pb2.Request
 
 async def check_read(context: Context, backend: Backend, key: bytes, range_end: bytes = b"") -> AuthInfo | None:
     """Refuse a read the caller may not make; returns the identity checked (None with auth off)."""
-    state = backend.auth_state()
-    if not state.enabled:
-        return None
-    info = await auth_info(context, backend, state)
-    backend.auth_state().check_read(info.username, info.revision, key, range_end)
-    return info
+    return await _checked(context, backend, lambda state, info: state.check_read(info.username, info.revision,
+                                                                                 key, range_end))
 
 
 async def check_read_only_txn(context: Context, backend: Backend, request: rpc_pb2.TxnRequest) -> AuthInfo | None:
     """``check_read`` for a read-only transaction served without the log: the verdict the applier's
     (``statemachine.authorize``) would give it."""
+    return await _checked(context, backend, lambda state, info: authorize.check_read_only_txn(
+        state, info.username, info.revision, request))
+
+
+async def _checked(
+    context: Context, backend: Backend, check: Callable[[AuthState, AuthInfo], None]
+) -> AuthInfo | None:
+    """With auth on: who calls, then ``check`` against the auth state as it is once that is known."""
     state = backend.auth_state()
     if not state.enabled:
         return None
     info = await auth_info(context, backend, state)
-    authorize.check_read_only_txn(backend.auth_state(), info.username, info.revision, request)
+    check(backend.auth_state(), info)
     return info
 
 
