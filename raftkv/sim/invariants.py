@@ -98,8 +98,10 @@ class RaftChecker:
                 f"{durable.last_index()} is durable"
             )
         if msg.type == MessageType.VOTE_RESP:
+            # Safe once no restart can grant another vote in that term: the disk holds this vote, or a later
+            # term (two vote requests stepped in one turn are answered after one save, of the later term).
             hs = durable.initial_state()[0]
-            if (hs.term, hs.vote) != (msg.term, msg.to):
+            if hs.term < msg.term or (hs.term == msg.term and hs.vote != msg.to):
                 raise InvariantViolation(
                     f"{member.name} granted its term {msg.term} vote to {self._name(msg.to)} but its disk holds "
                     f"term {hs.term} vote {self._name(hs.vote)}"
