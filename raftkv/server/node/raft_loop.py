@@ -375,6 +375,12 @@ class RaftLoop:
         # Each committed request is decoded here, once: to tell whether its apply is bounded, and then for the
         # writer thread to apply.
         committed = Committed.decode(rd.committed_entries) if rd.committed_entries else None
+        # Held notices go out before an apply that changes whom the transport dials: one held past it would
+        # go to a member's new address (where nothing listens until it restarts there) or nowhere, and a
+        # member moved by `member update` would restart without having learned that its update committed.
+        hold = not (committed and committed.change_peers())
+        if not hold:
+            self._send_held_notices()
         if self._cfg.planted_bug == "apply-before-persist" and committed and installer is None:
             # PLANTED BUG (simulator self-test only): apply and answer before the Ready that committed the
             # entries is durable, as a transaction of its own.
@@ -387,7 +393,7 @@ class RaftLoop:
         # A leader's appends leave before its own write, which then runs beside replication (thesis §10.2.1):
         # the core counts the leader's copy only once ``advance`` says it is durable.
         if rd.send_first and rd.messages:  # never with a snapshot (the core's rule)
-            self._send(rd.messages)
+            self._send(rd.messages, hold=hold)
         if installer is not None or rd.must_sync:
             # Durable before anything depends on it: the appends answered, the vote granted, the snapshot
             # acknowledged, the leader's own copy counted.
@@ -410,7 +416,7 @@ class RaftLoop:
         if self._cfg.planted_bug == "ack-before-commit" and rd.entries and self.is_leader():
             self._ack_before_commit(rd.entries)
         if rd.messages and not rd.send_first:
-            self._send(rd.messages)
+            self._send(rd.messages, hold=hold)
         if rd.snapshot is not None:
             self.applied = self._store.applied_index()
             self.revision = self._store.revision()
@@ -426,15 +432,17 @@ class RaftLoop:
         if self.snapshots.due(self.applied):
             self._in_background(self._store.create_snapshot(), self.snapshots.taken)
 
-    def _send(self, messages: list[Message]) -> None:
-        messages = self._notices.outgoing(messages)
+    def _send(self, messages: list[Message], *, hold: bool = True) -> None:
+        messages = self._notices.outgoing(messages) if hold else messages
         if self._notices and self._notice_timer is None:
             self._notice_timer = self._clock.call_later(HOLD_COMMIT_NOTICE_S, self._send_held_notices)
         if self.transport is not None and messages:
             self.transport.send(self.snapshots.usable(messages))
 
     def _send_held_notices(self) -> None:
-        self._notice_timer = None
+        if self._notice_timer is not None:
+            self._notice_timer.cancel()
+            self._notice_timer = None
         held = self._notices.release()
         if self.transport is not None and held and not self.stopping:
             self.transport.send(self.snapshots.usable(held))
