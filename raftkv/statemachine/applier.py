@@ -124,10 +124,10 @@ class Committed:
         return Committed([e for e, _ in kept], [r for _, r in kept])
 
     def change_peers(self) -> bool:
-        """Whether applying them may change whom the transport dials: a membership change, or a member's
-        new peer URLs (``member update``)."""
+        """Whether applying them may change whom the transport dials: a membership change, or a request in
+        ``requests.CHANGE_PEERS``."""
         return any(e.type == EntryType.CONF_CHANGE for e in self.entries) or any(
-            r is not None and r.HasField("member_update") for r in self.requests
+            r is not None and r.WhichOneof("request") in requests.CHANGE_PEERS for r in self.requests
         )
 
     def bounded(self) -> bool:
