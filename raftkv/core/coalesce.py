@@ -16,13 +16,6 @@ keeps the replication protocol exactly as it was while halving that traffic:
 Only messages with nothing else to the same peer queued between them, and from the same sender, are folded,
 so each peer still sees its messages in the order the core produced them. Rejections are never folded: each
 carries a hint.
-
-Across turns (``HeldNotices``): once an append response moves the commit index, the leader tells every
-follower with an empty append, and each follower answers it — at one request at a time, four of a put's
-eight peer messages and one of each follower's two transactions. The driver may hold such an append back
-for a moment: the next append to that follower, which the next request brings, then carries the commit index
-in its place. Holding a message is the network delaying it, which Raft tolerates; only what a follower knows
-of the commit index arrives later, never what it holds of the log.
 """
 
 from __future__ import annotations
@@ -51,40 +44,6 @@ def coalesce(messages: list[Message], max_entries: int, max_bytes: int) -> list[
         last_to[m.to] = len(out)
         out.append(m)
     return out
-
-
-class HeldNotices:
-    """Empty appends (they say only the commit index, or probe) held back between turns, one per peer.
-
-    ``outgoing`` takes a turn's messages and returns what to send now: a held append goes first to its peer,
-    folded into that peer's next append where it can be; an empty append that is the last message of the
-    turn to its peer is held instead. ``release`` hands over what is held, for the driver to send when its
-    timer fires. Each peer still sees its messages in the order the core produced them."""
-
-    def __init__(self, max_entries: int, max_bytes: int) -> None:
-        self._max_entries = max_entries
-        self._max_bytes = max_bytes
-        self._held: dict[int, Message] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._held)
-
-    def outgoing(self, messages: list[Message]) -> list[Message]:
-        if self._held:
-            earlier = [self._held.pop(to) for to in dict.fromkeys(m.to for m in messages) if to in self._held]
-            messages = coalesce(earlier + messages, self._max_entries, self._max_bytes)
-        last_to = {m.to: i for i, m in enumerate(messages)}
-        out = []
-        for i, m in enumerate(messages):
-            if m.type == MT.APP and not m.entries and last_to[m.to] == i:
-                self._held[m.to] = m
-            else:
-                out.append(m)
-        return out
-
-    def release(self) -> list[Message]:
-        held, self._held = list(self._held.values()), {}
-        return held
 
 
 def _fold(first: Message, second: Message, max_entries: int, max_bytes: int) -> Message | None:

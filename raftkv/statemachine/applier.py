@@ -123,13 +123,6 @@ class Committed:
         kept = [(e, r) for e, r in zip(self.entries, self.requests) if e.index > applied]
         return Committed([e for e, _ in kept], [r for _, r in kept])
 
-    def change_peers(self) -> bool:
-        """Whether applying them may change whom the transport dials: a membership change, or a request in
-        ``requests.CHANGE_PEERS``."""
-        return any(e.type == EntryType.CONF_CHANGE for e in self.entries) or any(
-            r is not None and r.WhichOneof("request") in requests.CHANGE_PEERS for r in self.requests
-        )
-
     def bounded(self) -> bool:
         """Whether applying them costs a bounded amount per entry (no range deletes, compactions or lease
         revokes), so it may share the transaction that persists a Ready without stalling the Raft loop."""

@@ -15,9 +15,6 @@ from raftkv.proto import kv_pb2, rpc_pb2
 from raftkv.statemachine.mvcc import KeyRange, MvccReader, MvccWrite, lease_id_bytes
 
 _LEASES_DB = "leases"
-#: Requests whose apply changes whom the transport dials or how it checks them (a member's peer URLs, the
-#: name its peer certificate must carry). A conf change does too; it is an entry of its own type.
-CHANGE_PEERS = frozenset({"publish_member", "member_update"})
 
 
 def _check_put(reader: MvccReader, req: rpc_pb2.PutRequest) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raftkv.core.coalesce import HeldNotices, coalesce
+from raftkv.core.coalesce import coalesce
 from raftkv.core.types import Entry, Message, MessageType
 from tests.core.test_raft import drain, node
 
@@ -85,45 +85,3 @@ def test_a_request_a_follower_forwards_for_another_node_keeps_its_sender_and_is_
     forwarded = Message(MT.READ_INDEX, to=1, sender=3, context=b"read")
     answer = Message(MT.APP_RESP, to=1, sender=2, term=2, index=BOOT)
     assert coalesce([forwarded, answer, answer], 10, 1 << 20) == [forwarded, answer]
-
-
-@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(append_runs(), st.data())
-def test_a_follower_ends_the_same_given_appends_held_between_turns(
-    run: tuple[list[Message], int], data: st.DataObject
-) -> None:
-    """The driver sends each turn's messages through ``HeldNotices`` and sends what it releases when its
-    timer fires: whatever the turns and the timer, the follower ends with the log and commit index it would
-    have had from every append as the core made it."""
-    messages, max_entries = run
-    held = HeldNotices(max_entries, 1 << 20)
-    sent: list[Message] = []
-    at = 0
-    while at < len(messages):
-        turn_size = data.draw(st.integers(1, len(messages) - at))
-        sent += held.outgoing(messages[at : at + turn_size])
-        at += turn_size
-        if data.draw(st.booleans()):
-            sent += held.release()
-    sent += held.release()
-    assert not held
-    assert all(len(m.entries) <= max_entries for m in sent)
-    assert follower_after(sent)[:2] == follower_after(messages)[:2]
-
-
-def test_held_notices_hold_only_a_peer_s_last_empty_append_and_go_first_to_it() -> None:
-    empty = Message(MT.APP, to=2, sender=1, term=2, index=BOOT, log_term=1, commit=BOOT)
-    heartbeat = Message(MT.HEARTBEAT, to=2, sender=1, term=2, commit=BOOT)
-    other = Message(MT.APP, to=3, sender=1, term=2, index=BOOT, log_term=1, commit=BOOT)
-    held = HeldNotices(10, 1 << 20)
-    # An empty append followed by another message to the same peer goes now: holding it would reorder them.
-    assert held.outgoing([empty, heartbeat]) == [empty, heartbeat] and not held
-    assert held.outgoing([empty, other]) == [] and held
-    # The next turn's message to peer 2 carries what was held for it first; peer 3's stays held.
-    assert held.outgoing([heartbeat]) == [empty, heartbeat]
-    assert held.release() == [other] and not held
-    # A held empty append folds into the next append to the same peer, which then carries its commit.
-    entry = Entry(term=2, index=BOOT + 1, data=b"x")
-    append = Message(MT.APP, to=2, sender=1, term=2, index=BOOT, log_term=1, entries=(entry,), commit=BOOT + 1)
-    assert held.outgoing([empty]) == []
-    assert held.outgoing([append]) == [append] and not held

@@ -34,8 +34,8 @@ def quiet_members() -> None:
     logging.getLogger("raftkv").setLevel(logging.CRITICAL)
 
 
-def first_failure(profile: str, options: SimOptions, max_seeds: int, first_seed: int = 0) -> RunResult:
-    for seed in range(first_seed, first_seed + max_seeds):
+def first_failure(profile: str, options: SimOptions, max_seeds: int) -> RunResult:
+    for seed in range(max_seeds):
         res = run_schedule(generate(seed, profile), options)
         if not res.ok:
             return res
@@ -115,10 +115,7 @@ def test_reads_without_read_index_are_caught() -> None:
 def test_a_read_lease_longer_than_the_election_timeout_is_caught() -> None:
     """A leader lease twenty times what the election timeout allows: a leader cut off from the others keeps
     answering linearizable reads (and the lease checks behind a read barrier) after its successor moved on."""
-    # Rare in drawn schedules: the deposed leader must still think it leads when its successor's write is
-    # acknowledged, and be asked then (base rates measured: mixed 1 in 120, failover 2 in 400). The search
-    # starts where it is caught today (failover seeds 151 and 199), so that it costs a few runs, not 150.
-    res = first_failure("failover", SimOptions(planted_bug="read-lease-too-long"), 60, first_seed=145)
+    res = first_failure("mixed", SimOptions(planted_bug="read-lease-too-long"), 20)  # today: seed 4
     assert res.error is not None and "stale" in res.error, res.error
 
 

@@ -25,7 +25,6 @@ from raftkv.server.backend import ClientSession
 from raftkv.server.config import ServerConfig, host_port, member_id_for
 from raftkv.server.node.raft_loop import RaftLoop
 from raftkv.server.node.world import Clock, Store
-from raftkv.statemachine import requests
 from raftkv.statemachine.applier import AppliedEntry
 
 log = logging.getLogger("raftkv.node")
@@ -147,7 +146,7 @@ class Membership:
         """A started member published its name (from now on its peer certificate must carry it), or a
         member's peer URLs changed (``member update``: dial it at its new address from now on)."""
         assert result.result is not None
-        if result.result.WhichOneof("response") in requests.CHANGE_PEERS and not result.result.error:
+        if result.result.WhichOneof("response") in ("publish_member", "member_update") and not result.result.error:
             self.refresh_peers()
 
     def _refresh_conf(self) -> None:

@@ -34,7 +34,6 @@ from collections.abc import Callable
 from typing import Any, NoReturn, Protocol, TypeVar
 
 from raftkv import errors
-from raftkv.core.coalesce import HeldNotices
 from raftkv.core.config import Config as RaftConfig
 from raftkv.core.rawnode import RawNode
 from raftkv.core.types import (
@@ -57,7 +56,7 @@ from raftkv.server.node.read_lease import ReadLease, lease_seconds
 from raftkv.server.node.reads import LinearizableReads
 from raftkv.server.node.refusals import dropped_error, result_error
 from raftkv.server.node.snapshots import SnapshotScheduler, StagedSnapshots
-from raftkv.server.node.world import Clock, Fatal, Store, Timer, Transport
+from raftkv.server.node.world import Clock, Fatal, Store, Transport
 from raftkv.server.waiters import ProposalWaiters, within
 from raftkv.statemachine.applier import AppliedEntry, Committed
 from raftkv.storage.env import StorageFull
@@ -65,13 +64,6 @@ from raftkv.storage.sealed import CorruptionError
 
 log = logging.getLogger("raftkv.node")
 T = TypeVar("T")
-#: How long an empty append (a commit index, a probe) may wait for the next append to the same follower to
-#: carry it instead (``HeldNotices``). Longer than a client at one request at a time takes to send its next
-#: request once answered (about a millisecond here), so at that load a put costs four peer messages, not
-#: eight; far shorter than a heartbeat. What it costs: an idle follower learns a commit this much later (its
-#: serializable reads and watchers see the write that much later; linearizable reads do not wait for it,
-#: their ReadIndex round's heartbeats carry the commit index).
-HOLD_COMMIT_NOTICE_S = 0.005
 ConfRefused = Callable[[ConfChange, errors.EtcdError], None]
 
 
@@ -125,10 +117,7 @@ class RaftLoop:
             refuse_votes_after_boot=cfg.leader_lease_reads,
             logger=self._core_log if log.isEnabledFor(logging.DEBUG) else None,
         )
-        raft_config = raft_tuning(raft_config) if raft_tuning else raft_config
-        self.raw = RawNode(raft_config, store.log, rng)
-        self._notices = HeldNotices(raft_config.max_entries_per_msg, raft_config.max_size_per_msg)
-        self._notice_timer: Timer | None = None
+        self.raw = RawNode(raft_tuning(raft_config) if raft_tuning else raft_config, store.log, rng)
         self.transport: Transport | None = None
         self._proposals: list[bytes] = []
         #: (term, request id, request) of proposals only this member, leading in that term, may make.
@@ -375,12 +364,6 @@ class RaftLoop:
         # Each committed request is decoded here, once: to tell whether its apply is bounded, and then for the
         # writer thread to apply.
         committed = Committed.decode(rd.committed_entries) if rd.committed_entries else None
-        # Held notices go out before an apply that changes whom the transport dials: one held past it would
-        # go to a member's new address (where nothing listens until it restarts there) or nowhere, and a
-        # member moved by `member update` would restart without having learned that its update committed.
-        hold = not (committed and committed.change_peers())
-        if not hold:
-            self._send_held_notices()
         if self._cfg.planted_bug == "apply-before-persist" and committed and installer is None:
             # PLANTED BUG (simulator self-test only): apply and answer before the Ready that committed the
             # entries is durable, as a transaction of its own.
@@ -393,7 +376,7 @@ class RaftLoop:
         # A leader's appends leave before its own write, which then runs beside replication (thesis §10.2.1):
         # the core counts the leader's copy only once ``advance`` says it is durable.
         if rd.send_first and rd.messages:  # never with a snapshot (the core's rule)
-            self._send(rd.messages, hold=hold)
+            self._send(rd.messages)
         if installer is not None or rd.must_sync:
             # Durable before anything depends on it: the appends answered, the vote granted, the snapshot
             # acknowledged, the leader's own copy counted.
@@ -416,7 +399,7 @@ class RaftLoop:
         if self._cfg.planted_bug == "ack-before-commit" and rd.entries and self.is_leader():
             self._ack_before_commit(rd.entries)
         if rd.messages and not rd.send_first:
-            self._send(rd.messages, hold=hold)
+            self._send(rd.messages)
         if rd.snapshot is not None:
             self.applied = self._store.applied_index()
             self.revision = self._store.revision()
@@ -432,20 +415,9 @@ class RaftLoop:
         if self.snapshots.due(self.applied):
             self._in_background(self._store.create_snapshot(), self.snapshots.taken)
 
-    def _send(self, messages: list[Message], *, hold: bool = True) -> None:
-        messages = self._notices.outgoing(messages) if hold else messages
-        if self._notices and self._notice_timer is None:
-            self._notice_timer = self._clock.call_later(HOLD_COMMIT_NOTICE_S, self._send_held_notices)
-        if self.transport is not None and messages:
+    def _send(self, messages: list[Message]) -> None:
+        if self.transport is not None:
             self.transport.send(self.snapshots.usable(messages))
-
-    def _send_held_notices(self) -> None:
-        if self._notice_timer is not None:
-            self._notice_timer.cancel()
-            self._notice_timer = None
-        held = self._notices.release()
-        if self.transport is not None and held and not self.stopping:
-            self.transport.send(self.snapshots.usable(held))
 
     def _ack_before_commit(self, entries: list[Entry]) -> None:
         """PLANTED BUG (fault-injection self-test only): answer puts once the leader's own copy is durable,
