@@ -37,7 +37,7 @@ from raftkv.api.watch import WatchServicer
 from raftkv.client import ClientConfig
 from raftkv.discovery.web import RegistryPage  # this module is the process's composition root
 from raftkv.security.common_names import AUTH_COMMON_NAME
-from raftkv.security.revocation import RevocationList, guards, revocation_list
+from raftkv.security.revocation import RevocationList, revocation_guards, revocation_list
 from raftkv.security.tls import (
     ConfigError,
     ReloadingChannelCredentials,
@@ -99,7 +99,7 @@ def _quarantined_client_server(
             listen_addresses=[host_port(u) for u in cfg.listen_client_urls],
             server_credentials=credentials,
             max_request_bytes=cfg.max_request_bytes,
-            interceptors=guards(crl),
+            guards=revocation_guards(crl),
         )
 
     return build
@@ -206,7 +206,7 @@ async def serve(cfg: ServerConfig) -> int:
         snapshot_sink=node.staged_snapshots,
         snapshot_source=node.staged_snapshots,
         name=cfg.name,
-        interceptors=guards(peer_crl),
+        guards=revocation_guards(peer_crl),
         advertise_address=host_port(cfg.advertise_peer_urls[0]),
     )
     try:
@@ -244,7 +244,7 @@ async def serve(cfg: ServerConfig) -> int:
             max_request_bytes=cfg.max_request_bytes,
             recipes=Recipes(node, hub),
             methods=methods,
-            interceptors=guards(client_crl),
+            guards=revocation_guards(client_crl),
         )
         await client_server.start()
     except (OSError, RuntimeError) as exc:

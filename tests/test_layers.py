@@ -35,7 +35,8 @@ STACK: list[tuple[int, tuple[str, ...]]] = [
 OUTSIDE = ("raftkv.client", "raftkv.localcluster", "raftkv.local_processes", "raftkv.testing", "raftkv.bench", "raftkv.discovery", "cli",
            "jepsen_like", "tools")
 OUTSIDE_MAY_IMPORT = ("raftkv.client", "raftkv.localcluster", "raftkv.local_processes", "raftkv.proto", "raftkv.errors", "raftkv.keys",
-                      "raftkv.security", "raftkv.grpc_registration", "raftkv.cancellation", "raftkv.testing", "raftkv.bench",
+                      "raftkv.security", "raftkv.grpc_registration", "raftkv.grpc_guard", "raftkv.cancellation", "raftkv.testing",
+                      "raftkv.bench",
                       "raftkv.discovery", "raftkv.process_stat", "raftkv.__init__")
 #: Some outside code needs the process itself: kvctl's offline snapshot restore.
 EXTRA = {"cli": ("raftkv.main",)}

@@ -7,7 +7,7 @@ load balancers and orchestrators probe it), and answers methods no service serve
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any
 
 import grpc
@@ -21,10 +21,11 @@ from raftkv.api.gateway.calls import MethodTable
 from raftkv.api.kv import KVService
 from raftkv.api.lock import LockService
 from raftkv.api.maintenance import MaintenanceService
-from raftkv.api.metadata import AdmissionInterceptor, Context
+from raftkv.api.metadata import Admission, Context
 from raftkv.api.receive_limit import ReceiveLimit, RequestReader
 from raftkv.api.recipes import Recipes
-from raftkv.grpc_registration import add_service
+from raftkv.grpc_guard import Fallback, Guard, GuardedHandlers, Layer
+from raftkv.grpc_registration import service_handlers, service_names
 from raftkv.proto import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
 from raftkv.security.grpc_options import server_options
 from raftkv.server.backend import Backend
@@ -44,31 +45,24 @@ def build_client_server(
     max_request_bytes: int,
     recipes: Recipes | None = None,
     methods: MethodTable | None = None,
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    guards: Sequence[Guard] = (),
 ) -> grpc.aio.Server:
     """A bound, not yet started server (``await server.start()``); ``listen_addresses`` are ``host:port``.
 
     ``server_credentials`` None means plaintext (the explicit insecure mode). A servicer given as None is
     left unregistered, so its methods answer UNIMPLEMENTED; so are the Lock and Election services without
-    ``recipes``. ``interceptors`` run before admission, on every service, for gRPC calls (certificate
-    revocation). ``methods``, if given, learns every handler and the interceptors after those, for the JSON
+    ``recipes``. ``guards`` run before admission, on every service, for gRPC calls (certificate
+    revocation). ``methods``, if given, is handed every handler behind the layers after those, for the JSON
     gateway to call: the gateway refuses a revoked certificate once per connection itself, as etcd does at
     the handshake, and its calls carry the member's identity, which no CRL of its own port lists. Raises
     RuntimeError if a port cannot be bound.
     """
     assert listen_addresses, "a client server needs at least one address"
     limit = ReceiveLimit.for_requests(max_request_bytes)
-    unknown = UnknownMethods()
-    admission = [unknown, RequestReader(limit), AdmissionInterceptor(backend)]
-    grpc_server = grpc.aio.server(
-        interceptors=[*interceptors, *admission],
-        # Core reads up to the ceiling; the request reader refuses past the limit in etcd's words.
-        options=server_options(max_receive_bytes=limit.ceiling, max_send_bytes=MAX_SEND_BYTES),
-    )
-    server = grpc_server if methods is None else methods.recording(grpc_server, admission)
+    handlers: list[grpc.GenericRpcHandler] = []
 
     def add(add_to_server: Callable[[Any, Any], None], servicer: object) -> None:
-        unknown.services.update(add_service(add_to_server, servicer, server))
+        handlers.extend(service_handlers(add_to_server, servicer))
 
     add(rpc_pb2_grpc.add_KVServicer_to_server, KVService(backend))
     add(rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterService(backend))
@@ -82,15 +76,23 @@ def build_client_server(
         add(v3lock_pb2_grpc.add_LockServicer_to_server, LockService(recipes))
         add(v3election_pb2_grpc.add_ElectionServicer_to_server, ElectionService(recipes))
     add(health_pb2_grpc.add_HealthServicer_to_server, LeaderHealthService(backend))
+    admission: list[Layer] = [UnknownMethods(service_names(handlers)), RequestReader(limit), Admission(backend)]
+    server = grpc.aio.server(
+        # Core reads up to the ceiling; the request reader refuses past the limit in etcd's words.
+        options=server_options(max_receive_bytes=limit.ceiling, max_send_bytes=MAX_SEND_BYTES),
+    )
+    server.add_generic_rpc_handlers([GuardedHandlers(handlers, [*guards, *admission])])
+    if methods is not None:
+        methods.serve(GuardedHandlers(handlers, admission))
     for address in listen_addresses:
         if server_credentials is None:
             server.add_insecure_port(address)
         else:
             server.add_secure_port(address, server_credentials)
-    return grpc_server
+    return server
 
 
-class UnknownMethods(grpc.aio.ServerInterceptor):
+class UnknownMethods(Fallback):
     """grpc-go's answers (etcd's) for a method no service here serves, where grpc.aio answers "Method not
     found!" for all: ``unknown service S``, ``unknown method M for service S`` (UNIMPLEMENTED), and for a
     name without a service ``malformed method name: "N"`` (RESOURCE_EXHAUSTED, grpc-go's choice).
@@ -98,18 +100,11 @@ class UnknownMethods(grpc.aio.ServerInterceptor):
     It comes before admission and the size check, as grpc-go answers unknown methods before any
     interceptor runs; ``services`` are the names of the services registered."""
 
-    def __init__(self) -> None:
-        self.services: set[str] = set()
+    def __init__(self, services: set[str]) -> None:
+        self.services = services
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is not None:
-            return handler
-        code, text = unknown_method_status(handler_call_details.method, self.services)
+    def handler(self, method: str) -> grpc.RpcMethodHandler:
+        code, text = unknown_method_status(method, self.services)
 
         async def refuse(requests: Any, context: Context) -> None:
             await context.abort(code, text)

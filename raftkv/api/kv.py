@@ -47,7 +47,7 @@ async def propose(
 
 
 class KVService(rpc_pb2_grpc.KVServicer):
-    """The key-value service; errors are raised as ``EtcdException`` for the admission interceptor."""
+    """The key-value service; errors are raised as ``EtcdException`` for the admission guard."""
 
     def __init__(self, backend: Backend, request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         self._backend = backend

@@ -16,7 +16,7 @@ from raftkv.server.backend import Backend
 
 
 class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
-    """The Lease service; errors are raised as ``EtcdException`` for the admission interceptor."""
+    """The Lease service; errors are raised as ``EtcdException`` for the admission guard."""
 
     def __init__(self, backend: Backend, request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         self._backend = backend

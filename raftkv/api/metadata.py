@@ -4,8 +4,9 @@
 etcd makes these checks once, in a server interceptor wrapped around every client RPC
 (``etcdserver/api/v3rpc/interceptor.go``): learners serve only ``Status`` and serializable ``Range``;
 a call carrying ``hasleader: true`` fails with ``etcdserver: no leader`` when the member knows no leader.
-:class:`AdmissionInterceptor` does the same here, so the services (including the watch and lease
-services) only ever *raise* ``EtcdException`` and never deal with statuses themselves.
+:class:`Admission` does the same here (a guard around every handler, ``raftkv.grpc_guard``), so the
+services (including the watch and lease services) only ever *raise* ``EtcdException`` and never deal with
+statuses themselves.
 
 Also here, because every service needs them per call: the exactly-once session from raftkv's own
 metadata, the time a call may take, and etcd's filling of response headers.
@@ -20,7 +21,7 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from raftkv import errors
-from raftkv.grpc_guard import Context, GuardingInterceptor
+from raftkv.grpc_guard import Context, Guard
 from raftkv.proto import rpc_pb2
 from raftkv.server.backend import Backend, ClientSession
 from raftkv.storage.sealed import CorruptionError
@@ -29,7 +30,7 @@ CLIENT_ID_KEY = "raftkv-client-id"
 SEQ_KEY = "raftkv-seq"
 #: Set by etcd clients (``clientv3.WithRequireLeader``, used by etcdctl for watches) to fail fast.
 REQUIRE_LEADER_KEY = "hasleader"
-#: The services the interceptor guards; the standard health service stays reachable on every member.
+#: The services admission guards; the standard health service stays reachable on every member.
 GUARDED_PREFIXES = ("/etcdserverpb.", "/v3lockpb.", "/v3electionpb.")
 
 ResponseT = TypeVar("ResponseT", bound=Message)
@@ -107,13 +108,12 @@ async def abort(context: Context, error: BaseException, backend: Backend) -> NoR
 _Handled = (errors.EtcdException, MalformedMetadata, CorruptionError)
 
 
-class AdmissionInterceptor(GuardingInterceptor):
+class Admission(Guard):
     """Runs :func:`admit` before every etcd RPC and turns ``EtcdException`` into etcd's status."""
 
     refusals = _Handled
 
     def __init__(self, backend: Backend) -> None:
-        super().__init__()
         self._backend = backend
 
     def guards(self, method: str) -> bool:

@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 import grpc
 from google.protobuf.message import DecodeError
 
-from raftkv.grpc_guard import Context, GuardingInterceptor
+from raftkv.grpc_guard import Context, Guard
 
 #: etcd's gRPC server accepts requests this much larger than ``--max-request-bytes``.
 SLACK_BYTES = 512 * 1024
@@ -107,15 +107,14 @@ def _reading(deserializer: Callable[[bytes], Any], limit: ReceiveLimit, unary: b
     return deserialize
 
 
-class RequestReader(GuardingInterceptor):
+class RequestReader(Guard):
     """Refuses a request message past ``limit`` and one that does not decode, on every method, the way
-    grpc-go does. It comes before the interceptors that look at requests
-    (``metadata.AdmissionInterceptor``), so that they never see a refused message."""
+    grpc-go does. It comes before the guards that look at requests
+    (``metadata.Admission``), so that they never see a refused message."""
 
     refusals = (UnreadableMessage,)
 
     def __init__(self, limit: ReceiveLimit) -> None:
-        super().__init__()
         self._limit = limit
 
     def prepare(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:

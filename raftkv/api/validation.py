@@ -13,7 +13,7 @@ Every field of those requests, and its rule:
 request                   rule
 ========================  ======================================================================
 every request             its bytes decode (else INTERNAL with grpc-go's text, as etcd answers:
-                          ``metadata.AdmissionInterceptor``); a proposal's encoding is at most
+                          ``metadata.Admission``); a proposal's encoding is at most
                           ``--max-request-bytes`` (REQUEST_TOO_LARGE)
 Range                     ``request_shape.check_range``; revisions and limit any int64
 WatchCreate               filters known (INVALID_WATCH_FILTER, as a created-and-canceled reply);

@@ -3,8 +3,8 @@
 raftkv serves etcd's client API from one Python process (``grpc.aio``; the GIL keeps it on one core). The
 server ``raftkv.bench.grpc_server_kinds`` calls ``aio`` does nothing a member does — no Raft, no storage, no
 auth — but has the same shape where gRPC is concerned: mutual TLS made as ``kvctl certs init`` makes it,
-the client port's channel arguments and as many interceptors, ``Put`` handed to a core loop and a writer
-thread and answered when the batch is done, ``Range`` answered from a dict. Measured beside etcd by the
+the client port's channel arguments and as many guards around each handler, ``Put`` handed to a core loop
+and a writer thread and answered when the batch is done, ``Range`` answered from a dict. Measured beside etcd by the
 same load generator, its throughput is the most any member built on one ``grpc.aio`` process could reach
 on this machine, so the report can tell a gap raftkv's own code leaves from one the serving runtime sets.
 """

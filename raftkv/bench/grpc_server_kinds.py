@@ -7,9 +7,12 @@ process serves etcd's ``KV.Range`` and ``KV.Put`` (raftkv's stubs) from a dict, 
 ``raftkv.security`` as ``kvctl certs init`` makes it and the client port's channel arguments; separate
 processes (``raftkv.bench.load``'s generator, uvloop) drive it. Kinds of server:
 
-- ``aio``: grpc.aio on uvloop with three interceptors, as many as the client port runs (each wraps the
-  handler in one more coroutine frame, as ``raftkv.grpc_guard`` does);
-- ``aio-bare``: the same without interceptors; ``aio-tuned``: without interceptors and with
+- ``aio``: grpc.aio on uvloop, its service given as generic handlers behind three guards that pass every
+  call, run in one frame (``raftkv.grpc_guard``), as the client port runs its own three;
+- ``aio-interceptors``: the same with three pass-through grpc.aio interceptors instead of the guards, the
+  way the client port ran its checks before (each interceptor is one more coroutine per call and one more
+  frame around the handler);
+- ``aio-bare``: the same without guards; ``aio-tuned``: without guards and with
   ``grpc.optimization_target=throughput`` and ``grpc.minimal_stack``;
 - ``sync-N``: ``grpc.server`` with a ``ThreadPoolExecutor(N)`` and three (synchronous) interceptors;
 - any of these with ``+plain``: the same without TLS (to compare with figures measured that way).
@@ -57,13 +60,15 @@ import grpc.aio
 from raftkv.bench.load import LoadGenerator, Workload
 from raftkv.bench.stats import percentile
 from raftkv.client.config import ClientConfig
+from raftkv.grpc_guard import Guard, GuardedHandlers
+from raftkv.grpc_registration import service_handlers
 from raftkv.process_stat import process_cpu_seconds
 from raftkv.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from raftkv.security.certs import init_cluster_certs
 from raftkv.security.grpc_options import server_options
 from raftkv.security.tls import TLSFiles, server_credentials
 
-SERVERS = ("aio", "aio-bare", "aio-tuned", "sync-4", "sync-16", "sync-64")
+SERVERS = ("aio", "aio-interceptors", "aio-bare", "aio-tuned", "sync-4", "sync-16", "sync-64")
 #: A kind is a server, optionally with ``+plain``: the same server without TLS.
 PLAIN = "+plain"
 KINDS = (*SERVERS, *(s + PLAIN for s in SERVERS))
@@ -88,7 +93,8 @@ class Cell:
 CELLS = (Cell("range c=1", "get-s", 1), Cell("range c=64", "get-s", 64), Cell("range 1000/s", "get-s", 64, 1000.0),
          Cell("put c=1", "put", 1), Cell("put c=64", "put", 64), Cell("put 1000/s", "put", 64, 1000.0))
 DEFAULT_CELLS = ("range c=1", "range c=64", "put c=1", "put c=64")
-INTERCEPTORS = 3
+#: The client port's guards (revocation aside): unknown methods, the request reader, admission.
+GUARDS = 3
 SERVER_NAME = "bench"
 TUNED_OPTIONS = [("grpc.optimization_target", "throughput"), ("grpc.minimal_stack", 1)]
 #: Calls each load process keeps in flight at most; more concurrency is spread over more processes.
@@ -189,7 +195,7 @@ class SyncKV(rpc_pb2_grpc.KVServicer):
 
 
 class AioPassThrough(grpc.aio.ServerInterceptor):
-    """Wraps the unary handler in one more coroutine, as a guarding interceptor does."""
+    """Wraps the unary handler in one more coroutine, as a guarding interceptor did."""
 
     async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
         handler = await continuation(details)
@@ -240,10 +246,12 @@ def _announce(port: int) -> None:
 async def _serve_aio(kind: str, certs: Path | None) -> None:
     store = Store()
     options = server_options() + (TUNED_OPTIONS if kind == "aio-tuned" else [])
-    interceptors = [AioPassThrough() for _ in range(INTERCEPTORS)] if kind == "aio" else []
+    interceptors = [AioPassThrough() for _ in range(GUARDS)] if kind == "aio-interceptors" else []
     server = grpc.aio.server(interceptors=interceptors, options=options)
     servicer = AioKV(store)
-    rpc_pb2_grpc.add_KVServicer_to_server(servicer, server)
+    handlers = service_handlers(rpc_pb2_grpc.add_KVServicer_to_server, servicer)
+    guards = [Guard() for _ in range(GUARDS)] if kind == "aio" else []
+    server.add_generic_rpc_handlers([GuardedHandlers(handlers, guards)])
     port = _add_port(server, certs)
     core = servicer.start()
     await server.start()
@@ -262,7 +270,7 @@ def _serve_sync(workers: int, certs: Path | None) -> None:
     servicer = SyncKV(store, uvloop.new_event_loop())
     servicer.start()
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=workers),
-                         interceptors=[SyncPassThrough() for _ in range(INTERCEPTORS)], options=server_options())
+                         interceptors=[SyncPassThrough() for _ in range(GUARDS)], options=server_options())
     rpc_pb2_grpc.add_KVServicer_to_server(servicer, server)
     port = _add_port(server, certs)
     server.start()

@@ -2,16 +2,16 @@
 
 grpcio for Python exposes no CRL hook in the TLS handshake (the C core's ``CrlProvider`` is not
 reachable from Python), so the check sits at the first point Python sees a connection: before any handler
-of any call runs, an interceptor reads the peer's verified certificate (``auth_context()["x509_pem_cert"]``)
-and refuses the call if the CRL lists its serial number. The verdict is cached per certificate, so a
-connection costs one lookup per call. The CRL file is re-read when it changes (an operator revokes without
-a restart); a CRL that does not parse, or is not signed by a trusted CA, is refused at start-up and ignored
-with a warning later (the previous list stays in force).
+of any call runs, a guard (``raftkv.grpc_guard``) reads the peer's verified certificate
+(``auth_context()["x509_pem_cert"]``) and refuses the call if the CRL lists its serial number. The verdict
+is cached per certificate, so a connection costs one lookup per call. The CRL file is re-read when it
+changes (an operator revokes without a restart); a CRL that does not parse, or is not signed by a trusted
+CA, is refused at start-up and ignored with a warning later (the previous list stays in force).
 
 etcd checks its CRL in the listener, per accepted connection; the client sees the same effect (no call on
 that connection succeeds), only as a gRPC status instead of a failed handshake. The client port's HTTP side
 (``raftkv.api.gateway.http``) does see its connections, so it asks once per connection, as etcd does, and
-its calls into the gRPC handlers skip the interceptor.
+its calls into the gRPC handlers skip the guard.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
-import grpc.aio
 from cryptography import x509
 
-from raftkv.grpc_guard import Context, GuardingInterceptor
+from raftkv.grpc_guard import Context, Guard
 from raftkv.security.reload import Reloaded
 from raftkv.security.tls import ConfigError, TLSFiles
 
@@ -108,14 +107,13 @@ class Revoked(Exception):
     """A call whose peer certificate the CRL revokes; ``str()`` names the serial and the CRL."""
 
 
-class RevocationInterceptor(GuardingInterceptor):
+class RevocationGuard(Guard):
     """Refuses every call whose peer certificate the CRL revokes, before the handler runs (any service:
     etcd's, health, Raft)."""
 
     refusals = (Revoked,)
 
     def __init__(self, crl: RevocationList) -> None:
-        super().__init__()
         self._crl = crl
 
     def before(self, request: Any, context: Context, streaming_request: bool) -> Any:
@@ -137,6 +135,6 @@ def revocation_list(crl_file: Path | None, tls: TLSFiles | None) -> RevocationLi
     return RevocationList(crl_file, tls.ca)
 
 
-def guards(crl: RevocationList | None) -> list[grpc.aio.ServerInterceptor]:
+def revocation_guards(crl: RevocationList | None) -> list[Guard]:
     """What a gRPC listener runs first for ``crl`` (nothing without one)."""
-    return [] if crl is None else [RevocationInterceptor(crl)]
+    return [] if crl is None else [RevocationGuard(crl)]

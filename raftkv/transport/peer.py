@@ -57,7 +57,8 @@ import grpc
 
 from raftkv.cancellation import raise_if_cancelling
 from raftkv.core.types import FORWARDED_REQUESTS, Message, MessageType, SnapshotMeta
-from raftkv.grpc_registration import add_service
+from raftkv.grpc_guard import Guard, GuardedHandlers
+from raftkv.grpc_registration import service_handlers
 from raftkv.proto import raft_pb2, raft_pb2_grpc
 from raftkv.security.common_names import auth_common_names
 from raftkv.security.grpc_options import channel_options, server_options
@@ -141,7 +142,7 @@ class PeerTransport:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         snapshot_chunk_bytes: int = DEFAULT_SNAPSHOT_CHUNK_BYTES,
         name: str = "",
-        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        guards: Sequence[Guard] = (),
         advertise_address: str = "",
     ) -> None:
         assert node_id != 0 and queue_limit > 0 and 0 < snapshot_chunk_bytes < max_message_bytes
@@ -172,7 +173,7 @@ class PeerTransport:
         self._batch_bytes = batch_bytes
         self._max_message_bytes = max_message_bytes
         self._chunk_bytes = snapshot_chunk_bytes
-        self._interceptors = list(interceptors)  # run before every call of the peer port (revocation)
+        self._guards = list(guards)  # run before every call of the peer port (revocation)
         self._peers: dict[int, _Peer] = {}
         #: host:port other members dial this one at, sent with the first batch of each stream (``_learn_sender``).
         self._advertise_address = advertise_address
@@ -188,11 +189,9 @@ class PeerTransport:
     async def start(self) -> None:
         """Bind and serve the peer port, and start sending to the peers known so far."""
         assert not self._started, "start() called twice"
-        server = grpc.aio.server(
-            interceptors=self._interceptors,
-            options=server_options(self._max_message_bytes, self._max_message_bytes),
-        )
-        add_service(raft_pb2_grpc.add_RaftPeerServicer_to_server, _Receiver(self), server)
+        server = grpc.aio.server(options=server_options(self._max_message_bytes, self._max_message_bytes))
+        handlers = service_handlers(raft_pb2_grpc.add_RaftPeerServicer_to_server, _Receiver(self))
+        server.add_generic_rpc_handlers([GuardedHandlers(handlers, self._guards)])
         if self._server_credentials is None:
             self.port = server.add_insecure_port(self.listen_addr)
         else:

@@ -1,8 +1,8 @@
-"""Calling the client server's own methods from the gateway: the same handlers, the same interceptors.
+"""Calling the client server's own methods from the gateway: the same handlers, the same guards.
 
 etcd's gateway is a gRPC client of its own server. raftkv's calls the servicers in-process instead, through
-the exact handler objects and interceptor chain grpcio runs (``MethodTable`` records them as the server is
-built), so admission, validation and error texts cannot differ between gRPC and JSON. A
+the exact handler objects and guards grpcio runs (``MethodTable`` is handed them as the server is built),
+so admission, validation and error texts cannot differ between gRPC and JSON. A
 :class:`GatewayContext` stands in for grpcio's servicer context: the HTTP request's headers become metadata
 as grpc-gateway maps them (``Authorization`` to ``authorization``, ``Grpc-Metadata-X`` to ``x``, the
 standard headers to ``grpcgateway-*``), and the auth context is what the HTTP side hands over (the member's
@@ -16,7 +16,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,55 +71,26 @@ class CallError(Exception):
 
 @dataclass(frozen=True)
 class _Details:
-    """``grpc.HandlerCallDetails`` as generic handlers and interceptors read it."""
+    """``grpc.HandlerCallDetails`` as generic handlers read it."""
 
     method: str
     invocation_metadata: tuple[tuple[str, str], ...]
 
 
 class MethodTable:
-    """The generic handlers a server serves and the interceptors around them, to call methods directly.
-    ``recording(server, interceptors)`` stands in for the server while its services are added."""
+    """The handlers a server serves, behind the guards the gateway's calls go through, to call methods
+    directly; ``serve`` hands them over as the server is built."""
 
     def __init__(self) -> None:
-        self._interceptors: list[grpc.aio.ServerInterceptor] = []
-        self._handlers: list[grpc.GenericRpcHandler] = []
+        self._handlers: grpc.GenericRpcHandler | None = None
 
-    def recording(self, server: grpc.aio.Server, interceptors: Sequence[grpc.aio.ServerInterceptor]) -> grpc.aio.Server:
-        """``server``, except that the handlers added to it are noted here too."""
-        self._interceptors = list(interceptors)
-        return _Recording(server, self)
+    def serve(self, handlers: grpc.GenericRpcHandler) -> None:
+        self._handlers = handlers
 
-    def add(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        self._handlers.extend(handlers)
-
-    async def resolve(self, method: str, metadata: tuple[tuple[str, str], ...]) -> grpc.RpcMethodHandler | None:
-        """The handler grpcio would run for ``method``, interceptors applied as grpc.aio applies them."""
-
-        async def lookup(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-            for handler in self._handlers:
-                found = handler.service(details)
-                if found is not None:
-                    return found
-            return None
-
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]] = lookup
-        for interceptor in reversed(self._interceptors):
-            continuation = functools.partial(interceptor.intercept_service, continuation)
-        return await continuation(_Details(method, metadata))
-
-
-class _Recording:
-    def __init__(self, server: grpc.aio.Server, table: MethodTable) -> None:
-        self._server = server
-        self._table = table
-
-    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        self._table.add(handlers)
-        self._server.add_generic_rpc_handlers(handlers)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._server, name)
+    def resolve(self, method: str, metadata: tuple[tuple[str, str], ...]) -> grpc.RpcMethodHandler | None:
+        """The handler grpcio would run for ``method``, guards applied (None before ``serve``, or if no
+        service has the method and no guard answers for it)."""
+        return None if self._handlers is None else self._handlers.service(_Details(method, metadata))
 
 
 @functools.cache

@@ -211,7 +211,7 @@ class Gateway:
         auth = identity.auth if self._member_identity is None else self._member_identity
         context = GatewayContext(metadata_from_headers(headers, host, identity.ip), auth, identity.peer,
                                  _grpc_timeout(headers))
-        handler = await self._methods.resolve(grpc_method, context.invocation_metadata())
+        handler = self._methods.resolve(grpc_method, context.invocation_metadata())
         request_type = request_class(grpc_method)
         if handler is None or request_type is None:
             await self._error(conn, CallError(grpc.StatusCode.UNIMPLEMENTED, "Method not found!"))
