@@ -7,7 +7,11 @@ the applier's answer (or its etcd error text) comes back in an ``ApplyResult``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import grpc
+from google.protobuf.message import Message
 
 from raftkv import errors
 from raftkv.api import identity, validation
@@ -16,6 +20,7 @@ from raftkv.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 from raftkv.server.backend import Backend, ClientSession
 from raftkv.statemachine import requests
 
+R = TypeVar("R", bound=Message)
 #: etcd's request timeout at default settings: 5 s plus two election timeouts.
 DEFAULT_REQUEST_TIMEOUT = 7.0
 
@@ -55,12 +60,8 @@ class KVService(rpc_pb2_grpc.KVServicer):
 
     async def Range(self, request: rpc_pb2.RangeRequest, context: Context) -> rpc_pb2.RangeResponse:
         validation.check_range(request)
-        checked = await identity.check_read(context, self._backend, request.key, request.range_end)
-        if not request.serializable:
-            await self._backend.read_barrier(call_timeout(context, self._timeout))
-        response = self._backend.range(request)
-        identity.check_still_current(self._backend, checked)
-        return with_header(response, self._backend)
+        check = identity.check_read(context, self._backend, request.key, request.range_end)
+        return await self._read(context, check, request.serializable, lambda: self._backend.range(request))
 
     async def Put(self, request: rpc_pb2.PutRequest, context: Context) -> rpc_pb2.PutResponse:
         validation.check_put(request)
@@ -80,12 +81,9 @@ class KVService(rpc_pb2_grpc.KVServicer):
         Any other goes through the log."""
         validation.check_txn(request, self._backend.max_txn_ops)
         if requests.is_read_only(request):
-            checked = await identity.check_read_only_txn(context, self._backend, request)
-            if not requests.is_serializable(request):
-                await self._backend.read_barrier(call_timeout(context, self._timeout))
-            response = self._backend.read_only_txn(request)
-            identity.check_still_current(self._backend, checked)
-            return with_header(response, self._backend)
+            check = identity.check_read_only_txn(context, self._backend, request)
+            return await self._read(context, check, requests.is_serializable(request),
+                                    lambda: self._backend.read_only_txn(request))
         result = await self._propose(internal_pb2.InternalRequest(txn=request), context)
         return with_header(result.txn, self._backend)
 
@@ -94,6 +92,18 @@ class KVService(rpc_pb2_grpc.KVServicer):
     ) -> rpc_pb2.CompactionResponse:
         result = await self._propose(internal_pb2.InternalRequest(compaction=request), context)
         return with_header(result.compaction, self._backend)
+
+    async def _read(
+        self, context: Context, check: Awaitable[identity.AuthInfo | None], serializable: bool, read: Callable[[], R]
+    ) -> R:
+        """A read served from this member's state, as etcd serves one: the permission ``check``, a ReadIndex
+        round unless ``serializable``, the ``read``, and the auth store found unchanged meanwhile."""
+        checked = await check
+        if not serializable:
+            await self._backend.read_barrier(call_timeout(context, self._timeout))
+        response = read()
+        identity.check_still_current(self._backend, checked)
+        return with_header(response, self._backend)
 
     async def _propose(
         self, request: internal_pb2.InternalRequest, context: Context

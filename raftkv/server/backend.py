@@ -79,7 +79,8 @@ class Backend(Protocol):
 
     # --- local reads (serializable, or after read_barrier) -------------------------------------------------
     def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
-        """Serve a RangeRequest from the local state machine (raises EtcdException for compacted/future revision)."""
+        """Serve a RangeRequest from the local state machine (raises EtcdException for compacted/future revision).
+        The header holds the revision of the view read; its ids and term are the API's to fill (``with_header``)."""
         ...
 
     def read_only_txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:

@@ -238,16 +238,10 @@ class Node:
 
     # ------------------------------------------------------------------ Backend: local reads
     def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
-        response = self.store.range(request)  # its header revision is read in the same view as its data
-        header = response.header
-        header.cluster_id, header.member_id, header.raft_term = self.cluster_id, self.member_id, self.loop.term
-        return response
+        return self.store.range(request)  # its header revision is read in the same view as its data
 
     def read_only_txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
-        response = self.store.read_only_txn(request)  # every header revision from the one view it read
-        header = response.header
-        header.cluster_id, header.member_id, header.raft_term = self.cluster_id, self.member_id, self.loop.term
-        return response
+        return self.store.read_only_txn(request)  # every header revision from the one view it read
 
     def current_revision(self) -> int:
         return self.store.revision()
