@@ -13,7 +13,6 @@ transactions from any thread and never wait for the writer.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import io
 import logging
 import os
@@ -210,11 +209,6 @@ class NodeStore:
 
     # --- read side --------------------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def reader(self) -> Iterator[MvccReader]:
-        with self.env.read() as txn:
-            yield MvccReader(self.env, txn)
-
     def applied_index(self) -> int:
         with self.env.read() as txn:
             return read_applied(txn, self.env)
@@ -224,33 +218,34 @@ class NodeStore:
             return read_conf_state(txn, self.env)
 
     def revision(self) -> int:
-        with self.reader() as r:
-            return r.revision()
+        with self.env.read() as txn:
+            return MvccReader(self.env, txn).revision()
 
     def compact_revision(self) -> int:
-        with self.reader() as r:
-            return r.compact_revision()
+        with self.env.read() as txn:
+            return MvccReader(self.env, txn).compact_revision()
 
     def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         """Raises ``EtcdException`` (COMPACTED / FUTURE_REV)."""
-        with self.reader() as r:
-            return r.range(req)
+        with self.env.read() as txn:
+            return MvccReader(self.env, txn).range(req)
 
     def read_only_txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         """Raises ``EtcdException`` as ``range`` does."""
-        with self.reader() as r:
-            return requests.read_only_txn(r, req)
+        with self.env.read() as txn:
+            return requests.read_only_txn(MvccReader(self.env, txn), req)
 
     def history_page(
         self, start_rev: int, key: bytes, range_end: bytes, *, prev_kv: bool, max_bytes: int
     ) -> HistoryPage:
-        with self.reader() as r:
-            return r.history_page(start_rev, key, range_end, prev_kv=prev_kv, max_bytes=max_bytes)
+        with self.env.read() as txn:
+            reader = MvccReader(self.env, txn)
+            return reader.history_page(start_rev, key, range_end, prev_kv=prev_kv, max_bytes=max_bytes)
 
     def hash_kv(self, revision: int = 0) -> tuple[int, int, int]:
         """(hash, compact revision, hashed revision)."""
-        with self.reader() as r:
-            return r.hash_kv(revision)
+        with self.env.read() as txn:
+            return MvccReader(self.env, txn).hash_kv(revision)
 
     def lease(self, lease_id: int) -> tuple[leases.Lease, list[bytes]] | None:
         """A lease and its attached keys, or None."""

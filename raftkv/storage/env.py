@@ -83,25 +83,28 @@ def _no_space(path: Path) -> str:
 
 
 class _Gate:
-    """A shared/exclusive lock: many readers, or one resizer. Resizers have priority so growth is not starved."""
+    """A shared/exclusive lock: many readers, or one resizer. Resizers have priority so growth is not starved.
+
+    Every read of the member takes the shared side, so it is two plain-lock sections with no wake-up unless
+    a resizer waits; the exclusive side (a map resize, a reopen) is rare and may be slow."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._readers = 0
         self._exclusive = False
         self._waiting_exclusive = 0
 
-    @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cond:
+    def enter_shared(self) -> None:
+        with self._lock:
             while self._exclusive or self._waiting_exclusive:
                 self._cond.wait()
             self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
+
+    def leave_shared(self) -> None:
+        with self._lock:
+            self._readers -= 1
+            if self._waiting_exclusive and not self._readers:
                 self._cond.notify_all()
 
     @contextlib.contextmanager
@@ -118,6 +121,32 @@ class _Gate:
             with self._cond:
                 self._exclusive = False
                 self._cond.notify_all()
+
+
+class ReadTxn:
+    """``Env.read``'s context manager: the gate's shared side and an LMDB read transaction for the block.
+    A class rather than a generator, as it runs for every read the member serves."""
+
+    __slots__ = ("_env", "_raw")
+
+    def __init__(self, env: Env) -> None:
+        self._env = env
+
+    def __enter__(self) -> SealedTxn:
+        env = self._env
+        env.gate.enter_shared()
+        try:
+            self._raw = env.lmdb.begin(write=False)
+        except BaseException:
+            env.gate.leave_shared()
+            raise
+        return SealedTxn(self._raw, env.names)
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self._raw.abort()
+        finally:
+            self._env.gate.leave_shared()
 
 
 class Env:
@@ -172,16 +201,10 @@ class Env:
         if self.sync:
             self.lmdb.sync(True)
 
-    @contextlib.contextmanager
-    def read(self) -> Iterator[SealedTxn]:
-        """A read transaction usable from any thread; it sees one consistent committed state, and every
-        record it returns has passed its checksum."""
-        with self.gate.shared():
-            txn = self.lmdb.begin(write=False)
-            try:
-                yield SealedTxn(txn, self.names)
-            finally:
-                txn.abort()
+    def read(self) -> ReadTxn:
+        """A read transaction usable from any thread (``with env.read() as txn``); it sees one consistent
+        committed state, and every record it returns has passed its checksum."""
+        return ReadTxn(self)
 
     def grow(self) -> None:
         """Double the map. Only called by the writer thread between two write transactions."""
