@@ -191,7 +191,7 @@ async def serve(cfg: ServerConfig) -> int:
     if reason is not None:
         return await quarantine.serve(cfg, reason, stop,
                                       _quarantined_client_server(cfg, client_server_creds, client_crl))
-    node = Node(cfg, store, member_id, fatal=quarantine.fatal_hook(cfg.data_dir))
+    node = Node(cfg, store, member_id, fatal=quarantine.fatal_hook(cfg.data_dir), on_removed=stop.set)
     transport = PeerTransport(
         node_id=member_id,
         cluster_id=cfg.cluster_id,

@@ -67,7 +67,9 @@ def prepare_store(cfg: ServerConfig, store: NodeStore) -> int:
 def recorded_member_id(store: NodeStore, cfg: ServerConfig) -> int:
     """The id a data dir was created for. A member's id derives from the peer URL it first advertised,
     so after ``member update`` gave it another one, it restarts (on the new URL) as the member the
-    cluster's member list says has that URL, exactly as etcd keeps a member's id across an update."""
+    cluster's member list says has that URL, exactly as etcd keeps a member's id across an update.
+    A data dir whose member applied its own removal is refused: the cluster will not hear it again, and a
+    member added back at the same URL (the same id) must start from an empty data dir, as in etcd."""
     identity = store.log.identity()
     assert identity is not None, "recorded_member_id needs an initialized data dir"
     recorded = identity[1]
@@ -76,6 +78,11 @@ def recorded_member_id(store: NodeStore, cfg: ServerConfig) -> int:
         store.check_identity(cfg.cluster_id, recorded if moved else cfg.member_id)
     except IdentityMismatch as exc:
         raise ConfigError(f"--data-dir {cfg.data_dir} belongs to another cluster or member: {exc}") from None
+    if recorded in store.removed_members():
+        raise ConfigError(
+            f"member {cfg.name} ({recorded:x}) was removed from the cluster (the member has been permanently "
+            f"removed from the cluster): remove --data-dir {cfg.data_dir} before adding it back with member add"
+        )
     if recorded != cfg.member_id:
         log.info("member %x now advertises %s, as member update recorded", recorded, cfg.advertise_peer_urls[0])
     return recorded

@@ -10,12 +10,18 @@ it does not know): the applier records its id in the same transaction as the con
 the refusal outlives a restart of every other member, and a snapshot carries it to members that never
 applied the removal. A removed member that comes back on its old data (it missed its removal) is told so by
 every member it dials, and is never heard: as etcd refuses a member in its ``members_removed`` bucket.
+
+A member that learns it was removed (it applied its removal, or a snapshot that holds it) says so and, as
+etcd does (``stopWithDelay``), stops ``REMOVED_STOP_DELAY`` later through ``on_removed``: left running, it
+would serve serializable reads of a state nobody updates any more. Its data dir is then refused at the next
+start (``raftkv.server.data_dir``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from raftkv import errors
@@ -28,10 +34,23 @@ from raftkv.server.node.world import Clock, Store
 from raftkv.statemachine.applier import AppliedEntry
 
 log = logging.getLogger("raftkv.node")
+#: etcd's delay between applying its own removal and stopping: time for the answer to ``member remove``
+#: and the commit to reach the others before this member goes quiet.
+REMOVED_STOP_DELAY = 1.0
 
 
 class Membership:
-    def __init__(self, cfg: ServerConfig, store: Store[Any], member_id: int, loop: RaftLoop, clock: Clock) -> None:
+    def __init__(
+        self,
+        cfg: ServerConfig,
+        store: Store[Any],
+        member_id: int,
+        loop: RaftLoop,
+        clock: Clock,
+        on_removed: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_removed`` is called once, ``REMOVED_STOP_DELAY`` after this member learned it was removed
+        (production stops the process; None keeps it running, as the simulator does)."""
         self._cfg = cfg
         self._store = store
         self._member_id = member_id
@@ -41,9 +60,9 @@ class Membership:
         self._conf_waiters: dict[tuple[int, int], asyncio.Future[None]] = {}
         self._is_learner = False
         self._removed: frozenset[int] = frozenset()
+        self._on_removed = on_removed
+        self._told_removed = False
         self._refresh_conf()
-        if self.is_removed(member_id):
-            self._say_removed()  # it applied its removal in an earlier life
 
     def is_learner(self) -> bool:
         return self._is_learner
@@ -132,11 +151,6 @@ class Membership:
         future = self._conf_waiters.pop((cc.node_id, int(cc.type)), None)
         if future is not None and not future.done():
             future.set_result(None)
-        if cc.type == ConfChangeType.REMOVE_NODE and cc.node_id == self._member_id:
-            self._say_removed()
-
-    def _say_removed(self) -> None:
-        log.warning("%s: this member was removed from the cluster", self._cfg.name)
 
     def snapshot_installed(self) -> None:
         self._refresh_conf()
@@ -155,6 +169,13 @@ class Membership:
         store then, which holds them since the start: nothing is remembered only in memory)."""
         self._is_learner = self._member_id in self._loop.raw.status().conf_state.learners
         self._removed = self._store.removed_members()
+        if self._member_id in self._removed and not self._told_removed:
+            self._told_removed = True
+            stopping = f"; stopping in {REMOVED_STOP_DELAY:g}s" if self._on_removed is not None else ""
+            log.warning("%s: this member was removed from the cluster (the member has been permanently removed "
+                        "from the cluster)%s", self._cfg.name, stopping)
+            if self._on_removed is not None:
+                self._clock.call_later(REMOVED_STOP_DELAY, self._on_removed)
 
     def refresh_peers(self) -> None:
         """Point the transport at every other member (their first peer URL, or a dial override)."""

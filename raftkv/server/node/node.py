@@ -69,9 +69,12 @@ class Node:
         fatal: Fatal = exit_process,
         notes: Notes | None = None,
         raft_tuning: Callable[[RaftConfig], RaftConfig] | None = None,
+        on_removed: Callable[[], None] | None = None,
     ) -> None:
         """``raft_tuning`` adjusts the core's configuration (the simulator varies message sizes, flow
-        control and pre-vote, and plants core bugs); production runs the core as configured here."""
+        control and pre-vote, and plants core bugs); production runs the core as configured here.
+        ``on_removed``: what to do once this member learned it was removed from the cluster (production
+        stops, as etcd does; see ``membership``)."""
         self.cfg = cfg
         self.store = store
         self.member_id = member_id
@@ -83,7 +86,7 @@ class Node:
         clock = clock or LoopClock()
         self.loop = RaftLoop(cfg, store, member_id, clock, rng or fresh_rng(), fatal, self, raft_tuning)
         self.leases = NodeLeases(cfg, store, clock, self.loop, self.header, self.read_barrier, self._spawn)
-        self.membership = Membership(cfg, store, member_id, self.loop, clock)
+        self.membership = Membership(cfg, store, member_id, self.loop, clock, on_removed)
         self.integrity = Integrity(member_id, cfg.name)
         self.integrity.alarms_changed(store.alarms())
         self.maintenance = Maintenance(
