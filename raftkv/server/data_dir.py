@@ -65,17 +65,23 @@ def prepare_store(cfg: ServerConfig, store: NodeStore) -> int:
 
 
 def recorded_member_id(store: NodeStore, cfg: ServerConfig) -> int:
-    """The id a data dir was created for. A member's id derives from the peer URL it first advertised,
-    so after ``member update`` gave it another one, it restarts (on the new URL) as the member the
-    cluster's member list says has that URL, exactly as etcd keeps a member's id across an update.
-    A data dir whose member applied its own removal is refused: the cluster will not hear it again, and a
-    member added back at the same URL (the same id) must start from an empty data dir, as in etcd."""
+    """The id a data dir was created for, which the member keeps for good, as etcd keeps the id in its WAL.
+
+    A member's id derives from the peer URL it first advertised, so after ``member update`` gave it another
+    one the flags no longer name it. The data dir is still this member's if its member list names the
+    recorded member ``--name`` (published once it first started), or gives it the URL advertised now: so a
+    member restarts on its new URL whether or not it applied the update before it stopped (it learns the
+    update as it catches up). Any other data dir is refused, so a member never starts on another's.
+    A data dir whose member applied its own removal is refused too: the cluster will not hear it again, and
+    a member added back at the same URL (the same id) must start from an empty data dir, as in etcd."""
     identity = store.log.identity()
     assert identity is not None, "recorded_member_id needs an initialized data dir"
     recorded = identity[1]
-    moved = any(m.ID == recorded and cfg.advertise_peer_urls[0] in m.peerURLs for m in store.members())
+    record = next((m for m in store.members() if m.ID == recorded), None)
+    advertised = cfg.advertise_peer_urls[0]
+    ours = record is not None and (record.name == cfg.name or advertised in record.peerURLs)
     try:
-        store.check_identity(cfg.cluster_id, recorded if moved else cfg.member_id)
+        store.check_identity(cfg.cluster_id, recorded if ours else cfg.member_id)
     except IdentityMismatch as exc:
         raise ConfigError(f"--data-dir {cfg.data_dir} belongs to another cluster or member: {exc}") from None
     if recorded in store.removed_members():
@@ -83,6 +89,10 @@ def recorded_member_id(store: NodeStore, cfg: ServerConfig) -> int:
             f"member {cfg.name} ({recorded:x}) was removed from the cluster (the member has been permanently "
             f"removed from the cluster): remove --data-dir {cfg.data_dir} before adding it back with member add"
         )
-    if recorded != cfg.member_id:
-        log.info("member %x now advertises %s, as member update recorded", recorded, cfg.advertise_peer_urls[0])
+    if record is not None and advertised not in record.peerURLs:
+        log.warning("member %x advertises %s, but its member list still gives it %s: it learns a member update "
+                    "as it catches up (without one, the others go on dialling the old URL)", recorded, advertised,
+                    ",".join(record.peerURLs))
+    elif recorded != cfg.member_id:
+        log.info("member %x now advertises %s, as member update recorded", recorded, advertised)
     return recorded

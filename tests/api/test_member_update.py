@@ -48,3 +48,27 @@ def test_member_update_then_restart_on_the_new_url(fresh: LocalCluster) -> None:
                                  member=moved).stdout == "1\n" else None, 20, "the write to reach the moved member")
     etcdctl("put", "/through-moved", "2", member=moved).ok()
     assert etcdctl("get", "/through-moved", "--print-value-only", member=other).ok().stdout == "2\n"
+
+
+def test_a_member_updated_while_down_restarts_on_the_new_url(fresh: LocalCluster) -> None:
+    """The usual order: stop the member, give it its new URL through another, start it there. It never
+    applied its update before it stopped, and comes back at the new URL all the same (etcd keeps the member
+    id of its WAL; raftkv knows its data dir by the member's name), learning the update as it catches up."""
+    etcdctl = Etcdctl(fresh)
+    moved = next(name for name in fresh.names if name != leader(fresh))
+    moved_id = f"{fresh.member_id(moved):x}"
+    other = next(name for name in fresh.names if name != moved)
+    fresh.stop_member(moved)
+    new_url = fresh.member(moved).url(free_ports(1)[0], fresh.tls)
+    etcdctl("member", "update", moved_id, f"--peer-urls={new_url}", member=other).ok()
+    etcdctl("put", "/while-down", "3", member=other).ok()
+
+    fresh.move_peer(moved, int(new_url.rsplit(":", 1)[1]))
+    fresh.start_member(moved)
+    fresh.wait_member_ready(moved, 30)
+    poll(lambda: True if etcdctl("get", "/while-down", "--consistency=s", "--print-value-only",
+                                 member=moved).stdout == "3\n" else None, 20, "the moved member to catch up")
+    listed = etcdctl("member", "list", member=moved).ok().stdout
+    assert f"{moved_id}, started, {moved}, {new_url}," in listed, listed
+    etcdctl("put", "/through-moved-again", "4", member=moved).ok()
+    assert etcdctl("get", "/through-moved-again", "--print-value-only", member=other).ok().stdout == "4\n"
