@@ -15,6 +15,7 @@ reference implementation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -357,7 +358,8 @@ class LocalCluster:
         """SIGTERM and wait for a clean exit; SIGKILL if it does not exit within ``timeout`` seconds."""
         pid = self._signal(name, signal.SIGCONT)  # a paused member cannot handle SIGTERM
         if pid is not None:
-            os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # it may stop on its own meanwhile (it was removed)
+                os.kill(pid, signal.SIGTERM)
             if not wait_until(lambda: not pid_alive(pid), timeout):
                 os.kill(pid, signal.SIGKILL)
                 wait_until(lambda: not pid_alive(pid), timeout)
