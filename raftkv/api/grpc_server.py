@@ -76,14 +76,15 @@ def build_client_server(
         add(v3lock_pb2_grpc.add_LockServicer_to_server, LockService(recipes))
         add(v3election_pb2_grpc.add_ElectionServicer_to_server, ElectionService(recipes))
     add(health_pb2_grpc.add_HealthServicer_to_server, LeaderHealthService(backend))
-    admission: list[Layer] = [UnknownMethods(service_names(handlers)), RequestReader(limit), Admission(backend)]
+    # What every call goes through, over gRPC and from the gateway alike (outermost first).
+    etcd_layers: list[Layer] = [UnknownMethods(service_names(handlers)), RequestReader(limit), Admission(backend)]
     server = grpc.aio.server(
         # Core reads up to the ceiling; the request reader refuses past the limit in etcd's words.
         options=server_options(max_receive_bytes=limit.ceiling, max_send_bytes=MAX_SEND_BYTES),
     )
-    server.add_generic_rpc_handlers([GuardedHandlers(handlers, [*guards, *admission])])
+    server.add_generic_rpc_handlers([GuardedHandlers(handlers, [*guards, *etcd_layers])])
     if methods is not None:
-        methods.serve(GuardedHandlers(handlers, admission))
+        methods.serve(GuardedHandlers(handlers, etcd_layers))
     for address in listen_addresses:
         if server_credentials is None:
             server.add_insecure_port(address)
