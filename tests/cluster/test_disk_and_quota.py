@@ -152,6 +152,10 @@ def test_a_full_disk_is_reported_as_no_space_and_loses_nothing(kind: str, role: 
             assert sorted(cluster.running()) == ["n1", "n2"]
             # A write in flight when n3 stopped has an unknown outcome; its client is told so in etcd's words.
             assert all(text.split(": ", 1)[1] in errors.BY_MESSAGE for text in refused), refused
+            # When n3 led, n1 and n2 elect a new leader now: each must know it before it is asked to read or
+            # write (until then each answers "etcdserver: no leader", which a client retries).
+            for name in ("n1", "n2"):
+                cluster.wait_member_ready(name, 30)
             lost = asyncio.run(_missing(cluster, acked))
             assert not lost, f"{len(lost)} acknowledged writes lost"
             assert cluster.wait_ready(timeout=30) in ("n1", "n2")
