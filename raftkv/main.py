@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import os
 import secrets
@@ -60,6 +61,7 @@ from raftkv.server.config import (
 from raftkv.server.data_dir import initial_members, open_store
 from raftkv.server.forwarding import LeaderLeaseForwarder
 from raftkv.server.hash_check import HashCheck
+from raftkv.server.heap import CollectorPauses, settle
 from raftkv.server.integrity import mark_quarantined, quarantine_reason
 from raftkv.server.member_channels import MemberChannels
 from raftkv.server.metrics import MetricsServer
@@ -257,6 +259,8 @@ async def serve(cfg: ServerConfig) -> int:
     if relay is not None:
         relay.start()
 
+    pauses = CollectorPauses()
+    pauses.start()
     page = registry_page(cfg) if cfg.listen_metrics_urls else None
     if page is not None:
         await page.start()
@@ -293,6 +297,12 @@ async def serve(cfg: ServerConfig) -> int:
             ("raftkv_client_relay_cpu_seconds_total", "CPU seconds of the process relaying gRPC connections "
              "from the client port (not in process_cpu_seconds_total).",
              lambda: relay.cpu_seconds() if relay is not None else 0.0),
+            ("raftkv_gc_pause_seconds_total", "Seconds Python's cyclic garbage collector stopped this member.",
+             pauses.total_seconds),
+            ("raftkv_gc_full_collections_total", "Full (oldest-generation) collections, each a longer pause.",
+             lambda: float(pauses.collections[-1])),
+            ("raftkv_gc_frozen_objects", "Objects from start-up that collections no longer scan.",
+             lambda: float(gc.get_freeze_count())),
         ],
         healthy=node.has_leader,
         extra=page.handle if page is not None else None,
@@ -321,6 +331,8 @@ async def serve(cfg: ServerConfig) -> int:
         "plaintext: --insecure-plaintext" if cfg.insecure else "mutual TLS",
     )
 
+    frozen = settle()
+    log.debug("%s: %d objects from start-up frozen out of garbage collection", cfg.name, frozen)
     await stop.wait()
     log.info("shutting down")
     if front is not None:
@@ -332,6 +344,7 @@ async def serve(cfg: ServerConfig) -> int:
     await channels.close()
     await transport.stop()
     await metrics.stop()
+    pauses.stop()
     if page is not None:
         await page.stop()
     store.close()
