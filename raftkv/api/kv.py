@@ -21,6 +21,7 @@ from raftkv.server.backend import Backend, ClientSession
 from raftkv.statemachine import requests
 
 R = TypeVar("R", bound=Message)
+Q = TypeVar("Q", bound=Message)
 #: etcd's request timeout at default settings: 5 s plus two election timeouts.
 DEFAULT_REQUEST_TIMEOUT = 7.0
 
@@ -61,7 +62,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
     async def Range(self, request: rpc_pb2.RangeRequest, context: Context) -> rpc_pb2.RangeResponse:
         validation.check_range(request)
         check = identity.check_read(context, self._backend, request.key, request.range_end)
-        return await self._read(context, check, request.serializable, lambda: self._backend.range(request))
+        return await self._read(context, check, request.serializable, self._backend.range, request)
 
     async def Put(self, request: rpc_pb2.PutRequest, context: Context) -> rpc_pb2.PutResponse:
         validation.check_put(request)
@@ -82,8 +83,9 @@ class KVService(rpc_pb2_grpc.KVServicer):
         validation.check_txn(request, self._backend.max_txn_ops)
         if requests.is_read_only(request):
             check = identity.check_read_only_txn(context, self._backend, request)
-            return await self._read(context, check, requests.is_serializable(request),
-                                    lambda: self._backend.read_only_txn(request))
+            return await self._read(
+                context, check, requests.is_serializable(request), self._backend.read_only_txn, request
+            )
         result = await self._propose(internal_pb2.InternalRequest(txn=request), context)
         return with_header(result.txn, self._backend)
 
@@ -94,14 +96,20 @@ class KVService(rpc_pb2_grpc.KVServicer):
         return with_header(result.compaction, self._backend)
 
     async def _read(
-        self, context: Context, check: Awaitable[identity.AuthInfo | None], serializable: bool, read: Callable[[], R]
+        self,
+        context: Context,
+        check: Awaitable[identity.AuthInfo | None],
+        serializable: bool,
+        read: Callable[[Q], R],
+        request: Q,
     ) -> R:
         """A read served from this member's state, as etcd serves one: the permission ``check``, a ReadIndex
-        round unless ``serializable``, the ``read``, and the auth store found unchanged meanwhile."""
+        round unless ``serializable``, ``read(request)``, and the auth store found unchanged meanwhile. The
+        backend's method and the request are passed apart so that no closure is built per call."""
         checked = await check
         if not serializable:
             await self._backend.read_barrier(call_timeout(context, self._timeout))
-        response = read()
+        response = read(request)
         identity.check_still_current(self._backend, checked)
         return with_header(response, self._backend)
 
