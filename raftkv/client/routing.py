@@ -90,6 +90,10 @@ class Route(enum.Enum):
     ENDPOINT = "endpoint"  # per-member calls (status, defragment, hash): exactly that endpoint
 
 
+#: etcd's require-leader metadata (``rpctypes.MetadataRequireLeaderKey``: "hasleader").
+REQUIRE_LEADER = (("hasleader", "true"),)
+
+
 @dataclass(frozen=True)
 class Request:
     """A unary request plus everything the policy needs to route and retry it."""
@@ -104,9 +108,13 @@ class Request:
     endpoint: str | None = None  # for Route.ENDPOINT
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
+        # A request for the leader says it requires one (etcd's ``WithRequireLeader``): a member that knows
+        # none refuses it at once with "no leader" instead of holding it until an election ends, so this
+        # client polls the election itself and can reach a member on the majority's side meanwhile.
+        leader = REQUIRE_LEADER if self.route is Route.LEADER else ()
         if self.write_id is None:
-            return ()
-        return (("raftkv-client-id", str(self.write_id[0])), ("raftkv-seq", str(self.write_id[1])))
+            return leader
+        return leader + (("raftkv-client-id", str(self.write_id[0])), ("raftkv-seq", str(self.write_id[1])))
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,13 @@ import grpc
 
 from raftkv.client import ops
 from raftkv.client.errors import CompactedError, Unavailable, WatchCanceled, from_rpc_error
-from raftkv.client.routing import Backoff, Failure, Router, classify, never_connected
+from raftkv.client.routing import REQUIRE_LEADER, Backoff, Failure, Router, classify, never_connected
 from raftkv.client.types import Key
 from raftkv.proto import rpc_pb2
 
 #: Watches require a leader (etcd's WithRequireLeader): a member cut off from the leader ends the stream
 #: with "no leader" instead of silently delivering nothing, and the client moves to another member.
-WATCH_METADATA = (("hasleader", "true"),)
+WATCH_METADATA = REQUIRE_LEADER
 
 _FILTERS = {"noput": rpc_pb2.WatchCreateRequest.NOPUT, "nodelete": rpc_pb2.WatchCreateRequest.NODELETE}
 

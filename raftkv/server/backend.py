@@ -54,13 +54,15 @@ class Backend(Protocol):
         """Replicate ``request`` (the node fills in ``header.id``), wait until applied, return its result.
 
         Raises ``raftkv.errors.EtcdException`` (no leader, timed out, leader changed, space exceeded, ...).
-        Followers forward to the leader inside Raft; callers never see a redirect.
+        Followers forward to the leader inside Raft; callers never see a redirect. During an election the
+        request waits for a leader within ``timeout`` (a call with ``hasleader: true`` was refused before).
         """
         ...
 
     async def read_barrier(self, timeout: float) -> None:
         """Linearizable-read barrier (ReadIndex, batched): returns once this node has applied everything
-        committed before the call. Raises EtcdException (no leader / timed out)."""
+        committed before the call. Raises EtcdException (no leader / timed out). Waits for a leader as
+        ``propose`` does."""
         ...
 
     def has_leader(self) -> bool: ...

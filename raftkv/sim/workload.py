@@ -7,6 +7,10 @@ revoke, and long-running watches that move to another member when theirs goes aw
 run, so every value a read returns names exactly one write. Every answer is checked by ``History`` the
 moment it arrives; an operation that neither succeeds nor fails cleanly in time is indeterminate and only
 its observable effects are judged.
+
+Each client is raftkv's own (``raftkv.client``): it requires a leader (``hasleader``), so a member that
+knows none refuses at once and the client moves on, rather than holding the request until the election
+ends as a member does for a client that does not say so (``require_leader``).
 """
 
 from __future__ import annotations
@@ -107,7 +111,7 @@ class Workload:
         lease = self._rng.choice(self._leases) if self._leases and self._rng.random() < 0.3 else 0
         value = self._value()
         req = internal_pb2.InternalRequest(put=rpc_pb2.PutRequest(key=key, value=value, lease=lease))
-        result = await node.propose(req, ClientSession(), OP_TIMEOUT)
+        result = await node.propose(req, ClientSession(), OP_TIMEOUT, require_leader=True)
         rev = result.put.header.revision
         self._history.check_write("put", member.name, key, value, rev)
         self._history.acknowledged(rev)
@@ -115,7 +119,7 @@ class Workload:
 
     async def _op_delete(self, node: Node, member: SimMember, key: bytes, started: float) -> str:
         req = internal_pb2.InternalRequest(delete_range=rpc_pb2.DeleteRangeRequest(key=key))
-        result = await node.propose(req, ClientSession(), OP_TIMEOUT)
+        result = await node.propose(req, ClientSession(), OP_TIMEOUT, require_leader=True)
         rev = result.delete_range.header.revision
         if result.delete_range.deleted:
             self._history.check_write("delete", member.name, key, None, rev)
@@ -135,7 +139,8 @@ class Workload:
             success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value))],
             failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=key))],
         )
-        result = await node.propose(internal_pb2.InternalRequest(txn=txn), ClientSession(), OP_TIMEOUT)
+        result = await node.propose(internal_pb2.InternalRequest(txn=txn), ClientSession(), OP_TIMEOUT,
+                                    require_leader=True)
         rev = result.txn.header.revision
         self._history.check_cas(member.name, key, expected, result.txn.succeeded, rev)
         if result.txn.succeeded:
@@ -150,7 +155,7 @@ class Workload:
         """A linearizable read, as the client API serves a Range or, every other time, a read-only Txn."""
         floor = self._history.linear_floor
         self._gets += 1
-        await node.read_barrier(OP_TIMEOUT)
+        await node.read_barrier(OP_TIMEOUT, require_leader=True)
         if self._gets % 2:
             response = node.range(rpc_pb2.RangeRequest(key=key))
             what = "linearizable get"
@@ -172,7 +177,7 @@ class Workload:
     async def _op_lease_grant(self, node: Node, member: SimMember, key: bytes, started: float) -> str:
         ttl = self._rng.choice(LEASE_TTLS)
         req = internal_pb2.InternalRequest(lease_grant=rpc_pb2.LeaseGrantRequest(TTL=ttl))
-        result = await node.propose(req, ClientSession(), OP_TIMEOUT)
+        result = await node.propose(req, ClientSession(), OP_TIMEOUT, require_leader=True)
         lease_id = result.lease_grant.ID
         self._history.lease_granted(lease_id, result.lease_grant.TTL, started)
         self._leases.append(lease_id)
@@ -203,7 +208,7 @@ class Workload:
         self._leases.remove(lease_id)
         req = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id))
         self._history.lease_revoke_asked(lease_id)
-        result = await node.propose(req, ClientSession(), OP_TIMEOUT)
+        result = await node.propose(req, ClientSession(), OP_TIMEOUT, require_leader=True)
         self._history.lease_revoked(lease_id)
         self._history.acknowledged(result.lease_revoke.header.revision)
         return f"lease {lease_id:x} revoked"

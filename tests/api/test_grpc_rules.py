@@ -141,30 +141,76 @@ def test_txn_inner_response_headers(channel: grpc.Channel, cluster: LocalCluster
     assert inner == [new - 1, new, new, new]
 
 
+NO_LEADER = (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
+
+
+class CutOff:
+    """A follower whose peers are paused, reached through ``kv``, once it says it knows no leader (a call with
+    ``hasleader: true`` is refused). ``resume`` lets the peers run again (also on leaving, whatever happened)
+    and waits until the cluster is ready."""
+
+    def __init__(self, cluster: LocalCluster, probe_key: bytes) -> None:
+        self.cluster, self.probe_key = cluster, probe_key
+        survivor = follower(cluster)
+        self.others = [name for name in cluster.names if name != survivor]
+        url = cluster.client_url(survivor)
+        self.channel = cluster.client_config([url]).channel(url)
+        self.kv = rpc_pb2_grpc.KVStub(self.channel)
+        self.paused = False
+
+    def __enter__(self) -> CutOff:
+        for name in self.others:
+            self.cluster.pause_member(name)
+        self.paused = True
+        poll(lambda: self.no_leader() or None, 20, "the survivor to notice it has no leader")
+        return self
+
+    def no_leader(self) -> bool:
+        read = rpc_pb2.RangeRequest(key=self.probe_key, serializable=True)
+        return refusal(lambda: self.kv.Range(read, metadata=(("hasleader", "true"),), timeout=2)) == NO_LEADER
+
+    def resume(self) -> None:
+        if self.paused:
+            for name in self.others:
+                self.cluster.resume_member(name)
+            self.paused = False
+            self.cluster.wait_ready(timeout=30)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.resume()
+        finally:
+            self.channel.close()
+
+
 def test_hasleader_fails_fast_without_quorum(cluster: LocalCluster) -> None:
     """A call carrying ``hasleader: true`` (etcdctl's watch does) is refused with "no leader" while the
     member is cut off; the member keeps serving and rejoins once its peers are back."""
-    survivor = follower(cluster)
-    others = [name for name in cluster.names if name != survivor]
-    url = cluster.client_url(survivor)
-    read = rpc_pb2.RangeRequest(key=b"/hasleader", serializable=True)
-    with cluster.client_config([url]).channel(url) as channel:
-        kv = rpc_pb2_grpc.KVStub(channel)
-        for name in others:
-            cluster.pause_member(name)
-        try:
-            refused = poll(
-                lambda: refusal(lambda: kv.Range(read, metadata=(("hasleader", "true"),), timeout=2)),
-                20,
-                "the survivor to notice it has no leader",
-            )
-            assert refused == (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
-            assert refusal(lambda: kv.Range(read, timeout=2)) is None  # without the flag: served locally
-        finally:
-            for name in others:
-                cluster.resume_member(name)
-        cluster.wait_ready(timeout=30)
-        kv.Put(rpc_pb2.PutRequest(key=b"/hasleader", value=b"back"), timeout=10)
+    with CutOff(cluster, b"/hasleader") as cut:
+        read = rpc_pb2.RangeRequest(key=b"/hasleader", serializable=True)
+        assert refusal(lambda: cut.kv.Range(read, timeout=2)) is None  # without the flag: served locally
+        cut.resume()
+        cut.kv.Put(rpc_pb2.PutRequest(key=b"/hasleader", value=b"back"), timeout=10)
+
+
+def test_a_write_sent_while_the_member_knows_no_leader_waits_for_one(cluster: LocalCluster) -> None:
+    """Without ``hasleader``, a put that reaches a member with no leader waits for the election's outcome
+    and is served once a leader is elected: etcd's raft node takes no proposal while it knows no leader, so
+    the request waits within its deadline. etcdctl and etcd's clients do not retry "no leader" for a write,
+    so answering it at once would fail a put sent during any election. On raftkv a linearizable read waits
+    the same way (etcd 3.4's read instead times out after its request timeout: 3.5 retries the ReadIndex)."""
+    with CutOff(cluster, b"/waits") as cut:
+        put = cut.kv.Put.future(rpc_pb2.PutRequest(key=b"/waits", value=b"served"), timeout=30)
+        linearizable = rpc_pb2.RangeRequest(key=b"/waits")
+        read = cut.kv.Range.future(linearizable, timeout=30) if cluster.kind == "raftkv" else None
+        # Sent while the member still knows no leader (asked after the requests, on the same connection).
+        assert cut.no_leader(), "a leader was elected before the requests could wait for one"
+        assert not put.done() or put.exception() is None, f"refused at once: {put.exception()}"
+        cut.resume()  # a leader is elected: the requests are served
+        assert put.result().header.revision > 0
+        if read is not None:
+            got = read.result()  # linearizable: the put, if ordered before the read, or nothing yet
+            assert all(kv.value == b"served" for kv in got.kvs)
 
 
 UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED

@@ -43,7 +43,8 @@ def test_retried_write_reuses_its_sequence_number_and_moves_off_the_failed_leade
     plan = leader_known(dedupes=True).run(write(), timeout=5)
     first = plan.send(None)
     assert isinstance(first, r.Attempt) and first.endpoint == ENDPOINTS[1]
-    assert dict(first.metadata) == {"raftkv-client-id": "99", "raftkv-seq": "7"}
+    # The leader is required (a member that knows none refuses at once), and the write carries its session.
+    assert dict(first.metadata) == {"hasleader": "true", "raftkv-client-id": "99", "raftkv-seq": "7"}
     # The leader's connection broke: it is forgotten, and the plan asks the members for the new one at once.
     discovery = plan.send(AMBIGUOUS)
     assert isinstance(discovery, r.Attempt) and discovery.method is r.STATUS

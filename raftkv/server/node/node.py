@@ -207,14 +207,16 @@ class Node:
         )
 
     async def propose(
-        self, request: internal_pb2.InternalRequest, session: ClientSession, timeout: float
+        self, request: internal_pb2.InternalRequest, session: ClientSession, timeout: float,
+        *, require_leader: bool = False,
     ) -> internal_pb2.ApplyResult:
         self.quota.admit(request)
-        return await self.loop.propose(request, session, timeout)
+        return await self.loop.propose(request, session, timeout, require_leader=require_leader)
 
-    async def read_barrier(self, timeout: float) -> None:
-        if not self.has_leader():
-            raise errors.NO_LEADER.exception()
+    async def read_barrier(self, timeout: float, *, require_leader: bool = False) -> None:
+        """Return once this member applied everything committed before the call: a linearizable read may be
+        served from here. During an election it first waits for the leader (``RaftLoop.leader_known``)."""
+        timeout = await self.loop.leader_known(timeout, require_leader=require_leader)
         await self.loop.reads.barrier(timeout)
 
     def has_leader(self) -> bool:

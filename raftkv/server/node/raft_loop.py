@@ -131,6 +131,8 @@ class RaftLoop:
         self._ticks = 0
         #: Applies that may run long (``Committed.bounded`` said no), queued on the writer and not yet done.
         self._long_applies = 0
+        #: Requests waiting for this member to know a leader (``leader_known``), woken when it does.
+        self._awaiting_leader: set[asyncio.Future[None]] = set()
         self._wake = asyncio.Event()
         self.stopping = False
         self._waiters = ProposalWaiters(rng.getrandbits(62))
@@ -195,6 +197,7 @@ class RaftLoop:
         timeout: float,
         *,
         as_leader_of: int = 0,
+        require_leader: bool = False,
     ) -> internal_pb2.ApplyResult:
         """Replicate ``request`` and return its result once this member applied it.
 
@@ -205,8 +208,7 @@ class RaftLoop:
         have renewed this one), so keys a client was promised would vanish early."""
         if self.stopping:
             raise errors.STOPPED.exception()
-        if not self.has_leader():
-            raise errors.NO_LEADER.exception()
+        timeout = await self.leader_known(timeout, require_leader=require_leader)
         request_id, future = self._waiters.register()
         request.header.id = request_id
         request.header.client_id = session.client_id
@@ -225,6 +227,39 @@ class RaftLoop:
             raise result_error(result.error).exception()
         return result
 
+    async def leader_known(self, timeout: float, *, require_leader: bool = False) -> float:
+        """Wait, up to ``timeout``, until this member knows a leader; return the time left.
+
+        A request that needs the leader and arrives during an election waits for its outcome, as in etcd:
+        its raft node takes no proposal while it knows no leader, and the request waits within its deadline
+        rather than fail. So a write sent by etcdctl or an etcd client (neither retries "no leader" for a
+        write) while the cluster elects is served once the election ends. Raises "no leader" if none is known
+        in time (nothing was proposed, so a client may retry), and "server stopped" if the member stops.
+        ``require_leader`` refuses at once instead, as etcd refuses a call that carries ``hasleader: true``
+        (``api/metadata.py``; raftkv's client sends it, and polls the election itself)."""
+        if self.has_leader():
+            return timeout
+        if require_leader:
+            raise errors.NO_LEADER.exception()
+        started = self._clock.now()
+        known: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._awaiting_leader.add(known)
+        try:
+            await within(known, timeout)
+        except TimeoutError:
+            raise errors.NO_LEADER.exception() from None
+        finally:
+            self._awaiting_leader.discard(known)
+        if self.stopping:
+            raise errors.STOPPED.exception()
+        return max(0.0, timeout - (self._clock.now() - started))
+
+    def _wake_awaiting_leader(self) -> None:
+        for known in self._awaiting_leader:
+            if not known.done():
+                known.set_result(None)
+        self._awaiting_leader.clear()
+
     def propose_conf_change(self, cc: ConfChange, refused: ConfRefused) -> None:
         """Queue a membership change for the next turn; ``refused`` hears if the core drops it."""
         self._conf_proposals.append((cc, refused))
@@ -236,6 +271,7 @@ class RaftLoop:
 
     def stop(self) -> None:
         self.stopping = True
+        self._wake_awaiting_leader()
         self._wake.set()
 
     # ------------------------------------------------------------------ the loop
@@ -500,5 +536,7 @@ class RaftLoop:
             if soft.leader:
                 self.reads.leader_changed()
         self.soft = soft
+        if soft.leader:
+            self._wake_awaiting_leader()
         if (soft.role == Role.LEADER) != was_leader:
             self._events.leadership_changed(soft.role == Role.LEADER)
