@@ -33,7 +33,7 @@ class CollectorPauses:
     The callback runs on whichever thread triggered the collection, with the GIL held throughout, so two
     collections never overlap and one start time is enough."""
 
-    GENERATIONS = 3
+    GENERATIONS = len(gc.get_threshold())  # CPython has three
 
     def __init__(self) -> None:
         self.seconds = [0.0] * self.GENERATIONS

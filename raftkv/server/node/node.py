@@ -215,8 +215,9 @@ class Node:
 
     async def read_barrier(self, timeout: float, *, require_leader: bool = False) -> None:
         """Return once this member applied everything committed before the call: a linearizable read may be
-        served from here. During an election it first waits for the leader (``RaftLoop.leader_known``)."""
-        timeout = await self.loop.leader_known(timeout, require_leader=require_leader)
+        served from here. During an election it first waits for the leader (``RaftLoop.leader_elected``)."""
+        if not self.loop.has_leader():
+            timeout = await self.loop.leader_elected(timeout, require_leader=require_leader)
         await self.loop.reads.barrier(timeout)
 
     def has_leader(self) -> bool:

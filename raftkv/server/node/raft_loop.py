@@ -131,7 +131,7 @@ class RaftLoop:
         self._ticks = 0
         #: Applies that may run long (``Committed.bounded`` said no), queued on the writer and not yet done.
         self._long_applies = 0
-        #: Requests waiting for this member to know a leader (``leader_known``), woken when it does.
+        #: Requests waiting for this member to know a leader (``leader_elected``), woken when it does.
         self._awaiting_leader: set[asyncio.Future[None]] = set()
         self._wake = asyncio.Event()
         self.stopping = False
@@ -208,7 +208,8 @@ class RaftLoop:
         have renewed this one), so keys a client was promised would vanish early."""
         if self.stopping:
             raise errors.STOPPED.exception()
-        timeout = await self.leader_known(timeout, require_leader=require_leader)
+        if not self.has_leader():  # checked here so that the common case awaits no extra coroutine
+            timeout = await self.leader_elected(timeout, require_leader=require_leader)
         request_id, future = self._waiters.register()
         request.header.id = request_id
         request.header.client_id = session.client_id
@@ -227,8 +228,9 @@ class RaftLoop:
             raise result_error(result.error).exception()
         return result
 
-    async def leader_known(self, timeout: float, *, require_leader: bool = False) -> float:
-        """Wait, up to ``timeout``, until this member knows a leader; return the time left.
+    async def leader_elected(self, timeout: float, *, require_leader: bool = False) -> float:
+        """Wait, up to ``timeout``, until this member knows a leader (callers ask ``has_leader`` first);
+        return the time left.
 
         A request that needs the leader and arrives during an election waits for its outcome, as in etcd:
         its raft node takes no proposal while it knows no leader, and the request waits within its deadline
@@ -237,8 +239,6 @@ class RaftLoop:
         in time (nothing was proposed, so a client may retry), and "server stopped" if the member stops.
         ``require_leader`` refuses at once instead, as etcd refuses a call that carries ``hasleader: true``
         (``api/metadata.py``; raftkv's client sends it, and polls the election itself)."""
-        if self.has_leader():
-            return timeout
         if require_leader:
             raise errors.NO_LEADER.exception()
         started = self._clock.now()
