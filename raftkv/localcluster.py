@@ -424,9 +424,18 @@ class LocalCluster:
                 return ids[answer.leader]
         return None
 
-    def member_id(self, name: str) -> int | None:
-        answer = self.status(name)
-        return answer.header.member_id if answer is not None else None
+    def member_id(self, name: str, timeout: float = 15.0) -> int | None:
+        """The running member's id from its own Status answer, asked again until ``timeout``: on a loaded
+        machine one Status (a fresh TLS channel) can miss its second while the member is healthy. None
+        only when the member has stopped or never answered in time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.status(name, timeout=max(1.0, min(5.0, deadline - time.monotonic())))
+            if answer is not None:
+                return answer.header.member_id
+            if not self.is_running(name) or time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
 
     def wait_ready(self, timeout: float = 30.0, *, all_members: bool = False) -> str:
         """Wait until some member reports a leader that answers (and, with ``all_members``, until every
