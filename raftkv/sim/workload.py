@@ -187,7 +187,7 @@ class Workload:
         if not self._leases:
             return "no lease"
         lease_id = self._rng.choice(self._leases)
-        ttl = await node.lease_keep_alive(lease_id, OP_TIMEOUT)
+        ttl = await node.lease_keep_alive(lease_id, OP_TIMEOUT, require_leader=True)
         self._history.check_lease_answer("keep-alive", member.name, lease_id, ttl > 0, started)
         if ttl > 0:
             self._history.lease_renewed(lease_id, started)
@@ -197,7 +197,7 @@ class Workload:
         if not self._leases:
             return "no lease"
         lease_id = self._rng.choice(self._leases)
-        response = await node.lease_time_to_live(lease_id, False, OP_TIMEOUT)
+        response = await node.lease_time_to_live(lease_id, False, OP_TIMEOUT, require_leader=True)
         self._history.check_lease_answer("time-to-live", member.name, lease_id, response.TTL >= 0, started)
         return f"lease {lease_id:x} ttl {response.TTL}"
 
@@ -224,7 +224,7 @@ class Workload:
             for lease_id in self._leases[-2:]:
                 started = asyncio.get_running_loop().time()
                 try:
-                    ttl = await member.node.lease_keep_alive(lease_id, 1.0)
+                    ttl = await member.node.lease_keep_alive(lease_id, 1.0, require_leader=True)
                 except errors.EtcdException:
                     break
                 if member.node is None:

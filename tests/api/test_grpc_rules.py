@@ -4,6 +4,7 @@ implementations: each request must be accepted or refused exactly as etcd does, 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -211,6 +212,27 @@ def test_a_write_sent_while_the_member_knows_no_leader_waits_for_one(cluster: Lo
         if read is not None:
             got = read.result()  # linearizable: the put, if ordered before the read, or nothing yet
             assert all(kv.value == b"served" for kv in got.kvs)
+
+
+def test_a_lease_renewed_while_the_member_knows_no_leader_waits_for_one(cluster: LocalCluster) -> None:
+    """A keep-alive or a TimeToLive that reaches a follower with no leader waits for the election's outcome,
+    as etcd's LeaseRenew and LeaseTimeToLive wait for a leader: a keep-alive sent in the election's window
+    renews the registration instead of failing and letting a short lease run out."""
+    url = cluster.client_url(leader(cluster))
+    with cluster.client_config([url]).channel(url) as channel:
+        granted = rpc_pb2_grpc.LeaseStub(channel).LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60), timeout=10).ID
+    with CutOff(cluster, b"/lease-waits") as cut, ThreadPoolExecutor(1) as pool:
+        stub = rpc_pb2_grpc.LeaseStub(cut.channel)
+        renewals = stub.LeaseKeepAlive(iter([rpc_pb2.LeaseKeepAliveRequest(ID=granted)]), timeout=30)
+        renewed = pool.submit(next, renewals)
+        remaining = stub.LeaseTimeToLive.future(rpc_pb2.LeaseTimeToLiveRequest(ID=granted), timeout=30)
+        assert cut.no_leader(), "a leader was elected before the requests could wait for one"
+        for waiting in (renewed, remaining):
+            assert not waiting.done() or waiting.exception() is None, f"refused at once: {waiting.exception()}"
+        cut.resume()
+        assert renewed.result(timeout=30).TTL == 60
+        assert 0 < remaining.result().TTL <= 60
+        renewals.cancel()
 
 
 UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED

@@ -60,21 +60,25 @@ class NodeLeases:
         self.forwarder: LeaseForwarder | None = None
 
     # ------------------------------------------------------------------ queries (Backend)
-    async def keep_alive(self, lease_id: int, timeout: float) -> int:
+    async def keep_alive(self, lease_id: int, timeout: float, *, require_leader: bool = False) -> int:
         """Renew on the leader's clock; a follower forwards the request there."""
+        timeout = await self._leader_elected(timeout, require_leader)
         if not self._loop.is_leader():
             leader = self._leader()
             return await self._forwarder().keep_alive(leader, lease_id, timeout)
         await self._caught_up(timeout)
         return self._answer("keep_alive", lease_id)
 
-    async def time_to_live(self, lease_id: int, keys: bool, timeout: float) -> rpc_pb2.LeaseTimeToLiveResponse:
+    async def time_to_live(
+        self, lease_id: int, keys: bool, timeout: float, *, require_leader: bool = False
+    ) -> rpc_pb2.LeaseTimeToLiveResponse:
         """The lease as the leader sees it; a follower forwards the whole question there, so its own state,
         which may not have applied the grant yet, never answers it."""
         response = rpc_pb2.LeaseTimeToLiveResponse(header=self._header(), ID=lease_id, TTL=-1)
+        if not self._loop.is_leader() and self._planted_stale_leases and self._store.lease(lease_id) is None:
+            return response  # PLANTED BUG: this member's own state, which may not have applied the grant
+        timeout = await self._leader_elected(timeout, require_leader)
         if not self._loop.is_leader():
-            if self._planted_stale_leases and self._store.lease(lease_id) is None:
-                return response  # PLANTED BUG: this member's own state, which may not have applied the grant
             leader = self._leader()
             return await self._forwarder().time_to_live(leader, lease_id, keys, timeout)
         await self._caught_up(timeout)
@@ -100,6 +104,15 @@ class NodeLeases:
             await self._read_barrier(timeout)
         if not self._loop.is_leader():
             raise errors.LEADER_CHANGED.exception()
+
+    async def _leader_elected(self, timeout: float, require_leader: bool) -> float:
+        """During an election a lease question waits for its outcome within its deadline, as etcd's
+        LeaseRenew waits for a leader (``waitLeader``): a keep-alive sent in the election's window renews
+        instead of failing, which for a short TTL is the difference between a live registration and a lost
+        one. Returns the time left. ``require_leader`` refuses at once instead (``RaftLoop.leader_elected``)."""
+        if self._loop.has_leader():
+            return timeout
+        return await self._loop.leader_elected(timeout, require_leader=require_leader)
 
     def _leader(self) -> int:
         leader = self._loop.soft.leader

@@ -265,11 +265,13 @@ class Node:
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 
     # ------------------------------------------------------------------ Backend: leases
-    async def lease_keep_alive(self, lease_id: int, timeout: float) -> int:
-        return await self.leases.keep_alive(lease_id, timeout)
+    async def lease_keep_alive(self, lease_id: int, timeout: float, *, require_leader: bool = False) -> int:
+        return await self.leases.keep_alive(lease_id, timeout, require_leader=require_leader)
 
-    async def lease_time_to_live(self, lease_id: int, keys: bool, timeout: float) -> rpc_pb2.LeaseTimeToLiveResponse:
-        return await self.leases.time_to_live(lease_id, keys, timeout)
+    async def lease_time_to_live(
+        self, lease_id: int, keys: bool, timeout: float, *, require_leader: bool = False
+    ) -> rpc_pb2.LeaseTimeToLiveResponse:
+        return await self.leases.time_to_live(lease_id, keys, timeout, require_leader=require_leader)
 
     def lease_ids(self) -> list[int]:
         return self.leases.lease_ids()
