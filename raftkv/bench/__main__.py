@@ -94,7 +94,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     attach.add_argument("--metrics-urls", default="", help="comma-separated metrics URLs, for fsyncs/s and CPU")
     args = parser.parse_args(argv)
     try:
-        args.workloads = [names[n] for n in args.workloads.split(",") if n]
+        # As printed ("get-s c=64") or as listed in --help ("get-sc=64"): spaces are not part of a name.
+        args.workloads = [names[n.replace(" ", "")] for n in args.workloads.split(",") if n.strip()]
     except KeyError as exc:
         parser.error(f"unknown workload {exc}; choose from {','.join(names)}")
     args.auth = [m for m in args.auth.split(",") if m]

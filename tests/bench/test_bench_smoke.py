@@ -22,7 +22,7 @@ def test_percentile_is_nearest_rank() -> None:
 
 def test_bench_runs_for_one_second(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "raftkv.bench", "--duration", "1", "--workloads", "putc=64,get-lc=64",
+        [sys.executable, "-m", "raftkv.bench", "--duration", "1", "--workloads", "put c=64,get-lc=64",
          "--dir", str(tmp_path), "--ceiling"],
         capture_output=True, text=True, timeout=120,
     )
