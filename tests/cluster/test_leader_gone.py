@@ -8,6 +8,7 @@ asserts only who reports what, and that a new leader takes over either way.
 from __future__ import annotations
 
 from raftkv.localcluster import LocalCluster
+from raftkv.proto import rpc_pb2, rpc_pb2_grpc
 from tests.cluster.conftest import Members, wait_for
 
 
@@ -45,3 +46,20 @@ def test_a_killed_leader_is_reported_gone_and_a_paused_one_is_not(
     _new_leader(cluster, killed)
     wait_for(lambda: _gone_reports(cluster, killed, killed_id) >= 2, 30,
              "both survivors to report the dead leader gone")
+
+
+def test_a_keep_alive_sent_to_a_follower_as_the_leader_dies_is_renewed_by_the_next_leader(
+    cluster: LocalCluster, members: Members
+) -> None:
+    """The follower forwards the keep-alive to the leader it knows, which is dead; as etcd's LeaseRenew, it
+    asks again until the next leader renews the lease, instead of failing the renewal of a registration."""
+    leader = cluster.wait_ready()
+    follower = next(n for n in cluster.names if n != leader)
+    leases = rpc_pb2_grpc.LeaseStub(members.channel(follower))
+    granted = leases.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60), timeout=10).ID
+    renew = rpc_pb2.LeaseKeepAliveRequest(ID=granted)
+    assert next(leases.LeaseKeepAlive(iter([renew]), timeout=10)).TTL == 60  # forwarded to the live leader
+    cluster.kill_member(leader)
+    members.forget(leader)
+    assert next(leases.LeaseKeepAlive(iter([renew]), timeout=30)).TTL == 60
+    _new_leader(cluster, leader)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from raftkv import errors
 from raftkv.proto import internal_pb2, rpc_pb2
@@ -29,6 +29,11 @@ log = logging.getLogger("raftkv.node")
 LEASE_CHECK_INTERVAL = 0.5  # seconds, as etcd's lessor
 MAX_LEASE_REVOKES_PER_CHECK = revoke_limit(LEASE_CHECK_INTERVAL)
 Spawn = Callable[[Coroutine[Any, Any, None], str], None]
+T = TypeVar("T")
+#: A forwarded lease question is asked again after this while the leader it went to is gone (etcd: 50 ms).
+FORWARD_RETRY_PAUSE = 0.05
+#: What a forwarded question answers when the member asked no longer leads, or never answered.
+LEADER_WENT_AWAY = frozenset({errors.LEADER_CHANGED, errors.NO_LEADER, errors.NOT_LEADER})
 
 
 class NodeLeases:
@@ -62,12 +67,15 @@ class NodeLeases:
     # ------------------------------------------------------------------ queries (Backend)
     async def keep_alive(self, lease_id: int, timeout: float, *, require_leader: bool = False) -> int:
         """Renew on the leader's clock; a follower forwards the request there."""
-        timeout = await self._leader_elected(timeout, require_leader)
-        if not self._loop.is_leader():
-            leader = self._leader()
-            return await self._forwarder().keep_alive(leader, lease_id, timeout)
-        await self._caught_up(timeout)
-        return self._answer("keep_alive", lease_id)
+
+        async def here(left: float) -> int:
+            await self._caught_up(left)
+            return self._answer("keep_alive", lease_id)
+
+        async def there(leader: int, left: float) -> int:
+            return await self._forwarder().keep_alive(leader, lease_id, left)
+
+        return await self._at_the_leader(timeout, require_leader, here, there)
 
     async def time_to_live(
         self, lease_id: int, keys: bool, timeout: float, *, require_leader: bool = False
@@ -77,11 +85,19 @@ class NodeLeases:
         response = rpc_pb2.LeaseTimeToLiveResponse(header=self._header(), ID=lease_id, TTL=-1)
         if not self._loop.is_leader() and self._planted_stale_leases and self._store.lease(lease_id) is None:
             return response  # PLANTED BUG: this member's own state, which may not have applied the grant
-        timeout = await self._leader_elected(timeout, require_leader)
-        if not self._loop.is_leader():
-            leader = self._leader()
-            return await self._forwarder().time_to_live(leader, lease_id, keys, timeout)
-        await self._caught_up(timeout)
+
+        async def here(left: float) -> rpc_pb2.LeaseTimeToLiveResponse:
+            await self._caught_up(left)
+            return self._time_to_live_here(response, lease_id, keys)
+
+        async def there(leader: int, left: float) -> rpc_pb2.LeaseTimeToLiveResponse:
+            return await self._forwarder().time_to_live(leader, lease_id, keys, left)
+
+        return await self._at_the_leader(timeout, require_leader, here, there)
+
+    def _time_to_live_here(
+        self, response: rpc_pb2.LeaseTimeToLiveResponse, lease_id: int, keys: bool
+    ) -> rpc_pb2.LeaseTimeToLiveResponse:
         found = self._store.lease(lease_id)
         if found is None:
             return response
@@ -104,6 +120,31 @@ class NodeLeases:
             await self._read_barrier(timeout)
         if not self._loop.is_leader():
             raise errors.LEADER_CHANGED.exception()
+
+    async def _at_the_leader(
+        self,
+        timeout: float,
+        require_leader: bool,
+        here: Callable[[float], Awaitable[T]],
+        there: Callable[[int, float], Awaitable[T]],
+    ) -> T:
+        """Answer ``here`` on the leader, else forward ``there`` to it; ask again, within ``timeout``, while
+        the leader that was asked (this member, or the one it forwarded to) is gone or no longer leads, as
+        etcd's LeaseRenew does: a keep-alive that
+        reaches a follower while the leader fails over is renewed by the next leader instead of failing,
+        and a registration with a short TTL outlives the failover. Retries are ``FORWARD_RETRY_PAUSE`` apart;
+        past the deadline the answer is etcd's "request timed out"."""
+        deadline = self._clock.now() + timeout
+        while True:
+            left = await self._leader_elected(max(0.0, deadline - self._clock.now()), require_leader)
+            try:
+                return await (here(left) if self._loop.is_leader() else there(self._leader(), left))
+            except errors.EtcdException as exc:
+                if exc.error not in LEADER_WENT_AWAY:
+                    raise
+            if self._clock.now() + FORWARD_RETRY_PAUSE >= deadline:
+                raise errors.TIMEOUT.exception()
+            await self._clock.sleep(FORWARD_RETRY_PAUSE)
 
     async def _leader_elected(self, timeout: float, require_leader: bool) -> float:
         """During an election a lease question waits for its outcome within its deadline, as etcd's
