@@ -97,7 +97,7 @@ class Node:
         self.hash_check: HashCheck | None = None
         self.auth = NodeAuth(store)
         self._subscribers: list[APPLIED_CALLBACK] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], None] = {}  # in start order (``stop`` cancels in it)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -137,11 +137,11 @@ class Node:
         The node's tasks handle their own errors; one that escapes is a bug that would otherwise pass in
         silence (a lease-expiry loop that died expires no lease again), so it stops the member."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
+        self._tasks[task] = None
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         if task.cancelled() or (exc := task.exception()) is None:
             return
         log.error("%s: the node's task %s failed", self.cfg.name, task.get_name(), exc_info=exc)

@@ -131,8 +131,10 @@ class RaftLoop:
         self._ticks = 0
         #: Applies that may run long (``Committed.bounded`` said no), queued on the writer and not yet done.
         self._long_applies = 0
-        #: Requests waiting for this member to know a leader (``leader_elected``), woken when it does.
-        self._awaiting_leader: set[asyncio.Future[None]] = set()
+        #: Requests waiting for this member to know a leader (``leader_elected``), woken when it does, in the
+        #: order they came: a dict, not a set, whose order would follow the futures' addresses and so make the
+        #: simulator's runs of one seed differ.
+        self._awaiting_leader: dict[asyncio.Future[None], None] = {}
         self._wake = asyncio.Event()
         self.stopping = False
         self._waiters = ProposalWaiters(rng.getrandbits(62))
@@ -243,13 +245,13 @@ class RaftLoop:
             raise errors.NO_LEADER.exception()
         started = self._clock.now()
         known: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._awaiting_leader.add(known)
+        self._awaiting_leader[known] = None
         try:
             await within(known, timeout)
         except TimeoutError:
             raise errors.NO_LEADER.exception() from None
         finally:
-            self._awaiting_leader.discard(known)
+            self._awaiting_leader.pop(known, None)
         if self.stopping:
             raise errors.STOPPED.exception()
         return max(0.0, timeout - (self._clock.now() - started))
