@@ -292,10 +292,18 @@ class SimLeaseForwarder:
 
             self._net.transmit(leader_id, me, arrive)
 
+        def refused() -> None:
+            if not answer.done():
+                answer.set_exception(errors.LEADER_CHANGED.exception())
+
         def ask() -> None:
             leader = self._net.member(leader_id)
-            if leader is None or leader.node is None:
+            if leader is None:
                 return  # nobody listening: the caller times out
+            if leader.node is None:
+                # A crashed process's port refuses the connection: the gRPC forwarder says "leader changed".
+                self._net.transmit(leader_id, me, refused)
+                return
             task = leader.spawn(question(leader.node))
             task.add_done_callback(reply, context=self._net._wire)
 
