@@ -506,11 +506,14 @@ class RaftLoop:
         self.reads.applied(self.applied)
 
     def _applied_in_background(self, last: int, *, long: bool = False) -> Callable[[list[AppliedEntry]], None]:
-        """``_on_applied`` for an apply the loop did not wait for, then a wake-up: the core may hold a Ready
-        that waited for it (a conf change, a snapshot). An apply the loop waited for needs none: the loop
-        drains the core's Readys right after it. Call it as the job is queued: a ``long`` apply (one that
-        may run long) is counted in ``_long_applies`` from then until it is done, and while it is, the loop
-        holds back what would have to be persisted behind it (``_feed_core``)."""
+        """``_on_applied`` for an apply the loop did not wait for, then a wake-up if a turn has work that
+        waited for the apply: a Ready the core now holds (after a conf change, say), a snapshot now due, or
+        what the loop held back while the writer was busy. An ordinary apply leaves none: its clients were
+        answered and its reads released by ``_on_applied`` itself, so a turn would only cost the member CPU
+        (at c=1 the leader took one such turn per put). An apply the loop waited for needs no wake-up: the
+        loop drains the core's Readys right after it. Call it as the job is queued: a ``long`` apply (one
+        that may run long) is counted in ``_long_applies`` from then until it is done, and while it is, the
+        loop holds back what would have to be persisted behind it (``_feed_core``)."""
         if long:
             self._long_applies += 1
 
@@ -518,7 +521,9 @@ class RaftLoop:
             if long:
                 self._long_applies -= 1
             self._on_applied(last, applied)
-            self._wake.set()
+            if (long or self._inbox or self._proposals or self.snapshots.would_start(self.applied)
+                    or self.raw.has_ready()):
+                self._wake.set()
 
         return done
 

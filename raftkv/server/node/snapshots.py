@@ -30,11 +30,13 @@ class SnapshotScheduler:
         self._running = False
         self._failed_sends: set[int] = set()
 
+    def would_start(self, applied: int) -> bool:
+        """Whether ``due`` would say yes (it changes nothing)."""
+        return not self._running and (applied - self.snapshot_index >= self._snapshot_count or self._wanted)
+
     def due(self, applied: int) -> bool:
         """Whether to start a snapshot now; if so, the caller runs it and reports ``taken``."""
-        if self._running:
-            return False
-        if applied - self.snapshot_index < self._snapshot_count and not self._wanted:
+        if not self.would_start(applied):
             return False
         self._wanted = False
         self._running = True
