@@ -128,15 +128,17 @@ class NodeLeases:
         here: Callable[[float], Awaitable[T]],
         there: Callable[[int, float], Awaitable[T]],
     ) -> T:
-        """Answer ``here`` on the leader, else forward ``there`` to it; ask again, within ``timeout``, while
-        the leader that was asked (this member, or the one it forwarded to) is gone or no longer leads, as
-        etcd's LeaseRenew does: a keep-alive that
-        reaches a follower while the leader fails over is renewed by the next leader instead of failing,
-        and a registration with a short TTL outlives the failover. Retries are ``FORWARD_RETRY_PAUSE`` apart;
-        past the deadline the answer is etcd's "request timed out"."""
+        """Answer ``here`` on the leader, else forward ``there`` to it, as etcd's LeaseRenew does: during an
+        election wait for its outcome (``RaftLoop.leader_elected``; ``require_leader`` refuses at once
+        instead), and while the leader asked (this member, or the one forwarded to) is gone or no longer
+        leads, ask again ``FORWARD_RETRY_PAUSE`` later. So a keep-alive sent while the leader fails over is
+        renewed by the next one, and a registration with a short TTL outlives the failover. Past the
+        deadline the answer is etcd's "request timed out"."""
         deadline = self._clock.now() + timeout
         while True:
-            left = await self._leader_elected(max(0.0, deadline - self._clock.now()), require_leader)
+            left = max(0.0, deadline - self._clock.now())
+            if not self._loop.has_leader():
+                left = await self._loop.leader_elected(left, require_leader=require_leader)
             try:
                 return await (here(left) if self._loop.is_leader() else there(self._leader(), left))
             except errors.EtcdException as exc:
@@ -145,15 +147,6 @@ class NodeLeases:
             if self._clock.now() + FORWARD_RETRY_PAUSE >= deadline:
                 raise errors.TIMEOUT.exception()
             await self._clock.sleep(FORWARD_RETRY_PAUSE)
-
-    async def _leader_elected(self, timeout: float, require_leader: bool) -> float:
-        """During an election a lease question waits for its outcome within its deadline, as etcd's
-        LeaseRenew waits for a leader (``waitLeader``): a keep-alive sent in the election's window renews
-        instead of failing, which for a short TTL is the difference between a live registration and a lost
-        one. Returns the time left. ``require_leader`` refuses at once instead (``RaftLoop.leader_elected``)."""
-        if self._loop.has_leader():
-            return timeout
-        return await self._loop.leader_elected(timeout, require_leader=require_leader)
 
     def _leader(self) -> int:
         leader = self._loop.soft.leader

@@ -505,6 +505,10 @@ class RaftLoop:
             assert core_view == stored, f"membership diverged: core {core_view}, state machine {stored}"
         self.reads.applied(self.applied)
 
+    def _holding_back(self) -> bool:
+        """Whether ``_feed_core`` left work queued while the writer was busy (it steps it once it is not)."""
+        return bool(self._inbox or self._proposals or self._leader_proposals or self._conf_proposals)
+
     def _applied_in_background(self, last: int, *, long: bool = False) -> Callable[[list[AppliedEntry]], None]:
         """``_on_applied`` for an apply the loop did not wait for, then a wake-up if a turn has work that
         waited for the apply: a Ready the core now holds (after a conf change, say), a snapshot now due, or
@@ -521,8 +525,7 @@ class RaftLoop:
             if long:
                 self._long_applies -= 1
             self._on_applied(last, applied)
-            if (long or self._inbox or self._proposals or self.snapshots.would_start(self.applied)
-                    or self.raw.has_ready()):
+            if long or self._holding_back() or self.snapshots.would_start(self.applied) or self.raw.has_ready():
                 self._wake.set()
 
         return done
