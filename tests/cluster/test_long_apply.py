@@ -23,7 +23,7 @@ from raftkv.proto import rpc_pb2
 from tests.cluster.conftest import ELECTION_MS, Members, wait_for
 
 #: Enough that deleting them outlasts two election timeouts even on an idle machine (about 4 s there).
-KEYS = 120_000  # a delete of 80k took 1.9 s on a quiet machine: too short to outlast two timeouts
+KEYS = 250_000  # deletes of 80k and of 120k took 1.3-1.9 s on a quiet machine: too short to outlast two timeouts
 OPS_PER_TXN = 128  # the server's max_txn_ops
 PREFIX = b"/long-apply/"
 RANGE_END = PREFIX[:-1] + b"0"
