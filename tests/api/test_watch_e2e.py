@@ -125,8 +125,7 @@ async def _collect(call: grpc.aio.StreamStreamCall, seen: list[tuple[int, bytes]
 
 
 async def _crash_scenario(cluster: LocalCluster, prefix: bytes) -> None:
-    leader = cluster.leader_name()
-    assert leader is not None
+    leader = cluster.wait_ready(timeout=30)
     survivor = next(name for name in cluster.names if name != leader)
     config = cluster.client_config()
     survivor_channel = config.aio_channel(cluster.client_url(survivor))

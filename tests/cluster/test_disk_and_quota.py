@@ -8,9 +8,11 @@ import asyncio
 import os
 import shutil
 import subprocess
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import grpc.aio
@@ -23,6 +25,7 @@ from raftkv.proto import rpc_pb2, rpc_pb2_grpc
 from .conftest import lead
 
 QUOTA = 16 << 20
+T = TypeVar("T")
 KINDS = ("etcd", "raftkv")
 
 
@@ -186,18 +189,34 @@ async def _write_until_stopped(cluster: LocalCluster, victim: str) -> tuple[list
     raise AssertionError(f"{victim} still runs after {len(acked)} writes of 256 KiB")
 
 
+async def _while_the_leader_settles(call: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
+    """``call()``, again while it is answered UNAVAILABLE ("leader changed", "no leader"), as etcd's clients
+    retry it. Just after n3 dies the two others may hold more than one election, and etcd 3.4 answers the
+    first linearizable read after a leader change "leader changed" (etcd-io/etcd#13351, fixed in 3.5)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
 async def _put_through_each(cluster: LocalCluster, names: list[str]) -> None:
     for name in names:
         url = cluster.client_url(name)
         async with cluster.client_config([url]).aio_channel(url) as channel:
-            await rpc_pb2_grpc.KVStub(channel).Put(rpc_pb2.PutRequest(key=b"/after/" + name.encode(), value=b"ok"),
-                                                   timeout=20)
+            kv = rpc_pb2_grpc.KVStub(channel)
+            await _while_the_leader_settles(
+                lambda: kv.Put(rpc_pb2.PutRequest(key=b"/after/" + name.encode(), value=b"ok"), timeout=20))
 
 
 async def _missing(cluster: LocalCluster, keys: list[bytes]) -> list[bytes]:
     url = cluster.client_url("n1")
     async with cluster.client_config([url]).aio_channel(url) as channel:
-        held = await rpc_pb2_grpc.KVStub(channel).Range(
-            rpc_pb2.RangeRequest(key=b"/fill/", range_end=b"/fill0", keys_only=True), timeout=30)
+        kv = rpc_pb2_grpc.KVStub(channel)
+        held = await _while_the_leader_settles(
+            lambda: kv.Range(rpc_pb2.RangeRequest(key=b"/fill/", range_end=b"/fill0", keys_only=True), timeout=30))
     present = {kv.key for kv in held.kvs}
     return [k for k in keys if k not in present]

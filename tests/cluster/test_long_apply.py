@@ -83,8 +83,7 @@ def test_deleting_many_keys_in_one_request_keeps_the_leader(
         return terms if len(set(terms.values())) == 1 else None
 
     before = wait_for(settled, 30, "all members to agree on leader and term before the delete")
-    leader = cluster.leader_name()
-    assert leader is not None
+    leader = cluster.wait_ready(timeout=30)
 
     deleting = threading.Event()
     writer = threading.Thread(target=_keep_writing, args=(members, leader, deleting), daemon=True)

@@ -128,5 +128,5 @@ def test_200_watchers_from_revision_1_that_never_read(cluster: LocalCluster) -> 
         assert p99 < max(0.1, 2 * alone), f"put p99 {p99 * 1000:.0f} ms beside the watchers, {alone * 1000:.0f} ms before"
     else:
         print(f"put p99 not judged: load average {load:.0f} on {os.cpu_count()} cores")
-    assert cluster.leader_name() == leader, "the leader lost its leadership"
+    assert cluster.wait_ready(timeout=30) == leader, "the leader lost its leadership"
     assert metric(cluster, leader, "raftkv_leader_changes_seen_total") == 1
