@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -43,6 +44,14 @@ CLUSTER_FILE = "cluster.json"
 #: messages; clusters described before tokens were per cluster use the bare prefix.
 CLUSTER_TOKEN = "raftkv-local"
 T = TypeVar("T")
+#: How a member's log line says how bad it is, worst first: etcd 3.4's level letter (``... C | etcdmain:``,
+#: critical, fatal, panic), raftkv's level name or the line it exits with (``raftkv: error: ...``), else
+#: words a line of any level may contain.
+LOG_SEVERITIES = (
+    re.compile(r" [CFP] \| | (CRITICAL|FATAL) |^raftkv: error: "),
+    re.compile(r" E \| | ERROR "),
+    re.compile(r"error|fatal|panic", re.IGNORECASE),
+)
 
 
 class ClusterError(RuntimeError):
@@ -462,15 +471,19 @@ class LocalCluster:
                            f"see {self.base_dir}/*/member.log")
 
     def last_error(self, name: str) -> str:
-        """The line of a member's log that best says why it stopped: its last error, else its last line."""
+        """The line of a member's log that best says why it stopped: its last line of the worst severity
+        found (``LOG_SEVERITIES``), else its last line. By severity, not simply the last line that says
+        "error": etcd goes on logging while it shuts down after a fatal error, at info level, and such a
+        line can mention an error ("rejected connection ... use of closed network connection")."""
         try:
             lines = [line.strip() for line in self.log_path(name).read_text(errors="replace").splitlines()]
         except OSError:
             return "no log"
         lines = [line for line in lines if line]
-        for line in reversed(lines):
-            if "error" in line.lower() or "fatal" in line.lower() or "panic" in line.lower():
-                return line
+        for severity in LOG_SEVERITIES:
+            for line in reversed(lines):
+                if severity.search(line):
+                    return line
         return lines[-1] if lines else "nothing in its log"
 
     def wait_member_ready(self, name: str, timeout: float = 30.0) -> None:

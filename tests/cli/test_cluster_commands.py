@@ -84,6 +84,27 @@ def test_cluster_up_fails_loudly_when_a_member_cannot_start(tmp_path: Path, kind
         cluster.stop()
 
 
+@pytest.mark.parametrize("kind", ["etcd", "raftkv"])
+def test_the_reason_a_member_stopped_is_its_worst_line_not_its_last_error(tmp_path: Path, kind: str) -> None:
+    """etcd logs on at info level while it shuts down after a fatal error, and such a line can say "error"
+    (seen in CI: the bind failure was reported as a rejected connection)."""
+    cluster = LocalCluster(tmp_path, 1, kind=kind)  # type: ignore[arg-type]
+    cluster.log_path("n1").parent.mkdir(parents=True)
+    fatal = {
+        "etcd": "2026-12-03 14:53:20.880000 C | etcdmain: listen tcp 127.0.0.1:32341: bind: address already in use",
+        "raftkv": "raftkv: error: cannot listen on peer URL https://127.0.0.1:32341: Address already in use",
+    }[kind]
+    cluster.log_path("n1").write_text("\n".join([
+        "2026-12-03 14:53:20.870000 E | rafthttp: failed to dial: an earlier error",
+        "2026-12-03 14:53:20,870 ERROR n1 raftkv.transport: an earlier error",
+        fatal,
+        '2026-12-03 14:53:20.883662 I | embed: rejected connection from "127.0.0.1:59680" (error "set tcp '
+        '127.0.0.1:32341: use of closed network connection", ServerName "")',
+        "",
+    ]))
+    assert cluster.last_error("n1") == fatal
+
+
 def test_cluster_up_plaintext_is_explicit(tmp_path: Path) -> None:
     refused = subprocess.run(kvctl_command("--insecure", "cluster", "up", "--dir", str(tmp_path / "tls")),
                              capture_output=True, text=True, cwd=REPO, timeout=60)
