@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from raftkv.errors import EtcdError
 from raftkv.proto import internal_pb2
+from raftkv.server.read_gap import RoundGap
 
 T = TypeVar("T")
 
@@ -73,15 +74,6 @@ class ProposalWaiters:
         return len(self._futures)
 
 
-#: Least time between the starts of two ReadIndex rounds under load. Every round costs a heartbeat to and an
-#: answer from each follower plus a Ready turn on every member, whatever the number of reads it carries.
-#: Rounds that follow each other back to back under load carry only the few reads that arrived during the
-#: last one (~1 ms); spacing them lets each carry many more for the same cost (get-l c=64: +40%). "Under
-#: load" means reads were already waiting when the previous round ended; otherwise a read starts its round
-#: at once, so a lone client's reads wait no longer than before.
-READ_ROUND_MIN_GAP = 0.002
-
-
 @dataclass(order=True)
 class _AppliedWait:
     index: int
@@ -97,16 +89,20 @@ class ReadWaiters:
     changed, message lost) is retried under a new context, never reusing the old one (etcd #20418).
     """
 
-    def __init__(self, member_id: int, base: int, min_gap: float = READ_ROUND_MIN_GAP) -> None:
+    def __init__(self, member_id: int, base: int, gap: RoundGap | None = None) -> None:
         """Contexts are ``member_id`` then a counter from ``base``. A follower's round is answered by the
         leader, which ignores a context it already has pending: two followers counting from the same number
         would collide there, and one of them would wait out ``requeue_stale``. A random ``base`` keeps a
-        restarted member clear of its previous run's rounds."""
+        restarted member clear of its previous run's rounds.
+
+        Under load (reads were already waiting when the previous round ended) rounds start at least ``gap``
+        apart, so that each carries more reads for the same cost (``read_gap.py``, which finds how long);
+        otherwise a read starts its round at once, so a lone client's reads never wait for the gap."""
         self._queued: list[asyncio.Future[None]] = []
         self._rounds: dict[bytes, tuple[float, list[asyncio.Future[None]]]] = {}
         self._by_index: list[_AppliedWait] = []
         self._prefix = member_id.to_bytes(8, "big")
-        self._min_gap = min_gap
+        self.gap = gap or RoundGap()
         self._last_start = float("-inf")
         self._loaded = False  # reads were waiting when the last round ended
         self._ctx = itertools.count(base)
@@ -117,14 +113,18 @@ class ReadWaiters:
         self._queued.append(future)
         return future
 
-    def take_queued(self, now: float, even_if_empty: bool = False) -> tuple[bytes, list[asyncio.Future[None]]] | None:
+    def take_queued(
+        self, now: float, even_if_empty: bool = False, gap_waited: bool = False
+    ) -> tuple[bytes, list[asyncio.Future[None]]] | None:
         """Start a round for every queued read: returns its context, or None if nothing is queued, a round
-        is still in flight, or the last one started less than the minimum gap ago (``round_due`` says when
+        is still in flight, or the last one started less than the gap ago (``round_due`` says when
         to ask again). One round at a time (as etcd's read loop): under load every round then carries all
         reads that arrived during the previous one, instead of each Ready turn paying for a heartbeat
         broadcast and its acknowledgements. A lost round is retried by ``requeue_stale``. ``even_if_empty``
-        starts a round with no reads of its own (one that renews the leader lease, ``read_lease.py``)."""
-        if self._rounds or (self._loaded and now < self._last_start + self._min_gap):
+        starts a round with no reads of its own (one that renews the leader lease, ``read_lease.py``).
+        ``gap_waited``: a timer set for ``round_due`` fired, so the gap is over whatever ``now`` says (the
+        event loop's clock counts whole milliseconds, a gap may be shorter)."""
+        if self._rounds or (self._loaded and not gap_waited and now < self._last_start + self.gap.seconds):
             return None
         waiting = [f for f in self._queued if not f.done()]
         self._queued.clear()
@@ -133,12 +133,13 @@ class ReadWaiters:
         ctx = self._prefix + (next(self._ctx) & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big")
         self._rounds[ctx] = (now, waiting)
         self._last_start = now
+        self.gap.round_started(now, len(waiting))
         return ctx, waiting
 
     def round_due(self, now: float) -> float | None:
-        """When queued reads wait only for the minimum gap: the time their round may start; else None."""
-        if self._queued and self._loaded and not self._rounds and now < self._last_start + self._min_gap:
-            return self._last_start + self._min_gap
+        """When queued reads wait only for the gap: the time their round may start; else None."""
+        if self._queued and self._loaded and not self._rounds and now < self._last_start + self.gap.seconds:
+            return self._last_start + self.gap.seconds
         return None
 
     def requeue_stale(self, now: float, max_age: float) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from raftkv import errors
+from raftkv.server.read_gap import RoundGap
 from raftkv.server.waiters import ProposalWaiters, ReadWaiters
 
 
@@ -53,7 +54,7 @@ def test_rounds_of_different_members_never_share_a_context() -> None:
 
 def test_rounds_are_spaced_only_under_load() -> None:
     async def scenario() -> None:
-        reads = ReadWaiters(member_id=1, base=1, min_gap=0.002)
+        reads = ReadWaiters(member_id=1, base=1, gap=RoundGap(least=0.002))
         reads.enqueue()
         first = reads.take_queued(now=10.0)
         assert first is not None
@@ -69,6 +70,13 @@ def test_rounds_are_spaced_only_under_load() -> None:
         assert reads.round_due(now=10.001) == pytest.approx(10.0025)
         third = reads.take_queued(now=10.003)
         assert third is not None and len(third[1]) == 1
+
+        # The event loop's clock counts whole milliseconds: once the timer set for round_due fires, the round
+        # starts even if the clock has not moved past the gap.
+        reads.enqueue()
+        reads.answered(third[0], index=1, applied=1)
+        assert reads.take_queued(now=10.003) is None
+        assert reads.take_queued(now=10.003, gap_waited=True) is not None
 
     asyncio.run(scenario())
 

@@ -45,6 +45,7 @@ class LinearizableReads:
         self._wake = wake
         self._stale_reads_bug = stale_reads_bug
         self._round_timer: Timer | None = None
+        self._gap_waited = False  # the round timer fired: the next round may start, whatever the clock says
 
     async def barrier(self, timeout: float) -> None:
         """Return once this member applied everything committed before the call (raises TIMEOUT)."""
@@ -78,6 +79,7 @@ class LinearizableReads:
         flight (one turn of the loop)."""
         raw = self._raw
         self._applied = applied
+        gap_waited, self._gap_waited = self._gap_waited, False
         self._waiters.applied(applied)  # a lease read may wait on an index applied without a report (a snapshot)
         now = self._clock.now()
         self._waiters.requeue_stale(now, self._round_timeout)
@@ -88,7 +90,7 @@ class LinearizableReads:
             if (taken := self._waiters.take_queued(now)) is not None:
                 self._waiters.answered(taken[0], 0, applied)
             return
-        taken = self._waiters.take_queued(now, even_if_empty=self._renew_lease)
+        taken = self._waiters.take_queued(now, even_if_empty=self._renew_lease, gap_waited=gap_waited)
         if taken is not None:
             ctx, _ = taken
             self.rounds_started += 1
@@ -104,6 +106,7 @@ class LinearizableReads:
 
     def _start_due_round(self) -> None:
         self._round_timer = None
+        self._gap_waited = True
         self._wake()
 
     def answered(self, read_states: list[ReadState], applied: int) -> None:
