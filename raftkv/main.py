@@ -11,6 +11,10 @@ ports (a port in use is one line, exit 2), and only then does the member join th
 
 from __future__ import annotations
 
+from raftkv.grpc_engine import choose_polling_engine
+
+choose_polling_engine()  # before the imports below load grpc: its core reads the choice once, at start
+
 import asyncio
 import errno
 import gc

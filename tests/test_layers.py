@@ -23,7 +23,7 @@ PACKAGES = ("raftkv", "cli", "jepsen_like", "tools")
 STACK: list[tuple[int, tuple[str, ...]]] = [
     (0, ("raftkv.core",)),
     (1, ("raftkv.proto", "raftkv.errors", "raftkv.keys", "raftkv.grpc_registration", "raftkv.cancellation",
-         "raftkv.grpc_guard", "raftkv.process_stat")),
+         "raftkv.grpc_guard", "raftkv.process_stat", "raftkv.grpc_engine")),
     (2, ("raftkv.security",)),
     (3, ("raftkv.storage", "raftkv.transport")),
     (4, ("raftkv.statemachine",)),
