@@ -10,7 +10,6 @@ import dataclasses
 import json
 import signal
 import sys
-import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cli.common import CommandError, Context, duration
 from cli.output import table, write_line
+from raftkv import stop_signals
 from raftkv.client import LeaseNotFound
 from raftkv.discovery import DEFAULT_NAMESPACE, Registration, Resolver, State, record
 from raftkv.discovery.lifecycle import UNKNOWN_AFTER, Verdict
@@ -95,9 +95,7 @@ def parse_meta(items: list[str]) -> dict[str, Any] | None:
 
 
 def register_cmd(ctx: Context, args: argparse.Namespace) -> int:
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_signals.stop_on(signal.SIGTERM, signal.SIGINT)
     health = None if args.health_check == "none" else (
         f"grpc:{args.health_service}" if args.health_check == "grpc" and args.health_service else args.health_check)
     if args.health_tls and args.health_check != "grpc":
@@ -215,8 +213,7 @@ def _print(output: str, rows: list[dict[str, Any]]) -> int:
 
 
 def watch_cmd(ctx: Context, args: argparse.Namespace) -> int:
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = stop_signals.stop_on(signal.SIGTERM)
 
     def show(changes: list[Change], _: Mapping[str, record.Instance]) -> None:
         for change in changes:
@@ -235,7 +232,7 @@ def watch_cmd(ctx: Context, args: argparse.Namespace) -> int:
     resolver.subscribe(show)
     resolver.start(wait=ctx.timeout)
     try:
-        stop.wait()
+        stop_signals.wait_for(stop)
     finally:
         resolver.stop()
     return 0

@@ -23,7 +23,7 @@ PACKAGES = ("raftkv", "cli", "jepsen_like", "tools")
 STACK: list[tuple[int, tuple[str, ...]]] = [
     (0, ("raftkv.core",)),
     (1, ("raftkv.proto", "raftkv.errors", "raftkv.keys", "raftkv.grpc_registration", "raftkv.cancellation",
-         "raftkv.grpc_guard", "raftkv.process_stat", "raftkv.grpc_engine")),
+         "raftkv.grpc_guard", "raftkv.process_stat", "raftkv.grpc_engine", "raftkv.stop_signals")),
     (2, ("raftkv.security",)),
     (3, ("raftkv.storage", "raftkv.transport")),
     (4, ("raftkv.statemachine",)),
@@ -37,7 +37,7 @@ OUTSIDE = ("raftkv.client", "raftkv.localcluster", "raftkv.local_processes", "ra
 OUTSIDE_MAY_IMPORT = ("raftkv.client", "raftkv.localcluster", "raftkv.local_processes", "raftkv.proto", "raftkv.errors", "raftkv.keys",
                       "raftkv.security", "raftkv.grpc_registration", "raftkv.grpc_guard", "raftkv.cancellation", "raftkv.testing",
                       "raftkv.bench",
-                      "raftkv.discovery", "raftkv.process_stat", "raftkv.__init__")
+                      "raftkv.discovery", "raftkv.process_stat", "raftkv.stop_signals", "raftkv.__init__")
 #: Some outside code needs the process itself: kvctl's offline snapshot restore.
 EXTRA = {"cli": ("raftkv.main",)}
 

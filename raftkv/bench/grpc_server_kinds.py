@@ -57,6 +57,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from raftkv import stop_signals
 from raftkv.bench.load import LoadGenerator, Workload
 from raftkv.bench.stats import percentile
 from raftkv.client.config import ClientConfig
@@ -276,10 +277,9 @@ def _serve_sync(workers: int, certs: Path | None) -> None:
     rpc_pb2_grpc.add_KVServicer_to_server(servicer, server)
     port = _add_port(server, certs)
     server.start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = stop_signals.stop_on(signal.SIGTERM)
     _announce(port)
-    stop.wait()
+    stop_signals.wait_for(stop)
     server.stop(0).wait()
 
 

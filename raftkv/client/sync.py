@@ -251,8 +251,9 @@ class Watch:
                 return
 
     def establish(self) -> None:
-        """Block until the server confirms the watch (retrying on other members as needed)."""
-        while not self._state.established:
+        """Block until the server confirms the watch (retrying on other members as needed), or it is
+        cancelled."""
+        while not self._state.established and not self._closed:
             self._pending.extend(self._receive())
 
     def _open(self) -> None:
@@ -278,7 +279,14 @@ class Watch:
         try:
             if self._responses is None:
                 self._open()
-            fresh = self._state.receive(next(self._responses))
+            # Read once: ``cancel`` from another thread may clear the attribute meanwhile.
+            responses = self._responses
+            if self._closed or responses is None:
+                # A ``cancel`` while the stream opened may have found none to end: end it here (of the two
+                # threads, one sees the other's write, so the new stream is never left to block).
+                self._drop_stream()
+                return []
+            fresh = self._state.receive(next(responses))
             return [] if fresh is None else [fresh]
         except (grpc.RpcError, StopIteration) as exc:
             if self._closed:

@@ -29,6 +29,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from raftkv import stop_signals
+
 ECHO = "/raftkv.demo.Echo/Echo"
 STREAM = "/raftkv.demo.Echo/Stream"
 CHAT = "/raftkv.demo.Echo/Chat"
@@ -178,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     server, demo, port = serve(args.port, args.name or "", args.work)
     addr = f"127.0.0.1:{port}"
     demo.name = args.name or addr
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = stop_signals.stop_on(signal.SIGTERM, signal.SIGINT)
     registration: Any = None
     if args.register:
         from raftkv import discovery
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{demo.name}: the registry did not answer within {args.register_wait:g}s; serving, and "
                   f"registering in the background", file=sys.stderr, flush=True)
     print(f"ready {addr}", flush=True)
-    stop.wait()
+    stop_signals.wait_for(stop)
     if registration is not None:
         registration.stop()  # revoke first: no new call is routed here while we drain
     server.stop(grace=2.0).wait()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import platform
 import signal
 import socket
 import subprocess
@@ -21,6 +24,8 @@ from raftkv.discovery.demo import control
 from raftkv.security import certs
 from raftkv.testing import ClusterHandle
 from tests.discovery.conftest import REPO, Instances, eventually
+
+SYS_TGKILL = 234  # x86-64 Linux
 
 
 @pytest.fixture
@@ -153,6 +158,30 @@ def test_watch_prints_changes_as_they_happen(client: Client, service: str, env: 
         assert proc.stdout.readline().strip() == "removed w2 127.0.0.1:7004"
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=15)
+    assert proc.returncode == 0
+
+
+def _tgkill(pid: int, tid: int, sig: int) -> None:
+    """Send ``sig`` to one thread of another process (Python's ``os`` has no ``tgkill``)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(SYS_TGKILL, pid, tid, sig) != 0:
+        raise OSError(ctypes.get_errno(), f"tgkill {pid}/{tid}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.machine() != "x86_64",
+                    reason="tgkill's syscall number is x86-64 Linux's")
+def test_watch_stops_on_a_sigterm_the_kernel_hands_to_another_thread(client: Client, service: str,
+                                                                     env: dict[str, str],
+                                                                     popen: list[subprocess.Popen[str]]) -> None:
+    """The kernel may deliver a process's SIGTERM to any thread, here one of gRPC's; Python runs the handler
+    on the main thread only when that runs bytecode again (CI saw `service watch` hang 15 s after SIGTERM)."""
+    with register(service, "127.0.0.1:7005", instance_id="t1", client=client):
+        proc = start(popen, env, "service", "watch", service)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "added t1 127.0.0.1:7005"  # listed: the watch is running
+        other = next(int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid)
+        _tgkill(proc.pid, other, signal.SIGTERM)
+        proc.communicate(timeout=15)
     assert proc.returncode == 0
 
 
