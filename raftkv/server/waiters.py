@@ -102,7 +102,7 @@ class ReadWaiters:
         self._rounds: dict[bytes, tuple[float, list[asyncio.Future[None]]]] = {}
         self._by_index: list[_AppliedWait] = []
         self._prefix = member_id.to_bytes(8, "big")
-        self.gap = gap or RoundGap()
+        self._gap = gap or RoundGap()
         self._last_start = float("-inf")
         self._loaded = False  # reads were waiting when the last round ended
         self._ctx = itertools.count(base)
@@ -124,7 +124,7 @@ class ReadWaiters:
         starts a round with no reads of its own (one that renews the leader lease, ``read_lease.py``).
         ``gap_waited``: a timer set for ``round_due`` fired, so the gap is over whatever ``now`` says (the
         event loop's clock counts whole milliseconds, a gap may be shorter)."""
-        if self._rounds or (self._loaded and not gap_waited and now < self._last_start + self.gap.seconds):
+        if self._rounds or (self._loaded and not gap_waited and now < self._last_start + self._gap.seconds):
             return None
         waiting = [f for f in self._queued if not f.done()]
         self._queued.clear()
@@ -133,13 +133,13 @@ class ReadWaiters:
         ctx = self._prefix + (next(self._ctx) & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big")
         self._rounds[ctx] = (now, waiting)
         self._last_start = now
-        self.gap.round_started(now, len(waiting))
+        self._gap.round_started(now, len(waiting))
         return ctx, waiting
 
     def round_due(self, now: float) -> float | None:
         """When queued reads wait only for the gap: the time their round may start; else None."""
-        if self._queued and self._loaded and not self._rounds and now < self._last_start + self.gap.seconds:
-            return self._last_start + self.gap.seconds
+        if self._queued and self._loaded and not self._rounds and now < self._last_start + self._gap.seconds:
+            return self._last_start + self._gap.seconds
         return None
 
     def requeue_stale(self, now: float, max_age: float) -> None:
