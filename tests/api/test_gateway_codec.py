@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+from typing import Any
 
 import pytest
 from google.protobuf import json_format
@@ -18,7 +19,7 @@ from raftkv.api.front.classify import H2_PREFACE, PEEK_BYTES, Route, alpn_protoc
 from raftkv.api.gateway import routes
 from raftkv.api.gateway.calls import request_class
 from raftkv.api.gateway.gojson import GoJSONError, NeedMore, next_value, quote
-from raftkv.api.gateway.jsonpb import decode, encode, go_base64
+from raftkv.api.gateway.jsonpb import _go_base64_slow, decode, encode, go_base64
 from raftkv.proto import rpc_pb2
 
 from ..hostile.strategies import messages
@@ -190,3 +191,17 @@ def test_base64_errors_at_gos_offsets(text: bytes, error: str) -> None:
 
 def test_base64_ignores_newlines_as_go_does() -> None:
     assert go_base64(b"Zm9v\nYmFy\r\n") == b"foobar" == base64.b64decode(b"Zm9vYmFy")
+
+
+def _outcome(decoder: Any, text: bytes) -> bytes | str:
+    try:
+        return decoder(text)  # type: ignore[no-any-return]
+    except GoJSONError as exc:
+        return str(exc)
+
+
+@given(st.one_of(st.binary(max_size=40).map(base64.b64encode),
+                 st.lists(st.sampled_from(list(b"AZaz09+/=\n\r!-_")), max_size=24).map(bytes)))
+def test_the_fast_base64_path_agrees_with_gos_loop(text: bytes) -> None:
+    """The ``binascii`` fast path accepts nothing Go's decoding loop would refuse, and decodes alike."""
+    assert _outcome(go_base64, text) == _outcome(_go_base64_slow, text)
