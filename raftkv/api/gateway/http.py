@@ -60,6 +60,11 @@ HEADER_TIMEOUT = 10.0
 BODY_TIMEOUT = 30.0
 IDLE_TIMEOUT = 120.0
 READ_BYTES = 64 * 1024
+#: A unary body larger than this is decoded on a worker thread. The member's Raft loop shares the event loop
+#: with the gateway, and decoding an 8 MiB value takes ~0.1 s of Python: on the loop thread that stalls
+#: heartbeats (a leader stalled past the election timeout is deposed); on a worker the loop thread gets the
+#: GIL back every switch interval. Below this the hand-off costs more than the decode.
+OFF_LOOP_BODY_BYTES = 256 * 1024
 #: After refusing a body too large to read, keep reading (and dropping) what the client still sends, up to
 #: this long and this much, before closing: a socket closed with unread bytes is reset, and a client that
 #: sends its whole body before it reads (Python's http.client) would lose the answer.
@@ -226,7 +231,10 @@ class Gateway:
             await self._error(conn, self._too_large(exc.prefix))
             return
         try:
-            message = self._parse(request_type, body)
+            if len(body) > OFF_LOOP_BODY_BYTES:
+                message = await asyncio.to_thread(self._parse, request_type, body)
+            else:
+                message = self._parse(request_type, body)
         except CallError as exc:
             await self._error(conn, exc)
             return
