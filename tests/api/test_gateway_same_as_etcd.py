@@ -253,6 +253,13 @@ def test_a_garbage_stream_is_refused_alike(clusters: dict[str, LocalCluster]) ->
     assert answers["raftkv"] == answers["etcd"]
 
 
+def carries_on(cluster: LocalCluster) -> None:
+    """The member is still up and answers ``/health`` with 200. Polled: ``/health`` wants a known leader
+    and a linearizable read within a second, which a loaded machine can briefly deny anything."""
+    poll(lambda: True if Http(cluster)("/health", method="GET")[0] == 200 else None, 30,
+         f"{cluster.kind}'s /health to answer 200")
+
+
 #: curl's exit status for an answer cut short ("transfer closed with N bytes remaining to read").
 CURL_PARTIAL_FILE = 18
 
@@ -300,7 +307,7 @@ def test_large_bodies(clusters: dict[str, LocalCluster], tmp_path: Path) -> None
         status, answer = curl(cluster, "/v3/kv/put", unread, tmp_path)
         assert status == 429 and answer["code"] == 8, (kind, answer)
         assert answer["error"].startswith("grpc: received message larger than max ("), (kind, answer)
-        assert Http(cluster)("/health", method="GET")[0] == 200
+        carries_on(cluster)
 
 
 def raw_exchange(cluster: LocalCluster, data: bytes) -> bytes:
@@ -324,14 +331,14 @@ def test_plain_http_and_garbage_on_the_tls_port(clusters: dict[str, LocalCluster
     for kind, cluster in clusters.items():
         assert raw_exchange(cluster, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n") == b"", kind
         assert raw_exchange(cluster, b"\x00\x01garbage\r\n" * 100) == b"", kind
-        assert Http(cluster)("/health", method="GET")[0] == 200, kind
+        carries_on(cluster)
 
 
 def test_no_client_certificate_no_answer(clusters: dict[str, LocalCluster]) -> None:
-    for kind, cluster in clusters.items():
+    for cluster in clusters.values():
         with pytest.raises((ssl.SSLError, ConnectionError)):
             Http(cluster, cert=False)("/v3/kv/range", '{"key": "Zm9v"}')
-        assert Http(cluster)("/health", method="GET")[0] == 200, kind
+        carries_on(cluster)
 
 
 def test_keep_alive_connection_serves_many_requests(clusters: dict[str, LocalCluster]) -> None:
