@@ -28,6 +28,13 @@ class Config:
     #: member that acknowledged a leader's heartbeat and then restarted would otherwise vote at once, and a
     #: leader holding a read lease (``raftkv/server/node/read_lease.py``) counts on it not to.
     refuse_votes_after_boot: bool = False
+    #: When an acknowledgement advances the commit index, tell the followers with the next append or
+    #: heartbeat rather than with an empty append of its own (``Leading.notify_commit``): under a steady
+    #: stream of proposals the next append comes soon and carries it, and each empty append costs a message
+    #: to and from every follower and a turn of its loop. The driver must then call
+    #: ``RawNode.notify_commit`` a short time after ``RawNode.commit_notice_pending`` turns true, or
+    #: followers learn the commit index only at the next heartbeat. False: etcd-io/raft's behaviour.
+    defer_commit_notice: bool = False
     #: Bytes of APP payload in flight per follower before pausing (0: bounded by message count only).
     max_inflight_bytes: int = 0
     #: Bytes of committed entries handed out per Ready (at least one entry is always handed out).

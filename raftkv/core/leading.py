@@ -111,6 +111,22 @@ class Leading:
         for peer in self._peers():
             self._send_append(peer)
 
+    def _owes_commit(self, pr: Progress) -> bool:
+        return pr.can_bump_commit(self.log.committed) and not pr.is_paused()
+
+    def commit_notice_pending(self) -> bool:
+        """Whether a follower that could take an append has not been sent the current commit index
+        (only ever true with ``defer_commit_notice``: otherwise it is sent as soon as it advances)."""
+        return any(self._owes_commit(pr) for peer, pr in self.progress.items() if peer != self.id)
+
+    def notify_commit(self) -> None:
+        """Send the commit index to each follower that has not been sent it, with whatever entries it is
+        missing (an empty append when none): what etcd-io/raft does at once when the commit index moves, done
+        here when the driver says so (``defer_commit_notice``)."""
+        for peer in self._peers():
+            if self._owes_commit(self.progress[peer]):
+                self._send_append(peer)
+
     def bcast_heartbeat(self, ctx: bytes | None = None) -> None:
         if ctx is None:
             ctx = self.read_only.last_pending_context()
@@ -156,8 +172,9 @@ class Leading:
         elif pr.state == ProgressState.REPLICATE:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
-            self.bcast_append()
-        elif m.sender != self.id and pr.can_bump_commit(self.log.committed):
+            if not self.cfg.defer_commit_notice:
+                self.bcast_append()
+        elif m.sender != self.id and pr.can_bump_commit(self.log.committed) and not self.cfg.defer_commit_notice:
             self._send_append(m.sender)
         while self._send_append(m.sender, send_if_empty=False):
             pass

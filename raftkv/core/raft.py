@@ -287,6 +287,9 @@ class Raft(Leading):
         if m.type == MT.CHECK_QUORUM:
             self._check_quorum()
             return
+        if m.type == MT.NOTIFY_COMMIT:
+            self.notify_commit()
+            return
         if m.type == MT.PROPOSE:
             self._handle_propose(m)
             return

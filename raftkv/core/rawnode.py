@@ -112,6 +112,15 @@ class RawNode:
         leader forgets it and campaigns early (``raftkv/core/failover.py``); anyone else ignores it."""
         self.raft.step(Message(MessageType.PEER_GONE, sender=node_id))
 
+    def commit_notice_pending(self) -> bool:
+        """Whether this leader owes a follower the commit index (``Config.defer_commit_notice``): the
+        driver then calls ``notify_commit`` soon, unless an append that carries it goes out first."""
+        return self.raft.role == Role.LEADER and self.raft.commit_notice_pending()
+
+    def notify_commit(self) -> None:
+        """Tell every follower owed it the commit index now (nothing unless this node leads)."""
+        self.raft.step(Message(MessageType.NOTIFY_COMMIT))
+
     def report_snapshot(self, node_id: int, ok: bool) -> None:
         self.raft.step(Message(MessageType.SNAP_STATUS, sender=node_id, reject=not ok))
 

@@ -133,6 +133,7 @@ class MessageType(enum.IntEnum):
     UNREACHABLE = 17  # local: the driver reports a peer it could not reach
     CHECK_QUORUM = 18  # local: leader checks it heard from a quorum in the last election timeout
     PEER_GONE = 19  # local: the driver saw `sender`'s process end (a reconnect to its port was refused)
+    NOTIFY_COMMIT = 20  # local: leader tells followers a commit index it has not sent them (defer_commit_notice)
 
 
 LOCAL_MESSAGES = frozenset(
@@ -143,6 +144,7 @@ LOCAL_MESSAGES = frozenset(
         MessageType.UNREACHABLE,
         MessageType.CHECK_QUORUM,
         MessageType.PEER_GONE,
+        MessageType.NOTIFY_COMMIT,
     }
 )
 

@@ -34,6 +34,7 @@ class MessageType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MSG_UNREACHABLE: _ClassVar[MessageType]
     MSG_CHECK_QUORUM: _ClassVar[MessageType]
     MSG_PEER_GONE: _ClassVar[MessageType]
+    MSG_NOTIFY_COMMIT: _ClassVar[MessageType]
 ENTRY_NORMAL: EntryType
 ENTRY_CONF_CHANGE: EntryType
 MSG_HUP: MessageType
@@ -56,6 +57,7 @@ MSG_SNAP_STATUS: MessageType
 MSG_UNREACHABLE: MessageType
 MSG_CHECK_QUORUM: MessageType
 MSG_PEER_GONE: MessageType
+MSG_NOTIFY_COMMIT: MessageType
 
 class Entry(_message.Message):
     __slots__ = ("term", "index", "type", "data")

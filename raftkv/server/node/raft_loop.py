@@ -52,6 +52,7 @@ from raftkv.proto import internal_pb2, rpc_pb2
 from raftkv.server.backend import ClientSession
 from raftkv.server.batching import BatchWindow
 from raftkv.server.config import ServerConfig
+from raftkv.server.node.commit_notice import CommitNotice
 from raftkv.server.node.read_lease import ReadLease, lease_seconds
 from raftkv.server.node.reads import LinearizableReads
 from raftkv.server.node.refusals import dropped_error, result_error
@@ -115,6 +116,7 @@ class RaftLoop:
             pre_vote=True,
             check_quorum=True,
             refuse_votes_after_boot=cfg.leader_lease_reads,
+            defer_commit_notice=cfg.commit_notice_delay_ms > 0,
             logger=self._core_log if log.isEnabledFor(logging.DEBUG) else None,
         )
         self.raw = RawNode(raft_tuning(raft_config) if raft_tuning else raft_config, store.log, rng)
@@ -139,6 +141,9 @@ class RaftLoop:
         self.stopping = False
         self._waiters = ProposalWaiters(rng.getrandbits(62))
         self._batch_window = BatchWindow(cfg.batch_delay_ms / 1000, cfg.batch_min_pending)
+        self._commit_notice = (
+            CommitNotice(clock, cfg.commit_notice_delay_ms / 1000, self.wake) if cfg.commit_notice_delay_ms else None
+        )
         self.reads = LinearizableReads(
             member_id,
             rng.getrandbits(62),
@@ -273,6 +278,8 @@ class RaftLoop:
 
     def stop(self) -> None:
         self.stopping = True
+        if self._commit_notice is not None:
+            self._commit_notice.cancel()
         self._wake_awaiting_leader()
         self._wake.set()
 
@@ -295,6 +302,8 @@ class RaftLoop:
                 self._feed_core()
                 while self.raw.has_ready():
                     await self._handle_ready(self.raw.ready())
+                if self._commit_notice is not None:
+                    self._commit_notice.after_turn(self.raw.commit_notice_pending())
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -370,6 +379,9 @@ class RaftLoop:
                 except ProposalDropped as exc:
                     refused(cc, dropped_error(exc))
         self.reads.feed(self.applied)
+        # Last: if this turn's proposals went out, their appends carried the commit index already.
+        if self._commit_notice is not None and self._commit_notice.take_due():
+            self.raw.notify_commit()
 
     def _propose(self, proposals: list[bytes]) -> None:
         """All queued proposals as one batch. If the batch as a whole is refused for its size (the bound on
