@@ -150,7 +150,7 @@ class Env:
 
     def cmd_add_nodes(self, pos: list[str], kw: dict[str, str]) -> None:
         """add-nodes N [voters=(..)] [learners=(..)] [index=K] [prevote=bool] [checkquorum=bool] [max-inflight=N]
-        [max-entries=N] [max-size=N] [max-uncommitted=N] [election=N] [heartbeat=N]"""
+        [max-entries=N] [max-size=N] [max-uncommitted=N] [election=N] [heartbeat=N] [defer-commit-notice=bool]"""
         count = int(pos[0])
         voters = frozenset(id_list(kw.get("voters", "")))
         learners = frozenset(id_list(kw.get("learners", "")))
@@ -181,6 +181,7 @@ class Env:
                 max_entries_per_msg=int(kw.get("max-entries", 4096)),
                 max_size_per_msg=int(kw.get("max-size", 1 << 20)),
                 max_uncommitted_bytes=int(kw.get("max-uncommitted", 64 << 20)),
+                defer_commit_notice=kw.get("defer-commit-notice", "false") == "true",
                 logger=self._logger,
             )
             self.nodes[node_id] = Node(RawNode(config, storage, random.Random(node_id)), storage)
@@ -256,6 +257,14 @@ class Env:
     def cmd_report_peer_gone(self, pos: list[str], kw: dict[str, str]) -> None:
         """report-peer-gone <node> <peer>: the node's driver saw the peer's process end."""
         self.nodes[int(pos[0])].raw.report_peer_gone(int(pos[1]))
+
+    def cmd_commit_notice_pending(self, pos: list[str], kw: dict[str, str]) -> None:
+        """commit-notice-pending <node>: whether the leader owes a follower the commit index."""
+        self.emit(str(self.nodes[int(pos[0])].raw.commit_notice_pending()).lower())
+
+    def cmd_notify_commit(self, pos: list[str], kw: dict[str, str]) -> None:
+        """notify-commit <node>: the driver's commit-notice timer fired."""
+        self.nodes[int(pos[0])].raw.notify_commit()
 
     def cmd_raft_log(self, pos: list[str], kw: dict[str, str]) -> None:
         self._print_log(int(pos[0]))
