@@ -3,55 +3,19 @@ carried it, due when the delay passes; and its flag is validated like any other.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
 import pytest
 
 from raftkv.security.tls import ConfigError
 from raftkv.server.config import DEFAULT_COMMIT_NOTICE_DELAY_MS, parse_config
 from raftkv.server.node.commit_notice import CommitNotice
+from tests.server.manual_clock import ManualClock
 
 PLAINTEXT = ["--insecure-plaintext", "--listen-peer-urls", "http://127.0.0.1:2380",
              "--listen-client-urls", "http://127.0.0.1:2379"]
 
 
-@dataclass
-class FakeTimer:
-    at: float
-    callback: Callable[[], None]
-    cancelled: bool = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-@dataclass
-class FakeClock:
-    t: float = 0.0
-    timers: list[FakeTimer] = field(default_factory=list)
-
-    def now(self) -> float:
-        return self.t
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> FakeTimer:
-        timer = FakeTimer(self.t + delay, callback)
-        self.timers.append(timer)
-        return timer
-
-    def advance(self, dt: float) -> None:
-        self.t += dt
-        for timer in list(self.timers):
-            if not timer.cancelled and timer.at <= self.t:
-                self.timers.remove(timer)
-                timer.callback()
-
-    def armed(self) -> int:
-        return sum(not t.cancelled for t in self.timers)
-
-
-def make() -> tuple[FakeClock, CommitNotice, list[int]]:
-    clock, wakes = FakeClock(), []
+def make() -> tuple[ManualClock, CommitNotice, list[int]]:
+    clock, wakes = ManualClock(t=0.0), []
     return clock, CommitNotice(clock, 0.005, lambda: wakes.append(1)), wakes
 
 
@@ -83,7 +47,7 @@ def test_an_append_that_carried_the_commit_disarms_it() -> None:
 
 def test_a_zero_delay_is_the_cores_job() -> None:
     with pytest.raises(AssertionError):
-        CommitNotice(FakeClock(), 0.0, lambda: None)
+        CommitNotice(ManualClock(), 0.0, lambda: None)
 
 
 def test_flag_default_and_bounds() -> None:

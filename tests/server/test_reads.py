@@ -8,7 +8,6 @@ of them instead. Driven with a real core (``RawNode``) leading three voters and 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -19,42 +18,9 @@ from raftkv.server.node.read_lease import ReadLease, lease_seconds
 from raftkv.server.node.reads import LinearizableReads
 from tests.core.leaders import drain as _drain
 from tests.core.leaders import elected_leader as _leader
+from tests.server.manual_clock import ManualClock
 
 MT = MessageType
-
-
-class _Timer:
-    def __init__(self, due: float, callback: Callable[[], None]) -> None:
-        self.due, self.callback, self.cancelled = due, callback, False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class _Clock:
-    """Time moves only when the test says (``advance``), so the least gap between rounds is exact."""
-
-    def __init__(self) -> None:
-        self.t = 100.0
-        self.timers: list[_Timer] = []
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> Awaitable[None]:
-        raise AssertionError("reads never sleep")
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> _Timer:
-        timer = _Timer(self.t + delay, callback)
-        self.timers.append(timer)
-        return timer
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-        due = [t for t in self.timers if t.due <= self.t and not t.cancelled]
-        self.timers = [t for t in self.timers if t not in due]
-        for timer in due:
-            timer.callback()
 
 
 def test_reads_during_a_round_do_not_wake_the_loop_and_its_answer_starts_the_next() -> None:
@@ -62,7 +28,7 @@ def test_reads_during_a_round_do_not_wake_the_loop_and_its_answer_starts_the_nex
         rn = _leader()
         applied = rn.raft.log.committed
         wakes: list[int] = []
-        clock = _Clock()
+        clock = ManualClock()
         reads = LinearizableReads(1, 100, rn, clock, 1.0, lambda: wakes.append(1))
 
         first = asyncio.ensure_future(reads.barrier(5.0))
@@ -98,7 +64,7 @@ def test_reads_during_a_round_do_not_wake_the_loop_and_its_answer_starts_the_nex
     asyncio.run(scenario())
 
 
-async def _leased(clock: _Clock, wakes: list[int] | None = None) -> tuple[RawNode, LinearizableReads, int]:
+async def _leased(clock: ManualClock, wakes: list[int] | None = None) -> tuple[RawNode, LinearizableReads, int]:
     """A leader whose first read took a round a quorum answered: it holds a 0.9 s lease from ``clock.now()``."""
     rn = _leader()
     applied = rn.raft.log.committed
@@ -126,7 +92,7 @@ def test_under_the_leader_lease_reads_need_no_round_until_it_runs_out() -> None:
         rn = _leader()
         applied = rn.raft.log.committed
         wakes: list[int] = []
-        clock = _Clock()
+        clock = ManualClock()
         lease = ReadLease(0.9)
         reads = LinearizableReads(1, 100, rn, clock, 1.0, lambda: wakes.append(1), lease=lease)
 
@@ -162,7 +128,7 @@ def test_under_the_leader_lease_reads_need_no_round_until_it_runs_out() -> None:
 
 def test_a_lease_read_waits_for_the_commit_index_to_be_applied() -> None:
     async def scenario() -> None:
-        rn, reads, applied = await _leased(_Clock())
+        rn, reads, applied = await _leased(ManualClock())
         rn.propose(b"x")  # committed by a follower's answer, not applied yet
         (rd,) = _drain(rn)
         (app, _) = [m for m in rd.messages if m.type == MT.APP]
@@ -181,7 +147,7 @@ def test_a_lease_read_waits_for_the_commit_index_to_be_applied() -> None:
 
 def test_no_lease_from_a_round_answered_after_losing_office_or_during_a_transfer() -> None:
     async def scenario() -> None:
-        clock = _Clock()
+        clock = ManualClock()
         rn, reads, _ = await _leased(clock)
         rn.transfer_leader(2)  # TIMEOUT_NOW may let member 2 win at once: the lease is void from now on
         _drain(rn)
