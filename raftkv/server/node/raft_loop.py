@@ -108,6 +108,9 @@ class RaftLoop:
         self._clock = clock
         self._fatal = fatal
         self._events = events
+        #: Set only with a delay: then, and only then, the core leaves the commit-only append to it.
+        delay = cfg.commit_notice_delay_ms / 1000
+        self._commit_notice = CommitNotice(clock, delay, self.wake) if delay > 0 else None
         raft_config = RaftConfig(
             id=member_id,
             election_tick=cfg.election_ticks,
@@ -116,7 +119,7 @@ class RaftLoop:
             pre_vote=True,
             check_quorum=True,
             refuse_votes_after_boot=cfg.leader_lease_reads,
-            defer_commit_notice=cfg.commit_notice_delay_ms > 0,
+            defer_commit_notice=self._commit_notice is not None,
             logger=self._core_log if log.isEnabledFor(logging.DEBUG) else None,
         )
         self.raw = RawNode(raft_tuning(raft_config) if raft_tuning else raft_config, store.log, rng)
@@ -141,9 +144,6 @@ class RaftLoop:
         self.stopping = False
         self._waiters = ProposalWaiters(rng.getrandbits(62))
         self._batch_window = BatchWindow(cfg.batch_delay_ms / 1000, cfg.batch_min_pending)
-        self._commit_notice = (
-            CommitNotice(clock, cfg.commit_notice_delay_ms / 1000, self.wake) if cfg.commit_notice_delay_ms else None
-        )
         self.reads = LinearizableReads(
             member_id,
             rng.getrandbits(62),
